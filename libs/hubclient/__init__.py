@@ -1,0 +1,48 @@
+"""hubclient: the wire contract of API Hub and the client every worker uses to call a broker."""
+
+from hubclient.catalog import CATALOG, Paging, TrSpec, lookup
+from hubclient.client import HubClient, raise_for_status
+from hubclient.errors import (
+    HubBackpressure,
+    HubError,
+    HubNotStarted,
+    HubTimeout,
+    InvalidRequest,
+    RequestExpired,
+    RequestRejected,
+    UnknownOutcome,
+    UnknownTrId,
+    UpstreamError,
+)
+from hubclient.ids import new_request_id
+from hubclient.models import SCHEMA_VERSION, ApiRequest, ApiResponse, Priority, Provider, Status, Timing
+from hubclient.transport import KafkaTransport, Transport
+
+__all__ = [
+    "CATALOG",
+    "SCHEMA_VERSION",
+    "ApiRequest",
+    "ApiResponse",
+    "HubBackpressure",
+    "HubClient",
+    "HubError",
+    "HubNotStarted",
+    "HubTimeout",
+    "InvalidRequest",
+    "KafkaTransport",
+    "Paging",
+    "Priority",
+    "Provider",
+    "RequestExpired",
+    "RequestRejected",
+    "Status",
+    "Timing",
+    "TrSpec",
+    "Transport",
+    "UnknownOutcome",
+    "UnknownTrId",
+    "UpstreamError",
+    "lookup",
+    "new_request_id",
+    "raise_for_status",
+]

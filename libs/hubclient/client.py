@@ -1,0 +1,240 @@
+"""``HubClient``: the only way a worker calls a broker.
+
+async with HubClient.connect(bootstrap, caller="history-collector") as hub:
+    response = await hub.execute("KIS", "FHKST01010100", {"FID_INPUT_ISCD": "005930"}, timeout=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from types import TracebackType
+from typing import Any, Self
+
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from hubclient.catalog import lookup
+from hubclient.errors import (
+    HubBackpressure,
+    HubNotStarted,
+    HubTimeout,
+    InvalidRequest,
+    RequestExpired,
+    RequestRejected,
+    UnknownOutcome,
+    UpstreamError,
+)
+from hubclient.ids import new_request_id
+from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
+from hubclient.transport import KafkaTransport, Transport
+
+logger = logging.getLogger(__name__)
+
+UNMATCHED_REPLIES = Counter(
+    "apihub_client_unmatched_replies",
+    "Replies with no waiting request: late (after the caller's timeout), foreign or unreadable",
+    ["kind"],
+)
+
+_RECENT_TIMEOUTS = 4096  # request ids remembered to tell a late reply from a foreign one
+
+
+class HubClient:
+    """Sends requests through the hub and waits for their one terminal response."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        caller: str,
+        default_timeout_s: float = 10.0,
+        max_pending: int = 1000,
+    ) -> None:
+        self._transport = transport
+        self._caller = caller
+        self._default_timeout_s = default_timeout_s
+        self._max_pending = max_pending
+        self._pending: dict[str, asyncio.Future[ApiResponse]] = {}
+        self._timed_out: OrderedDict[str, None] = OrderedDict()
+        self._started = False
+        self.late_replies = 0
+        self.foreign_replies = 0
+
+    @classmethod
+    def connect(
+        cls,
+        bootstrap_servers: str,
+        *,
+        caller: str,
+        request_topic: str = "api.requests",
+        reply_topic: str = "api.responses",
+        reply_partition: int | None = None,
+        default_timeout_s: float = 10.0,
+        max_pending: int = 1000,
+    ) -> HubClient:
+        """A client over Kafka; start it with ``async with`` or ``await start()``."""
+        transport = KafkaTransport(
+            bootstrap_servers,
+            request_topic=request_topic,
+            reply_topic=reply_topic,
+            reply_partition=reply_partition,
+            client_id=caller,
+        )
+        return cls(transport, caller=caller, default_timeout_s=default_timeout_s, max_pending=max_pending)
+
+    async def start(self) -> None:
+        """Connect the transport; requests may be sent once this returns."""
+        await self._transport.start(self._on_reply)
+        self._started = True
+
+    async def stop(self) -> None:
+        """Fail every pending request and close the transport."""
+        self._started = False
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(HubNotStarted("the client was stopped"))
+        self._pending.clear()
+        await self._transport.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def pending(self) -> int:
+        """Requests sent and not yet answered."""
+        return len(self._pending)
+
+    async def execute(
+        self,
+        provider: Provider | str,
+        tr_id: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        continuation: dict[str, str] | None = None,
+        credential: str | None = None,
+    ) -> ApiResponse:
+        """Call a broker through the hub; returns the ``ok`` response or raises a ``HubError``.
+
+        ``timeout`` is in seconds (default: the client's ``default_timeout_s``) and becomes the
+        request's deadline, so the gateway does not spend the broker's budget on an abandoned call.
+        """
+        response = await self.submit(
+            provider,
+            tr_id,
+            params,
+            timeout=timeout,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            continuation=continuation,
+            credential=credential,
+        )
+        raise_for_status(response)
+        return response
+
+    async def submit(
+        self,
+        provider: Provider | str,
+        tr_id: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        continuation: dict[str, str] | None = None,
+        credential: str | None = None,
+    ) -> ApiResponse:
+        """Like ``execute`` but returns any terminal response instead of raising on non-ok statuses."""
+        if not self._started:
+            raise HubNotStarted("start the HubClient (async with / await start()) before sending")
+        spec = lookup(provider, tr_id)
+        if len(self._pending) >= self._max_pending:
+            raise HubBackpressure(f"{len(self._pending)} requests already pending (max {self._max_pending})")
+        timeout_s = self._default_timeout_s if timeout is None else timeout
+        if timeout_s <= 0:
+            raise InvalidRequest("timeout must be positive")
+        now_ms = int(time.time() * 1000)
+        try:
+            request = ApiRequest(
+                request_id=new_request_id(now_ms),
+                provider=spec.provider,
+                tr_id=spec.tr_id,
+                params=params or {},
+                caller=self._caller,
+                priority=Priority(priority),
+                deadline_ms=now_ms + int(timeout_s * 1000),
+                created_at_ms=now_ms,
+                reply_topic=self._transport.reply_topic,
+                reply_partition=self._transport.reply_partition,
+                idempotency_key=idempotency_key,
+                continuation=continuation,
+                credential=credential,
+            )
+        except (ValidationError, ValueError) as exc:
+            raise InvalidRequest(f"invalid request: {exc}") from exc
+        future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
+        self._pending[request.request_id] = future
+        try:
+            await self._transport.send(request)
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError as exc:
+            self._remember_timeout(request.request_id)
+            raise HubTimeout(f"no response to {tr_id} {request.request_id} within {timeout_s:.3f}s") from exc
+        finally:
+            self._pending.pop(request.request_id, None)
+
+    def _remember_timeout(self, request_id: str) -> None:
+        self._timed_out[request_id] = None
+        while len(self._timed_out) > _RECENT_TIMEOUTS:
+            self._timed_out.popitem(last=False)
+
+    def _on_reply(self, value: bytes) -> None:
+        try:
+            response = ApiResponse.from_json(value)
+        except (ValidationError, ValueError):
+            UNMATCHED_REPLIES.labels("unreadable").inc()
+            logger.debug("hubclient.unreadable_reply bytes=%d", len(value))
+            return
+        future = self._pending.get(response.request_id)
+        if future is not None and not future.done():
+            future.set_result(response)
+        elif response.request_id in self._timed_out:
+            self.late_replies += 1
+            UNMATCHED_REPLIES.labels("late").inc()
+        else:
+            self.foreign_replies += 1
+            UNMATCHED_REPLIES.labels("foreign").inc()
+
+
+def raise_for_status(response: ApiResponse) -> None:
+    """Raise the ``HubError`` that matches a non-ok response; return quietly for ``ok``."""
+    status, reason, message = response.status, response.reason or "", response.message or ""
+    if status is Status.OK:
+        return
+    if status is Status.REJECTED:
+        raise RequestRejected(reason, message, response=response)
+    if status is Status.EXPIRED:
+        raise RequestExpired(f"expired: {reason}", response=response)
+    if status is Status.INVALID:
+        raise InvalidRequest(f"invalid: {reason} {message}".strip(), response=response)
+    if status is Status.UNKNOWN_OUTCOME:
+        raise UnknownOutcome(f"unknown outcome: {reason} {message}".strip(), response=response)
+    raise UpstreamError(
+        f"{reason} {response.provider_code or ''} {message}".strip(),
+        provider_code=response.provider_code,
+        http_status=response.http_status,
+        reason=reason,
+        response=response,
+    )

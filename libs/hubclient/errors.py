@@ -1,0 +1,93 @@
+"""Errors raised by the hub client.
+
+HubError                      root; ``retriable`` says whether the same call may be tried again
+├── HubNotStarted             the client was used before ``start()`` / ``async with``
+├── HubTimeout                no terminal response before the caller's timeout (retriable)
+├── HubBackpressure           too many requests pending in this client (retriable)
+├── InvalidRequest            the request cannot be sent or was answered ``invalid``
+│   └── UnknownTrId           the tr_id is not in the catalog
+├── RequestRejected(reason)   the gateway refused it (``rejected``); retriable for load reasons
+├── RequestExpired            the deadline passed before the call could be made
+├── UpstreamError(code)       the broker answered with an error
+└── UnknownOutcome            a non-idempotent call may or may not have happened; never resent
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hubclient.models import ApiResponse
+
+#: Rejection reasons that clear up by themselves when load falls.
+RETRIABLE_REJECTIONS = frozenset({"backlog_full", "deadline_unreachable", "circuit_open"})
+
+
+class HubError(Exception):
+    """Root of every error this library raises."""
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, response: ApiResponse | None = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class HubNotStarted(HubError):
+    """The client was used before it was started or after it was stopped."""
+
+
+class HubTimeout(HubError):
+    """No terminal response arrived before the caller's timeout."""
+
+    retriable = True
+
+
+class HubBackpressure(HubError):
+    """The client already has its maximum number of requests pending."""
+
+    retriable = True
+
+
+class InvalidRequest(HubError):
+    """The request is malformed; sending it again will not help."""
+
+
+class UnknownTrId(InvalidRequest):
+    """The tr_id is not in the catalog for that provider."""
+
+
+class RequestRejected(HubError):
+    """The gateway refused the request; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, message: str = "", *, response: ApiResponse | None = None) -> None:
+        super().__init__(f"rejected: {reason} {message}".strip(), response=response)
+        self.reason = reason
+        self.retriable = reason in RETRIABLE_REJECTIONS
+
+
+class RequestExpired(HubError):
+    """The request's deadline passed before the gateway could call the broker."""
+
+
+class UpstreamError(HubError):
+    """The broker answered with an error code."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider_code: str | None,
+        http_status: int | None,
+        reason: str | None = None,
+        response: ApiResponse | None = None,
+    ) -> None:
+        super().__init__(message, response=response)
+        self.provider_code = provider_code
+        self.http_status = http_status
+        self.reason = reason
+        self.retriable = reason in {"throttled", "transient"}
+
+
+class UnknownOutcome(HubError):
+    """A non-idempotent call may have reached the broker; reconcile instead of resending."""

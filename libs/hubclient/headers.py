@@ -1,0 +1,68 @@
+"""Kafka header mapping of the envelopes (DESIGN §3).
+
+Headers mirror body fields for tooling (``kcat -J``, the console consumer) and for Spring's
+``ReplyingKafkaTemplate``; the body stays authoritative and a message without headers is served the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hubclient.models import SCHEMA_VERSION, ApiRequest, ApiResponse
+
+CORRELATION_ID = "kafka_correlationId"
+REPLY_TOPIC = "kafka_replyTopic"
+REPLY_PARTITION = "kafka_replyPartition"
+CALLER = "apihub-caller"
+DEADLINE_MS = "apihub-deadline-ms"
+SCHEMA = "apihub-schema"
+#: On ``api.requests.dlq`` only: why the message could not be served, and where it came from.
+DLQ_REASON = "apihub-dlq-reason"
+DLQ_SOURCE = "apihub-dlq-source"
+
+Headers = list[tuple[str, bytes]]
+
+
+def encode_partition(partition: int) -> bytes:
+    """A partition number as the 4-byte big-endian int Spring Kafka writes."""
+    return partition.to_bytes(4, "big", signed=True)
+
+
+def decode_partition(raw: bytes) -> int:
+    """Read a reply partition header: 4-byte big-endian, or decimal text from hand-written tools."""
+    if len(raw) == 4:
+        return int.from_bytes(raw, "big", signed=True)
+    return int(raw.decode("ascii").strip())
+
+
+def request_headers(request: ApiRequest) -> Headers:
+    """Headers to send with a request."""
+    return [
+        (CORRELATION_ID, request.request_id.encode()),
+        (REPLY_TOPIC, request.reply_topic.encode()),
+        (REPLY_PARTITION, encode_partition(request.reply_partition)),
+        (CALLER, request.caller.encode()),
+        (DEADLINE_MS, str(request.deadline_ms).encode()),
+        (SCHEMA, SCHEMA_VERSION.encode()),
+    ]
+
+
+def response_headers(response: ApiResponse, request: ApiRequest | None) -> Headers:
+    """Headers to send with a response; the request's are echoed when it could be read."""
+    headers: Headers = [(CORRELATION_ID, response.request_id.encode()), (SCHEMA, SCHEMA_VERSION.encode())]
+    if request is not None:
+        headers += [
+            (REPLY_TOPIC, request.reply_topic.encode()),
+            (REPLY_PARTITION, encode_partition(request.reply_partition)),
+            (CALLER, request.caller.encode()),
+            (DEADLINE_MS, str(request.deadline_ms).encode()),
+        ]
+    return headers
+
+
+def header_value(headers: Sequence[tuple[str, bytes]] | None, name: str) -> bytes | None:
+    """The first value of header ``name``, or None."""
+    for key, value in headers or ():
+        if key == name:
+            return value
+    return None

@@ -1,0 +1,131 @@
+"""The wire contract: request and response envelopes on ``api.requests`` / ``api.responses``.
+
+Values are JSON (orjson), one message per request or response. The JSON body is the contract; Kafka
+headers only mirror a few body fields (see ``hubclient.headers``). ``schemas/`` holds the JSON Schema
+generated from these models, so non-Python clients can use the hub from the schema alone.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Bumped on any incompatible change of the envelopes; sent in the ``apihub-schema`` header.
+SCHEMA_VERSION = "1"
+
+_UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$"
+
+
+class Provider(StrEnum):
+    """The brokers behind the hub."""
+
+    KIS = "KIS"
+    KIWOOM = "KIWOOM"
+
+
+class Priority(StrEnum):
+    """Scheduling class; ``interactive`` is served before ``normal`` before ``bulk``."""
+
+    INTERACTIVE = "interactive"
+    NORMAL = "normal"
+    BULK = "bulk"
+
+
+class Status(StrEnum):
+    """How a request ended."""
+
+    OK = "ok"
+    UPSTREAM_ERROR = "upstream_error"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    INVALID = "invalid"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    def to_json(self) -> bytes:
+        """The message value as UTF-8 JSON bytes."""
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_json(cls, value: bytes | str) -> Self:
+        """Parse and validate a message value; raises ``pydantic.ValidationError`` or ``ValueError``."""
+        return cls.model_validate(orjson.loads(value))
+
+
+class ApiRequest(_Envelope):
+    """One broker call asked for by a worker."""
+
+    request_id: str = Field(pattern=_UUID_PATTERN, description="UUIDv7; also the correlation id")
+    provider: Provider
+    tr_id: str = Field(pattern=r"^[A-Za-z0-9_]{1,32}$", description="KIS tr_id or Kiwoom api-id")
+    params: dict[str, Any] = Field(default_factory=dict, description="the call's parameters, by name")
+    caller: str = Field(pattern=_NAME_PATTERN, description="name of the calling service")
+    priority: Priority = Priority.NORMAL
+    deadline_ms: int = Field(gt=0, description="epoch ms after which the answer is useless")
+    created_at_ms: int = Field(gt=0, description="epoch ms when the caller created the request")
+    reply_topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    reply_partition: int = Field(ge=0, lt=1 << 31)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    continuation: dict[str, str] | None = Field(default=None, description="paging state from a response")
+    credential: str | None = Field(
+        default=None, pattern=_NAME_PATTERN, description="pool member name, never a secret"
+    )
+
+    @model_validator(mode="after")
+    def _deadline_after_creation(self) -> Self:
+        if self.deadline_ms < self.created_at_ms:
+            raise ValueError("deadline_ms is before created_at_ms")
+        return self
+
+    @property
+    def limit_domain(self) -> str:
+        """The rate-limit domain and partition key: ``KIS`` or ``KIS/<credential>``."""
+        return self.provider.value if self.credential is None else f"{self.provider.value}/{self.credential}"
+
+    def remaining_ms(self, now_ms: int | None = None) -> int:
+        """Milliseconds left until the deadline (negative once it has passed)."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return self.deadline_ms - now
+
+
+class Timing(_Envelope):
+    """Where the time went, in milliseconds."""
+
+    queued_ms: float = Field(ge=0, description="from arrival at the gateway to the upstream call")
+    upstream_ms: float = Field(ge=0, description="time spent in upstream calls")
+    total_ms: float = Field(ge=0, description="from created_at_ms to the response")
+
+
+class ApiResponse(_Envelope):
+    """The one terminal answer to an ``ApiRequest``."""
+
+    request_id: str = Field(pattern=_UUID_PATTERN)
+    status: Status
+    reason: str | None = Field(default=None, description="machine-readable; set for every non-ok status")
+    http_status: int | None = None
+    provider_code: str | None = Field(default=None, description="KIS msg_cd / Kiwoom return_code")
+    message: str | None = None
+    data: Any = Field(default=None, description="the broker's body, untouched")
+    continuation: dict[str, str] | None = Field(default=None, description="state for the next page")
+    timing: Timing = Field(default_factory=lambda: Timing(queued_ms=0, upstream_ms=0, total_ms=0))
+    attempts: int = Field(default=0, ge=0)
+    gateway: str = Field(default="", description="id of the gateway instance that answered")
+
+    @model_validator(mode="after")
+    def _reason_for_failures(self) -> Self:
+        if self.status is not Status.OK and not self.reason:
+            raise ValueError(f"a {self.status.value} response needs a reason")
+        return self
+
+    @property
+    def ok(self) -> bool:
+        """True when the broker call succeeded."""
+        return self.status is Status.OK

@@ -1,0 +1,39 @@
+"""JSON Schema of the wire contract, generated from the models and checked into ``schemas/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hubclient.models import SCHEMA_VERSION, ApiRequest, ApiResponse
+
+_BASE_ID = "https://apihub.local/schemas"
+_HEADERS = {
+    "kafka_correlationId": "request_id as UTF-8 bytes",
+    "kafka_replyTopic": "reply_topic as UTF-8 bytes",
+    "kafka_replyPartition": "reply_partition as a 4-byte big-endian signed int (Spring Kafka's format)",
+    "apihub-caller": "caller as UTF-8 bytes",
+    "apihub-deadline-ms": "deadline_ms as decimal text",
+    "apihub-schema": "the schema version as decimal text",
+    "note": "headers mirror body fields for tooling; the JSON body is authoritative and suffices alone",
+}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """File name → schema document for every envelope."""
+    out: dict[str, dict[str, Any]] = {}
+    # A request is what the gateway accepts (defaults may be omitted); a response is what it writes.
+    for name, model, topic, mode in (
+        ("api-request", ApiRequest, "api.requests", "validation"),
+        ("api-response", ApiResponse, "api.responses", "serialization"),
+    ):
+        schema = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
+        doc = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"{_BASE_ID}/{name}-v{SCHEMA_VERSION}.json",
+            "x-apihub-schema-version": SCHEMA_VERSION,
+            "x-apihub-topic": topic,
+            "x-apihub-headers": _HEADERS,
+            **schema,
+        }
+        out[f"{name}.schema.json"] = doc
+    return out

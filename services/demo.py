@@ -1,0 +1,116 @@
+"""The demo workload behind ``make run``: a handful of real round trips through the hub, summarised."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from hubclient import HubClient, HubError
+from hubclient.models import ApiResponse, Provider
+from services.settings import ClientSettings
+
+READY_TIMEOUT_S = 60.0
+
+_CALLS: list[tuple[str, Provider, str, dict[str, str]]] = [
+    (
+        "Samsung Electronics price",
+        Provider.KIS,
+        "FHKST01010100",
+        {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"},
+    ),
+    (
+        "SK hynix price",
+        Provider.KIS,
+        "FHKST01010100",
+        {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "000660"},
+    ),
+    (
+        "NAVER price",
+        Provider.KIS,
+        "FHKST01010100",
+        {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "035420"},
+    ),
+    (
+        "Samsung 1-min bars (KIS)",
+        Provider.KIS,
+        "FHKST03010200",
+        {
+            "FID_ETC_CLS_CODE": "",
+            "FID_COND_MRKT_DIV_CODE": "J",
+            "FID_INPUT_ISCD": "005930",
+            "FID_INPUT_HOUR_1": "153000",
+            "FID_PW_DATA_INCU_YN": "Y",
+        },
+    ),
+    (
+        "Samsung 1-min bars (Kiwoom)",
+        Provider.KIWOOM,
+        "ka10080",
+        {"stk_cd": "005930", "tic_scope": "1", "upd_stkpc_tp": "1"},
+    ),
+]
+
+
+async def wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Poll the gateway's ``/readyz`` until it answers 200; raise ``TimeoutError`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{url}/readyz", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"gateway at {url} not ready after {timeout_s:.0f}s")
+
+
+def _summary(response: ApiResponse) -> str:
+    data = response.data if isinstance(response.data, dict) else {}
+    output = data.get("output")
+    if isinstance(output, dict) and "stck_prpr" in output:
+        return f"price {output['stck_prpr']} KRW"
+    for key in ("output2", "stk_min_pole_chart_qry"):
+        rows = data.get(key)
+        if isinstance(rows, list):
+            more = " (more pages)" if response.continuation else ""
+            return f"{len(rows)} bars{more}"
+    return response.message or ""
+
+
+async def _one(hub: HubClient, provider: Provider, tr_id: str, params: dict[str, str]) -> tuple[bool, str]:
+    started = time.perf_counter()
+    try:
+        response = await hub.submit(provider, tr_id, params, timeout=15, priority="interactive")
+    except HubError as exc:
+        return False, f"{'error':8} {(time.perf_counter() - started) * 1000:7.1f}ms  {exc}"
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    gateway_ms = response.timing.total_ms
+    return (
+        response.ok,
+        f"{response.status.value:8} {elapsed_ms:7.1f}ms  {gateway_ms:10.1f}ms  {_summary(response)}",
+    )
+
+
+async def run_demo(settings: ClientSettings, *, rounds: int = 2) -> int:
+    """Send every demo call ``rounds`` times; print one line per call; 0 when all succeeded."""
+    await wait_ready(settings.gateway_metrics_url)
+    ok_count = 0
+    async with HubClient.connect(
+        settings.kafka.bootstrap_servers,
+        caller="demo",
+        request_topic=settings.kafka.request_topic,
+        reply_topic=settings.kafka.response_topic,
+    ) as hub:
+        print(f"{'call':32} {'status':8} {'latency':>9}  {'gateway time':>12}  result")
+        for round_no in range(1, rounds + 1):
+            results = await asyncio.gather(*(_one(hub, p, tr, params) for _, p, tr, params in _CALLS))
+            for (label, *_), (ok, line) in zip(_CALLS, results, strict=True):
+                ok_count += ok
+                print(f"{label + (f' #{round_no}' if rounds > 1 else ''):32} {line}")
+    total = rounds * len(_CALLS)
+    print(f"\n{ok_count}/{total} calls ok")
+    return 0 if ok_count == total else 1

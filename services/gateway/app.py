@@ -1,0 +1,252 @@
+"""The gateway process: wires settings into the parts, serves health and metrics, runs until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from hubclient.models import ApiRequest, ApiResponse, Provider, Status
+from services.gateway.consumer import RequestConsumer
+from services.gateway.dispatcher import Dispatcher
+from services.gateway.intake import read_record
+from services.gateway.limiter import Pacer
+from services.gateway.metrics import REQUESTS
+from services.gateway.providers.base import ProviderAdapter
+from services.gateway.providers.kis import KisAdapter
+from services.gateway.providers.kiwoom import KiwoomAdapter
+from services.gateway.publisher import Publisher
+from services.gateway.service import Gateway
+from services.gateway.tokens import TokenManager
+from services.logs import log_event
+from services.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_RETRY_S = 0.5
+
+
+class GatewayApp:
+    """Everything one gateway instance owns; ``async with`` starts and stops it."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        providers = {Provider.KIS: settings.kis, Provider.KIWOOM: settings.kiwoom}
+        self.redis: Redis = Redis.from_url(settings.redis.url)
+        self.dispatcher = Dispatcher(dict(providers))
+        adapters: dict[Provider, ProviderAdapter] = {
+            Provider.KIS: KisAdapter(settings.kis),
+            Provider.KIWOOM: KiwoomAdapter(settings.kiwoom),
+        }
+        self.tokens = TokenManager(
+            adapters,
+            self.dispatcher,
+            self.redis,
+            key_prefix=settings.redis.key_prefix,
+            appkeys={p: s.appkey.get_secret_value() for p, s in providers.items() if s.appkey is not None},
+        )
+        self.gateway = Gateway(
+            instance_id=settings.instance_id,
+            adapters=adapters,
+            pacers={p: Pacer(s.rate_per_s) for p, s in providers.items()},
+            dispatcher=self.dispatcher,
+            tokens=self.tokens,
+            call_timeout_s={p: s.timeout_s for p, s in providers.items()},
+            mock={p: s.mock for p, s in providers.items()},
+        )
+        self.publisher = Publisher(
+            settings.kafka.bootstrap_servers,
+            dlq_topic=settings.kafka.dlq_topic,
+            client_id=f"apihub-gateway-{settings.instance_id}",
+        )
+        self.consumer = RequestConsumer(
+            settings.kafka,
+            self.handle_record,
+            instance_id=settings.instance_id,
+            max_inflight=settings.max_inflight,
+        )
+        self._reply_topics = settings.kafka.reply_topics
+        self._run_task: asyncio.Task[None] | None = None
+        self._http: web.AppRunner | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Start every part, then begin consuming."""
+        await self.redis.ping()
+        await self.dispatcher.start()
+        await self.publisher.start()
+        await self.consumer.start()
+        self._run_task = asyncio.create_task(self.consumer.run(), name="gateway-consumer")
+        log_event(
+            logger,
+            "gateway.started",
+            instance_id=self.settings.instance_id,
+            request_topic=self.settings.kafka.request_topic,
+            group_id=self.settings.kafka.group_id,
+        )
+
+    async def stop(self) -> None:
+        """Drain and commit, then close every part."""
+        self._stopping = True
+        await self.consumer.stop()
+        if self._run_task is not None:
+            await asyncio.gather(self._run_task, return_exceptions=True)
+        await self.publisher.stop()
+        await self.dispatcher.stop()
+        await self.redis.aclose()
+        await self.stop_http()
+        log_event(logger, "gateway.stopped", instance_id=self.settings.instance_id)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Serve one record: answer it exactly once, or dead-letter it (and answer where possible)."""
+        intake = read_record(record, self._reply_topics)
+        source = f"{record.topic}:{record.partition}:{record.offset}"
+        if intake.request is None:
+            await self._publish_with_retry(
+                lambda: self.publisher.dead_letter(
+                    record.value, list(record.headers or ()), reason=intake.reason or "invalid", source=source
+                )
+            )
+            if intake.reply is not None:
+                response = self.gateway.answer(
+                    intake.reply.request_id, Status.INVALID, reason="invalid_request", message=intake.reason
+                )
+                await self._respond(response, intake.reply.topic, intake.reply.partition, None, "-", "-", "-")
+            return
+        request = intake.request
+        try:
+            response = await self.gateway.handle(request)
+        except Exception as exc:  # a bug must still end in exactly one answer
+            logger.exception("gateway.internal_error", extra={"fields": {"request_id": request.request_id}})
+            response = self.gateway.answer(
+                request.request_id,
+                Status.REJECTED,
+                reason="internal_error",
+                message=type(exc).__name__,
+                created_at_ms=request.created_at_ms,
+            )
+        await self._respond(
+            response,
+            request.reply_topic,
+            request.reply_partition,
+            request,
+            request.provider.value,
+            request.tr_id,
+            request.caller,
+        )
+
+    async def _respond(
+        self,
+        response: ApiResponse,
+        topic: str,
+        partition: int,
+        request: ApiRequest | None,
+        provider: str,
+        tr_id: str,
+        caller: str,
+    ) -> None:
+        await self._publish_with_retry(
+            lambda: self.publisher.respond(
+                response, reply_topic=topic, reply_partition=partition, request=request
+            )
+        )
+        REQUESTS.labels(provider, tr_id, caller, response.status.value).inc()
+        log_event(
+            logger,
+            "request.answered",
+            request_id=response.request_id,
+            provider=provider,
+            tr_id=tr_id,
+            caller=caller,
+            status=response.status.value,
+            reason=response.reason,
+            total_ms=response.timing.total_ms,
+            attempts=response.attempts,
+        )
+
+    async def _publish_with_retry(self, send: Callable[[], Awaitable[None]]) -> None:
+        """Keep trying while running: an unpublished answer must not be committed, nor given up."""
+        while True:
+            try:
+                await send()
+                return
+            except KafkaError as exc:
+                if self._stopping:
+                    raise
+                log_event(logger, "publish.retry", logging.WARNING, error=str(exc))
+                await asyncio.sleep(PUBLISH_RETRY_S)
+
+    # --- health, readiness, metrics -------------------------------------------------------------
+
+    async def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Kafka assigned and Redis reachable; token state is reported, not required."""
+        try:
+            redis_ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+        except (RedisError, OSError, TimeoutError):
+            redis_ok = False
+        kafka_ok = self._run_task is not None and not self._run_task.done()
+        detail: dict[str, object] = {
+            "kafka_consuming": kafka_ok,
+            "assigned_partitions": len(self.consumer.assignment),
+            "redis": redis_ok,
+            "tokens_valid": {p.value: self.tokens.cached_valid(p) for p in Provider},
+            "checked_at_ms": int(time.time() * 1000),
+        }
+        return kafka_ok and redis_ok, detail
+
+    async def start_http(self, host: str, port: int) -> None:
+        """Serve ``/healthz``, ``/readyz`` and ``/metrics``."""
+        app = web.Application()
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok", "instance_id": self.settings.instance_id})
+
+        async def readyz(_: web.Request) -> web.Response:
+            ready, detail = await self.readiness()
+            return web.json_response({"ready": ready, **detail}, status=200 if ready else 503)
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        await web.TCPSite(self._http, host, port).start()
+
+    async def stop_http(self) -> None:
+        """Stop the HTTP server."""
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
+
+
+async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
+    """Run one gateway instance until ``stop`` is set."""
+    app = GatewayApp(settings)
+    await app.start_http(settings.metrics_host, settings.metrics_port)
+    try:
+        async with app:
+            await stop.wait()
+    finally:
+        await app.stop_http()

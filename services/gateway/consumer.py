@@ -1,0 +1,180 @@
+"""The gateway's consumer of ``api.requests``: bounded read-ahead, out-of-order work, prefix commits.
+
+Auto-commit is off and membership static (``group_instance_id``), so a restart inside the session
+timeout keeps its partitions. Each record becomes a task; a partition is paused while it has
+``readahead`` records open and everything is paused at ``max_inflight``, but polling never stops. An
+offset is committed only once its response is acknowledged by Kafka. On revoke, in-flight work of the
+lost partitions is drained (bounded) and committed; unstarted records stay for the next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from services.gateway.metrics import ASSIGNED_PARTITIONS, INFLIGHT
+from services.gateway.offsets import OffsetTracker
+from services.logs import log_event
+from services.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: RequestConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._owner.release(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._owner.assigned(list(assigned))
+
+
+class RequestConsumer:
+    """Feeds request records to ``handler``; start, then ``run`` until ``stop``."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        handler: RecordHandler,
+        *,
+        instance_id: str,
+        max_inflight: int = 256,
+        readahead: int = 64,
+        drain_timeout_s: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._instance_id = instance_id
+        self._max_inflight = max_inflight
+        self._readahead = readahead
+        self._drain_timeout_s = drain_timeout_s
+        self._tracker = OffsetTracker()
+        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        self._running: asyncio.Task[None] | None = None
+        self.assignment: frozenset[TopicPartition] = frozenset()
+
+    async def start(self) -> None:
+        """Join the group."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            group_id=self._settings.group_id,
+            group_instance_id=self._instance_id,
+            client_id=f"apihub-gateway-{self._instance_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+        )
+        await consumer.start()
+        consumer.subscribe([self._settings.request_topic], listener=_Rebalance(self))
+        self._consumer = consumer
+
+    async def run(self) -> None:
+        """Poll, dispatch and commit until ``stop`` is called."""
+        consumer = self._require()
+        self._running = asyncio.current_task()
+        while not self._stopping.is_set():
+            try:
+                batches = await consumer.getmany(timeout_ms=100, max_records=self._max_inflight)
+            except KafkaError as exc:
+                log_event(logger, "consumer.fetch_failed", logging.WARNING, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for tp, records in batches.items():
+                for record in records:
+                    self._tracker.started(tp, record.offset)
+                    task = asyncio.create_task(self._process(tp, record))
+                    self._tasks.setdefault(tp, set()).add(task)
+            self._apply_backpressure(consumer)
+            await self._commit()
+
+    async def _process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        INFLIGHT.inc()
+        try:
+            await self._handler(record)
+        except asyncio.CancelledError:
+            raise  # shutting down: not completed, so not committed, so redelivered
+        except Exception:
+            # The handler answers every request itself; reaching here means the answer could not be
+            # published. Leave the offset uncommitted so the record is served again.
+            logger.exception("consumer.handler_failed", extra={"fields": {"offset": record.offset}})
+            return
+        finally:
+            INFLIGHT.dec()
+            tasks = self._tasks.get(tp)
+            if tasks is not None:
+                tasks.discard(asyncio.current_task())
+        self._tracker.completed(tp, record.offset)
+
+    def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
+        full = self._tracker.total_in_flight() >= self._max_inflight
+        to_pause, to_resume = [], []
+        for tp in self.assignment:
+            if full or self._tracker.in_flight(tp) >= self._readahead:
+                to_pause.append(tp)
+            else:
+                to_resume.append(tp)
+        if to_pause:
+            consumer.pause(*to_pause)
+        if to_resume:
+            consumer.resume(*to_resume)
+
+    async def _commit(self, tps: list[TopicPartition] | None = None) -> None:
+        due = self._tracker.commits_due(tps)
+        if not due or self._consumer is None:
+            return
+        try:
+            await self._consumer.commit(due)
+        except (CommitFailedError, KafkaError) as exc:
+            log_event(logger, "consumer.commit_failed", logging.WARNING, error=str(exc), partitions=len(due))
+            return
+        self._tracker.committed(due)
+
+    def assigned(self, tps: list[TopicPartition]) -> None:
+        """Record a new assignment (called by the rebalance listener)."""
+        self.assignment = frozenset(tps)
+        ASSIGNED_PARTITIONS.set(len(tps))
+        log_event(logger, "consumer.assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in tps))
+
+    async def release(self, tps: list[TopicPartition]) -> None:
+        """Drain in-flight work of revoked partitions (bounded), commit it and forget them."""
+        tasks = [t for tp in tps for t in self._tasks.get(tp, ())]
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=self._drain_timeout_s)
+            for task in unfinished:
+                task.cancel()
+        await self._commit(tps)
+        self._tracker.forget(tps)
+        for tp in tps:
+            self._tasks.pop(tp, None)
+        self.assignment = self.assignment - set(tps)
+        ASSIGNED_PARTITIONS.set(len(self.assignment))
+        log_event(logger, "consumer.revoked", partitions=len(tps), drained=len(tasks))
+
+    async def stop(self) -> None:
+        """Stop polling, drain everything (bounded), commit and leave the group."""
+        self._stopping.set()
+        if self._consumer is None:
+            return
+        if self._running is not None and self._running is not asyncio.current_task():
+            await asyncio.wait([self._running], timeout=5)
+        await self.release(list(self.assignment))
+        consumer, self._consumer = self._consumer, None
+        await consumer.stop()
+
+    def _require(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("RequestConsumer.start() was not called")
+        return self._consumer

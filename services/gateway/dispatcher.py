@@ -1,0 +1,95 @@
+"""HTTP to the brokers: one ``aiohttp`` session per provider, and the one place aiohttp errors are caught.
+
+DispatchError                 root; ``sent`` says whether the request may have reached the broker
+├── UpstreamUnreachable       the connection failed before the request was written (sent=False)
+└── UpstreamNoAnswer          timeout or dropped connection after sending (sent=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+
+import aiohttp
+import orjson
+
+from hubclient.models import Provider
+from services.gateway.metrics import UPSTREAM_LATENCY
+from services.gateway.providers.base import UpstreamAnswer, UpstreamRequest
+from services.settings import ProviderSettings
+
+logger = logging.getLogger(__name__)
+
+
+class DispatchError(Exception):
+    """The broker gave no HTTP answer."""
+
+    retriable = True
+    sent = False
+
+
+class UpstreamUnreachable(DispatchError):
+    """The request never left: safe to retry, even for orders."""
+
+
+class UpstreamNoAnswer(DispatchError):
+    """The request may have been processed; only idempotent calls may be retried."""
+
+    sent = True
+
+
+class Dispatcher:
+    """Sends ``UpstreamRequest``s; start before use, stop to close the sessions."""
+
+    def __init__(self, providers: dict[Provider, ProviderSettings]) -> None:
+        self._settings = providers
+        self._sessions: dict[Provider, aiohttp.ClientSession] = {}
+
+    async def start(self) -> None:
+        """Open one connection-pooled session per provider."""
+        for provider, settings in self._settings.items():
+            ssl_context: ssl.SSLContext | bool = settings.verify_tls
+            if settings.ca_bundle:
+                ssl_context = ssl.create_default_context(cafile=settings.ca_bundle)
+            connector = aiohttp.TCPConnector(limit=100, ssl=ssl_context)
+            self._sessions[provider] = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+
+    async def stop(self) -> None:
+        """Close the sessions."""
+        sessions, self._sessions = self._sessions, {}
+        await asyncio.gather(*(s.close() for s in sessions.values()))
+
+    async def send(self, provider: Provider, request: UpstreamRequest, timeout_s: float) -> UpstreamAnswer:
+        """Make one HTTP call bounded by ``timeout_s`` seconds."""
+        session = self._sessions.get(provider)
+        if session is None:
+            raise RuntimeError("Dispatcher.start() was not called")
+        timeout = aiohttp.ClientTimeout(total=max(timeout_s, 0.001))
+        started = time.perf_counter()
+        try:
+            async with session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                params=request.query,
+                data=orjson.dumps(request.json_body) if request.json_body is not None else None,
+                timeout=timeout,
+            ) as resp:
+                raw = await resp.read()
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                status = resp.status
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnreachable(f"{provider} unreachable: {exc.os_error}") from exc
+        except (TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+            raise UpstreamNoAnswer(f"{provider} gave no answer: {type(exc).__name__}") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamNoAnswer(f"{provider} call failed: {exc}") from exc
+        finally:
+            UPSTREAM_LATENCY.labels(provider.value).observe(time.perf_counter() - started)
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        return UpstreamAnswer(status, headers, body)

@@ -1,0 +1,36 @@
+"""Prometheus metrics of the gateway (prefix ``apihub_``), served at ``/metrics``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "apihub_requests",
+    "Terminal responses by provider, tr_id, caller and status",
+    ["provider", "tr_id", "caller", "status"],
+)
+UPSTREAM_CALLS = Counter(
+    "apihub_upstream_calls", "HTTP calls made to a broker, by outcome", ["provider", "tr_id", "outcome"]
+)
+UPSTREAM_LATENCY = Histogram(
+    "apihub_upstream_latency_seconds",
+    "Latency of one broker HTTP call",
+    ["provider"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+QUEUE_WAIT = Histogram(
+    "apihub_queue_wait_seconds",
+    "Time from arrival at the gateway to the upstream call",
+    ["priority"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+LIMITER_REJECTIONS = Counter(
+    "apihub_limiter_rejections", "Requests refused by pacing, by reason", ["provider", "reason"]
+)
+RETRIES = Counter("apihub_retries", "Upstream calls retried, by reason", ["provider", "reason"])
+TOKEN_REFRESHES = Counter(
+    "apihub_token_refreshes", "Token issuances requested, by result", ["provider", "result"]
+)
+DLQ_MESSAGES = Counter("apihub_dlq_messages", "Messages sent to the dead-letter topic, by reason", ["reason"])
+INFLIGHT = Gauge("apihub_inflight_requests", "Requests being served right now")
+ASSIGNED_PARTITIONS = Gauge("apihub_assigned_partitions", "Request partitions owned by this instance")

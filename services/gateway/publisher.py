@@ -1,0 +1,68 @@
+"""Producing answers: responses to the request's reply partition, bad input to the dead-letter topic."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaProducer
+
+from hubclient.headers import DLQ_REASON, DLQ_SOURCE, Headers, response_headers
+from hubclient.models import ApiRequest, ApiResponse
+from services.gateway.metrics import DLQ_MESSAGES
+from services.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Wraps the gateway's idempotent producer; every send waits for the broker's acknowledgement."""
+
+    def __init__(self, bootstrap_servers: str, *, dlq_topic: str, client_id: str) -> None:
+        self._dlq_topic = dlq_topic
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            enable_idempotence=True,
+            linger_ms=1,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        """Connect the producer."""
+        await self._producer.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Flush and close."""
+        if self._started:
+            self._started = False
+            await self._producer.stop()
+
+    async def respond(
+        self,
+        response: ApiResponse,
+        *,
+        reply_topic: str,
+        reply_partition: int | None,
+        request: ApiRequest | None,
+    ) -> None:
+        """Produce ``response`` to the caller's reply topic and partition, keyed by request id."""
+        if not self._started:
+            raise RuntimeError("Publisher.start() was not called")
+        await self._producer.send_and_wait(
+            reply_topic,
+            value=response.to_json(),
+            key=response.request_id.encode(),
+            partition=reply_partition,
+            headers=response_headers(response, request),
+        )
+
+    async def dead_letter(self, value: bytes | None, headers: Headers, *, reason: str, source: str) -> None:
+        """Keep an unusable message, with why and where it came from, on the dead-letter topic."""
+        if not self._started:
+            raise RuntimeError("Publisher.start() was not called")
+        kept = [(k, v) for k, v in headers if k not in (DLQ_REASON, DLQ_SOURCE)]
+        kept += [(DLQ_REASON, reason.encode()[:1000]), (DLQ_SOURCE, source.encode())]
+        await self._producer.send_and_wait(self._dlq_topic, value=value, headers=kept)
+        DLQ_MESSAGES.labels(reason.split(":", 1)[0]).inc()
+        log_event(logger, "request.dead_lettered", logging.WARNING, reason=reason, source=source)

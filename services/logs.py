@@ -1,0 +1,63 @@
+"""JSON logs: one object per line, an event name plus fields, never a secret.
+
+Code logs ``logger.info("event.name", extra={"fields": {...}})`` (or ``log_event``); the formatter writes
+``{"ts": ..., "level": ..., "logger": ..., "event": "event.name", ...fields}``. The format is described
+in ``docs/LOGGING.md``. Library code never configures handlers; ``configure_logging`` is for processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+#: Field names whose values are replaced before a line is written.
+SECRET_FIELDS = frozenset(
+    {"appkey", "appsecret", "secretkey", "token", "access_token", "authorization", "password"}
+)
+REDACTED = "***"
+
+
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log ``event`` with structured ``fields``."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event, extra={"fields": fields})
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if str(k).lower() in SECRET_FIELDS else _clean(v) for k, v in value.items()}
+    return value
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(_clean(fields))
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send JSON lines to stderr; quiet the chatty client libraries."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,36 @@
+"""``apihub schemas generate|check``: keep ``schemas/*.schema.json`` equal to the models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from hubclient.schema import json_schemas
+
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def rendered() -> dict[str, bytes]:
+    """The schema files as they should be on disk."""
+    return {
+        name: orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        for name, doc in json_schemas().items()
+    }
+
+
+def stale(directory: Path = SCHEMAS_DIR) -> list[str]:
+    """Names of schema files that are missing or differ from the models."""
+    return [
+        name
+        for name, data in rendered().items()
+        if not (directory / name).is_file() or (directory / name).read_bytes() != data
+    ]
+
+
+def write(directory: Path = SCHEMAS_DIR) -> list[str]:
+    """Write every schema file; returns the names written."""
+    files = rendered()
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+    return sorted(files)

@@ -1,0 +1,107 @@
+"""Typed settings, built once at each process's edge from ``APIHUB_*`` variables and passed down.
+
+Nested groups use ``__``: ``APIHUB_KAFKA__BOOTSTRAP_SERVERS``, ``APIHUB_KIS__APPKEY``,
+``APIHUB_KIWOOM__SECRETKEY``. Secrets are ``SecretStr`` so they never print in a repr or a log.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hubclient.models import Provider
+
+
+class KafkaSettings(BaseModel):
+    """Where the topics live and what they are called."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    request_topic: str = "api.requests"
+    response_topic: str = "api.responses"
+    dlq_topic: str = "api.requests.dlq"
+    group_id: str = "apihub-gateway"
+    extra_reply_topics: list[str] = Field(
+        default_factory=list, description="reply topics besides response_topic"
+    )
+
+    @property
+    def reply_topics(self) -> frozenset[str]:
+        """Topics the gateway may answer on."""
+        return frozenset([self.response_topic, *self.extra_reply_topics])
+
+
+class RedisSettings(BaseModel):
+    """The Redis holding tokens, locks, limiter state and idempotency records."""
+
+    url: str = "redis://127.0.0.1:16379/0"
+    key_prefix: str = "apihub:"
+
+
+class ProviderSettings(BaseModel):
+    """One broker: endpoint, credentials and limits."""
+
+    base_url: str
+    environment: Literal["real", "mock"] = "real"
+    appkey: SecretStr | None = None
+    rate_per_s: float = Field(gt=0)
+    timeout_s: float = Field(default=10.0, gt=0, description="upper bound of one upstream HTTP call")
+    verify_tls: bool = True
+    ca_bundle: str | None = Field(default=None, description="PEM file for a private or self-signed chain")
+
+    @property
+    def mock(self) -> bool:
+        """True for the broker's mock (virtual trading) server."""
+        return self.environment == "mock"
+
+
+class KisSettings(ProviderSettings):
+    """KIS Open API; the secret is called ``appsecret`` there."""
+
+    base_url: str = "http://127.0.0.1:18080/kis/real"
+    appsecret: SecretStr | None = None
+    rate_per_s: float = Field(default=20.0, gt=0)
+
+
+class KiwoomSettings(ProviderSettings):
+    """Kiwoom REST API; the secret is called ``secretkey`` there."""
+
+    base_url: str = "http://127.0.0.1:18080/kiwoom/real"
+    secretkey: SecretStr | None = None
+    rate_per_s: float = Field(default=5.0, gt=0)
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway process needs."""
+
+    model_config = SettingsConfigDict(env_prefix="APIHUB_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    kis: KisSettings = KisSettings()
+    kiwoom: KiwoomSettings = KiwoomSettings()
+    instance_id: str = Field(default_factory=_default_instance_id)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 18081
+    max_inflight: int = Field(default=256, gt=0, description="requests being served at once")
+    log_level: str = "INFO"
+
+    def provider(self, provider: Provider) -> KisSettings | KiwoomSettings:
+        """The settings of one provider."""
+        return self.kis if provider is Provider.KIS else self.kiwoom
+
+
+class ClientSettings(BaseSettings):
+    """Settings of the command-line clients (``topics``, ``call``, ``demo``)."""
+
+    model_config = SettingsConfigDict(env_prefix="APIHUB_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = KafkaSettings()
+    gateway_metrics_url: str = "http://127.0.0.1:18081"

@@ -1,0 +1,96 @@
+"""Integration fixtures: isolated topics, an in-process sandbox and gateways built per test."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+from services.gateway.app import GatewayApp
+from services.sandbox.app import create_app
+from services.sandbox.settings import SandboxSettings
+from services.settings import GatewaySettings, KafkaSettings, KisSettings, KiwoomSettings, RedisSettings
+from services.topics import ensure_topics, load_topics
+from tests.conftest import Services
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Topics:
+    """This test's own copies of the declared topics."""
+
+    requests: str
+    responses: str
+    dlq: str
+    group_id: str
+
+
+def fake_credentials() -> tuple[str, str]:
+    """An appkey and secret of the brokers' shapes (36 and 180 characters); the sandbox accepts any."""
+    return "PS" + secrets.token_hex(17), secrets.token_urlsafe(135)[:180]
+
+
+@pytest.fixture
+async def topics(services: Services, unique: str) -> Topics:
+    """Request, response and DLQ topics private to this test."""
+    names = {
+        "api.requests": f"t{unique}.requests",
+        "api.responses": f"t{unique}.responses",
+        "api.requests.dlq": f"t{unique}.dlq",
+    }
+    specs = [s for s in load_topics(rename=names) if s.name in names.values()]
+    await ensure_topics(services.kafka_bootstrap, specs)
+    return Topics(names["api.requests"], names["api.responses"], names["api.requests.dlq"], f"gw-{unique}")
+
+
+@pytest.fixture(scope="session")
+async def sandbox_url() -> AsyncIterator[str]:
+    """A sandbox server on a free loopback port for the whole session."""
+    runner = web.AppRunner(create_app(SandboxSettings()))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+GatewayFactory = Callable[..., AbstractAsyncContextManager[GatewayApp]]
+
+
+@pytest.fixture
+def gateway_settings(services: Services, topics: Topics, sandbox_url: str, unique: str) -> GatewaySettings:
+    """Settings of a gateway wired to this test's topics, its own Redis prefix and fresh sandbox keys."""
+    kis_key, kis_secret = fake_credentials()
+    kw_key, kw_secret = fake_credentials()
+    return GatewaySettings(
+        kafka=KafkaSettings(
+            bootstrap_servers=services.kafka_bootstrap,
+            request_topic=topics.requests,
+            response_topic=topics.responses,
+            dlq_topic=topics.dlq,
+            group_id=topics.group_id,
+        ),
+        redis=RedisSettings(url=services.redis_url, key_prefix=f"test:{unique}:"),
+        kis=KisSettings(base_url=f"{sandbox_url}/kis/real", appkey=kis_key, appsecret=kis_secret),
+        kiwoom=KiwoomSettings(base_url=f"{sandbox_url}/kiwoom/real", appkey=kw_key, secretkey=kw_secret),
+        instance_id=f"gw-{unique}-1",
+    )
+
+
+@pytest.fixture
+def gateway(gateway_settings: GatewaySettings) -> GatewayFactory:
+    """Start a gateway (``async with gateway(**overrides) as app``) on this test's settings."""
+
+    @asynccontextmanager
+    async def run(**overrides: object) -> AsyncIterator[GatewayApp]:
+        settings = gateway_settings.model_copy(update=overrides)
+        async with GatewayApp(settings) as app:
+            yield app
+
+    return run

@@ -1,0 +1,102 @@
+"""Bad input lands in the dead-letter topic with its reason, is answered where possible, and stops nothing."""
+
+from __future__ import annotations
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from hubclient.headers import (
+    CORRELATION_ID,
+    DLQ_REASON,
+    DLQ_SOURCE,
+    REPLY_PARTITION,
+    REPLY_TOPIC,
+    header_value,
+)
+from hubclient.ids import new_request_id
+from hubclient.models import ApiResponse, Status
+from tests.conftest import Services
+from tests.integration.conftest import GatewayFactory, Topics
+from tests.integration.test_round_trip import PRICE, hub, read_all
+
+
+async def test_garbage_and_invalid_json(services: Services, topics: Topics, gateway: GatewayFactory) -> None:
+    """Garbage and schema-invalid JSON go to the DLQ; the latter is answered invalid; later calls work."""
+    invalid_id = new_request_id()
+    producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.requests, b"\x00\xff not json at all", key=b"KIS")
+        bad = {
+            "request_id": invalid_id,
+            "provider": "NOBODY",
+            "tr_id": "FHKST01010100",
+            "caller": "t",
+            "deadline_ms": 1,
+            "created_at_ms": 1,
+            "reply_topic": topics.responses,
+            "reply_partition": 0,
+        }
+        await producer.send_and_wait(topics.requests, orjson.dumps(bad), key=b"KIS")
+        # a non-JSON body whose reply address is only in the (Spring-style) headers
+        header_id = new_request_id()
+        await producer.send_and_wait(
+            topics.requests,
+            b"{truncated",
+            key=b"KIS",
+            headers=[
+                (CORRELATION_ID, header_id.encode()),
+                (REPLY_TOPIC, topics.responses.encode()),
+                (REPLY_PARTITION, (1).to_bytes(4, "big")),
+            ],
+        )
+    finally:
+        await producer.stop()
+
+    async with gateway(), hub(services, topics) as client:
+        after = await client.execute("KIS", "FHKST01010100", PRICE, timeout=20)
+    assert after.status is Status.OK
+
+    dead = await read_all(services, topics.dlq, 3)
+    reasons = [header_value(r.headers, DLQ_REASON).decode() for r in dead]
+    assert reasons[0].startswith("unparseable")
+    assert reasons[1].startswith("schema") and "provider" in reasons[1]
+    assert reasons[2].startswith("unparseable")
+    assert dead[0].value == b"\x00\xff not json at all"  # kept byte for byte
+    assert header_value(dead[0].headers, DLQ_SOURCE).decode().startswith(f"{topics.requests}:")
+
+    answers = {
+        ApiResponse.from_json(r.value).request_id: (r.partition, ApiResponse.from_json(r.value))
+        for r in await read_all(services, topics.responses, 3)
+    }
+    assert answers[invalid_id][1].status is Status.INVALID
+    assert answers[invalid_id][0] == 0
+    assert answers[header_id][1].status is Status.INVALID
+    assert answers[header_id][0] == 1
+
+
+async def test_foreign_reply_topic_is_refused(
+    services: Services, topics: Topics, gateway: GatewayFactory
+) -> None:
+    """A request asking for answers on a topic that is not a reply topic is dead-lettered, not obeyed."""
+    request_id = new_request_id()
+    body = {
+        "request_id": request_id,
+        "provider": "KIS",
+        "tr_id": "FHKST01010100",
+        "caller": "t",
+        "params": PRICE,
+        "deadline_ms": 2**41,
+        "created_at_ms": 1,
+        "reply_topic": topics.requests,
+        "reply_partition": 0,
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.requests, orjson.dumps(body), key=b"KIS")
+    finally:
+        await producer.stop()
+    async with gateway():
+        (dead,) = await read_all(services, topics.dlq, 1, timeout_s=20)
+    assert header_value(dead.headers, DLQ_REASON).decode().startswith("reply_topic_not_allowed")

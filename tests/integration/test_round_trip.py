@@ -1,0 +1,150 @@
+"""The walking skeleton: hubclient → api.requests → gateway → sandbox → api.responses → hubclient."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from hubclient import HubClient, HubTimeout, UnknownTrId, UpstreamError
+from hubclient.headers import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, header_value
+from hubclient.ids import new_request_id
+from hubclient.models import ApiRequest, ApiResponse, Status
+from tests.conftest import Services
+from tests.integration.conftest import GatewayFactory, Topics
+
+PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+
+
+def hub(services: Services, topics: Topics, caller: str = "test-worker") -> HubClient:
+    """A client on this test's topics."""
+    return HubClient.connect(
+        services.kafka_bootstrap, caller=caller, request_topic=topics.requests, reply_topic=topics.responses
+    )
+
+
+async def read_all(services: Services, topic: str, count: int, timeout_s: float = 15) -> list[object]:
+    """The first ``count`` records of ``topic`` (all partitions), read from the beginning."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=services.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[object] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_price_round_trip(services: Services, topics: Topics, gateway: GatewayFactory) -> None:
+    """A KIS price request comes back ok with the broker's untouched body and the gateway's timing."""
+    async with gateway(), hub(services, topics) as client:
+        response = await client.execute("KIS", "FHKST01010100", PRICE, timeout=20)
+    assert response.status is Status.OK
+    assert response.data["rt_cd"] == "0"
+    assert response.data["output"]["stck_prpr"].isdigit()
+    assert response.attempts == 1
+    assert response.timing.total_ms > 0
+    assert response.gateway.startswith("gw-")
+
+
+async def committed_total(services: Services, group_id: str, topic: str) -> int:
+    """Sum over partitions of the group's committed positions on ``topic``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+async def test_headers_and_commit(services: Services, topics: Topics, gateway: GatewayFactory) -> None:
+    """Both audit topics carry the Spring-compatible headers and the offset is committed after the answer."""
+    async with gateway(), hub(services, topics) as client:
+        response = await client.execute("KIS", "FHKST01010100", PRICE, timeout=20)
+        async with asyncio.timeout(10):
+            while await committed_total(services, topics.group_id, topics.requests) < 1:
+                await asyncio.sleep(0.1)
+    (req,) = await read_all(services, topics.requests, 1)
+    (resp,) = await read_all(services, topics.responses, 1)
+    assert header_value(req.headers, CORRELATION_ID) == response.request_id.encode()
+    assert header_value(resp.headers, CORRELATION_ID) == response.request_id.encode()
+    assert header_value(req.headers, REPLY_TOPIC) == topics.responses.encode()
+    partition = header_value(req.headers, REPLY_PARTITION)
+    assert partition is not None and len(partition) == 4
+    assert int.from_bytes(partition, "big") == resp.partition
+    assert ApiResponse.from_json(resp.value).request_id == response.request_id
+    assert req.key == b"KIS"
+    assert await committed_total(services, topics.group_id, topics.requests) == 1
+
+
+async def test_upstream_error_is_typed(services: Services, topics: Topics, gateway: GatewayFactory) -> None:
+    """A broker error comes back as upstream_error and execute() raises UpstreamError with its code."""
+    async with gateway(), hub(services, topics) as client:
+        with pytest.raises(UpstreamError) as info:
+            await client.execute(
+                "KIS",
+                "FHKST01010100",
+                {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "999999"},
+                timeout=20,
+            )
+    assert info.value.response is not None
+    assert info.value.response.status is Status.UPSTREAM_ERROR
+    assert info.value.provider_code
+
+
+async def test_unknown_tr_id_never_reaches_kafka(services: Services, topics: Topics) -> None:
+    """An unknown tr_id is refused by the client before anything is produced."""
+    async with hub(services, topics) as client:
+        with pytest.raises(UnknownTrId):
+            await client.execute("KIS", "NOPE0000", {}, timeout=1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=services.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.requests, p) for p in range(6)]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    assert sum(ends.values()) == 0
+
+
+async def test_timeout_without_gateway(services: Services, topics: Topics) -> None:
+    """With no gateway running the caller gets HubTimeout at its own timeout, and nothing stays pending."""
+    async with hub(services, topics) as client:
+        with pytest.raises(HubTimeout):
+            await client.execute("KIS", "FHKST01010100", PRICE, timeout=0.5)
+        assert client.pending == 0
+
+
+async def test_late_and_foreign_replies_are_counted(services: Services, topics: Topics) -> None:
+    """A reply nobody waits for is ignored and counted, as late (after a timeout) or foreign."""
+    async with hub(services, topics) as client:
+        with pytest.raises(HubTimeout):
+            await client.execute("KIS", "FHKST01010100", PRICE, timeout=0.3)
+        (sent,) = await read_all(services, topics.requests, 1)
+        late_id = ApiRequest.from_json(sent.value).request_id
+        producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+        await producer.start()
+        try:
+            for request_id in (late_id, new_request_id()):
+                answer = ApiResponse(request_id=request_id, status=Status.REJECTED, reason="test")
+                await producer.send_and_wait(
+                    topics.responses, answer.to_json(), partition=client._transport.reply_partition
+                )
+        finally:
+            await producer.stop()
+        async with asyncio.timeout(10):
+            while client.late_replies + client.foreign_replies < 2:
+                await asyncio.sleep(0.05)
+    assert (client.late_replies, client.foreign_replies) == (1, 1)

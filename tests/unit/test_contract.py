@@ -1,0 +1,113 @@
+"""The wire contract: envelopes, ids, headers and the checked-in JSON Schema."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from hubclient.headers import (
+    REPLY_PARTITION,
+    decode_partition,
+    encode_partition,
+    header_value,
+    request_headers,
+)
+from hubclient.ids import new_request_id, request_id_time_ms
+from hubclient.models import ApiRequest, ApiResponse, Priority, Status
+from services import schemas
+
+
+def make_request(**overrides: object) -> ApiRequest:
+    """A valid request with ``overrides`` applied."""
+    fields: dict[str, object] = {
+        "request_id": new_request_id(),
+        "provider": "KIS",
+        "tr_id": "FHKST01010100",
+        "caller": "unit",
+        "deadline_ms": 2_000,
+        "created_at_ms": 1_000,
+        "reply_topic": "api.responses",
+        "reply_partition": 3,
+    }
+    fields.update(overrides)
+    return ApiRequest.model_validate(fields)
+
+
+def test_request_id_is_uuid7_with_time() -> None:
+    """Request ids are version-7 UUIDs carrying their creation time in milliseconds."""
+    rid = new_request_id(now_ms=1_700_000_000_123)
+    parsed = uuid.UUID(rid)
+    assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert request_id_time_ms(rid) == 1_700_000_000_123
+    assert new_request_id(now_ms=1) < new_request_id(now_ms=2)  # sortable by time
+
+
+def test_request_round_trip_and_defaults() -> None:
+    """A request survives JSON encoding unchanged and gets the documented defaults."""
+    request = make_request()
+    assert ApiRequest.from_json(request.to_json()) == request
+    assert request.priority is Priority.NORMAL and request.params == {}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"provider": "NYSE"}, "provider"),
+        ({"request_id": "not-a-uuid"}, "request_id"),
+        ({"reply_partition": -1}, "reply_partition"),
+        ({"deadline_ms": 500}, "deadline_ms"),
+        ({"priority": "urgent"}, "priority"),
+        ({"unexpected": 1}, "unexpected"),
+        ({"credential": "has space"}, "credential"),
+    ],
+)
+def test_request_validation(overrides: dict[str, object], field: str) -> None:
+    """Malformed requests are refused with the offending field named."""
+    with pytest.raises(ValidationError) as info:
+        make_request(**overrides)
+    assert field in str(info.value)
+
+
+def test_limit_domain() -> None:
+    """The partition key is the provider, or provider/credential for a pool member."""
+    assert make_request().limit_domain == "KIS"
+    assert make_request(provider="KIWOOM", credential="acct-2").limit_domain == "KIWOOM/acct-2"
+
+
+def test_non_ok_response_needs_reason() -> None:
+    """Every non-ok response carries a machine-readable reason."""
+    with pytest.raises(ValidationError):
+        ApiResponse(request_id=new_request_id(), status=Status.REJECTED)
+    ok = ApiResponse(request_id=new_request_id(), status=Status.OK, data={"rt_cd": "0"})
+    assert ApiResponse.from_json(ok.to_json()) == ok and ok.ok
+
+
+def test_headers_mirror_the_body() -> None:
+    """Request headers carry the correlation id and a 4-byte big-endian reply partition."""
+    request = make_request(reply_partition=258)
+    headers = request_headers(request)
+    raw = header_value(headers, REPLY_PARTITION)
+    assert raw == b"\x00\x00\x01\x02"
+    assert decode_partition(raw) == 258
+    assert decode_partition(b"7") == 7  # decimal text from hand-written tools
+    assert encode_partition(0) == b"\x00\x00\x00\x00"
+    assert header_value(headers, "kafka_correlationId") == request.request_id.encode()
+    assert header_value(headers, "missing") is None
+
+
+def test_checked_in_schemas_match_the_models() -> None:
+    """schemas/*.schema.json equal what the models generate (run `apihub schemas generate` after a change)."""
+    assert schemas.stale() == []
+
+
+def test_stale_schema_is_detected(tmp_path: object) -> None:
+    """The check notices a schema file that differs from the models."""
+    from pathlib import Path
+
+    directory = Path(str(tmp_path))
+    schemas.write(directory)
+    assert schemas.stale(directory) == []
+    (directory / "api-request.schema.json").write_text("{}")
+    assert schemas.stale(directory) == ["api-request.schema.json"]

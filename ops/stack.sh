@@ -1,0 +1,453 @@
+#!/usr/bin/env bash
+# Local API Hub stack without Docker: Kafka (KRaft, from Maven jars), Redis, sandbox, gateway.
+# Loopback only, non-default ports, all state under .local/<component>/ (pid file, logs, data).
+#
+#   ops/stack.sh up [kafka redis sandbox gateway]   start (default: all), skipping what is already up
+#   ops/stack.sh down [components...]               stop, in reverse order (default: all)
+#   ops/stack.sh status                             one line per component
+#   ops/stack.sh env                                print .local/stack.env (written by `up`)
+#
+# Ports: APIHUB_KAFKA_PORT (19092), APIHUB_KAFKA_CONTROLLER_PORT (19093), APIHUB_REDIS_PORT (16379),
+# APIHUB_SANDBOX_PORT (18080), APIHUB_GATEWAY_METRICS_PORT (18081).
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=kafka/common.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/kafka/common.sh"
+
+HOST=127.0.0.1
+KAFKA_PORT=${APIHUB_KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${APIHUB_KAFKA_CONTROLLER_PORT:-19093}
+REDIS_PORT=${APIHUB_REDIS_PORT:-16379}
+SANDBOX_PORT=${APIHUB_SANDBOX_PORT:-18080}
+GATEWAY_METRICS_PORT=${APIHUB_GATEWAY_METRICS_PORT:-18081}
+KAFKA_HEAP_OPTS=${APIHUB_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
+PYTHON=${APIHUB_PYTHON:-$REPO_ROOT/.venv/bin/python}
+APIHUB=${APIHUB_BIN:-$REPO_ROOT/.venv/bin/apihub}
+STACK_ENV=$LOCAL_DIR/stack.env
+
+COMPONENTS=(kafka redis sandbox gateway)
+KAFKA_READY_TIMEOUT=90
+OTHER_READY_TIMEOUT=30
+STOP_TIMEOUT=30
+
+say() { echo "stack: $*"; }
+die() {
+    echo "stack: error: $*" >&2
+    exit 1
+}
+
+# --- per-component facts -----------------------------------------------------------------------
+
+port_of() {
+    case $1 in
+    kafka) echo "$KAFKA_PORT" ;; redis) echo "$REDIS_PORT" ;;
+    sandbox) echo "$SANDBOX_PORT" ;; gateway) echo "$GATEWAY_METRICS_PORT" ;;
+    esac
+}
+
+# Text that must appear in the process's command line: a pid file whose pid was reused by an
+# unrelated process after a reboot or crash must not count as "running" (or get killed by `down`).
+signature_of() {
+    case $1 in
+    kafka) echo "kafka.Kafka" ;; redis) echo "redis-server" ;;
+    sandbox) echo "apihub sandbox" ;; gateway) echo "apihub gateway" ;;
+    esac
+}
+
+pid_file() { echo "$LOCAL_DIR/$1/$1.pid"; }
+log_file() { echo "$LOCAL_DIR/$1/$1.log"; }
+
+# Prints the pid when the component's recorded process is alive and really is that component.
+running_pid() {
+    local file pid
+    file=$(pid_file "$1")
+    [[ -s $file ]] || return 1
+    pid=$(<"$file")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    ps -o args= -p "$pid" 2>/dev/null | grep -qF -- "$(signature_of "$1")" || return 1
+    echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+# curl is not on every fresh image; the venv's Python always is when the app components run.
+http_ok() {
+    if command -v curl >/dev/null; then
+        curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null
+    else
+        "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null
+    fi
+}
+
+is_ready() {
+    case $1 in
+    kafka) "$PYTHON" "$OPS_DIR/wait_kafka.py" --bootstrap "$HOST:$KAFKA_PORT" --timeout 3 --quiet 2>/dev/null ;;
+    redis) [[ $(timeout 2 redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
+    sandbox) http_ok "http://$HOST:$SANDBOX_PORT/healthz" ;;
+    gateway) http_ok "http://$HOST:$GATEWAY_METRICS_PORT/healthz" ;;
+    esac
+}
+
+# --- process handling --------------------------------------------------------------------------
+
+# Runs a command detached in its own session (so Ctrl-C in the calling terminal and the caller's exit
+# don't reach it, and `down` can signal its whole process group). The child records its own pid
+# before exec'ing, which stays correct whether or not setsid has to fork.
+spawn() {
+    local name=$1 pidf logf i
+    shift
+    pidf=$(pid_file "$name")
+    logf=$(log_file "$name")
+    mkdir -p "$LOCAL_DIR/$name"
+    rm -f "$pidf"
+    printf '=== %s start:%s\n' "$(date '+%F %T')" "$(printf ' %q' "$@")" >>"$logf"
+    # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+    setsid bash -c 'echo $$ >"$0" && exec "$@"' "$pidf" "$@" </dev/null >>"$logf" 2>&1 8>&- &
+    for ((i = 0; i < 50; i++)); do
+        [[ -s $pidf ]] && return 0
+        sleep 0.1
+    done
+    die "$name: process did not start (no pid file after 5s)"
+}
+
+show_log_tail() {
+    local file=$1
+    [[ -f $file ]] || return 0
+    echo "--- last 40 lines of ${file#"$REPO_ROOT"/} ---" >&2
+    tail -n 40 "$file" >&2
+}
+
+start_failed() {
+    local name=$1
+    shift
+    echo "stack: error: $name: $*" >&2
+    show_log_tail "$(log_file "$name")"
+    # The broker's own log only helps if this attempt wrote to it (a JVM that dies early doesn't).
+    if [[ $name == kafka && $KAFKA_STATE/logs/server.log -nt $(pid_file kafka) ]]; then
+        show_log_tail "$KAFKA_STATE/logs/server.log"
+    fi
+    stop_component "$name" >/dev/null
+    exit 1
+}
+
+# Polls is_ready, bounded by both a count and a deadline; stops early if the process died.
+wait_ready() {
+    local name=$1 timeout=$2 deadline i
+    if [[ $name == kafka ]]; then
+        # One client polling for the whole window, instead of a Python start per attempt.
+        local pid
+        pid=$(running_pid kafka) || start_failed kafka "process exited during startup"
+        "$PYTHON" "$OPS_DIR/wait_kafka.py" --bootstrap "$HOST:$KAFKA_PORT" --timeout "$timeout" \
+            --pid "$pid" --quiet ||
+            start_failed kafka "not ready (see above)"
+        return 0
+    fi
+    deadline=$((SECONDS + timeout))
+    for ((i = 0; i < timeout * 4 && SECONDS < deadline; i++)); do
+        is_ready "$name" && return 0
+        running_pid "$name" >/dev/null || start_failed "$name" "process exited during startup"
+        sleep 0.25
+    done
+    start_failed "$name" "not ready after ${timeout}s"
+}
+
+# Decides whether a start is needed. Returns 1 (skip) when a healthy instance is already running;
+# refuses to start over a port that some other process holds.
+need_start() {
+    local name=$1 pid port
+    if pid=$(running_pid "$name"); then
+        if is_ready "$name"; then
+            say "$name: already running (pid $pid)"
+            return 1
+        fi
+        say "$name: running (pid $pid) but not ready yet; waiting"
+        local timeout=$OTHER_READY_TIMEOUT
+        [[ $name == kafka ]] && timeout=$KAFKA_READY_TIMEOUT
+        wait_ready "$name" "$timeout"
+        say "$name: ready"
+        return 1
+    fi
+    rm -f "$(pid_file "$name")"
+    local ports=("$(port_of "$name")")
+    [[ $name == kafka ]] && ports+=("$KAFKA_CONTROLLER_PORT")
+    for port in "${ports[@]}"; do
+        port_open "$port" && die "$name: port $port on $HOST is taken by a process this script did not start" \
+            "(set APIHUB_*_PORT to move the stack, or stop that process)"
+    done
+    return 0
+}
+
+# A process that exited but whose parent (init, after the spawning shell left) has not reaped it yet
+# still answers kill -0; count such zombies as gone.
+alive() {
+    local stat
+    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ $stat != Z* ]]
+}
+
+stop_component() {
+    local name=$1 pid i
+    if ! pid=$(running_pid "$name"); then
+        rm -f "$(pid_file "$name")"
+        say "$name: not running"
+        return 0
+    fi
+    # Signal the process group (spawn made the process a session leader) so helpers it forked go too.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    if alive "$pid"; then
+        say "$name: still running after ${STOP_TIMEOUT}s, sending SIGKILL"
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            alive "$pid" || break
+            sleep 0.1
+        done
+    fi
+    kill -KILL -- "-$pid" 2>/dev/null || true # stragglers left in the group
+    rm -f "$(pid_file "$name")"
+    say "$name: stopped (pid $pid)"
+}
+
+# --- components --------------------------------------------------------------------------------
+
+write_kafka_config() {
+    # A static voter set (controller.quorum.voters) rather than a dynamic one (format --standalone):
+    # the controller endpoint then comes from this file on every start, so changing the ports later
+    # does not strand an already formatted data dir.
+    cat >"$KAFKA_STATE/server.properties" <<EOF
+# Generated by ops/stack.sh on every start; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_STATE/data
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=3
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+}
+
+# The broker and StorageTool share one JVM command line; an array so spawn can exec it.
+kafka_java_cmd() {
+    # shellcheck disable=SC2206 # heap options are a list of flags on purpose
+    KAFKA_JAVA=(java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+        -Dkafka.logs.dir="$KAFKA_STATE/logs"
+        -Dlog4j2.configurationFile="$OPS_DIR/kafka/log4j2.properties"
+        -cp "$KAFKA_LIBS/*")
+}
+
+start_kafka() {
+    [[ -x $PYTHON ]] || die "kafka: $PYTHON not found; the readiness check needs the project venv (aiokafka)"
+    kafka_ensure_jars
+    mkdir -p "$KAFKA_STATE/logs" "$KAFKA_STATE/data"
+    write_kafka_config
+    kafka_java_cmd
+    local id_file=$KAFKA_STATE/cluster-id
+    if [[ ! -s $id_file ]]; then
+        # Kafka's Uuid: 16 random bytes, base64url without padding; Kafka itself avoids a leading '-'
+        # because the id would then look like a command-line flag.
+        "$PYTHON" -c 'import base64, uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"): pass
+print(i)' >"$id_file"
+    fi
+    # Formatting costs a JVM start, so only when the data dir is new; --ignore-formatted covers a
+    # half-written one.
+    if [[ ! -f $KAFKA_STATE/data/meta.properties ]]; then
+        say "kafka: formatting storage (cluster id $(<"$id_file"))"
+        "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format --ignore-formatted -t "$(<"$id_file")" \
+            -c "$KAFKA_STATE/server.properties" >>"$(log_file kafka)" 2>&1 ||
+            start_failed kafka "storage format failed"
+    fi
+    local t0=${EPOCHREALTIME//[!0-9]/} us
+    spawn kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_STATE/server.properties"
+    wait_ready kafka "$KAFKA_READY_TIMEOUT"
+    us=$((${EPOCHREALTIME//[!0-9]/} - t0))
+    say "kafka: ready on $HOST:$KAFKA_PORT, $((us / 1000000)).$((us / 100000 % 10))s after launch (pid $(running_pid kafka))"
+}
+
+ensure_redis_installed() {
+    command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        say "redis: redis-server not found, installing the Debian package"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server
+        command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
+    fi
+    die "redis: redis-server/redis-cli not found. Install them (Debian/Ubuntu: sudo apt-get install redis-server;" \
+        "macOS: brew install redis) and run this again."
+}
+
+start_redis() {
+    ensure_redis_installed
+    # Everything on the command line and no config file: the distro's /etc/redis/redis.conf and its
+    # service on 6379 play no part. No persistence: this is a cache for tests and demos.
+    spawn redis redis-server --bind "$HOST" --port "$REDIS_PORT" --daemonize no --protected-mode yes \
+        --dir "$LOCAL_DIR/redis" --save '' --appendonly no
+    wait_ready redis "$OTHER_READY_TIMEOUT"
+    say "redis: ready on $HOST:$REDIS_PORT (pid $(running_pid redis))"
+}
+
+require_apihub() {
+    [[ -x $APIHUB ]] || die "$1: $APIHUB not found; install the project into .venv first (pip install -e '.[dev]')"
+}
+
+start_sandbox() {
+    require_apihub sandbox
+    spawn sandbox "$APIHUB" sandbox --host "$HOST" --port "$SANDBOX_PORT"
+    wait_ready sandbox "$OTHER_READY_TIMEOUT"
+    say "sandbox: ready on http://$HOST:$SANDBOX_PORT (pid $(running_pid sandbox))"
+}
+
+start_gateway() {
+    require_apihub gateway
+    write_stack_env
+    # The gateway reads its settings from the environment: stack.env plus its metrics port. Its
+    # upstreams default to the sandbox on 18080; follow APIHUB_SANDBOX_PORT unless already pointed
+    # elsewhere (e.g. at a broker's real mock server).
+    (
+        set -a
+        # shellcheck source=/dev/null
+        source "$STACK_ENV"
+        # Real settings (credentials, base URLs) may come from .env; otherwise the sandbox's demo keys.
+        if [[ -f $REPO_ROOT/.env ]]; then
+            # shellcheck source=/dev/null
+            source "$REPO_ROOT/.env"
+        fi
+        local key value
+        while IFS='=' read -r key value; do
+            [[ -n ${!key:-} ]] || export "$key=$value"
+        done <"$(sandbox_credentials)"
+        set +a
+        export APIHUB_METRICS_PORT=$GATEWAY_METRICS_PORT
+        export APIHUB_KIS__BASE_URL=${APIHUB_KIS__BASE_URL:-http://$HOST:$SANDBOX_PORT/kis/real}
+        export APIHUB_KIWOOM__BASE_URL=${APIHUB_KIWOOM__BASE_URL:-http://$HOST:$SANDBOX_PORT/kiwoom/real}
+        spawn gateway "$APIHUB" gateway
+    )
+    wait_ready gateway "$OTHER_READY_TIMEOUT"
+    say "gateway: ready, metrics on http://$HOST:$GATEWAY_METRICS_PORT (pid $(running_pid gateway))"
+}
+
+# Fake keys of the brokers' shapes (36-char appkey, 180-char secret) for the sandbox, made once and
+# kept under .local so restarts reuse the same tokens. Never used for a real broker.
+sandbox_credentials() {
+    local file=$LOCAL_DIR/sandbox-credentials.env
+    if [[ ! -s $file ]]; then
+        mkdir -p "$LOCAL_DIR"
+        "$PYTHON" - >"$file.tmp" <<'PY'
+import secrets
+for provider, secret_name in (("KIS", "APPSECRET"), ("KIWOOM", "SECRETKEY")):
+    print(f"APIHUB_{provider}__APPKEY=PS{secrets.token_hex(17)}")
+    print(f"APIHUB_{provider}__{secret_name}={secrets.token_urlsafe(135)[:180]}")
+PY
+        chmod 600 "$file.tmp" && mv "$file.tmp" "$file"
+    fi
+    echo "$file"
+}
+
+write_stack_env() {
+    mkdir -p "$LOCAL_DIR"
+    # Plain KEY=value lines: valid for `source` (with set -a), python-dotenv and docker --env-file.
+    cat >"$STACK_ENV.tmp" <<EOF
+# Written by ops/stack.sh up. Load with: set -a; . .local/stack.env; set +a
+KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
+REDIS_URL=redis://$HOST:$REDIS_PORT/0
+SANDBOX_URL=http://$HOST:$SANDBOX_PORT
+GATEWAY_METRICS_URL=http://$HOST:$GATEWAY_METRICS_PORT
+APIHUB_KAFKA__BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
+APIHUB_REDIS__URL=redis://$HOST:$REDIS_PORT/0
+EOF
+    mv "$STACK_ENV.tmp" "$STACK_ENV"
+}
+
+# --- commands ----------------------------------------------------------------------------------
+
+# Echoes the requested components in dependency order (reversed with "reverse"), rejecting unknowns.
+select_components() {
+    local order=$1 c want
+    shift
+    for want in "$@"; do
+        [[ " ${COMPONENTS[*]} " == *" $want "* ]] || die "unknown component '$want' (known: ${COMPONENTS[*]})"
+    done
+    local picked=()
+    for c in "${COMPONENTS[@]}"; do
+        [[ $# -eq 0 || " $* " == *" $c "* ]] && picked+=("$c")
+    done
+    if [[ $order == reverse ]]; then
+        for ((c = ${#picked[@]} - 1; c >= 0; c--)); do echo "${picked[c]}"; done
+    else
+        printf '%s\n' "${picked[@]}"
+    fi
+}
+
+cmd_up() {
+    local c picked
+    picked=$(select_components forward "$@") # a separate assignment, so an unknown name stops here
+    for c in $picked; do
+        need_start "$c" || continue
+        say "$c: starting"
+        "start_$c"
+    done
+    write_stack_env
+    say "wrote ${STACK_ENV#"$REPO_ROOT"/}"
+}
+
+cmd_down() {
+    local c picked
+    picked=$(select_components reverse "$@") # a separate assignment, so an unknown name stops here
+    for c in $picked; do
+        stop_component "$c"
+    done
+}
+
+cmd_status() {
+    local c pid state ready
+    for c in "${COMPONENTS[@]}"; do
+        if pid=$(running_pid "$c"); then
+            state=running
+            if is_ready "$c"; then ready=ready; else ready=not-ready; fi
+        else
+            state=stopped pid=- ready=-
+        fi
+        printf '%-8s %-8s pid=%-8s port=%-6s %s\n' "$c" "$state" "$pid" "$(port_of "$c")" "$ready"
+    done
+}
+
+cmd_env() {
+    [[ -f $STACK_ENV ]] || die "${STACK_ENV#"$REPO_ROOT"/} does not exist yet; run: ops/stack.sh up"
+    cat "$STACK_ENV"
+}
+
+# Two `up`s at once (parallel test sessions, make -j) would both see "not running" and race for the
+# ports; they take turns instead. spawn closes fd 8 so the services never hold the lock.
+lock_stack() {
+    mkdir -p "$LOCAL_DIR"
+    exec 8>"$LOCAL_DIR/stack.lock"
+    flock -w 300 8 || die "another ops/stack.sh up/down has held .local/stack.lock for 5 minutes"
+}
+
+case ${1:-} in
+up) shift && lock_stack && cmd_up "$@" ;;
+down) shift && lock_stack && cmd_down "$@" ;;
+status) cmd_status ;;
+env) cmd_env ;;
+*)
+    sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+    ;;
+esac

@@ -81,7 +81,9 @@ def _default_instance_id() -> str:
 class GatewaySettings(BaseSettings):
     """Everything the gateway process needs."""
 
-    model_config = SettingsConfigDict(env_prefix="APIHUB_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="APIHUB_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
+    )
 
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
@@ -101,7 +103,9 @@ class GatewaySettings(BaseSettings):
 class ClientSettings(BaseSettings):
     """Settings of the command-line clients (``topics``, ``call``, ``demo``)."""
 
-    model_config = SettingsConfigDict(env_prefix="APIHUB_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="APIHUB_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
+    )
 
     kafka: KafkaSettings = KafkaSettings()
     gateway_metrics_url: str = "http://127.0.0.1:18081"

@@ -8,6 +8,7 @@ Where they come from, in this order:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -35,12 +36,13 @@ class Services:
 
 
 def _docker_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
     try:
         import docker
 
-        client = docker.from_env(timeout=3)
-        client.ping()
-        return True
+        with contextlib.closing(docker.from_env(timeout=3)) as client:
+            return bool(client.ping())
     except Exception:
         return False
 

@@ -198,12 +198,12 @@ class GatewayApp:
     # --- health, readiness, metrics -------------------------------------------------------------
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Kafka assigned and Redis reachable; token state is reported, not required."""
+        """Joined the group with a running consumer, and Redis reachable; tokens are reported, not required."""
         try:
             redis_ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
         except (RedisError, OSError, TimeoutError):
             redis_ok = False
-        kafka_ok = self._run_task is not None and not self._run_task.done()
+        kafka_ok = self.consumer.joined and self._run_task is not None and not self._run_task.done()
         detail: dict[str, object] = {
             "kafka_consuming": kafka_ok,
             "assigned_partitions": len(self.consumer.assignment),

@@ -63,6 +63,7 @@ class RequestConsumer:
         self._stopping = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
         self.assignment: frozenset[TopicPartition] = frozenset()
+        self.joined = False  # set once the group has given this instance an assignment, even an empty one
 
     async def start(self) -> None:
         """Join the group."""
@@ -145,6 +146,7 @@ class RequestConsumer:
     def assigned(self, tps: list[TopicPartition]) -> None:
         """Record a new assignment (called by the rebalance listener)."""
         self.assignment = frozenset(tps)
+        self.joined = True
         ASSIGNED_PARTITIONS.set(len(tps))
         log_event(logger, "consumer.assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in tps))
 

@@ -11,8 +11,6 @@ import pytest
 from aiohttp import web
 
 from services.gateway.app import GatewayApp
-from services.sandbox.app import create_app
-from services.sandbox.settings import SandboxSettings
 from services.settings import GatewaySettings, KafkaSettings, KisSettings, KiwoomSettings, RedisSettings
 from services.topics import ensure_topics, load_topics
 from tests.conftest import Services
@@ -51,6 +49,9 @@ async def topics(services: Services, unique: str) -> Topics:
 @pytest.fixture(scope="session")
 async def sandbox_url() -> AsyncIterator[str]:
     """A sandbox server on a free loopback port for the whole session."""
+    from services.sandbox.app import create_app
+    from services.sandbox.settings import SandboxSettings
+
     runner = web.AppRunner(create_app(SandboxSettings()))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.topics import ensure_topics, load_topics
@@ -29,6 +31,9 @@ async def test_drift_is_reported(services: Services, unique: str) -> None:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(spec.name, 2, 1, topic_configs={"cleanup.policy": "delete"})])
+        async with asyncio.timeout(10):  # metadata reaches the listing a moment after creation
+            while spec.name not in await admin.list_topics():
+                await asyncio.sleep(0.1)
     finally:
         await admin.close()
     report = await ensure_topics(services.kafka_bootstrap, [spec])

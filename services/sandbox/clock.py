@@ -1,0 +1,108 @@
+"""The sandbox's simulated clock: wall time in KST for the market and tokens, a monotonic source for limits.
+
+Default: at start-up the simulated time is the latest weekday (today in KST, or the previous Friday at a
+weekend) at ``clock_start_time_kst`` (15:30:00, so the whole session's minute data exists) and it then
+advances at ``clock_rate`` simulated seconds per real second. ``clock_start`` pins an exact instant instead.
+
+``set()`` and ``advance()`` move the wall time (``POST /_sandbox/clock``). The monotonic source used by the
+rate limiter and the token-issuance interval moves with every *forward* jump and never backwards, so a test
+can expire a one-second window or a 60 s issuance interval without sleeping, and setting the clock back
+never un-expires anything. With ``rate == 0`` both stand still, which makes bursts deterministic.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+KST = timezone(timedelta(hours=9), "KST")
+
+
+def _default_start(start_time_kst: str, real_now: datetime) -> datetime:
+    """Latest weekday (KST) at the given HH:MM:SS."""
+    local = real_now.astimezone(KST)
+    day = local.date()
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    hh, mm, ss = (int(part) for part in start_time_kst.split(":"))
+    return datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=KST)
+
+
+def as_kst(value: datetime) -> datetime:
+    """The same instant in KST; a naive value is read as KST wall time."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=KST)
+    return value.astimezone(KST)
+
+
+class SimClock:
+    """Simulated wall clock (KST) plus a monotonic reading that only moves forward."""
+
+    def __init__(self, start: datetime | None = None, rate: float = 1.0, start_time_kst: str = "15:30:00"):
+        initial = as_kst(start) if start is not None else _default_start(start_time_kst, datetime.now(KST))
+        self._initial = initial
+        self._initial_rate = rate
+        self._anchor_real_s = time.monotonic()
+        self._anchor_sim = initial
+        self._anchor_mono_s = 0.0
+        self._rate = rate
+
+    def _elapsed_sim_s(self) -> float:
+        return (time.monotonic() - self._anchor_real_s) * self._rate
+
+    def now(self) -> datetime:
+        """Simulated wall time, timezone-aware KST."""
+        return self._anchor_sim + timedelta(seconds=self._elapsed_sim_s())
+
+    def today(self) -> date:
+        """Simulated calendar date in KST."""
+        return self.now().date()
+
+    def monotonic(self) -> float:
+        """Simulated monotonic seconds; advances with time and forward jumps only."""
+        return self._anchor_mono_s + self._elapsed_sim_s()
+
+    @property
+    def rate(self) -> float:
+        """Simulated seconds per real second (0 = frozen)."""
+        return self._rate
+
+    def _reanchor(self, sim: datetime, mono_s: float) -> None:
+        self._anchor_real_s = time.monotonic()
+        self._anchor_sim = sim
+        self._anchor_mono_s = mono_s
+
+    def set(self, now: datetime | None = None, rate: float | None = None) -> None:
+        """Jump to ``now`` (naive = KST) and/or change the rate; monotonic time follows forward jumps only."""
+        current = self.now()
+        mono = self.monotonic()
+        target = as_kst(now) if now is not None else current
+        jump_s = (target - current).total_seconds()
+        self._reanchor(target, mono + max(jump_s, 0.0))
+        if rate is not None:
+            if rate < 0:
+                raise ValueError("rate must be >= 0")
+            self._rate = rate
+
+    def advance(self, seconds: float) -> None:
+        """Move simulated time forward by ``seconds`` (must be >= 0)."""
+        if seconds < 0:
+            raise ValueError("advance_s must be >= 0; use set(now=...) to go back")
+        self.set(now=self.now() + timedelta(seconds=seconds))
+
+    def reset(self) -> None:
+        """Back to the start-up instant and rate (monotonic time keeps going forward)."""
+        mono = self.monotonic()
+        self._reanchor(self._initial, mono)
+        self._rate = self._initial_rate
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready view for ``GET /_sandbox/clock``."""
+        now = self.now()
+        return {
+            "now": now.isoformat(),
+            "today": now.date().isoformat(),
+            "rate": self._rate,
+            "monotonic_s": round(self.monotonic(), 6),
+        }

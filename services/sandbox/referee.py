@@ -1,0 +1,194 @@
+"""Rate limits counted on arrival, and the referee's tally of what every environment and appkey received.
+
+A request is an *arrival* the moment its handler starts, whatever happens next: a refused, throttled or
+faulted call still counts. Per (environment, appkey) the referee keeps the arrival times of the last second
+in a deque (the sliding window is half-open, ``(t - 1 s, t]``), so after each arrival ``len(deque)`` is the
+exact number of requests in the one-second window ending now; its maximum over all arrivals is the maximum
+over every possible one-second window. An arrival that makes the count exceed the limit is refused and
+counted in ``over_limit``. Token endpoints are tallied but do not enter the per-second window: they have
+their own limit (the issuance interval, see tokens.py).
+
+Times come from the sandbox clock's monotonic source, so tests can freeze or advance them.
+
+``snapshot()`` shape (``GET /_sandbox/stats``)::
+
+    {"clock": {...},
+     "environments": {"kis/real": {"provider": "KIS", "environment": "real", "rate_per_s": 20,
+         "requests": 0, "window_requests": 0, "max_in_window": 0, "over_limit": 0,
+         "tokens_issued": 0, "tokens_new": 0, "token_refusals": 0,
+         "orders_accepted": 0, "orders_timed_out": 0, "faults": {"latency": 0, "error": 0, "drop": 0},
+         "by_tr_id": {"FHKST01010100": 0}, "by_code": {"ok": 0, "EGW00201": 0},
+         "appkeys": {"<appkey>": {same counters, without provider/environment/rate_per_s/appkeys}}},
+      ...}}
+
+At environment level ``max_in_window`` is the largest of its appkeys' values (the number to compare with
+the per-appkey limit) and ``max_in_window_combined`` the same measure over all appkeys together.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.sandbox.clock import SimClock
+
+WINDOW_S = 1.0
+UNKNOWN_APPKEY = "(unknown)"
+
+
+@dataclass
+class _Tally:
+    requests: int = 0
+    window_requests: int = 0
+    max_in_window: int = 0
+    over_limit: int = 0
+    tokens_issued: int = 0
+    tokens_new: int = 0
+    token_refusals: int = 0
+    orders_accepted: int = 0
+    orders_timed_out: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    by_tr_id: Counter[str] = field(default_factory=Counter)
+    by_code: Counter[str] = field(default_factory=Counter)
+    window: deque[float] = field(default_factory=deque)
+
+    def arrive(self, now_s: float, tr_id: str, in_window: bool) -> int:
+        self.requests += 1
+        self.by_tr_id[tr_id] += 1
+        if not in_window:
+            return 0
+        self.window_requests += 1
+        window = self.window
+        window.append(now_s)
+        horizon = now_s - WINDOW_S
+        while window and window[0] <= horizon:
+            window.popleft()
+        count = len(window)
+        self.max_in_window = max(self.max_in_window, count)
+        return count
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "window_requests": self.window_requests,
+            "max_in_window": self.max_in_window,
+            "over_limit": self.over_limit,
+            "tokens_issued": self.tokens_issued,
+            "tokens_new": self.tokens_new,
+            "token_refusals": self.token_refusals,
+            "orders_accepted": self.orders_accepted,
+            "orders_timed_out": self.orders_timed_out,
+            "faults": dict(self.faults),
+            "by_tr_id": dict(self.by_tr_id),
+            "by_code": dict(self.by_code),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """One simulated server: provider KIS or KIWOOM, name real or mock, its per-appkey limit."""
+
+    provider: str
+    name: str
+    rate_per_s: int
+
+    @property
+    def env_id(self) -> str:
+        """Path-style id, e.g. ``kis/real``."""
+        return f"{self.provider.lower()}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What the referee decided about one arrival."""
+
+    env_id: str
+    appkey: str
+    in_window: int  # requests of this appkey in the window ending now, this one included (0 = not counted)
+    over_limit: bool
+
+
+class Referee:
+    """Per-environment, per-appkey arrival windows, limits and counters."""
+
+    def __init__(self, clock: SimClock, environments: list[Environment]) -> None:
+        self._clock = clock
+        self._envs = {env.env_id: env for env in environments}
+        self._keys: dict[str, dict[str, _Tally]] = {}
+        self._combined: dict[str, _Tally] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every count and window."""
+        self._keys = {env_id: {} for env_id in self._envs}
+        self._combined = {env_id: _Tally() for env_id in self._envs}
+
+    def _tally(self, env_id: str, appkey: str) -> _Tally:
+        keys = self._keys[env_id]
+        tally = keys.get(appkey)
+        if tally is None:
+            tally = keys[appkey] = _Tally()
+        return tally
+
+    def arrive(self, env_id: str, appkey: str | None, tr_id: str, in_window: bool = True) -> Arrival:
+        """Count one arrival now; ``over_limit`` tells the caller to refuse it."""
+        key = appkey or UNKNOWN_APPKEY
+        now_s = self._clock.monotonic()
+        tally = self._tally(env_id, key)
+        count = tally.arrive(now_s, tr_id, in_window)
+        self._combined[env_id].arrive(now_s, tr_id, in_window)
+        over = in_window and count > self._envs[env_id].rate_per_s
+        if over:
+            tally.over_limit += 1
+        return Arrival(env_id, key, count, over)
+
+    def outcome(self, arrival: Arrival, code: str) -> None:
+        """Record the answer's code (``ok``, ``EGW00201``, ``1700``, ...)."""
+        self._tally(arrival.env_id, arrival.appkey).by_code[code] += 1
+
+    def fault(self, arrival: Arrival, kind: str) -> None:
+        """Record an injected fault (``latency``, ``error``, ``drop``)."""
+        self._tally(arrival.env_id, arrival.appkey).faults[kind] += 1
+
+    def token_issued(self, env_id: str, appkey: str, new: bool) -> None:
+        """Record a successful token answer; ``new`` when a fresh token was minted."""
+        tally = self._tally(env_id, appkey)
+        tally.tokens_issued += 1
+        tally.tokens_new += int(new)
+
+    def token_refused(self, env_id: str, appkey: str) -> None:
+        """Record an issuance attempt refused by the issuance interval."""
+        self._tally(env_id, appkey).token_refusals += 1
+
+    def order(self, env_id: str, appkey: str, timed_out: bool) -> None:
+        """Record an accepted order; ``timed_out`` when it was answered as a timeout anyway."""
+        tally = self._tally(env_id, appkey)
+        tally.orders_accepted += 1
+        tally.orders_timed_out += int(timed_out)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready referee report."""
+        environments: dict[str, Any] = {}
+        for env_id, env in self._envs.items():
+            keys = self._keys[env_id]
+            total = _Tally()
+            for tally in keys.values():
+                for name in (
+                    "requests", "window_requests", "over_limit", "tokens_issued", "tokens_new",
+                    "token_refusals", "orders_accepted", "orders_timed_out",
+                ):
+                    setattr(total, name, getattr(total, name) + getattr(tally, name))
+                total.max_in_window = max(total.max_in_window, tally.max_in_window)
+                total.faults.update(tally.faults)
+                total.by_tr_id.update(tally.by_tr_id)
+                total.by_code.update(tally.by_code)
+            environments[env_id] = {
+                "provider": env.provider,
+                "environment": env.name,
+                "rate_per_s": env.rate_per_s,
+                **total.as_dict(),
+                "max_in_window_combined": self._combined[env_id].max_in_window,
+                "appkeys": {key: tally.as_dict() for key, tally in sorted(keys.items())},
+            }
+        return {"clock": self._clock.snapshot(), "environments": environments}

@@ -1,0 +1,100 @@
+"""Settings of the sandbox process (env prefix ``APIHUB_SANDBOX__``, nested groups split by ``__``).
+
+Every field has a default, so ``SandboxSettings()`` is a working sandbox on 127.0.0.1:18080. Facts the
+reference marks uncertain (mock rate limits, throttle HTTP status, Kiwoom token rules) are fields here with
+the stated default, so a test or a demo can switch them. ``FaultSettings`` is the same model the admin
+endpoint ``POST /_sandbox/faults`` accepts, so every fault can be set at start-up or at runtime.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LatencyDistribution = Literal["fixed", "uniform", "exponential", "normal"]
+
+
+class FaultSettings(BaseModel):
+    """Faults injected into provider endpoints (never into /healthz or /_sandbox/*)."""
+
+    model_config = {"extra": "forbid"}
+
+    targets: list[str] = Field(
+        default_factory=list,
+        description="environments hit, e.g. ['kis/real']; empty = all four",
+    )
+    latency_ms: float = Field(default=0.0, ge=0, description="added latency: mean (or fixed value), ms")
+    latency_jitter_ms: float = Field(default=0.0, ge=0, description="uniform half-width or normal sigma, ms")
+    latency_distribution: LatencyDistribution = "fixed"
+    error_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls answered with a 5xx")
+    error_status: int = Field(default=500, ge=500, le=599, description="HTTP status of injected errors")
+    drop_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls whose connection is cut")
+    order_timeout_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of orders accepted but answered as timed out"
+    )
+    order_timeout_delay_ms: float = Field(default=0.0, ge=0, description="wait before the timeout answer, ms")
+    token_invalidate_every_s: float = Field(
+        default=0.0, ge=0, description="maintenance: invalidate every token each N simulated s; 0 = never"
+    )
+    seed: int = Field(default=7, description="seed of the fault dice, for reproducible runs")
+
+
+class SandboxSettings(BaseSettings):
+    """Everything the sandbox needs, built once at the edge and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="APIHUB_SANDBOX__", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 18080
+
+    # Per-appkey request limits, sliding one-second window counted on arrival.
+    kis_real_rate_per_s: int = Field(default=20, ge=1)
+    kis_mock_rate_per_s: int = Field(default=2, ge=1)
+    kiwoom_real_rate_per_s: int = Field(default=5, ge=1)
+    kiwoom_mock_rate_per_s: int = Field(default=5, ge=1)
+
+    # Token rules.
+    token_issue_interval_s: float = Field(default=60.0, ge=0, description="min gap between issuances")
+    token_lifetime_s: float = Field(default=86_400.0, gt=0)
+    kis_token_reuse_s: float = Field(
+        default=6 * 3600.0, ge=0, description="KIS re-issue inside this returns the same token and expiry"
+    )
+    kiwoom_token_reuse_s: float = Field(default=0.0, ge=0, description="Kiwoom: 0 = a new token each time")
+
+    # Status codes where the reference disagrees.
+    kis_throttle_status: int = 500
+    kis_token_error_status: int = 500
+    kiwoom_throttle_status: int = 429
+
+    # Optional appkey allow-lists; empty = any key of the right shape, bound on its first token.
+    kis_real_appkeys: list[str] = Field(default_factory=list)
+    kis_mock_appkeys: list[str] = Field(default_factory=list)
+    kiwoom_real_appkeys: list[str] = Field(default_factory=list)
+    kiwoom_mock_appkeys: list[str] = Field(default_factory=list)
+
+    # Paging sizes.
+    kis_balance_rows_real: int = Field(default=50, ge=1)
+    kis_balance_rows_mock: int = Field(default=20, ge=1)
+    kis_balance_holdings: int = Field(default=57, ge=0, description="holdings in every simulated account")
+    kiwoom_tick_rows_per_page: int = Field(default=900, ge=1)
+    kiwoom_minute_rows_per_page: int = Field(default=900, ge=1)
+    kiwoom_daily_rows_per_page: int = Field(default=600, ge=1)
+
+    # Market.
+    market_seed: int = 20_260_101
+    market_history_start: date = Field(default=date(2024, 1, 2), description="first day with data")
+    market_holidays: list[date] = Field(default_factory=list, description="weekdays without a session")
+    minute_history_days: int = Field(default=365, ge=1, description="calendar days of minute bars kept")
+    market_cache_days: int = Field(default=512, ge=1, description="symbol-days of ticks kept in the LRU")
+
+    # Simulated clock; see clock.py for the default.
+    clock_start: datetime | None = Field(default=None, description="simulated instant at start-up")
+    clock_start_time_kst: str = Field(
+        default="15:30:00", description="time of day on the latest trading day when clock_start is unset"
+    )
+    clock_rate: float = Field(default=1.0, ge=0, description="simulated seconds per real second; 0 freezes")
+
+    faults: FaultSettings = Field(default_factory=FaultSettings)

@@ -1,0 +1,111 @@
+"""HTTP plumbing shared by both brokers: the reply value, JSON responses and the gate every call passes.
+
+The gate is where the referee sees a request: it counts the arrival (before anything can refuse it), runs
+due maintenance, rolls the faults (cut connection, added latency, 5xx), refuses arrivals over the
+per-second limit with the provider's own throttle answer, and otherwise runs the endpoint's handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from services.sandbox.referee import Arrival
+from services.sandbox.state import SandboxState
+
+log = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+@dataclass
+class Reply:
+    """An answer before it becomes an HTTP response; ``code`` is what the referee records."""
+
+    status: int
+    body: Any
+    code: str = "ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False  # cut the connection instead of answering
+    delay_s: float = 0.0  # wait this long (real seconds) before answering or cutting
+
+
+class ProviderAnswers(Protocol):
+    """The provider-specific answers the gate needs."""
+
+    def throttled(self, tr_id: str) -> Reply:
+        """Answer for an arrival over the per-second limit."""
+
+    def server_error(self, status: int) -> Reply:
+        """Answer for an injected 5xx."""
+
+
+def json_response(reply: Reply, content_type: str = JSON_CONTENT_TYPE) -> web.Response:
+    """Serialise a reply with orjson (non-ASCII kept as UTF-8, like the brokers)."""
+    headers = {"content-type": content_type, **reply.headers}
+    return web.Response(status=reply.status, body=orjson.dumps(reply.body), headers=headers)
+
+
+def drop_connection(request: web.Request) -> web.Response:
+    """Cut the TCP connection without an answer (the client sees a disconnect)."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    return web.Response(status=499)
+
+
+async def read_json(request: web.Request) -> dict[str, Any] | None:
+    """The JSON object body, or None when absent or not an object."""
+    raw = await request.read()
+    if not raw:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def gate(
+    request: web.Request,
+    state: SandboxState,
+    env_id: str,
+    appkey: str | None,
+    tr_id: str,
+    answers: ProviderAnswers,
+    handler: Callable[[Arrival], Awaitable[Reply]],
+    in_window: bool = True,
+    content_type: str = JSON_CONTENT_TYPE,
+) -> web.Response:
+    """Count, fault, limit, then handle one provider request."""
+    arrival = state.referee.arrive(env_id, appkey, tr_id, in_window)
+    state.faults.maintain()
+    roll = state.faults.roll(env_id)
+    if roll.drop:
+        state.referee.fault(arrival, "drop")
+        state.referee.outcome(arrival, "dropped")
+        return drop_connection(request)
+    if roll.latency_s > 0:
+        state.referee.fault(arrival, "latency")
+        await asyncio.sleep(roll.latency_s)
+    if roll.error:
+        state.referee.fault(arrival, "error")
+        reply = answers.server_error(state.faults.settings.error_status)
+    elif arrival.over_limit:
+        reply = answers.throttled(tr_id)
+    else:
+        reply = await handler(arrival)
+    state.referee.outcome(arrival, reply.code)
+    if reply.delay_s > 0:
+        await asyncio.sleep(reply.delay_s)
+    if reply.drop:
+        return drop_connection(request)
+    if reply.code != "ok":
+        log.debug("sandbox.reply env=%s tr_id=%s status=%s code=%s", env_id, tr_id, reply.status, reply.code)
+    return json_response(reply, content_type)

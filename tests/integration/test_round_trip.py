@@ -12,7 +12,7 @@ from hubclient import HubClient, HubTimeout, UnknownTrId, UpstreamError
 from hubclient.headers import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, header_value
 from hubclient.ids import new_request_id
 from hubclient.models import ApiRequest, ApiResponse, Status
-from tests.conftest import Services
+from tests.conftest import REPO, Services
 from tests.integration.conftest import GatewayFactory, Topics
 
 PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
@@ -148,3 +148,34 @@ async def test_late_and_foreign_replies_are_counted(services: Services, topics: 
             while client.late_replies + client.foreign_replies < 2:
                 await asyncio.sleep(0.05)
     assert (client.late_replies, client.foreign_replies) == (1, 1)
+
+
+async def test_console_consumer_reads_the_audit_log(
+    services: Services, topics: Topics, gateway: GatewayFactory
+) -> None:
+    """Kafka's own console consumer (ops/bin wrapper) prints both audit topics with headers and ids."""
+    async with gateway(), hub(services, topics) as client:
+        response = await client.execute("KIS", "FHKST01010100", PRICE, timeout=20)
+    tool = REPO / "ops" / "bin" / "kafka-console-consumer"
+    for topic in (topics.requests, topics.responses):
+        proc = await asyncio.create_subprocess_exec(
+            str(tool),
+            "--bootstrap-server",
+            services.kafka_bootstrap,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "30000",
+            "--property",
+            "print.headers=true",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 90)
+        text = out.decode()
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert f"kafka_correlationId:{response.request_id}" in text
+        assert f'"request_id":"{response.request_id}"' in text

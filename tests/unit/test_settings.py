@@ -1,4 +1,4 @@
-"""Settings come from APIHUB_* variables with __ nesting; .env.example lists every one; secrets stay hidden."""
+"""Settings come from APIHUB_* variables with __ nesting; .env.example lists them; secrets stay hidden."""
 
 from __future__ import annotations
 

@@ -1,0 +1,109 @@
+"""HubClient over the in-memory transport: typed errors, timeouts, backpressure and reply matching."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hubclient import (
+    HubBackpressure,
+    HubClient,
+    HubNotStarted,
+    HubTimeout,
+    RequestExpired,
+    RequestRejected,
+    UnknownOutcome,
+    UnknownTrId,
+    UpstreamError,
+)
+from hubclient.models import ApiRequest, ApiResponse, Priority, Status
+from hubclient.testing import InMemoryTransport, failed, ok
+
+
+async def test_execute_returns_ok_and_builds_the_request() -> None:
+    """execute() sends a well-formed request (deadline from the timeout) and returns the ok answer."""
+    transport = InMemoryTransport(lambda r: ok(r, {"rt_cd": "0"}))
+    async with HubClient(transport, caller="unit") as hub:
+        response = await hub.execute(
+            "KIS", "FHKST01010100", {"FID_INPUT_ISCD": "005930"}, timeout=2, priority="bulk"
+        )
+    (sent,) = transport.sent
+    assert response.data == {"rt_cd": "0"} and response.request_id == sent.request_id
+    assert sent.priority is Priority.BULK and sent.caller == "unit"
+    assert 1900 <= sent.deadline_ms - sent.created_at_ms <= 2000
+    assert (sent.reply_topic, sent.reply_partition) == ("api.responses", 0)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "error"),
+    [
+        (Status.REJECTED, "backlog_full", RequestRejected),
+        (Status.EXPIRED, "deadline_passed", RequestExpired),
+        (Status.UPSTREAM_ERROR, "business_error", UpstreamError),
+        (Status.UNKNOWN_OUTCOME, "no_answer", UnknownOutcome),
+    ],
+)
+async def test_non_ok_statuses_raise_typed_errors(
+    status: Status, reason: str, error: type[Exception]
+) -> None:
+    """Each non-ok status raises its own HubError subclass carrying the response."""
+    async with HubClient(InMemoryTransport(lambda r: failed(r, status, reason)), caller="unit") as hub:
+        with pytest.raises(error) as info:
+            await hub.execute("KIS", "FHKST01010100", timeout=1)
+        plain = await hub.submit("KIS", "FHKST01010100", timeout=1)
+    assert plain.status is status
+    assert getattr(info.value, "response", None) is not None
+
+
+async def test_retriable_flags() -> None:
+    """Load-related rejections are retriable; a business error is not."""
+    async with HubClient(
+        InMemoryTransport(lambda r: failed(r, Status.REJECTED, "backlog_full")), caller="u"
+    ) as hub:
+        with pytest.raises(RequestRejected) as info:
+            await hub.execute("KIS", "FHKST01010100", timeout=1)
+    assert info.value.retriable and info.value.reason == "backlog_full"
+    assert not UpstreamError("x", provider_code="1", http_status=200, reason="business_error").retriable
+
+
+async def test_timeout_and_late_reply() -> None:
+    """An unanswered request times out; its answer arriving later is counted as late, not delivered."""
+    held: list[ApiRequest] = []
+    transport = InMemoryTransport(lambda r: held.append(r))
+    async with HubClient(transport, caller="unit") as hub:
+        with pytest.raises(HubTimeout):
+            await hub.execute("KIS", "FHKST01010100", timeout=0.05)
+        assert hub.pending == 0
+        hub._on_reply(ok(held[0], {}).to_json())
+        hub._on_reply(b"not json")
+    assert hub.late_replies == 1 and hub.foreign_replies == 0
+
+
+async def test_backpressure() -> None:
+    """Beyond max_pending the client refuses at once instead of queueing without bound."""
+
+    async def slow(r: ApiRequest) -> ApiResponse:
+        await asyncio.sleep(0.2)
+        return ok(r, {})
+
+    async with HubClient(InMemoryTransport(slow), caller="unit", max_pending=2) as hub:
+        calls = [asyncio.create_task(hub.execute("KIS", "FHKST01010100", timeout=1)) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(HubBackpressure):
+            await hub.execute("KIS", "FHKST01010100", timeout=1)
+        await asyncio.gather(*calls)
+
+
+async def test_misuse_is_reported_clearly() -> None:
+    """Using a client before start, an unknown tr_id or a zero timeout are clear errors."""
+    hub = HubClient(InMemoryTransport(lambda r: ok(r, {})), caller="unit")
+    with pytest.raises(HubNotStarted):
+        await hub.execute("KIS", "FHKST01010100")
+    async with hub:
+        with pytest.raises(UnknownTrId):
+            await hub.execute("KIS", "ka10080")  # a Kiwoom id asked of KIS
+        with pytest.raises(UnknownTrId):
+            await hub.execute("NYSE", "FHKST01010100")
+        with pytest.raises(Exception, match="timeout must be positive"):
+            await hub.execute("KIS", "FHKST01010100", timeout=0)

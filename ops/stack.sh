@@ -64,7 +64,7 @@ running_pid() {
     [[ -s $file ]] || return 1
     pid=$(<"$file")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    ps -o args= -p "$pid" 2>/dev/null | grep -qF -- "$(signature_of "$1")" || return 1
+    ps -ww -o args= -p "$pid" 2>/dev/null | grep -qF -- "$(signature_of "$1")" || return 1
     echo "$pid"
 }
 

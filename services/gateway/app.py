@@ -198,7 +198,7 @@ class GatewayApp:
     # --- health, readiness, metrics -------------------------------------------------------------
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Joined the group with a running consumer, and Redis reachable; tokens are reported, not required."""
+        """Joined the group with a running consumer and Redis reachable; tokens are reported only."""
         try:
             redis_ok = bool(await asyncio.wait_for(self.redis.ping(), 1.0))
         except (RedisError, OSError, TimeoutError):

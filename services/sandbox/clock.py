@@ -43,46 +43,51 @@ class SimClock:
         initial = as_kst(start) if start is not None else _default_start(start_time_kst, datetime.now(KST))
         self._initial = initial
         self._initial_rate = rate
-        self._anchor_real_s = time.monotonic()
+        # integer nanoseconds, so forward jumps add up exactly and window edges are not lost to rounding
+        self._anchor_real_ns = time.monotonic_ns()
         self._anchor_sim = initial
-        self._anchor_mono_s = 0.0
+        self._anchor_mono_ns = 0
         self._rate = rate
 
-    def _elapsed_sim_s(self) -> float:
-        return (time.monotonic() - self._anchor_real_s) * self._rate
+    def _elapsed_sim_ns(self) -> int:
+        return int((time.monotonic_ns() - self._anchor_real_ns) * self._rate)
 
     def now(self) -> datetime:
         """Simulated wall time, timezone-aware KST."""
-        return self._anchor_sim + timedelta(seconds=self._elapsed_sim_s())
+        return self._anchor_sim + timedelta(microseconds=self._elapsed_sim_ns() // 1000)
 
     def today(self) -> date:
         """Simulated calendar date in KST."""
         return self.now().date()
 
+    def monotonic_ns(self) -> int:
+        """Simulated monotonic nanoseconds; advances with time and forward jumps only."""
+        return self._anchor_mono_ns + self._elapsed_sim_ns()
+
     def monotonic(self) -> float:
         """Simulated monotonic seconds; advances with time and forward jumps only."""
-        return self._anchor_mono_s + self._elapsed_sim_s()
+        return self.monotonic_ns() / 1e9
 
     @property
     def rate(self) -> float:
         """Simulated seconds per real second (0 = frozen)."""
         return self._rate
 
-    def _reanchor(self, sim: datetime, mono_s: float) -> None:
-        self._anchor_real_s = time.monotonic()
+    def _reanchor(self, sim: datetime, mono_ns: int) -> None:
+        self._anchor_real_ns = time.monotonic_ns()
         self._anchor_sim = sim
-        self._anchor_mono_s = mono_s
+        self._anchor_mono_ns = mono_ns
 
     def set(self, now: datetime | None = None, rate: float | None = None) -> None:
         """Jump to ``now`` (naive = KST) and/or change the rate; monotonic time follows forward jumps only."""
+        if rate is not None and rate < 0:
+            raise ValueError("rate must be >= 0")
         current = self.now()
-        mono = self.monotonic()
+        mono_ns = self.monotonic_ns()
         target = as_kst(now) if now is not None else current
-        jump_s = (target - current).total_seconds()
-        self._reanchor(target, mono + max(jump_s, 0.0))
+        jump_ns = (target - current) // timedelta(microseconds=1) * 1000
+        self._reanchor(target, mono_ns + max(jump_ns, 0))
         if rate is not None:
-            if rate < 0:
-                raise ValueError("rate must be >= 0")
             self._rate = rate
 
     def advance(self, seconds: float) -> None:
@@ -93,8 +98,7 @@ class SimClock:
 
     def reset(self) -> None:
         """Back to the start-up instant and rate (monotonic time keeps going forward)."""
-        mono = self.monotonic()
-        self._reanchor(self._initial, mono)
+        self._reanchor(self._initial, self.monotonic_ns())
         self._rate = self._initial_rate
 
     def snapshot(self) -> dict[str, Any]:

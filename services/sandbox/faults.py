@@ -34,7 +34,9 @@ class FaultRoll:
 class Faults:
     """Current fault settings, their dice and the maintenance schedule."""
 
-    def __init__(self, settings: FaultSettings, clock: SimClock, invalidate_tokens: Callable[[], int]) -> None:
+    def __init__(
+        self, settings: FaultSettings, clock: SimClock, invalidate_tokens: Callable[[], int]
+    ) -> None:
         self._initial = settings
         self._clock = clock
         self._invalidate = invalidate_tokens

@@ -71,7 +71,9 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _credential_error(check: CredentialCheck, env: Environment, oauth: bool, tr_id: str | None) -> Reply | None:
+def _credential_error(
+    check: CredentialCheck, env: Environment, oauth: bool, tr_id: str | None
+) -> Reply | None:
     if check is CredentialCheck.OK:
         return None
     if check is CredentialCheck.OTHER_ENVIRONMENT:
@@ -81,7 +83,7 @@ def _credential_error(check: CredentialCheck, env: Environment, oauth: bool, tr_
     return kenv.oauth_error(code) if oauth else kenv.error(403, code, tr_id)
 
 
-# -- OAuth ----------------------------------------------------------------------------------------------------
+# -- OAuth ------------------------------------------------------------------------------------------
 async def token(request: web.Request) -> web.Response:
     """POST /oauth2/tokenP: issue or re-issue an access token."""
     state, env = _env(request)
@@ -108,12 +110,15 @@ async def token(request: web.Request) -> web.Response:
         state.referee.token_issued(env.env_id, arrival.appkey, issued.new)
         record = issued.record
         remaining_s = int((record.expires_at - state.clock.now()).total_seconds())
-        return Reply(200, {
-            "access_token": record.token,
-            "access_token_token_expired": record.expires_at.strftime("%Y-%m-%d %H:%M:%S"),
-            "token_type": "Bearer",
-            "expires_in": remaining_s,
-        })
+        return Reply(
+            200,
+            {
+                "access_token": record.token,
+                "access_token_token_expired": record.expires_at.strftime("%Y-%m-%d %H:%M:%S"),
+                "token_type": "Bearer",
+                "expires_in": remaining_s,
+            },
+        )
 
     return await gate(request, state, env.env_id, appkey, "tokenP", _Answers(state, True), handle, False)
 
@@ -176,7 +181,7 @@ async def hashkey(request: web.Request) -> web.Response:
     return await gate(request, state, env.env_id, appkey, "hashkey", _Answers(state), handle)
 
 
-# -- TR calls -------------------------------------------------------------------------------------------------
+# -- TR calls ---------------------------------------------------------------------------------------
 def _authenticate(state: SandboxState, env: Environment, request: web.Request, tr_id: str) -> Reply | None:
     headers = request.headers
     appkey = headers.get("appkey")
@@ -225,9 +230,14 @@ async def uapi(request: web.Request) -> web.Response:
         if request.method != spec.method:
             return kenv.error(405, "EGW00101", tr_id)
         call = KisCall(
-            state=state, env=env, tr_id=tr_id, appkey=appkey or "",
+            state=state,
+            env=env,
+            tr_id=tr_id,
+            appkey=appkey or "",
             query={key.upper(): value for key, value in request.query.items()},
-            body=body, headers=request.headers, now=state.clock.now(),
+            body=body,
+            headers=request.headers,
+            now=state.clock.now(),
         )
         return spec.handler(call)
 

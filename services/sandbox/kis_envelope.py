@@ -99,8 +99,11 @@ def input_error(tr_id: str, field_name: str) -> Reply:
 
 def oauth_error(code: str, status: int = 403, message: str | None = None) -> Reply:
     """An ``/oauth2/*`` error: ``{"error_description", "error_code"}``."""
-    return Reply(status, {"error_description": message or MESSAGES[code], "error_code": code.split("/")[0]},
-                 code.split("/")[0])
+    return Reply(
+        status,
+        {"error_description": message or MESSAGES[code], "error_code": code.split("/")[0]},
+        code.split("/")[0],
+    )
 
 
 def hash_of(body: dict[str, Any]) -> str:
@@ -116,15 +119,6 @@ def num(value: float | int) -> str:
 def rate(value: float) -> str:
     """A KIS percentage or ratio with two decimals."""
     return f"{value:.2f}"
-
-
-def sign_code(price: int, reference: int, upper: int | None = None, lower: int | None = None) -> str:
-    """KIS/Kiwoom direction code: 1 upper limit, 2 up, 3 unchanged, 4 lower limit, 5 down."""
-    if price > reference:
-        return "1" if upper is not None and price >= upper else "2"
-    if price < reference:
-        return "4" if lower is not None and price <= lower else "5"
-    return "3"
 
 
 def change_pct(price: int, reference: int) -> str:

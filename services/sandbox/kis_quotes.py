@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from services.sandbox.kis_envelope import KisCall, TrSpec, change_pct, input_error, num, ok, rate, sign_code
-from services.sandbox.market import Bar, DailyBar, Market, price_limits, tick_size
+from services.sandbox.bars import Bar, DailyBar, direction_code, hhmmss, price_limits, tick_size
+from services.sandbox.kis_envelope import KisCall, TrSpec, change_pct, input_error, num, ok, rate
+from services.sandbox.market import Market
 from services.sandbox.symbols import Symbol
 from services.sandbox.wire import Reply
 
@@ -84,12 +85,15 @@ def _hour_s(call: KisCall) -> int | None:
 
 def _quote_summary(sym: Symbol | None, snap: Snapshot) -> Row:
     bar, prev, price = snap.bar, snap.prev_close, snap.price
-    upper, lower = price_limits(prev) if prev else (0, 0)
     return {
-        "prdy_vrss": num(price - prev), "prdy_vrss_sign": sign_code(price, prev, upper, lower),
-        "prdy_ctrt": change_pct(price, prev), "stck_prdy_clpr": num(prev),
-        "acml_vol": num(bar.volume if bar else 0), "acml_tr_pbmn": num(bar.value if bar else 0),
-        "hts_kor_isnm": sym.name_ko if sym else "", "stck_prpr": num(price),
+        "prdy_vrss": num(price - prev),
+        "prdy_vrss_sign": direction_code(price, prev),
+        "prdy_ctrt": change_pct(price, prev),
+        "stck_prdy_clpr": num(prev),
+        "acml_vol": num(bar.volume if bar else 0),
+        "acml_tr_pbmn": num(bar.value if bar else 0),
+        "hts_kor_isnm": sym.name_ko if sym else "",
+        "stck_prpr": num(price),
     }
 
 
@@ -99,15 +103,28 @@ def _output1_daily(sym: Symbol | None, snap: Snapshot) -> Row:
     shares = sym.listed_shares if sym else 0
     return {
         **_quote_summary(sym, snap),
-        "stck_shrn_iscd": sym.code if sym else "", "prdy_vol": "0", "stck_mxpr": num(upper),
-        "stck_llam": num(lower), "stck_oprc": num(bar.open if bar else 0),
-        "stck_hgpr": num(bar.high if bar else 0), "stck_lwpr": num(bar.low if bar else 0),
-        "stck_prdy_oprc": "0", "stck_prdy_hgpr": "0", "stck_prdy_lwpr": "0",
-        "askp": num(snap.price + tick_size(snap.price) if sym else 0), "bidp": num(snap.price),
-        "prdy_vrss_vol": "0", "vol_tnrt": rate(bar.volume / shares * 100 if bar and shares else 0),
-        "stck_fcam": "100", "lstn_stcn": num(shares), "cpfn": num(shares * 100 // 100_000_000),
-        "hts_avls": num(shares * snap.price // 100_000_000), "per": "12.50", "eps": num(snap.price * 8 // 100),
-        "pbr": "1.20", "itewhol_loan_rmnd_ratem": "0.10",
+        "stck_shrn_iscd": sym.code if sym else "",
+        "prdy_vol": "0",
+        "stck_mxpr": num(upper),
+        "stck_llam": num(lower),
+        "stck_oprc": num(bar.open if bar else 0),
+        "stck_hgpr": num(bar.high if bar else 0),
+        "stck_lwpr": num(bar.low if bar else 0),
+        "stck_prdy_oprc": "0",
+        "stck_prdy_hgpr": "0",
+        "stck_prdy_lwpr": "0",
+        "askp": num(snap.price + tick_size(snap.price) if sym else 0),
+        "bidp": num(snap.price),
+        "prdy_vrss_vol": "0",
+        "vol_tnrt": rate(bar.volume / shares * 100 if bar and shares else 0),
+        "stck_fcam": "100",
+        "lstn_stcn": num(shares),
+        "cpfn": num(shares * 100 // 100_000_000),
+        "hts_avls": num(shares * snap.price // 100_000_000),
+        "per": "12.50",
+        "eps": num(snap.price * 8 // 100),
+        "pbr": "1.20",
+        "itewhol_loan_rmnd_ratem": "0.10",
     }
 
 
@@ -123,17 +140,34 @@ def inquire_price(call: KisCall) -> Reply:
     year = market.daily_bars(code, call.now.date() - timedelta(days=365), call.now.date(), call.now)
     hi = max(year, key=lambda b: b.high, default=None)
     lo = min(year, key=lambda b: b.low, default=None)
-    out.update({
-        "iscd_stat_cls_code": "55", "marg_rate": "20.00", "rprs_mrkt_kor_name": sym.market if sym else "",
-        "temp_stop_yn": "N", "stck_sdpr": num(snap.prev_close), "aspr_unit": num(tick_size(snap.price)),
-        "wghn_avrg_stck_prc": num(snap.bar.value // snap.bar.volume if snap.bar else 0),
-        "hts_frgn_ehrt": "50.00", "frgn_ntby_qty": "0", "pgtr_ntby_qty": "0",
-        "bps": num(snap.price * 80 // 100), "stac_month": "12", "hts_deal_qty_unit_val": "1",
-        "w52_hgpr": num(hi.high if hi else 0), "w52_hgpr_date": hi.day.strftime("%Y%m%d") if hi else "",
-        "w52_lwpr": num(lo.low if lo else 0), "w52_lwpr_date": lo.day.strftime("%Y%m%d") if lo else "",
-        "vi_cls_code": "N", "ovtm_vi_cls_code": "N", "invt_caful_yn": "N", "mrkt_warn_cls_code": "00",
-        "short_over_yn": "N", "sltr_yn": "N", "ssts_yn": "Y",
-    })
+    out.update(
+        {
+            "iscd_stat_cls_code": "55",
+            "marg_rate": "20.00",
+            "rprs_mrkt_kor_name": sym.market if sym else "",
+            "temp_stop_yn": "N",
+            "stck_sdpr": num(snap.prev_close),
+            "aspr_unit": num(tick_size(snap.price)),
+            "wghn_avrg_stck_prc": num(snap.bar.value // snap.bar.volume if snap.bar else 0),
+            "hts_frgn_ehrt": "50.00",
+            "frgn_ntby_qty": "0",
+            "pgtr_ntby_qty": "0",
+            "bps": num(snap.price * 80 // 100),
+            "stac_month": "12",
+            "hts_deal_qty_unit_val": "1",
+            "w52_hgpr": num(hi.high if hi else 0),
+            "w52_hgpr_date": hi.day.strftime("%Y%m%d") if hi else "",
+            "w52_lwpr": num(lo.low if lo else 0),
+            "w52_lwpr_date": lo.day.strftime("%Y%m%d") if lo else "",
+            "vi_cls_code": "N",
+            "ovtm_vi_cls_code": "N",
+            "invt_caful_yn": "N",
+            "mrkt_warn_cls_code": "00",
+            "short_over_yn": "N",
+            "sltr_yn": "N",
+            "ssts_yn": "Y",
+        }
+    )
     return ok(call.tr_id, output=out)
 
 
@@ -161,12 +195,17 @@ def inquire_ccnl(call: KisCall) -> Reply:
         else:
             sell += tick.volume
         last = tick.price
-        rows.append({
-            "stck_cntg_hour": f"{tick.second // 3600:02d}{tick.second // 60 % 60:02d}{tick.second % 60:02d}",
-            "stck_prpr": num(tick.price), "prdy_vrss": num(tick.price - prev),
-            "prdy_vrss_sign": sign_code(tick.price, prev), "cntg_vol": num(tick.volume),
-            "tday_rltv": rate(buy / sell * 100 if sell else 0.0), "prdy_ctrt": change_pct(tick.price, prev),
-        })
+        rows.append(
+            {
+                "stck_cntg_hour": hhmmss(tick.second),
+                "stck_prpr": num(tick.price),
+                "prdy_vrss": num(tick.price - prev),
+                "prdy_vrss_sign": direction_code(tick.price, prev),
+                "cntg_vol": num(tick.volume),
+                "tday_rltv": rate(buy / sell * 100 if sell else 0.0),
+                "prdy_ctrt": change_pct(tick.price, prev),
+            }
+        )
     return ok(call.tr_id, output=rows[-30:][::-1])
 
 
@@ -188,18 +227,29 @@ def inquire_daily_price(call: KisCall) -> Reply:
         return input_error(call.tr_id, "FID_ORG_ADJ_PRC")
     today = call.now.date()
     span_days = {"D": 70, "W": 7 * 34, "M": 31 * 33}[period]
-    bars = call.state.market.series(code, today - timedelta(days=span_days), today, period, adj == "1", call.now)
+    bars = call.state.market.series(
+        code, today - timedelta(days=span_days), today, period, adj == "1", call.now
+    )
     rows: list[Row] = []
     for prev_bar, bar in zip([None, *bars[:-1]], bars, strict=True):
-        rows.append({
-            "stck_bsop_date": bar.day.strftime("%Y%m%d"), "stck_oprc": num(bar.open),
-            "stck_hgpr": num(bar.high), "stck_lwpr": num(bar.low), "stck_clpr": num(bar.close),
-            "acml_vol": num(bar.volume),
-            "prdy_vrss_vol_rate": rate((bar.volume / prev_bar.volume - 1) * 100 if prev_bar else 0.0),
-            "prdy_vrss": num(bar.close - bar.prev_close), "prdy_vrss_sign": sign_code(bar.close, bar.prev_close),
-            "prdy_ctrt": change_pct(bar.close, bar.prev_close), "hts_frgn_ehrt": "50.00",
-            "frgn_ntby_qty": "0", "flng_cls_code": "00", "acml_prtt_rate": "0.00",
-        })
+        rows.append(
+            {
+                "stck_bsop_date": bar.day.strftime("%Y%m%d"),
+                "stck_oprc": num(bar.open),
+                "stck_hgpr": num(bar.high),
+                "stck_lwpr": num(bar.low),
+                "stck_clpr": num(bar.close),
+                "acml_vol": num(bar.volume),
+                "prdy_vrss_vol_rate": rate((bar.volume / prev_bar.volume - 1) * 100 if prev_bar else 0.0),
+                "prdy_vrss": num(bar.close - bar.prev_close),
+                "prdy_vrss_sign": direction_code(bar.close, bar.prev_close),
+                "prdy_ctrt": change_pct(bar.close, bar.prev_close),
+                "hts_frgn_ehrt": "50.00",
+                "frgn_ntby_qty": "0",
+                "flng_cls_code": "00",
+                "acml_prtt_rate": "0.00",
+            }
+        )
     return ok(call.tr_id, output=rows[-30:][::-1])
 
 
@@ -224,11 +274,18 @@ def inquire_daily_itemchartprice(call: KisCall) -> Reply:
     bars = market.series(code, start, end, period, adjusted, call.now)[-100:][::-1]
     rows: list[Row] = [
         {
-            "stck_bsop_date": bar.day.strftime("%Y%m%d"), "stck_clpr": num(bar.close),
-            "stck_oprc": num(bar.open), "stck_hgpr": num(bar.high), "stck_lwpr": num(bar.low),
-            "acml_vol": num(bar.volume), "acml_tr_pbmn": num(bar.value), "flng_cls_code": "00",
-            "prtt_rate": "0.00", "mod_yn": "Y" if adjusted and market.adjust_factor(code, bar.day) > 1 else "N",
-            "prdy_vrss_sign": sign_code(bar.close, bar.prev_close), "prdy_vrss": num(bar.close - bar.prev_close),
+            "stck_bsop_date": bar.day.strftime("%Y%m%d"),
+            "stck_clpr": num(bar.close),
+            "stck_oprc": num(bar.open),
+            "stck_hgpr": num(bar.high),
+            "stck_lwpr": num(bar.low),
+            "acml_vol": num(bar.volume),
+            "acml_tr_pbmn": num(bar.value),
+            "flng_cls_code": "00",
+            "prtt_rate": "0.00",
+            "mod_yn": "Y" if adjusted and market.adjust_factor(code, bar.day) > 1 else "N",
+            "prdy_vrss_sign": direction_code(bar.close, bar.prev_close),
+            "prdy_vrss": num(bar.close - bar.prev_close),
             "revl_issu_reas": "",
         }
         for bar in bars
@@ -241,8 +298,12 @@ def _minute_row(bar: Bar) -> Row:
     return {
         "stck_bsop_date": bar.day.strftime("%Y%m%d"),
         "stck_cntg_hour": f"{bar.minute // 60:02d}{bar.minute % 60:02d}00",
-        "stck_prpr": num(bar.close), "stck_oprc": num(bar.open), "stck_hgpr": num(bar.high),
-        "stck_lwpr": num(bar.low), "cntg_vol": num(bar.volume), "acml_tr_pbmn": num(bar.cum_value),
+        "stck_prpr": num(bar.close),
+        "stck_oprc": num(bar.open),
+        "stck_hgpr": num(bar.high),
+        "stck_lwpr": num(bar.low),
+        "cntg_vol": num(bar.volume),
+        "acml_tr_pbmn": num(bar.cum_value),
     }
 
 
@@ -255,7 +316,7 @@ def _now_s(now: datetime) -> int:
 
 
 def inquire_time_itemchartprice(call: KisCall) -> Reply:
-    """FHKST03010200: 30 one-minute bars of today ending at FID_INPUT_HOUR_1 (clamped to now), newest first."""
+    """FHKST03010200: 30 one-minute bars of today, newest first, ending at FID_INPUT_HOUR_1 (<= now)."""
     code, failed = _symbol(call)
     if failed:
         return failed
@@ -289,7 +350,11 @@ def inquire_time_dailychartprice(call: KisCall) -> Reply:
     rows: list[Row] = []
     cursor: date | None = day
     while cursor is not None and cursor >= oldest and len(rows) < 120:
-        bars = _bars_until(market, code, cursor, hour_s, now) if cursor == day else market.minute_bars(code, cursor)
+        bars = (
+            _bars_until(market, code, cursor, hour_s, now)
+            if cursor == day
+            else market.minute_bars(code, cursor)
+        )
         rows.extend(_minute_row(bar) for bar in reversed(bars))
         if not include_past:
             break

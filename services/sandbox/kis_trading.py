@@ -20,8 +20,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from services.sandbox.bars import round_tick
 from services.sandbox.kis_envelope import KisCall, TrSpec, error, hash_of, input_error, num, ok, rate
-from services.sandbox.market import round_tick
 from services.sandbox.state import Order
 from services.sandbox.symbols import SYMBOLS
 from services.sandbox.wire import Reply
@@ -31,8 +31,16 @@ CTX_WIDTH = 100
 _ORDER_SIDES = {"0011U": "sell", "0801U": "sell", "0012U": "buy", "0802U": "buy"}
 _ORDER_FIELDS = ("CANO", "ACNT_PRDT_CD", "PDNO", "ORD_DVSN", "ORD_QTY", "ORD_UNPR")
 _BALANCE_FIELDS = (
-    "CANO", "ACNT_PRDT_CD", "AFHR_FLPR_YN", "INQR_DVSN", "UNPR_DVSN", "FUND_STTL_ICLD_YN",
-    "FNCG_AMT_AUTO_RDPT_YN", "PRCS_DVSN", "CTX_AREA_FK100", "CTX_AREA_NK100",
+    "CANO",
+    "ACNT_PRDT_CD",
+    "AFHR_FLPR_YN",
+    "INQR_DVSN",
+    "UNPR_DVSN",
+    "FUND_STTL_ICLD_YN",
+    "FNCG_AMT_AUTO_RDPT_YN",
+    "PRCS_DVSN",
+    "CTX_AREA_FK100",
+    "CTX_AREA_NK100",
 )
 
 
@@ -69,11 +77,20 @@ def order_cash(call: KisCall) -> Reply:
     state, env_id = call.state, call.env.env_id
     order_no = f"{state.next_order_no(env_id):010d}"
     timed_out = state.faults.order_times_out(env_id)
-    state.record_order(Order(
-        env_id=env_id, appkey=call.appkey, order_no=order_no, tr_id=call.tr_id, symbol=body["PDNO"],
-        side=_ORDER_SIDES[call.tr_id[-5:]], quantity=int(body["ORD_QTY"]), price=int(body["ORD_UNPR"]),
-        accepted_at=call.now, timed_out=timed_out,
-    ))
+    state.record_order(
+        Order(
+            env_id=env_id,
+            appkey=call.appkey,
+            order_no=order_no,
+            tr_id=call.tr_id,
+            symbol=body["PDNO"],
+            side=_ORDER_SIDES[call.tr_id[-5:]],
+            quantity=int(body["ORD_QTY"]),
+            price=int(body["ORD_UNPR"]),
+            accepted_at=call.now,
+            timed_out=timed_out,
+        )
+    )
     if timed_out:
         reply = error(500, "EGW00301", call.tr_id)
         reply.delay_s = state.faults.settings.order_timeout_delay_ms / 1000.0
@@ -99,26 +116,62 @@ def _holdings(call: KisCall, cano: str, product: str) -> tuple[list[dict[str, An
         total_buy += buy_amt
         total_eval += eval_amt
         profit = eval_amt - buy_amt
-        rows.append({
-            "pdno": code, "prdt_name": SYMBOLS[code].name_ko, "trad_dvsn_name": "현금",
-            "bfdy_buy_qty": "0", "bfdy_sll_qty": "0", "thdt_buyqty": "0", "thdt_sll_qty": "0",
-            "hldg_qty": num(qty), "ord_psbl_qty": num(qty), "pchs_avg_pric": f"{avg:.4f}",
-            "pchs_amt": num(buy_amt), "prpr": num(price), "evlu_amt": num(eval_amt), "evlu_pfls_amt": num(profit),
-            "evlu_pfls_rt": rate(profit / buy_amt * 100 if buy_amt else 0), "evlu_erng_rt": "0.00000000",
-            "loan_dt": "", "loan_amt": "0", "stln_slng_chgs": "0", "expd_dt": "", "fltt_rt": "0.00000000",
-            "bfdy_cprs_icdc": "0", "item_mgna_rt_name": "20%", "grta_rt_name": "", "sbst_pric": "0",
-            "stck_loan_unpr": "0.0000",
-        })
+        rows.append(
+            {
+                "pdno": code,
+                "prdt_name": SYMBOLS[code].name_ko,
+                "trad_dvsn_name": "현금",
+                "bfdy_buy_qty": "0",
+                "bfdy_sll_qty": "0",
+                "thdt_buyqty": "0",
+                "thdt_sll_qty": "0",
+                "hldg_qty": num(qty),
+                "ord_psbl_qty": num(qty),
+                "pchs_avg_pric": f"{avg:.4f}",
+                "pchs_amt": num(buy_amt),
+                "prpr": num(price),
+                "evlu_amt": num(eval_amt),
+                "evlu_pfls_amt": num(profit),
+                "evlu_pfls_rt": rate(profit / buy_amt * 100 if buy_amt else 0),
+                "evlu_erng_rt": "0.00000000",
+                "loan_dt": "",
+                "loan_amt": "0",
+                "stln_slng_chgs": "0",
+                "expd_dt": "",
+                "fltt_rt": "0.00000000",
+                "bfdy_cprs_icdc": "0",
+                "item_mgna_rt_name": "20%",
+                "grta_rt_name": "",
+                "sbst_pric": "0",
+                "stck_loan_unpr": "0.0000",
+            }
+        )
     cash = rng.randint(1_000, 50_000) * 1_000
     summary = {
-        "dnca_tot_amt": num(cash), "nxdy_excc_amt": num(cash), "prvs_rcdl_excc_amt": num(cash),
-        "cma_evlu_amt": "0", "bfdy_buy_amt": "0", "thdt_buy_amt": "0", "nxdy_auto_rdpt_amt": "0",
-        "bfdy_sll_amt": "0", "thdt_sll_amt": "0", "d2_auto_rdpt_amt": "0", "bfdy_tlex_amt": "0",
-        "thdt_tlex_amt": "0", "tot_loan_amt": "0", "scts_evlu_amt": num(total_eval),
-        "tot_evlu_amt": num(cash + total_eval), "nass_amt": num(cash + total_eval),
-        "fncg_gld_auto_rdpt_yn": "N", "pchs_amt_smtl_amt": num(total_buy), "evlu_amt_smtl_amt": num(total_eval),
-        "evlu_pfls_smtl_amt": num(total_eval - total_buy), "tot_stln_slng_chgs": "0",
-        "bfdy_tot_asst_evlu_amt": num(cash + total_eval), "asst_icdc_amt": "0", "asst_icdc_erng_rt": "0.00000000",
+        "dnca_tot_amt": num(cash),
+        "nxdy_excc_amt": num(cash),
+        "prvs_rcdl_excc_amt": num(cash),
+        "cma_evlu_amt": "0",
+        "bfdy_buy_amt": "0",
+        "thdt_buy_amt": "0",
+        "nxdy_auto_rdpt_amt": "0",
+        "bfdy_sll_amt": "0",
+        "thdt_sll_amt": "0",
+        "d2_auto_rdpt_amt": "0",
+        "bfdy_tlex_amt": "0",
+        "thdt_tlex_amt": "0",
+        "tot_loan_amt": "0",
+        "scts_evlu_amt": num(total_eval),
+        "tot_evlu_amt": num(cash + total_eval),
+        "nass_amt": num(cash + total_eval),
+        "fncg_gld_auto_rdpt_yn": "N",
+        "pchs_amt_smtl_amt": num(total_buy),
+        "evlu_amt_smtl_amt": num(total_eval),
+        "evlu_pfls_smtl_amt": num(total_eval - total_buy),
+        "tot_stln_slng_chgs": "0",
+        "bfdy_tot_asst_evlu_amt": num(cash + total_eval),
+        "asst_icdc_amt": "0",
+        "asst_icdc_erng_rt": "0.00000000",
     }
     return rows, summary
 
@@ -139,8 +192,10 @@ def inquire_balance(call: KisCall) -> Reply:
         if len(parts) != 4 or parts[:2] != [cano, product] or not _digits(parts[2]):
             return input_error(call.tr_id, "CTX_AREA_NK100")
         offset = int(parts[2])
-    size = call.state.settings.kis_balance_rows_real if call.env.name == "real" else (
-        call.state.settings.kis_balance_rows_mock
+    size = (
+        call.state.settings.kis_balance_rows_real
+        if call.env.name == "real"
+        else (call.state.settings.kis_balance_rows_mock)
     )
     rows, summary = _holdings(call, cano, product)
     page = rows[offset : offset + size]
@@ -149,8 +204,13 @@ def inquire_balance(call: KisCall) -> Reply:
     fk100 = f"{cano}^{product}^N^N^01^01^N^".ljust(CTX_WIDTH)
     nk100 = f"{cano}^{product}^{offset + size:05d}^".ljust(CTX_WIDTH) if more else " " * CTX_WIDTH
     return ok(
-        call.tr_id, msg_cd="KIOK0510" if more else "KIOK0460", tr_cont=tr_cont,
-        ctx_area_fk100=fk100, ctx_area_nk100=nk100, output1=page, output2=[summary],
+        call.tr_id,
+        msg_cd="KIOK0510" if more else "KIOK0460",
+        tr_cont=tr_cont,
+        ctx_area_fk100=fk100,
+        ctx_area_nk100=nk100,
+        output1=page,
+        output2=[summary],
     )
 
 
@@ -163,9 +223,19 @@ def _specs(handler: Any, method: str, ids: dict[str, str]) -> dict[str, TrSpec]:
 
 
 TRADING_TRS: dict[str, dict[str, TrSpec]] = {
-    f"{TRADING}/order-cash": _specs(order_cash, "POST", {
-        "TTTC0012U": "real", "TTTC0011U": "real", "TTTC0802U": "real", "TTTC0801U": "real",
-        "VTTC0012U": "mock", "VTTC0011U": "mock", "VTTC0802U": "mock", "VTTC0801U": "mock",
-    }),
+    f"{TRADING}/order-cash": _specs(
+        order_cash,
+        "POST",
+        {
+            "TTTC0012U": "real",
+            "TTTC0011U": "real",
+            "TTTC0802U": "real",
+            "TTTC0801U": "real",
+            "VTTC0012U": "mock",
+            "VTTC0011U": "mock",
+            "VTTC0802U": "mock",
+            "VTTC0801U": "mock",
+        },
+    ),
     f"{TRADING}/inquire-balance": _specs(inquire_balance, "GET", {"TTTC8434R": "real", "VTTC8434R": "mock"}),
 }

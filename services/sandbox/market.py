@@ -10,7 +10,7 @@ Layers, each a pure function of (seed, symbol, day):
    for ten years of monthly bars never blocks the event loop (which would bunch arrivals and corrupt the
    referee's windows).
 3. A tick stream per day, 09:00:00 (opening auction, price = open) to 15:30:00 (closing auction,
-   price = close), at least one trade in every minute, a few hundred to 2,000 ticks, built as Brownian
+   price = close), at least one trade in every minute, about 500 to 2,300 ticks, built as Brownian
    bridges pinned at the day's open, high, low and close, with volumes summing to the day's volume.
    Minute bars are aggregated from the ticks, so the OHLCV of minute bars and of the daily bar agree
    exactly whichever broker endpoint serves them. The daily traded value of a finished day is
@@ -22,102 +22,32 @@ are kept in an LRU. ``until`` arguments cut a day at a simulated instant, which 
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from typing import NamedTuple
+from datetime import date, datetime, timedelta
 
-from services.sandbox.clock import KST, as_kst
+from services.sandbox.bars import (
+    CLOSE_S,
+    OPEN_S,
+    Bar,
+    DailyBar,
+    Tick,
+    adjust_daily,
+    aggregate,
+    aggregate_minutes,
+    price_limits,
+    round_tick,
+)
+from services.sandbox.clock import as_kst
 from services.sandbox.symbols import REFERENCE_DAY, SPLITS, SYMBOLS, Symbol
 
-OPEN_S = 9 * 3600  # 09:00:00 KST, seconds since midnight
-CLOSE_S = 15 * 3600 + 30 * 60  # 15:30:00 KST, closing auction
 _MAX_DAILY_LOG_RETURN = 0.25  # keeps every close inside the +-30 % price limits
 _PATH_BLOCK = 256  # daily returns generated per seeded block
-
-
-def tick_size(price: float) -> int:
-    """KRX price unit (KRW) for a price level (2023 rules, KOSPI and KOSDAQ alike)."""
-    if price < 2_000:
-        return 1
-    if price < 5_000:
-        return 5
-    if price < 20_000:
-        return 10
-    if price < 50_000:
-        return 50
-    if price < 200_000:
-        return 100
-    if price < 500_000:
-        return 500
-    return 1_000
-
-
-def round_tick(price: float) -> int:
-    """Nearest valid KRX price (KRW), at least 1."""
-    unit = tick_size(price)
-    return max(unit, int(price / unit + 0.5) * unit)
-
-
-def price_limits(prev_close: int) -> tuple[int, int]:
-    """(upper, lower) daily price limits in KRW: +-30 % of the reference price, on valid ticks."""
-    up = prev_close * 1.3
-    down = prev_close * 0.7
-    upper = int(up // tick_size(up)) * tick_size(up)
-    lower_unit = tick_size(down)
-    lower = -int(-down // lower_unit) * lower_unit
-    return upper, max(lower, 1)
-
-
-class Tick(NamedTuple):
-    """One trade: seconds since 00:00 KST of its day, price KRW, volume shares."""
-
-    second: int
-    price: int
-    volume: int
-
-    def at(self, day: date) -> datetime:
-        """The trade's timestamp (KST) on ``day``."""
-        return datetime.combine(day, time(), KST) + timedelta(seconds=self.second)
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """A minute bar labelled by its start minute; cum_* run from the open through this bar."""
-
-    day: date
-    minute: int  # minutes since 00:00 KST, e.g. 540 = 09:00
-    open: int
-    high: int
-    low: int
-    close: int
-    volume: int
-    value: int  # KRW traded in the bar
-    cum_volume: int
-    cum_value: int
-
-    @property
-    def start(self) -> datetime:
-        """Start of the bar (KST)."""
-        return datetime.combine(self.day, time(), KST) + timedelta(minutes=self.minute)
-
-
-@dataclass(frozen=True, slots=True)
-class DailyBar:
-    """One day (or, aggregated, one week/month/year) of trading; prices KRW, volume shares, value KRW."""
-
-    day: date
-    open: int
-    high: int
-    low: int
-    close: int
-    volume: int
-    value: int
-    prev_close: int  # reference price of the first day in the bar
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,29 +67,6 @@ def _cut_second(day: date, until: datetime | None) -> int | None:
     if local.date() < day:
         return -1
     return local.hour * 3600 + local.minute * 60 + local.second
-
-
-def _aggregate_minutes(day: date, ticks: Iterable[Tick]) -> list[Bar]:
-    bars: list[Bar] = []
-    cum_vol = cum_val = 0
-    cur = -1
-    o = h = lo = c = v = val = 0
-    for sec, price, volume in ticks:
-        minute = sec // 60
-        if minute != cur:
-            if cur >= 0:
-                bars.append(Bar(day, cur, o, h, lo, c, v, val, cum_vol, cum_val))
-            cur, o, h, lo, v, val = minute, price, price, price, 0, 0
-        h = max(h, price)
-        lo = min(lo, price)
-        c = price
-        v += volume
-        val += price * volume
-        cum_vol += volume
-        cum_val += price * volume
-    if cur >= 0:
-        bars.append(Bar(day, cur, o, h, lo, c, v, val, cum_vol, cum_val))
-    return bars
 
 
 class Market:
@@ -222,7 +129,7 @@ class Market:
             cur += timedelta(days=1)
         return days
 
-    # -- prices ------------------------------------------------------------------------------------------------
+    # -- prices --------------------------------------------------------------------------------
     def adjust_factor(self, code: str, day: date) -> int:
         """Divide a raw price of ``day`` by this (multiply volume) to get today's adjusted basis."""
         factor = 1
@@ -297,7 +204,7 @@ class Market:
             self._daily[key] = bar
         return bar
 
-    # -- ticks and bars ----------------------------------------------------------------------------------------
+    # -- ticks and bars ------------------------------------------------------------------------
     def _tape(self, code: str, day: date) -> _DayTape:
         key = (code, day)
         tape = self._tapes.get(key)
@@ -333,7 +240,7 @@ class Market:
         volumes = [1 + int(w * scale) for w in weights]
         volumes[-1] += bar.volume - sum(volumes)
         ticks = tuple(Tick(s, p, v) for s, p, v in zip(seconds, prices, volumes, strict=True))
-        return _DayTape(ticks, tuple(seconds), tuple(_aggregate_minutes(day, ticks)))
+        return _DayTape(ticks, tuple(seconds), tuple(aggregate_minutes(day, ticks)))
 
     @staticmethod
     def _bridge(
@@ -343,7 +250,7 @@ class Market:
         prices = [anchors[0][1]]
         gauss = rng.gauss
         exp = math.exp
-        for (i0, p0), (i1, p1) in zip(anchors, anchors[1:], strict=False):
+        for (i0, p0), (i1, p1) in itertools.pairwise(anchors):
             n = i1 - i0
             if n == 0:
                 continue
@@ -386,10 +293,20 @@ class Market:
         if partial_ticks:
             cum_vol = done[-1].cum_volume if done else 0
             cum_val = done[-1].cum_value if done else 0
-            for bar in _aggregate_minutes(day, partial_ticks):
+            for bar in aggregate_minutes(day, partial_ticks):
                 done.append(
-                    Bar(day, bar.minute, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.value,
-                        cum_vol + bar.volume, cum_val + bar.value)
+                    Bar(
+                        day,
+                        bar.minute,
+                        bar.open,
+                        bar.high,
+                        bar.low,
+                        bar.close,
+                        bar.volume,
+                        bar.value,
+                        cum_vol + bar.volume,
+                        cum_val + bar.value,
+                    )
                 )
         return done
 
@@ -404,8 +321,14 @@ class Market:
         if not bars:
             return None
         return DailyBar(
-            day, bars[0].open, max(b.high for b in bars), min(b.low for b in bars), bars[-1].close,
-            bars[-1].cum_volume, bars[-1].cum_value, self.prev_close(code, day),
+            day,
+            bars[0].open,
+            max(b.high for b in bars),
+            min(b.low for b in bars),
+            bars[-1].close,
+            bars[-1].cum_volume,
+            bars[-1].cum_value,
+            self.prev_close(code, day),
         )
 
     def daily_bars(self, code: str, start: date, end: date, until: datetime | None = None) -> list[DailyBar]:
@@ -423,58 +346,3 @@ class Market:
         if adjusted:
             bars = [adjust_daily(bar, self.adjust_factor(code, bar.day)) for bar in bars]
         return aggregate(bars, period)
-
-
-def _adj(price: int, factor: int) -> int:
-    return price if factor == 1 else round_tick(price / factor)
-
-
-def adjust_daily(bar: DailyBar, factor: int) -> DailyBar:
-    """A daily bar on the post-split share basis (prices / factor, volume x factor)."""
-    if factor == 1:
-        return bar
-    return DailyBar(bar.day, _adj(bar.open, factor), _adj(bar.high, factor), _adj(bar.low, factor),
-                    _adj(bar.close, factor), bar.volume * factor, bar.value, _adj(bar.prev_close, factor))
-
-
-def adjust_minute(bar: Bar, factor: int) -> Bar:
-    """A minute bar on the post-split share basis."""
-    if factor == 1:
-        return bar
-    return Bar(bar.day, bar.minute, _adj(bar.open, factor), _adj(bar.high, factor), _adj(bar.low, factor),
-               _adj(bar.close, factor), bar.volume * factor, bar.value, bar.cum_volume * factor, bar.cum_value)
-
-
-def _bucket(day: date, period: str) -> tuple[int, int]:
-    if period == "W":
-        iso = day.isocalendar()
-        return iso.year, iso.week
-    if period == "M":
-        return day.year, day.month
-    if period == "Y":
-        return day.year, 0
-    return day.toordinal(), 0
-
-
-def aggregate(bars: list[DailyBar], period: str) -> list[DailyBar]:
-    """Group oldest-first daily bars by D/W/M/Y; each group is labelled by its first trading day."""
-    if period == "D":
-        return list(bars)
-    out: list[DailyBar] = []
-    group: list[DailyBar] = []
-    for bar in bars:
-        if group and _bucket(bar.day, period) != _bucket(group[0].day, period):
-            out.append(_merge(group))
-            group = []
-        group.append(bar)
-    if group:
-        out.append(_merge(group))
-    return out
-
-
-def _merge(group: list[DailyBar]) -> DailyBar:
-    first, last = group[0], group[-1]
-    return DailyBar(
-        first.day, first.open, max(b.high for b in group), min(b.low for b in group), last.close,
-        sum(b.volume for b in group), sum(b.value for b in group), first.prev_close,
-    )

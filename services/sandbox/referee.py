@@ -33,7 +33,7 @@ from typing import Any
 
 from services.sandbox.clock import SimClock
 
-WINDOW_S = 1.0
+WINDOW_NS = 1_000_000_000  # one second
 UNKNOWN_APPKEY = "(unknown)"
 
 
@@ -51,17 +51,17 @@ class _Tally:
     faults: Counter[str] = field(default_factory=Counter)
     by_tr_id: Counter[str] = field(default_factory=Counter)
     by_code: Counter[str] = field(default_factory=Counter)
-    window: deque[float] = field(default_factory=deque)
+    window: deque[int] = field(default_factory=deque)
 
-    def arrive(self, now_s: float, tr_id: str, in_window: bool) -> int:
+    def arrive(self, now_ns: int, tr_id: str, in_window: bool) -> int:
         self.requests += 1
         self.by_tr_id[tr_id] += 1
         if not in_window:
             return 0
         self.window_requests += 1
         window = self.window
-        window.append(now_s)
-        horizon = now_s - WINDOW_S
+        window.append(now_ns)
+        horizon = now_ns - WINDOW_NS
         while window and window[0] <= horizon:
             window.popleft()
         count = len(window)
@@ -134,10 +134,10 @@ class Referee:
     def arrive(self, env_id: str, appkey: str | None, tr_id: str, in_window: bool = True) -> Arrival:
         """Count one arrival now; ``over_limit`` tells the caller to refuse it."""
         key = appkey or UNKNOWN_APPKEY
-        now_s = self._clock.monotonic()
+        now_ns = self._clock.monotonic_ns()
         tally = self._tally(env_id, key)
-        count = tally.arrive(now_s, tr_id, in_window)
-        self._combined[env_id].arrive(now_s, tr_id, in_window)
+        count = tally.arrive(now_ns, tr_id, in_window)
+        self._combined[env_id].arrive(now_ns, tr_id, in_window)
         over = in_window and count > self._envs[env_id].rate_per_s
         if over:
             tally.over_limit += 1
@@ -175,8 +175,14 @@ class Referee:
             total = _Tally()
             for tally in keys.values():
                 for name in (
-                    "requests", "window_requests", "over_limit", "tokens_issued", "tokens_new",
-                    "token_refusals", "orders_accepted", "orders_timed_out",
+                    "requests",
+                    "window_requests",
+                    "over_limit",
+                    "tokens_issued",
+                    "tokens_new",
+                    "token_refusals",
+                    "orders_accepted",
+                    "orders_timed_out",
                 ):
                     setattr(total, name, getattr(total, name) + getattr(tally, name))
                 total.max_in_window = max(total.max_in_window, tally.max_in_window)

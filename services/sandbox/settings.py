@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LatencyDistribution = Literal["fixed", "uniform", "exponential", "normal"]
+ENVIRONMENT_IDS = ("kis/real", "kis/mock", "kiwoom/real", "kiwoom/mock")
 
 
 class FaultSettings(BaseModel):
@@ -41,11 +42,21 @@ class FaultSettings(BaseModel):
     )
     seed: int = Field(default=7, description="seed of the fault dice, for reproducible runs")
 
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, targets: list[str]) -> list[str]:
+        unknown = set(targets) - set(ENVIRONMENT_IDS)
+        if unknown:
+            raise ValueError(f"unknown environments {sorted(unknown)}; use {list(ENVIRONMENT_IDS)}")
+        return targets
+
 
 class SandboxSettings(BaseSettings):
     """Everything the sandbox needs, built once at the edge and passed down."""
 
-    model_config = SettingsConfigDict(env_prefix="APIHUB_SANDBOX__", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="APIHUB_SANDBOX__", env_nested_delimiter="__", extra="ignore"
+    )
 
     host: str = "127.0.0.1"
     port: int = 18080

@@ -43,9 +43,16 @@ class Order:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready view."""
         return {
-            "env": self.env_id, "appkey": self.appkey, "order_no": self.order_no, "tr_id": self.tr_id,
-            "symbol": self.symbol, "side": self.side, "quantity": self.quantity, "price": self.price,
-            "accepted_at": self.accepted_at.isoformat(), "timed_out": self.timed_out,
+            "env": self.env_id,
+            "appkey": self.appkey,
+            "order_no": self.order_no,
+            "tr_id": self.tr_id,
+            "symbol": self.symbol,
+            "side": self.side,
+            "quantity": self.quantity,
+            "price": self.price,
+            "accepted_at": self.accepted_at.isoformat(),
+            "timed_out": self.timed_out,
         }
 
 
@@ -56,7 +63,9 @@ class SandboxState:
         self.settings = settings
         self.clock = SimClock(settings.clock_start, settings.clock_rate, settings.clock_start_time_kst)
         self.market = Market(
-            settings.market_seed, settings.market_history_start, settings.market_holidays,
+            settings.market_seed,
+            settings.market_history_start,
+            settings.market_holidays,
             settings.market_cache_days,
         )
         self.environments = {
@@ -84,7 +93,11 @@ class SandboxState:
             self.clock, settings.token_lifetime_s, settings.kis_token_reuse_s, interval_s, kis_style_token
         )
         self.kiwoom_tokens = TokenBook(
-            self.clock, settings.token_lifetime_s, settings.kiwoom_token_reuse_s, interval_s, kiwoom_style_token
+            self.clock,
+            settings.token_lifetime_s,
+            settings.kiwoom_token_reuse_s,
+            interval_s,
+            kiwoom_style_token,
         )
         self.faults = Faults(settings.faults, self.clock, self._invalidate_tokens)
         self.orders: list[Order] = []

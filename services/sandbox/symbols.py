@@ -95,10 +95,11 @@ _ROWS: tuple[tuple[str, str, str, str, int, int, int], ...] = (
 )
 
 SYMBOLS: dict[str, Symbol] = {
-    row[0]: Symbol(row[0], row[1], row[2], row[3], row[4], row[5] * 1_000_000, row[6] * 1_000) for row in _ROWS
+    row[0]: Symbol(row[0], row[1], row[2], row[3], row[4], row[5] * 1_000_000, row[6] * 1_000)
+    for row in _ROWS
 }
 
-# code -> ((first day trading at the new price, ratio), ...): before that day raw prices are ratio times higher.
+# code -> ((first day at the new price, ratio), ...): before that day raw prices are ratio times higher.
 SPLITS: dict[str, tuple[tuple[date, int], ...]] = {
     "035720": ((date(2025, 6, 2), 5),),  # fictitious 5:1 split so adjusted and raw prices differ
 }

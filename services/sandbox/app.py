@@ -1,0 +1,55 @@
+"""The sandbox application: one aiohttp server with four simulated broker environments and an admin API.
+
+URL layout (``{root}`` = ``http://{host}:{port}``):
+
+- ``{root}/kis/real``, ``{root}/kis/mock``: KIS Open API base URLs (kis.py)
+- ``{root}/kiwoom/real``, ``{root}/kiwoom/mock``: Kiwoom REST API base URLs (kiwoom.py)
+- ``{root}/_sandbox/...``: referee, reset, faults, clock, orders (admin.py)
+- ``GET {root}/healthz``: ``{"status": "ok"}``
+
+Each environment has its own keys, token store and limits. ``serve`` runs until cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from services.sandbox import admin, kis, kiwoom
+from services.sandbox.settings import SandboxSettings
+from services.sandbox.state import STATE, SandboxState
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: alive."""
+    del request
+    return web.json_response({"status": "ok"})
+
+
+def create_app(settings: SandboxSettings) -> web.Application:
+    """Build the sandbox application from its settings."""
+    app = web.Application()
+    app[STATE] = SandboxState(settings)
+    app.router.add_get("/healthz", healthz)
+    admin.add_routes(app)
+    kis.add_routes(app)
+    kiwoom.add_routes(app)
+    return app
+
+
+async def serve(settings: SandboxSettings) -> None:
+    """Serve on ``settings.host:settings.port`` until cancelled, then clean up."""
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info("sandbox.started host=%s port=%d", settings.host, settings.port)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        log.info("sandbox.stopped host=%s port=%d", settings.host, settings.port)

@@ -19,8 +19,9 @@ from redis.exceptions import RedisError
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
 from services.gateway.consumer import RequestConsumer
 from services.gateway.dispatcher import Dispatcher
+from services.gateway.idempotency import IdempotencyStore
 from services.gateway.intake import read_record
-from services.gateway.limiter import Pacer
+from services.gateway.limiter import DomainLimiter
 from services.gateway.metrics import REQUESTS
 from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
@@ -58,7 +59,13 @@ class GatewayApp:
         self.gateway = Gateway(
             instance_id=settings.instance_id,
             adapters=adapters,
-            pacers={p: Pacer(s.rate_per_s) for p, s in providers.items()},
+            limiters={
+                p: DomainLimiter(
+                    p.value, s.rate_per_s, redis=self.redis, key_prefix=settings.redis.key_prefix
+                )
+                for p, s in providers.items()
+            },
+            idempotency=IdempotencyStore(self.redis, key_prefix=settings.redis.key_prefix),
             dispatcher=self.dispatcher,
             tokens=self.tokens,
             call_timeout_s={p: s.timeout_s for p, s in providers.items()},
@@ -101,6 +108,7 @@ class GatewayApp:
         await self.consumer.stop()
         if self._run_task is not None:
             await asyncio.gather(self._run_task, return_exceptions=True)
+        await self.gateway.stop()
         await self.publisher.stop()
         await self.dispatcher.stop()
         await self.redis.aclose()
@@ -127,8 +135,12 @@ class GatewayApp:
                 )
             )
             if intake.reply is not None:
-                response = self.gateway.answer(
-                    intake.reply.request_id, Status.INVALID, reason="invalid_request", message=intake.reason
+                response = ApiResponse(
+                    request_id=intake.reply.request_id,
+                    status=Status.INVALID,
+                    reason="invalid_request",
+                    message=intake.reason,
+                    gateway=self.settings.instance_id,
                 )
                 await self._respond(response, intake.reply.topic, intake.reply.partition, None, "-", "-", "-")
             return
@@ -138,11 +150,7 @@ class GatewayApp:
         except Exception as exc:  # a bug must still end in exactly one answer
             logger.exception("gateway.internal_error", extra={"fields": {"request_id": request.request_id}})
             response = self.gateway.answer(
-                request.request_id,
-                Status.REJECTED,
-                reason="internal_error",
-                message=type(exc).__name__,
-                created_at_ms=request.created_at_ms,
+                request, Status.REJECTED, reason="internal_error", message=type(exc).__name__
             )
         await self._respond(
             response,

@@ -1,26 +1,54 @@
-"""Exact pacing per limit domain: GCRA with burst 0 and a safety margin.
+"""Exact pacing per limit domain: GCRA with burst 0 and a safety margin, shared through Redis.
 
-Each reservation gets a start time at least one emission interval after the previous one, so the
-upstream never sees two calls closer than ``1 / (rate * (1 - margin))`` seconds apart, whatever the
-jitter of the event loop. A reservation that cannot start before the request's deadline is refused at
-once, so the caller hears ``deadline_unreachable`` instead of waiting for a useless answer.
+Each domain has a theoretical arrival time (TAT). A reservation starts at ``max(now, TAT)`` and moves the
+TAT one emission interval, ``1 / (rate * (1 - margin))`` seconds, later; with burst 0 no two calls are
+ever closer than that at the gateway, which leaves the margin for jitter on the way to the broker.
+
+The TAT lives in Redis and is moved by one Lua script using Redis's own clock, so every gateway instance,
+a new owner after a rebalance and a restarted process continue the same schedule instead of bursting on
+top of the old one. A local pacer guards the process as well (and alone while Redis is unreachable).
+Throttle answers from the broker halve the domain's rate (AIMD); each success wins back a little.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from services.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+# KEYS[1] = TAT key; ARGV[1] = interval in µs; ARGV[2] = longest acceptable wait in µs (-1: any).
+# Returns {wait_us, accepted}: the caller sleeps wait_us, or is refused (accepted = 0) untouched.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = math.max(now, tat)
+local wait = start - now
+local max_wait = tonumber(ARGV[2])
+if max_wait >= 0 and wait > max_wait then
+  return {wait, 0}
+end
+local next_tat = start + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.floor((next_tat - now) / 1000) + 60000)
+return {wait, 1}
+"""
+
+MIN_RATE_FACTOR = 0.25
+RECOVERY_PER_SUCCESS = 0.02
 
 
 class Pacer:
-    """One limit domain's theoretical arrival time (TAT)."""
+    """One process's view of a domain's TAT (monotonic seconds)."""
 
-    def __init__(self, rate_per_s: float, *, safety_margin: float = 0.02) -> None:
-        if rate_per_s <= 0:
-            raise ValueError("rate_per_s must be positive")
-        if not 0 <= safety_margin < 1:
-            raise ValueError("safety_margin must be in [0, 1)")
-        self.interval_s = 1.0 / (rate_per_s * (1.0 - safety_margin))
-        self._tat_s = 0.0  # monotonic seconds
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._tat_s = 0.0
 
     def reserve(self, deadline_s: float | None = None, now_s: float | None = None) -> float | None:
         """Reserve the next slot; returns its start (monotonic seconds) or None if past ``deadline_s``."""
@@ -36,7 +64,83 @@ class Pacer:
         now = time.monotonic() if now_s is None else now_s
         return max(0.0, self._tat_s - now)
 
-    def slow_down(self, factor: float = 2.0, *, now_s: float | None = None) -> None:
-        """Push the next slot back by ``factor`` intervals after a throttle answer from the broker."""
-        now = time.monotonic() if now_s is None else now_s
-        self._tat_s = max(self._tat_s, now) + self.interval_s * factor
+    def push_back(self, start_s: float) -> None:
+        """Make sure the next slot is no earlier than one interval after ``start_s``."""
+        self._tat_s = max(self._tat_s, start_s + self.interval_s)
+
+
+class DomainLimiter:
+    """Paces one limit domain at ``rate_per_s`` across all gateway instances."""
+
+    def __init__(
+        self,
+        domain: str,
+        rate_per_s: float,
+        *,
+        redis: Redis | None,
+        key_prefix: str = "apihub:",
+        safety_margin: float = 0.02,
+    ) -> None:
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive")
+        if not 0 <= safety_margin < 1:
+            raise ValueError("safety_margin must be in [0, 1)")
+        self.domain = domain
+        self.base_interval_s = 1.0 / (rate_per_s * (1.0 - safety_margin))
+        self.rate_factor = 1.0
+        self._redis = redis
+        self._key = f"{key_prefix}gcra:{domain}"
+        self._pacer = Pacer(self.base_interval_s)
+        self._script = redis.register_script(_GCRA) if redis is not None else None
+        self._redis_down = False
+
+    @property
+    def interval_s(self) -> float:
+        """The current emission interval, slowed down after throttle answers."""
+        return self.base_interval_s / self.rate_factor
+
+    def local_wait_s(self) -> float:
+        """How long a reservation made now would wait in this process."""
+        return self._pacer.wait_s()
+
+    async def reserve(self, max_wait_s: float | None = None) -> float | None:
+        """Reserve the next slot; returns seconds to wait before the call, or None if over ``max_wait_s``."""
+        interval = self.interval_s
+        self._pacer.interval_s = interval
+        now = time.monotonic()
+        wait_s = self._pacer.wait_s(now)
+        if max_wait_s is not None and wait_s > max_wait_s:
+            return None
+        if self._script is not None:
+            limit_us = -1 if max_wait_s is None else int(max_wait_s * 1_000_000)
+            try:
+                shared_wait_us, accepted = await self._script(
+                    keys=[self._key], args=[int(interval * 1e6), limit_us]
+                )
+            except (RedisError, OSError) as exc:
+                if not self._redis_down:
+                    log_event(
+                        logger,
+                        "limiter.redis_unavailable",
+                        logging.WARNING,
+                        domain=self.domain,
+                        error=str(exc),
+                    )
+                self._redis_down = True
+            else:
+                self._redis_down = False
+                if not accepted:
+                    return None
+                wait_s = max(wait_s, int(shared_wait_us) / 1_000_000)
+        self._pacer.push_back(now + wait_s)
+        return wait_s
+
+    def throttled(self) -> None:
+        """The broker said slow down: halve the rate (down to a quarter of nominal)."""
+        self.rate_factor = max(MIN_RATE_FACTOR, self.rate_factor * 0.5)
+        log_event(logger, "limiter.slowed", logging.WARNING, domain=self.domain, rate_factor=self.rate_factor)
+
+    def succeeded(self) -> None:
+        """A call went through: win back a little of the nominal rate."""
+        if self.rate_factor < 1.0:
+            self.rate_factor = min(1.0, self.rate_factor + RECOVERY_PER_SUCCESS)

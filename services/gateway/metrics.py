@@ -32,5 +32,8 @@ TOKEN_REFRESHES = Counter(
     "apihub_token_refreshes", "Token issuances requested, by result", ["provider", "result"]
 )
 DLQ_MESSAGES = Counter("apihub_dlq_messages", "Messages sent to the dead-letter topic, by reason", ["reason"])
+QUEUE_DEPTH = Gauge(
+    "apihub_queue_depth", "Requests waiting for a slot, by limit domain and priority", ["domain", "priority"]
+)
 INFLIGHT = Gauge("apihub_inflight_requests", "Requests being served right now")
 ASSIGNED_PARTITIONS = Gauge("apihub_assigned_partitions", "Request partitions owned by this instance")

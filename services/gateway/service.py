@@ -1,7 +1,11 @@
-"""One request's way through the gateway: admit, pace, authenticate, call, classify, answer.
+"""One request's way through the gateway: admit, queue, pace, authenticate, call, classify, answer.
 
-``Gateway.handle`` always returns exactly one terminal ``ApiResponse``; it never raises for anything a
-request or a broker can do.
+``Gateway.handle`` returns exactly one terminal ``ApiResponse`` for every request; it never raises for
+anything a request, Redis or a broker can do. Admission answers at once what cannot be served (unknown
+tr_id, past deadline, deadline out of reach at the current pace, full backlog, a redelivery already
+answered). Everything else waits in its limit domain's scheduler; the domain's pacing loop takes the
+best request each time the limiter grants a slot and makes the call in a task of its own, so a slow
+broker answer never delays the next slot.
 """
 
 from __future__ import annotations
@@ -10,15 +14,20 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
 
 from hubclient.catalog import TrSpec, lookup
 from hubclient.errors import UnknownTrId
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status, Timing
+from services.gateway.breaker import CircuitBreaker
 from services.gateway.dispatcher import Dispatcher, DispatchError
-from services.gateway.limiter import Pacer
-from services.gateway.metrics import LIMITER_REJECTIONS, QUEUE_WAIT, RETRIES, UPSTREAM_CALLS
+from services.gateway.idempotency import IdempotencyStore
+from services.gateway.limiter import DomainLimiter
+from services.gateway.metrics import LIMITER_REJECTIONS, QUEUE_DEPTH, QUEUE_WAIT, RETRIES, UPSTREAM_CALLS
 from services.gateway.providers.base import Classified, Outcome, ProviderAdapter
+from services.gateway.scheduler import BacklogFull, Queued, Scheduler
 from services.gateway.tokens import TokenManager, TokenUnavailable
 from services.logs import log_event
 
@@ -28,69 +37,107 @@ MAX_ATTEMPTS = 4  # upstream calls per request, retries included
 RETRY_BASE_S = 0.05
 
 
-@dataclass
-class _Attempts:
-    count: int = 0
+@dataclass(eq=False)
+class _Job:
+    """A request's progress while it is queued or being called."""
+
+    request: ApiRequest
+    spec: TrSpec
+    received_s: float
+    future: asyncio.Future[ApiResponse]
+    attempts: int = 0
     upstream_s: float = 0.0
+    queued_s: float | None = None
     token_replaced: bool = False
+    classified: Classified | None = None
+
+
+@dataclass(eq=False)
+class _Domain:
+    """One limit domain: its queue, its limiter and the loop that paces it."""
+
+    name: str
+    provider: Provider
+    limiter: DomainLimiter
+    scheduler: Scheduler[Queued]
+    has_work: asyncio.Event = field(default_factory=asyncio.Event)
+    loop: asyncio.Task[None] | None = None
 
 
 class Gateway:
-    """Serves requests; owns nothing with a lifecycle (the caller starts dispatcher and Redis)."""
+    """Serves requests for every provider; ``stop`` ends the pacing loops."""
 
     def __init__(
         self,
         *,
         instance_id: str,
         adapters: dict[Provider, ProviderAdapter],
-        pacers: dict[Provider, Pacer],
+        limiters: dict[Provider, DomainLimiter],
         dispatcher: Dispatcher,
         tokens: TokenManager,
+        idempotency: IdempotencyStore | None,
         call_timeout_s: dict[Provider, float],
         mock: dict[Provider, bool],
+        max_backlog: int = 10_000,
     ) -> None:
         self._instance_id = instance_id
         self._adapters = adapters
-        self._pacers = pacers
         self._dispatcher = dispatcher
         self._tokens = tokens
+        self._idempotency = idempotency
         self._call_timeout_s = call_timeout_s
         self._mock = mock
+        self._domains = {
+            p: _Domain(str(p.value), p, limiter, Scheduler(max_backlog=max_backlog))
+            for p, limiter in limiters.items()
+        }
+        self._breakers = {p: CircuitBreaker() for p in adapters}
+        self._calls: set[asyncio.Task[None]] = set()
+
+    async def stop(self) -> None:
+        """Stop the pacing loops and calls; queued requests are left for redelivery."""
+        tasks = [d.loop for d in self._domains.values() if d.loop is not None] + list(self._calls)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for domain in self._domains.values():
+            domain.loop = None
+
+    def queue_depth(self, provider: Provider) -> int:
+        """Requests waiting for a slot in ``provider``'s domain."""
+        return len(self._domains[provider].scheduler)
 
     def answer(
         self,
-        request_id: str,
+        request: ApiRequest,
         status: Status,
         *,
         reason: str | None = None,
-        created_at_ms: int | None = None,
-        received_s: float | None = None,
-        attempts: _Attempts | None = None,
-        classified: Classified | None = None,
         message: str | None = None,
-        queued_s: float = 0.0,
+        job: _Job | None = None,
     ) -> ApiResponse:
-        """Build a terminal response stamped with this instance and its timing."""
-        now_ms = time.time() * 1000
-        total_ms = max(0.0, now_ms - created_at_ms) if created_at_ms else 0.0
-        att = attempts or _Attempts()
+        """A terminal response stamped with this instance and its timing."""
+        classified = job.classified if job else None
+        total_ms = max(0.0, time.time() * 1000 - request.created_at_ms)
         return ApiResponse(
-            request_id=request_id,
+            request_id=request.request_id,
             status=status,
             reason=reason,
             http_status=classified.http_status if classified else None,
             provider_code=classified.provider_code if classified else None,
             message=message if message is not None else (classified.message if classified else None),
             data=classified.data if classified else None,
-            continuation=classified.continuation if classified else None,
+            continuation=classified.continuation if classified and status is Status.OK else None,
             timing=Timing(
-                queued_ms=round(queued_s * 1000, 3),
-                upstream_ms=round(att.upstream_s * 1000, 3),
+                queued_ms=round((job.queued_s or 0.0) * 1000, 3) if job else 0.0,
+                upstream_ms=round(job.upstream_s * 1000, 3) if job else 0.0,
                 total_ms=round(total_ms, 3),
             ),
-            attempts=att.count,
+            attempts=job.attempts if job else 0,
             gateway=self._instance_id,
         )
+
+    # --- admission --------------------------------------------------------------------------------
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         """Serve one validated request and return its terminal response."""
@@ -98,166 +145,276 @@ class Gateway:
         try:
             spec = lookup(request.provider, request.tr_id)
         except UnknownTrId as exc:
-            return self.answer(
-                request.request_id,
-                Status.INVALID,
-                reason="unknown_tr_id",
-                message=str(exc),
-                created_at_ms=request.created_at_ms,
-            )
+            return self.answer(request, Status.INVALID, reason="unknown_tr_id", message=str(exc))
         if self._mock[request.provider] and not spec.mock_supported:
             return self.answer(
-                request.request_id,
+                request,
                 Status.INVALID,
                 reason="not_supported_on_mock",
                 message=f"{spec.tr_id} exists only on the real server",
-                created_at_ms=request.created_at_ms,
+            )
+        if request.credential is not None:
+            return self.answer(
+                request,
+                Status.INVALID,
+                reason="unknown_credential",
+                message=f"no credential {request.credential!r} is configured",
             )
         if request.remaining_ms() <= 0:
-            return self.answer(
-                request.request_id,
-                Status.EXPIRED,
-                reason="deadline_passed",
-                created_at_ms=request.created_at_ms,
-            )
-        return await self._serve(spec, request, received)
+            return self.answer(request, Status.EXPIRED, reason="deadline_passed")
+        earlier = await self._earlier_delivery(request, spec)
+        if earlier is not None:
+            return earlier
+        domain = self._domains[request.provider]
+        refusal = self._admit(domain, request)
+        if refusal is not None:
+            return refusal
+        job = _Job(request, spec, received, asyncio.get_running_loop().create_future())
+        try:
+            domain.scheduler.push(Queued(request, payload=job))
+        except BacklogFull as exc:
+            self._rejected(domain, request, "backlog_full", 0.0)
+            return self.answer(request, Status.REJECTED, reason="backlog_full", message=str(exc))
+        QUEUE_DEPTH.labels(domain.name, request.priority.value).set(domain.scheduler.depth(request.priority))
+        self._ensure_loop(domain)
+        domain.has_work.set()
+        try:
+            response = await job.future
+        finally:
+            if not job.future.done():  # cancelled while queued (revoke, shutdown): withdraw it
+                domain.scheduler.remove(request.request_id)
+        await self._remember(response)
+        return response
 
-    async def _serve(self, spec: TrSpec, request: ApiRequest, received: float) -> ApiResponse:
-        provider = request.provider
-        pacer = self._pacers[provider]
-        attempts = _Attempts()
-        queued_s = 0.0
-        classified: Classified | None = None
-        while True:
-            deadline_mono = time.monotonic() + request.remaining_ms() / 1000
-            start = pacer.reserve(deadline_mono)
-            if start is None:
-                LIMITER_REJECTIONS.labels(provider.value, "deadline_unreachable").inc()
-                log_event(
-                    logger,
-                    "ratelimit.rejected",
-                    logging.WARNING,
-                    provider=provider.value,
-                    reason="deadline_unreachable",
-                    estimated_wait_ms=round(pacer.wait_s() * 1000),
-                    deadline_ms=request.deadline_ms,
-                    caller=request.caller,
-                    request_id=request.request_id,
-                )
-                status = Status.REJECTED if attempts.count == 0 else Status.EXPIRED
-                return self.answer(
-                    request.request_id,
-                    status,
-                    reason="deadline_unreachable",
-                    created_at_ms=request.created_at_ms,
-                    attempts=attempts,
-                    queued_s=queued_s,
-                    classified=classified,
-                )
-            await asyncio.sleep(max(0.0, start - time.monotonic()))
-            if attempts.count == 0:
-                queued_s = time.monotonic() - received
-                QUEUE_WAIT.labels(request.priority.value).observe(queued_s)
-            try:
-                token = await self._tokens.get(provider)
-            except TokenUnavailable as exc:
-                return self.answer(
-                    request.request_id,
-                    Status.REJECTED,
-                    reason="token_unavailable",
-                    message=str(exc),
-                    created_at_ms=request.created_at_ms,
-                    attempts=attempts,
-                    queued_s=queued_s,
-                )
-            remaining_s = request.remaining_ms() / 1000
-            if remaining_s <= 0:
-                return self.answer(
-                    request.request_id,
-                    Status.EXPIRED,
-                    reason="deadline_passed",
-                    created_at_ms=request.created_at_ms,
-                    attempts=attempts,
-                    queued_s=queued_s,
-                )
-            upstream = self._adapters[provider].build(spec, request, token)
-            attempts.count += 1
-            t0 = time.monotonic()
-            try:
-                answer = await self._dispatcher.send(
-                    provider, upstream, min(remaining_s, self._call_timeout_s[provider])
-                )
-            except DispatchError as exc:
-                attempts.upstream_s += time.monotonic() - t0
-                UPSTREAM_CALLS.labels(provider.value, spec.tr_id, "no_answer").inc()
-                if exc.sent and not spec.idempotent:
-                    return self.answer(
-                        request.request_id,
-                        Status.UNKNOWN_OUTCOME,
-                        reason="no_answer",
-                        message=str(exc),
-                        created_at_ms=request.created_at_ms,
-                        attempts=attempts,
-                        queued_s=queued_s,
-                    )
-                if attempts.count >= MAX_ATTEMPTS:
-                    return self.answer(
-                        request.request_id,
-                        Status.UPSTREAM_ERROR,
-                        reason="unreachable",
-                        message=str(exc),
-                        created_at_ms=request.created_at_ms,
-                        attempts=attempts,
-                        queued_s=queued_s,
-                    )
-                await self._backoff(provider, "no_answer", attempts.count)
-                continue
-            attempts.upstream_s += time.monotonic() - t0
-            classified = self._adapters[provider].classify(spec, request, answer)
-            UPSTREAM_CALLS.labels(provider.value, spec.tr_id, classified.outcome.value).inc()
-            outcome = classified.outcome
-            if outcome is Outcome.OK:
-                return self.answer(
-                    request.request_id,
-                    Status.OK,
-                    classified=classified,
-                    attempts=attempts,
-                    created_at_ms=request.created_at_ms,
-                    queued_s=queued_s,
-                )
-            if outcome is Outcome.TOKEN_REJECTED and not attempts.token_replaced:
-                attempts.token_replaced = True
-                await self._tokens.invalidate(provider, token)
-                RETRIES.labels(provider.value, "token_rejected").inc()
-                continue
-            if outcome is Outcome.THROTTLED and attempts.count < MAX_ATTEMPTS:
-                pacer.slow_down()
-                RETRIES.labels(provider.value, "throttled").inc()
-                continue  # a throttled call was not executed, so even orders may go again
-            if outcome is Outcome.TRANSIENT and spec.idempotent and attempts.count < MAX_ATTEMPTS:
-                await self._backoff(provider, "transient", attempts.count)
-                continue
-            if outcome is Outcome.UNKNOWN_OUTCOME or (outcome is Outcome.TRANSIENT and not spec.idempotent):
-                return self.answer(
-                    request.request_id,
-                    Status.UNKNOWN_OUTCOME,
-                    reason=outcome.value,
-                    classified=classified,
-                    attempts=attempts,
-                    created_at_ms=request.created_at_ms,
-                    queued_s=queued_s,
-                )
-            return self.answer(
-                request.request_id,
-                Status.UPSTREAM_ERROR,
-                reason=outcome.value,
-                classified=classified,
-                attempts=attempts,
-                created_at_ms=request.created_at_ms,
-                queued_s=queued_s,
+    async def _earlier_delivery(self, request: ApiRequest, spec: TrSpec) -> ApiResponse | None:
+        """The answer owed to a redelivered request, or None when it must be served."""
+        if self._idempotency is None:
+            return None
+        try:
+            record = await self._idempotency.lookup(request.request_id)
+        except (RedisError, OSError) as exc:
+            if spec.idempotent:
+                return None  # a repeated read is harmless
+            return self.answer(request, Status.REJECTED, reason="idempotency_unavailable", message=str(exc))
+        if record is None:
+            return None
+        if record.response is not None:
+            log_event(
+                logger, "request.replayed", request_id=request.request_id, status=record.response.status.value
             )
+            return record.response
+        if spec.idempotent:
+            return None
+        return self.answer(
+            request,
+            Status.UNKNOWN_OUTCOME,
+            reason="redelivered_in_flight",
+            message="an earlier delivery may have reached the broker; reconcile, do not resend",
+        )
+
+    def _admit(self, domain: _Domain, request: ApiRequest) -> ApiResponse | None:
+        """Refuse at once a request that cannot be served before its deadline at the current pace."""
+        slots = domain.scheduler.estimated_wait_slots(
+            request.priority, request.deadline_ms, caller=request.caller
+        )
+        wait_s = domain.limiter.local_wait_s() + slots * domain.limiter.interval_s
+        if wait_s * 1000 < request.remaining_ms():
+            return None
+        self._rejected(domain, request, "deadline_unreachable", wait_s)
+        return self.answer(
+            request,
+            Status.REJECTED,
+            reason="deadline_unreachable",
+            message=f"estimated wait {wait_s * 1000:.0f} ms exceeds the deadline",
+        )
+
+    def _rejected(self, domain: _Domain, request: ApiRequest, reason: str, wait_s: float) -> None:
+        LIMITER_REJECTIONS.labels(domain.provider.value, reason).inc()
+        log_event(
+            logger,
+            "ratelimit.rejected",
+            logging.WARNING,
+            provider=domain.provider.value,
+            domain=domain.name,
+            reason=reason,
+            queue_depth=len(domain.scheduler),
+            estimated_wait_ms=round(wait_s * 1000),
+            deadline_ms=request.deadline_ms,
+            caller=request.caller,
+            priority=request.priority.value,
+            request_id=request.request_id,
+        )
+
+    async def _remember(self, response: ApiResponse) -> None:
+        if self._idempotency is None:
+            return
+        try:
+            await self._idempotency.store(response)
+        except (RedisError, OSError) as exc:
+            log_event(
+                logger,
+                "idempotency.store_failed",
+                logging.WARNING,
+                request_id=response.request_id,
+                error=str(exc),
+            )
+
+    # --- pacing loop ------------------------------------------------------------------------------
+
+    def _ensure_loop(self, domain: _Domain) -> None:
+        if domain.loop is None or domain.loop.done():
+            domain.loop = asyncio.create_task(self._pace(domain), name=f"pace-{domain.name}")
+
+    def _expire(self, domain: _Domain) -> None:
+        for item in domain.scheduler.drop_expired(int(time.time() * 1000)):
+            job: _Job = item.payload  # type: ignore[assignment]
+            self._finish(job, self.answer(job.request, Status.EXPIRED, reason="deadline_passed", job=job))
+
+    async def _pace(self, domain: _Domain) -> None:
+        """Grant one slot at a time to the best queued request of the domain."""
+        while True:
+            self._expire(domain)
+            if not domain.scheduler:
+                domain.has_work.clear()
+                await domain.has_work.wait()
+                continue
+            wait_s = await domain.limiter.reserve()
+            if wait_s:
+                await asyncio.sleep(wait_s)
+            self._expire(domain)  # the best request is chosen when the slot starts, not before
+            item = domain.scheduler.pop()
+            if item is None:
+                continue
+            job: _Job = item.payload  # type: ignore[assignment]
+            QUEUE_DEPTH.labels(domain.name, job.request.priority.value).set(
+                domain.scheduler.depth(job.request.priority)
+            )
+            task = asyncio.create_task(self._call(domain, job))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    def _requeue(self, domain: _Domain, job: _Job, reason: str) -> None:
+        RETRIES.labels(domain.provider.value, reason).inc()
+        try:
+            domain.scheduler.push(Queued(job.request, payload=job))
+        except BacklogFull:
+            self._finish(job, self.answer(job.request, Status.UPSTREAM_ERROR, reason=reason, job=job))
+            return
+        domain.has_work.set()
 
     @staticmethod
-    async def _backoff(provider: Provider, reason: str, attempt: int) -> None:
-        RETRIES.labels(provider.value, reason).inc()
-        await asyncio.sleep(random.uniform(0, RETRY_BASE_S * 2**attempt))  # noqa: S311 - jitter
+    def _finish(job: _Job, response: ApiResponse) -> None:
+        if not job.future.done():
+            job.future.set_result(response)
+
+    # --- one upstream call ------------------------------------------------------------------------
+
+    async def _call(self, domain: _Domain, job: _Job) -> None:
+        try:
+            await self._attempt(domain, job)
+        except Exception as exc:  # a bug must still end in exactly one answer
+            logger.exception(
+                "gateway.internal_error", extra={"fields": {"request_id": job.request.request_id}}
+            )
+            self._finish(
+                job,
+                self.answer(
+                    job.request, Status.REJECTED, reason="internal_error", message=type(exc).__name__, job=job
+                ),
+            )
+
+    async def _attempt(self, domain: _Domain, job: _Job) -> None:
+        request, spec, provider = job.request, job.spec, domain.provider
+        if job.queued_s is None:
+            job.queued_s = time.monotonic() - job.received_s
+            QUEUE_WAIT.labels(request.priority.value).observe(job.queued_s)
+        remaining_s = request.remaining_ms() / 1000
+        if remaining_s <= 0:
+            return self._finish(job, self.answer(request, Status.EXPIRED, reason="deadline_passed", job=job))
+        breaker = self._breakers[provider]
+        if not breaker.allow():
+            return self._finish(
+                job,
+                self.answer(
+                    request,
+                    Status.REJECTED,
+                    reason="circuit_open",
+                    job=job,
+                    message=f"{provider.value} is failing; next probe in {breaker.retry_after_s():.1f}s",
+                ),
+            )
+        try:
+            token = await self._tokens.get(provider)
+        except TokenUnavailable as exc:
+            return self._finish(
+                job,
+                self.answer(request, Status.REJECTED, reason="token_unavailable", message=str(exc), job=job),
+            )
+        if not spec.idempotent and self._idempotency is not None:
+            try:
+                await self._idempotency.mark_inflight(request.request_id)
+            except (RedisError, OSError) as exc:
+                return self._finish(
+                    job,
+                    self.answer(
+                        request, Status.REJECTED, reason="idempotency_unavailable", message=str(exc), job=job
+                    ),
+                )
+        upstream = self._adapters[provider].build(spec, request, token)
+        job.attempts += 1
+        started = time.monotonic()
+        try:
+            answer = await self._dispatcher.send(
+                provider, upstream, min(remaining_s, self._call_timeout_s[provider])
+            )
+        except DispatchError as exc:
+            job.upstream_s += time.monotonic() - started
+            breaker.record_failure()
+            UPSTREAM_CALLS.labels(provider.value, spec.tr_id, "no_answer").inc()
+            if exc.sent and not spec.idempotent:
+                return self._finish(
+                    job,
+                    self.answer(
+                        request, Status.UNKNOWN_OUTCOME, reason="no_answer", message=str(exc), job=job
+                    ),
+                )
+            if job.attempts >= MAX_ATTEMPTS:
+                return self._finish(
+                    job,
+                    self.answer(
+                        request, Status.UPSTREAM_ERROR, reason="unreachable", message=str(exc), job=job
+                    ),
+                )
+            await _backoff(job.attempts)
+            return self._requeue(domain, job, "no_answer")
+        job.upstream_s += time.monotonic() - started
+        job.classified = classified = self._adapters[provider].classify(spec, request, answer)
+        outcome = classified.outcome
+        UPSTREAM_CALLS.labels(provider.value, spec.tr_id, outcome.value).inc()
+        if outcome is Outcome.TRANSIENT:
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        if outcome is Outcome.OK:
+            domain.limiter.succeeded()
+            return self._finish(job, self.answer(request, Status.OK, job=job))
+        if outcome is Outcome.TOKEN_REJECTED and not job.token_replaced:
+            job.token_replaced = True
+            await self._tokens.invalidate(provider, token)
+            return self._requeue(domain, job, "token_rejected")
+        if outcome is Outcome.THROTTLED and job.attempts < MAX_ATTEMPTS:
+            domain.limiter.throttled()
+            return self._requeue(domain, job, "throttled")  # refused before execution: orders may go again
+        if outcome is Outcome.TRANSIENT and spec.idempotent and job.attempts < MAX_ATTEMPTS:
+            await _backoff(job.attempts)
+            return self._requeue(domain, job, "transient")
+        if outcome is Outcome.UNKNOWN_OUTCOME or (outcome is Outcome.TRANSIENT and not spec.idempotent):
+            return self._finish(
+                job, self.answer(request, Status.UNKNOWN_OUTCOME, reason=outcome.value, job=job)
+            )
+        return self._finish(job, self.answer(request, Status.UPSTREAM_ERROR, reason=outcome.value, job=job))
+
+
+async def _backoff(attempt: int) -> None:
+    """Full jitter: sleep a random time up to ``RETRY_BASE_S * 2**attempt`` seconds."""
+    await asyncio.sleep(random.uniform(0, RETRY_BASE_S * 2**attempt))  # noqa: S311 - jitter, not security

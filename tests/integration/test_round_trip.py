@@ -93,15 +93,12 @@ async def test_upstream_error_is_typed(services: Services, topics: Topics, gatew
     """A broker error comes back as upstream_error and execute() raises UpstreamError with its code."""
     async with gateway(), hub(services, topics) as client:
         with pytest.raises(UpstreamError) as info:
-            await client.execute(
-                "KIS",
-                "FHKST01010100",
-                {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "999999"},
-                timeout=20,
-            )
-    assert info.value.response is not None
-    assert info.value.response.status is Status.UPSTREAM_ERROR
-    assert info.value.provider_code
+            await client.execute("KIS", "FHKST01010100", {"FID_COND_MRKT_DIV_CODE": "J"}, timeout=20)
+    response = info.value.response
+    assert response is not None and response.status is Status.UPSTREAM_ERROR
+    assert response.reason == "business_error" and response.attempts == 1
+    assert info.value.provider_code == response.provider_code and response.provider_code
+    assert response.data["rt_cd"] != "0"  # the broker's body, untouched
 
 
 async def test_unknown_tr_id_never_reaches_kafka(services: Services, topics: Topics) -> None:

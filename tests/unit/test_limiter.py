@@ -1,43 +1,60 @@
-"""GCRA pacing with burst 0: exact spacing, deadline refusal, slow-down."""
+"""GCRA pacing with burst 0: exact spacing, deadline refusal, AIMD (the process-local part)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from services.gateway.limiter import Pacer
+from services.gateway.limiter import MIN_RATE_FACTOR, DomainLimiter, Pacer
 
 
 def test_spacing_is_exact() -> None:
-    """Reservations made at once are spaced by the emission interval, margin included."""
-    pacer = Pacer(20, safety_margin=0.0)
+    """Reservations made at once are spaced by the emission interval."""
+    pacer = Pacer(0.05)
     starts = [pacer.reserve(now_s=100.0) for _ in range(5)]
     assert starts == pytest.approx([100.0, 100.05, 100.10, 100.15, 100.20])
 
 
-def test_margin_widens_interval() -> None:
-    """A safety margin of 2 % paces at 98 % of the nominal rate."""
-    assert Pacer(20, safety_margin=0.02).interval_s == pytest.approx(1 / 19.6)
-
-
 def test_deadline_refusal_keeps_state() -> None:
     """A reservation that would start after its deadline is refused and does not consume a slot."""
-    pacer = Pacer(10, safety_margin=0.0)
+    pacer = Pacer(0.1)
     assert pacer.reserve(now_s=0.0) == 0.0
     assert pacer.reserve(deadline_s=0.05, now_s=0.0) is None
     assert pacer.reserve(now_s=0.0) == pytest.approx(0.1)
     assert pacer.wait_s(now_s=0.0) == pytest.approx(0.2)
 
 
-def test_slow_down_pushes_next_slot() -> None:
-    """After a throttle answer the next slot moves back by the given number of intervals."""
-    pacer = Pacer(10, safety_margin=0.0)
-    pacer.slow_down(2.0, now_s=5.0)
-    assert pacer.reserve(now_s=5.0) == pytest.approx(5.2)
+def test_margin_widens_interval() -> None:
+    """A safety margin of 2 % paces at 98 % of the nominal rate."""
+    assert DomainLimiter("KIS", 20, redis=None, safety_margin=0.02).interval_s == pytest.approx(1 / 19.6)
+
+
+async def test_local_reservations_are_spaced() -> None:
+    """Without Redis the limiter still spaces its own reservations by one interval each."""
+    limiter = DomainLimiter("KIS", 10, redis=None, safety_margin=0.0)
+    waits = [await limiter.reserve() for _ in range(4)]
+    assert waits[0] == pytest.approx(0.0, abs=0.01)
+    assert [round(b - a, 2) for a, b in itertools.pairwise(waits)] == [0.1, 0.1, 0.1]
+    assert await limiter.reserve(max_wait_s=0.05) is None
+
+
+def test_aimd() -> None:
+    """Throttle answers halve the rate down to a floor; successes win it back step by step."""
+    limiter = DomainLimiter("KIWOOM", 5, redis=None, safety_margin=0.0)
+    limiter.throttled()
+    assert limiter.interval_s == pytest.approx(0.4)
+    for _ in range(5):
+        limiter.throttled()
+    assert limiter.rate_factor == MIN_RATE_FACTOR
+    for _ in range(1000):
+        limiter.succeeded()
+    assert limiter.rate_factor == 1.0
 
 
 def test_bad_configuration() -> None:
     """Nonsense rates and margins are refused."""
     with pytest.raises(ValueError):
-        Pacer(0)
+        DomainLimiter("KIS", 0, redis=None)
     with pytest.raises(ValueError):
-        Pacer(1, safety_margin=1.0)
+        DomainLimiter("KIS", 1, redis=None, safety_margin=1.0)

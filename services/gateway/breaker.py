@@ -1,0 +1,63 @@
+"""A circuit breaker per provider: stop calling a broker that keeps failing, probe it now and then.
+
+Closed: calls flow. After ``failure_threshold`` consecutive failures (no answer, or 5xx without an
+envelope) it opens for ``open_s`` seconds, during which calls are refused without touching the network.
+Then one probe is let through (half-open): success closes it, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+
+class BreakerState(StrEnum):
+    """Where the breaker stands."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Counts consecutive failures of one provider."""
+
+    def __init__(self, *, failure_threshold: int = 5, open_s: float = 10.0) -> None:
+        self.failure_threshold = failure_threshold
+        self.open_s = open_s
+        self.state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    def allow(self, now_s: float | None = None) -> bool:
+        """True when a call may be made now."""
+        now = time.monotonic() if now_s is None else now_s
+        if self.state is BreakerState.OPEN and now - self._opened_at >= self.open_s:
+            self.state = BreakerState.HALF_OPEN
+            self._probing = False
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def retry_after_s(self, now_s: float | None = None) -> float:
+        """Seconds until the next probe may go."""
+        now = time.monotonic() if now_s is None else now_s
+        return max(0.0, self._opened_at + self.open_s - now) if self.state is BreakerState.OPEN else 0.0
+
+    def record_success(self) -> None:
+        """A call got a usable answer."""
+        self.state = BreakerState.CLOSED
+        self._failures = 0
+        self._probing = False
+
+    def record_failure(self, now_s: float | None = None) -> None:
+        """A call got no usable answer."""
+        self._failures += 1
+        if self.state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
+            self.state = BreakerState.OPEN
+            self._opened_at = time.monotonic() if now_s is None else now_s
+            self._probing = False

@@ -1,0 +1,52 @@
+"""Idempotency records: a redelivered request is answered from Redis, not executed again.
+
+Per ``request_id`` one key: ``inflight`` is written right before the first upstream call, the terminal
+response replaces it once known. A redelivery (after a crash or a rebalance) that finds a response
+republishes it; one that finds only ``inflight`` may run again when the call is idempotent, and is
+answered ``unknown_outcome`` when it is not (an order may have reached the broker: reconcile, never
+resend).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from hubclient.models import ApiResponse
+
+INFLIGHT = b"inflight"
+INFLIGHT_TTL_MS = 24 * 3600 * 1000
+RESPONSE_TTL_MS = 7 * 24 * 3600 * 1000  # as long as a redelivery from the request topic is plausible
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a previous delivery of the same request left behind."""
+
+    response: ApiResponse | None  # the stored answer, or None while the call was in flight
+
+
+class IdempotencyStore:
+    """Reads and writes the records under ``<prefix>idem:<request_id>``."""
+
+    def __init__(self, redis: Redis, *, key_prefix: str) -> None:
+        self._redis = redis
+        self._prefix = f"{key_prefix}idem:"
+
+    async def lookup(self, request_id: str) -> Record | None:
+        """The record of an earlier delivery, or None for a request seen for the first time."""
+        raw = await self._redis.get(self._prefix + request_id)
+        if raw is None:
+            return None
+        if raw == INFLIGHT:
+            return Record(None)
+        return Record(ApiResponse.from_json(raw))
+
+    async def mark_inflight(self, request_id: str) -> None:
+        """Note that an upstream call is about to be made (kept if a response is already stored)."""
+        await self._redis.set(self._prefix + request_id, INFLIGHT, px=INFLIGHT_TTL_MS, nx=True)
+
+    async def store(self, response: ApiResponse) -> None:
+        """Keep the terminal response for redeliveries."""
+        await self._redis.set(self._prefix + response.request_id, response.to_json(), px=RESPONSE_TTL_MS)

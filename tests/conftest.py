@@ -83,6 +83,13 @@ def _from_local_stack(stack: ExitStack) -> Services:
     return Services(env["KAFKA_BOOTSTRAP_SERVERS"], env["REDIS_URL"], "local stack")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark everything under tests/integration/ (real services) so ``-m "not integration"`` skips it."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
     """Real Kafka and Redis, found or started once per test session."""

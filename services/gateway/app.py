@@ -49,12 +49,17 @@ class GatewayApp:
             Provider.KIS: KisAdapter(settings.kis),
             Provider.KIWOOM: KiwoomAdapter(settings.kiwoom),
         }
+        self.limiters = {
+            p: DomainLimiter(p.value, s.rate_per_s, redis=self.redis, key_prefix=settings.redis.key_prefix)
+            for p, s in providers.items()
+        }
         self.tokens = TokenManager(
             adapters,
             self.dispatcher,
             self.redis,
             key_prefix=settings.redis.key_prefix,
             appkeys={p: s.appkey.get_secret_value() for p, s in providers.items() if s.appkey is not None},
+            before_issue=self._token_slot,
         )
         self.gateway = Gateway(
             instance_id=settings.instance_id,
@@ -86,6 +91,12 @@ class GatewayApp:
         self._run_task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
         self._stopping = False
+
+    async def _token_slot(self, provider: Provider) -> None:
+        """Wait for a slot of the provider's limit before a token call: every call counts."""
+        wait_s = await self.limiters[provider].reserve()
+        if wait_s:
+            await asyncio.sleep(wait_s)
 
     async def start(self) -> None:
         """Start every part, then begin consuming."""

@@ -31,6 +31,9 @@ RETRIES = Counter("apihub_retries", "Upstream calls retried, by reason", ["provi
 TOKEN_REFRESHES = Counter(
     "apihub_token_refreshes", "Token issuances requested, by result", ["provider", "result"]
 )
+LOCK_CONTENTION = Counter(
+    "apihub_lock_contention", "Token refreshes that waited for another holder's lock", ["provider"]
+)
 DLQ_MESSAGES = Counter("apihub_dlq_messages", "Messages sent to the dead-letter topic, by reason", ["reason"])
 QUEUE_DEPTH = Gauge(
     "apihub_queue_depth", "Requests waiting for a slot, by limit domain and priority", ["domain", "priority"]

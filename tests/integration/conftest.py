@@ -15,8 +15,6 @@ from services.settings import GatewaySettings, KafkaSettings, KisSettings, Kiwoo
 from services.topics import ensure_topics, load_topics
 from tests.conftest import Services
 
-pytestmark = pytest.mark.integration
-
 
 @dataclass(frozen=True)
 class Topics:

@@ -86,7 +86,9 @@ class GatewayApp:
             self.handle_record,
             instance_id=settings.instance_id,
             max_inflight=settings.max_inflight,
+            abandonable=self._abandonable,
         )
+        self._serving: dict[tuple[int, int], str] = {}  # (partition, offset) -> request id
         self._reply_topics = settings.kafka.reply_topics
         self._run_task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
@@ -94,9 +96,11 @@ class GatewayApp:
 
     async def _token_slot(self, provider: Provider) -> None:
         """Wait for a slot of the provider's limit before a token call: every call counts."""
-        wait_s = await self.limiters[provider].reserve()
+        limiter = self.limiters[provider]
+        wait_s = await limiter.reserve()
         if wait_s:
             await asyncio.sleep(wait_s)
+        await limiter.before_send()
 
     async def start(self) -> None:
         """Start every part, then begin consuming."""
@@ -156,22 +160,34 @@ class GatewayApp:
                 await self._respond(response, intake.reply.topic, intake.reply.partition, None, "-", "-", "-")
             return
         request = intake.request
+        key = (record.partition, record.offset)
+        self._serving[key] = request.request_id
         try:
-            response = await self.gateway.handle(request)
-        except Exception as exc:  # a bug must still end in exactly one answer
-            logger.exception("gateway.internal_error", extra={"fields": {"request_id": request.request_id}})
-            response = self.gateway.answer(
-                request, Status.REJECTED, reason="internal_error", message=type(exc).__name__
+            try:
+                response = await self.gateway.handle(request)
+            except Exception as exc:  # a bug must still end in exactly one answer
+                logger.exception(
+                    "gateway.internal_error", extra={"fields": {"request_id": request.request_id}}
+                )
+                response = self.gateway.answer(
+                    request, Status.REJECTED, reason="internal_error", message=type(exc).__name__
+                )
+            await self._respond(
+                response,
+                request.reply_topic,
+                request.reply_partition,
+                request,
+                request.provider.value,
+                request.tr_id,
+                request.caller,
             )
-        await self._respond(
-            response,
-            request.reply_topic,
-            request.reply_partition,
-            request,
-            request.provider.value,
-            request.tr_id,
-            request.caller,
-        )
+        finally:
+            self._serving.pop(key, None)
+
+    def _abandonable(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """A record may be left to the next owner unless its request is inside an upstream call."""
+        request_id = self._serving.get((record.partition, record.offset))
+        return request_id is None or not self.gateway.is_calling(request_id)
 
     async def _respond(
         self,

@@ -4,7 +4,8 @@ Auto-commit is off and membership static (``group_instance_id``), so a restart i
 timeout keeps its partitions. Each record becomes a task; a partition is paused while it has
 ``readahead`` records open and everything is paused at ``max_inflight``, but polling never stops. An
 offset is committed only once its response is acknowledged by Kafka. On revoke, in-flight work of the
-lost partitions is drained (bounded) and committed; unstarted records stay for the next owner.
+lost partitions is drained (bounded) and committed; records not yet in an upstream call are withdrawn and
+stay for the next owner.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class RequestConsumer:
         max_inflight: int = 256,
         readahead: int = 64,
         drain_timeout_s: float = 10.0,
+        abandonable: Callable[[ConsumerRecord[bytes, bytes]], bool] = lambda record: False,
     ) -> None:
         self._settings = settings
         self._handler = handler
@@ -57,8 +59,9 @@ class RequestConsumer:
         self._max_inflight = max_inflight
         self._readahead = readahead
         self._drain_timeout_s = drain_timeout_s
+        self._abandonable = abandonable
         self._tracker = OffsetTracker()
-        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
+        self._tasks: dict[TopicPartition, dict[asyncio.Task[None], ConsumerRecord[bytes, bytes]]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
@@ -97,7 +100,7 @@ class RequestConsumer:
                 for record in records:
                     self._tracker.started(tp, record.offset)
                     task = asyncio.create_task(self._process(tp, record))
-                    self._tasks.setdefault(tp, set()).add(task)
+                    self._tasks.setdefault(tp, {})[task] = record
             self._apply_backpressure(consumer)
             await self._commit()
 
@@ -116,7 +119,7 @@ class RequestConsumer:
             INFLIGHT.dec()
             tasks = self._tasks.get(tp)
             if tasks is not None:
-                tasks.discard(asyncio.current_task())
+                tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
         self._tracker.completed(tp, record.offset)
 
     def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
@@ -152,18 +155,31 @@ class RequestConsumer:
 
     async def release(self, tps: list[TopicPartition]) -> None:
         """Drain in-flight work of revoked partitions (bounded), commit it and forget them."""
-        tasks = [t for tp in tps for t in self._tasks.get(tp, ())]
-        if tasks:
-            _, unfinished = await asyncio.wait(tasks, timeout=self._drain_timeout_s)
+        owned = [(t, r) for tp in tps for t, r in self._tasks.get(tp, {}).items()]
+        calling = [t for t, r in owned if not self._abandonable(r)]
+        for task, record in owned:
+            if self._abandonable(record):
+                task.cancel()  # not started upstream: the next owner serves it
+        tasks = [t for t, _ in owned]
+        if calling:
+            _, unfinished = await asyncio.wait(calling, timeout=self._drain_timeout_s)
             for task in unfinished:
                 task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         await self._commit(tps)
         self._tracker.forget(tps)
         for tp in tps:
             self._tasks.pop(tp, None)
         self.assignment = self.assignment - set(tps)
         ASSIGNED_PARTITIONS.set(len(self.assignment))
-        log_event(logger, "consumer.revoked", partitions=len(tps), drained=len(tasks))
+        log_event(
+            logger,
+            "consumer.revoked",
+            partitions=len(tps),
+            drained=len(calling),
+            left_for_next_owner=len(tasks) - len(calling),
+        )
 
     async def stop(self) -> None:
         """Stop polling, drain everything (bounded), commit and leave the group."""

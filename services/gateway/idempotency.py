@@ -19,6 +19,12 @@ INFLIGHT = b"inflight"
 INFLIGHT_TTL_MS = 24 * 3600 * 1000
 RESPONSE_TTL_MS = 7 * 24 * 3600 * 1000  # as long as a redelivery from the request topic is plausible
 
+# Deletes the key only while it still says inflight: a stored response is never removed.
+_CLEAR_INFLIGHT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class Record:
@@ -33,6 +39,7 @@ class IdempotencyStore:
     def __init__(self, redis: Redis, *, key_prefix: str) -> None:
         self._redis = redis
         self._prefix = f"{key_prefix}idem:"
+        self._clear = redis.register_script(_CLEAR_INFLIGHT)
 
     async def lookup(self, request_id: str) -> Record | None:
         """The record of an earlier delivery, or None for a request seen for the first time."""
@@ -46,6 +53,10 @@ class IdempotencyStore:
     async def mark_inflight(self, request_id: str) -> None:
         """Note that an upstream call is about to be made (kept if a response is already stored)."""
         await self._redis.set(self._prefix + request_id, INFLIGHT, px=INFLIGHT_TTL_MS, nx=True)
+
+    async def clear_inflight(self, request_id: str) -> None:
+        """Drop an ``inflight`` mark after the broker refused the call unexecuted (throttle, never sent)."""
+        await self._clear(keys=[self._prefix + request_id], args=[INFLIGHT])
 
     async def store(self, response: ApiResponse) -> None:
         """Keep the terminal response for redeliveries."""

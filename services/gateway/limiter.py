@@ -8,12 +8,19 @@ The TAT lives in Redis and is moved by one Lua script using Redis's own clock, s
 a new owner after a rebalance and a restarted process continue the same schedule instead of bursting on
 top of the old one. A local pacer guards the process as well (and alone while Redis is unreachable).
 Throttle answers from the broker halve the domain's rate (AIMD); each success wins back a little.
+
+Spacing by TAT alone lets a late slot (event-loop jitter) land close to the next one. The brokers count
+a sliding one-second window, so the limiter also keeps the actual send times of this process and holds
+a call while ``floor(rate)`` calls were sent within the last second plus a guard.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
+from collections import deque
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -80,6 +87,7 @@ class DomainLimiter:
         redis: Redis | None,
         key_prefix: str = "apihub:",
         safety_margin: float = 0.02,
+        window_guard_s: float = 0.02,
     ) -> None:
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
@@ -93,6 +101,9 @@ class DomainLimiter:
         self._pacer = Pacer(self.base_interval_s)
         self._script = redis.register_script(_GCRA) if redis is not None else None
         self._redis_down = False
+        self._window_s = 1.0 + window_guard_s
+        self._window_limit = max(1, math.floor(rate_per_s))
+        self._sent: deque[float] = deque()
 
     @property
     def interval_s(self) -> float:
@@ -134,6 +145,17 @@ class DomainLimiter:
                 wait_s = max(wait_s, int(shared_wait_us) / 1_000_000)
         self._pacer.push_back(now + wait_s)
         return wait_s
+
+    async def before_send(self) -> None:
+        """Hold the call while the last second already holds ``floor(rate)`` sends, then record it."""
+        while True:
+            now = time.monotonic()
+            while self._sent and self._sent[0] <= now - self._window_s:
+                self._sent.popleft()
+            if len(self._sent) < self._window_limit:
+                self._sent.append(now)
+                return
+            await asyncio.sleep(self._sent[0] + self._window_s - now)
 
     def throttled(self) -> None:
         """The broker said slow down: halve the rate (down to a quarter of nominal)."""

@@ -50,6 +50,7 @@ class _Job:
     queued_s: float | None = None
     token_replaced: bool = False
     classified: Classified | None = None
+    abandoned: bool = False  # withdrawn by the caller (revoke, shutdown): never call upstream for it
 
 
 @dataclass(eq=False)
@@ -93,6 +94,7 @@ class Gateway:
         }
         self._breakers = {p: CircuitBreaker() for p in adapters}
         self._calls: set[asyncio.Task[None]] = set()
+        self._calling: set[str] = set()  # request ids inside an upstream call right now
 
     async def stop(self) -> None:
         """Stop the pacing loops and calls; queued requests are left for redelivery."""
@@ -102,6 +104,10 @@ class Gateway:
         await asyncio.gather(*tasks, return_exceptions=True)
         for domain in self._domains.values():
             domain.loop = None
+
+    def is_calling(self, request_id: str) -> bool:
+        """True while the request is inside an upstream call (it must be drained, not abandoned)."""
+        return request_id in self._calling
 
     def queue_depth(self, provider: Provider) -> int:
         """Requests waiting for a slot in ``provider``'s domain."""
@@ -182,6 +188,7 @@ class Gateway:
             response = await job.future
         finally:
             if not job.future.done():  # cancelled while queued (revoke, shutdown): withdraw it
+                job.abandoned = True
                 domain.scheduler.remove(request.request_id)
         await self._remember(response)
         return response
@@ -281,6 +288,7 @@ class Gateway:
             wait_s = await domain.limiter.reserve()
             if wait_s:
                 await asyncio.sleep(wait_s)
+            await domain.limiter.before_send()
             self._expire(domain)  # the best request is chosen when the slot starts, not before
             item = domain.scheduler.pop()
             if item is None:
@@ -307,9 +315,25 @@ class Gateway:
         if not job.future.done():
             job.future.set_result(response)
 
+    async def _clear_inflight(self, job: _Job) -> None:
+        """The broker did not execute the call: a redelivery may send it again."""
+        if job.spec.idempotent or self._idempotency is None:
+            return
+        try:
+            await self._idempotency.clear_inflight(job.request.request_id)
+        except (RedisError, OSError) as exc:
+            log_event(
+                logger,
+                "idempotency.clear_failed",
+                logging.WARNING,
+                request_id=job.request.request_id,
+                error=str(exc),
+            )
+
     # --- one upstream call ------------------------------------------------------------------------
 
     async def _call(self, domain: _Domain, job: _Job) -> None:
+        self._calling.add(job.request.request_id)
         try:
             await self._attempt(domain, job)
         except Exception as exc:  # a bug must still end in exactly one answer
@@ -322,9 +346,13 @@ class Gateway:
                     job.request, Status.REJECTED, reason="internal_error", message=type(exc).__name__, job=job
                 ),
             )
+        finally:
+            self._calling.discard(job.request.request_id)
 
     async def _attempt(self, domain: _Domain, job: _Job) -> None:
         request, spec, provider = job.request, job.spec, domain.provider
+        if job.abandoned:
+            return
         if job.queued_s is None:
             job.queued_s = time.monotonic() - job.received_s
             QUEUE_WAIT.labels(request.priority.value).observe(job.queued_s)
@@ -378,6 +406,8 @@ class Gateway:
                         request, Status.UNKNOWN_OUTCOME, reason="no_answer", message=str(exc), job=job
                     ),
                 )
+            if not exc.sent:
+                await self._clear_inflight(job)
             if job.attempts >= MAX_ATTEMPTS:
                 return self._finish(
                     job,
@@ -404,6 +434,7 @@ class Gateway:
             return self._requeue(domain, job, "token_rejected")
         if outcome is Outcome.THROTTLED and job.attempts < MAX_ATTEMPTS:
             domain.limiter.throttled()
+            await self._clear_inflight(job)
             return self._requeue(domain, job, "throttled")  # refused before execution: orders may go again
         if outcome is Outcome.TRANSIENT and spec.idempotent and job.attempts < MAX_ATTEMPTS:
             await _backoff(job.attempts)

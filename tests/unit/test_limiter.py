@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -58,3 +59,14 @@ def test_bad_configuration() -> None:
         DomainLimiter("KIS", 0, redis=None)
     with pytest.raises(ValueError):
         DomainLimiter("KIS", 1, redis=None, safety_margin=1.0)
+
+
+async def test_sliding_window_holds_late_bursts() -> None:
+    """However the slots bunch up, no more than floor(rate) sends fall in any second (plus guard)."""
+    limiter = DomainLimiter("KIS", 5, redis=None, window_guard_s=0.0)
+    sent = []
+    for _ in range(7):
+        await limiter.before_send()
+        sent.append(time.monotonic())
+    assert sent[5] - sent[0] >= 1.0 - 0.005
+    assert sent[6] - sent[1] >= 1.0 - 0.005

@@ -54,7 +54,12 @@ class Dispatcher:
             if settings.ca_bundle:
                 ssl_context = ssl.create_default_context(cafile=settings.ca_bundle)
             connector = aiohttp.TCPConnector(limit=100, ssl=ssl_context)
-            self._sessions[provider] = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            # aiohttp silently resends an idempotent request once when a reused connection drops. Every
+            # arrival counts against the broker's limit, so retries are the gateway's decision alone.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
+            self._sessions[provider] = session
 
     async def stop(self) -> None:
         """Close the sessions."""

@@ -24,6 +24,8 @@ TOKEN_CODES = frozenset({"EGW00123", "EGW00121"})
 TOKEN_RATE_CODE = "EGW00133"  # noqa: S105 - a code, not a secret
 #: Codes that mean an order's fate is unknown (the broker timed out internally).
 UNKNOWN_ORDER_CODES = frozenset({"EGW00301", "EGW00302"})
+#: Gateway-side server faults (HTTP 5xx in the normal envelope): no definite answer was given.
+SERVER_ERROR_CODES = frozenset({"EGW00001", "EGW00002"})
 _ROWS_PER_PAGE = {"FHKST03010200": 30, "FHKST03010230": 120, "FHKST03010100": 100}
 _MARKET_OPEN = "090000"
 
@@ -110,6 +112,8 @@ class KisAdapter:
             outcome = Outcome.TOKEN_REJECTED
         elif code in UNKNOWN_ORDER_CODES and not spec.idempotent:
             outcome = Outcome.UNKNOWN_OUTCOME
+        elif code in SERVER_ERROR_CODES:
+            outcome = Outcome.TRANSIENT if spec.idempotent else Outcome.UNKNOWN_OUTCOME
         else:
             outcome = Outcome.BUSINESS_ERROR
         return Classified(outcome, answer.status, code, message, body)
@@ -145,4 +149,8 @@ def _time_cursor(tr_id: str, request: ApiRequest, body: dict[str, Any]) -> dict[
     if not hour or hour <= _MARKET_OPEN:
         return None
     previous = datetime.strptime(hour, "%H%M%S") - timedelta(minutes=1)
-    return {"FID_INPUT_HOUR_1": previous.strftime("%H%M%S")}
+    cursor = {"FID_INPUT_HOUR_1": previous.strftime("%H%M%S")}
+    oldest_day = str(oldest.get("stck_bsop_date", ""))
+    if tr_id == "FHKST03010230" and oldest_day:
+        cursor["FID_INPUT_DATE_1"] = oldest_day  # with past days included, a page can end on an earlier day
+    return cursor

@@ -8,9 +8,11 @@ import contextlib
 import signal
 import sys
 from collections.abc import Coroutine
+from datetime import date
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from services.logs import configure_logging
 from services.settings import ClientSettings
@@ -126,6 +128,41 @@ def cmd_call(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def cmd_feed(args: argparse.Namespace) -> int:
+    """Publish the sandbox market's ticks to market.ticks: one day (--once/--day) or follow the clock."""
+    from services.sandbox.feed import publish_day, run_feed
+    from services.sandbox.settings import FeedSettings, SandboxSettings
+
+    base = SandboxSettings()
+    updates = {
+        "bootstrap_servers": args.bootstrap_servers or ClientSettings().kafka.bootstrap_servers,
+        "topic": args.topic,
+        "symbols": args.symbols,
+        "day": args.day,
+        "speed": args.speed,
+        "gaps": args.gap,
+        "gap_rate": args.gap_rate,
+        "corrupt_rate": args.corrupt_rate,
+        "seed": args.seed,
+    }
+    feed = FeedSettings.model_validate(
+        {**base.feed.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+    )
+    settings = base.model_copy(update={"feed": feed})
+    configure_logging("INFO")
+    stop = asyncio.Event()
+    if args.once or args.day:
+
+        async def main() -> None:
+            report = await publish_day(settings, feed.bootstrap_servers, stop=stop)
+            print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+
+        _run_until_signal(main(), stop)
+    else:
+        _run_until_signal(run_feed(settings, stop), stop)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Send the demo workload through the hub and print a summary."""
     from services.demo import run_demo
@@ -157,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--priority", default="interactive", choices=["interactive", "normal", "bulk"])
     call.add_argument("--caller", default="apihub-cli")
     call.set_defaults(func=cmd_call)
+    feed = sub.add_parser("feed", help="publish the sandbox market's ticks to market.ticks")
+    feed.add_argument("--bootstrap-servers")
+    feed.add_argument("--topic")
+    feed.add_argument("--symbols", nargs="+")
+    feed.add_argument("--day", type=date.fromisoformat, help="YYYY-MM-DD: publish that day and stop")
+    feed.add_argument("--once", action="store_true", help="publish today up to now and stop")
+    feed.add_argument(
+        "--speed", type=float, help="replay speed factor for --once/--day; 0 = as fast as possible"
+    )
+    feed.add_argument("--gap", action="append", metavar="SYMBOL@HH:MM-HH:MM", help="an interval left out")
+    feed.add_argument("--gap-rate", type=float, help="share of session minutes also left out at random")
+    feed.add_argument("--corrupt-rate", type=float, help="share of ticks published with a corrupted value")
+    feed.add_argument("--seed", type=int)
+    feed.set_defaults(func=cmd_feed)
     demo = sub.add_parser("demo", help="run the demo workload and print a summary")
     demo.add_argument("--rounds", type=int, default=2)
     demo.set_defaults(func=cmd_demo)
@@ -166,7 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``apihub`` console script."""
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except KafkaError as exc:  # the common operator mistake: the stack is not up or the address is wrong
+        print(
+            f"error: Kafka is not reachable ({exc}); is the stack up (make up) and the address right?",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 

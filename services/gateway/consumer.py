@@ -66,6 +66,7 @@ class RequestConsumer:
         self._stopping = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
         self.assignment: frozenset[TopicPartition] = frozenset()
+        self._generation = 0  # bumped by every assignment, to drop batches fetched before it
         self.joined = False  # set once the group has given this instance an assignment, even an empty one
 
     async def start(self) -> None:
@@ -90,18 +91,26 @@ class RequestConsumer:
         consumer = self._require()
         self._running = asyncio.current_task()
         while not self._stopping.is_set():
+            generation = self._generation
             try:
                 batches = await consumer.getmany(timeout_ms=100, max_records=self._max_inflight)
             except KafkaError as exc:
                 log_event(logger, "consumer.fetch_failed", logging.WARNING, error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
+            if generation != self._generation:
+                batches = {}  # fetched before a rebalance: read again from the committed position
             for tp, records in batches.items():
+                if tp not in self.assignment:
+                    continue
                 for record in records:
                     self._tracker.started(tp, record.offset)
                     task = asyncio.create_task(self._process(tp, record))
                     self._tasks.setdefault(tp, {})[task] = record
-            self._apply_backpressure(consumer)
+            try:
+                self._apply_backpressure(consumer)
+            except KafkaError as exc:  # a rebalance raced us; the next turn sees the new assignment
+                log_event(logger, "consumer.backpressure_failed", logging.WARNING, error=str(exc))
             await self._commit()
 
     async def _process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -125,7 +134,7 @@ class RequestConsumer:
     def _apply_backpressure(self, consumer: AIOKafkaConsumer) -> None:
         full = self._tracker.total_in_flight() >= self._max_inflight
         to_pause, to_resume = [], []
-        for tp in self.assignment:
+        for tp in self.assignment & consumer.assignment():  # the group may have moved on already
             if full or self._tracker.in_flight(tp) >= self._readahead:
                 to_pause.append(tp)
             else:
@@ -149,6 +158,7 @@ class RequestConsumer:
     def assigned(self, tps: list[TopicPartition]) -> None:
         """Record a new assignment (called by the rebalance listener)."""
         self.assignment = frozenset(tps)
+        self._generation += 1
         self.joined = True
         ASSIGNED_PARTITIONS.set(len(tps))
         log_event(logger, "consumer.assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in tps))

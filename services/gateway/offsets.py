@@ -23,7 +23,15 @@ class OffsetTracker:
 
     def started(self, tp: TopicPartition, offset: int) -> None:
         """Record that ``offset`` was taken for processing (call in fetch order)."""
-        self._open.setdefault(tp, OrderedDict())[offset] = False
+        open_offsets = self._open.setdefault(tp, OrderedDict())
+        if offset in open_offsets:
+            return
+        if open_offsets and offset < next(reversed(open_offsets)):
+            # Out of order (a re-fetch after a rebalance): keep the prefix computation sound.
+            open_offsets[offset] = False
+            self._open[tp] = OrderedDict(sorted(open_offsets.items()))
+            return
+        open_offsets[offset] = False
 
     def completed(self, tp: TopicPartition, offset: int) -> None:
         """Record that ``offset`` got its terminal response."""

@@ -95,6 +95,7 @@ class Gateway:
         self._breakers = {p: CircuitBreaker() for p in adapters}
         self._calls: set[asyncio.Task[None]] = set()
         self._calling: set[str] = set()  # request ids inside an upstream call right now
+        self._jobs: dict[str, _Job] = {}  # live jobs by request id, so a duplicate delivery joins its twin
 
     async def stop(self) -> None:
         """Stop the pacing loops and calls; queued requests are left for redelivery."""
@@ -171,11 +172,15 @@ class Gateway:
         earlier = await self._earlier_delivery(request, spec)
         if earlier is not None:
             return earlier
+        twin = self._jobs.get(request.request_id)
+        if twin is not None:  # delivered again while the first delivery is still being served
+            return await asyncio.shield(twin.future)
         domain = self._domains[request.provider]
         refusal = self._admit(domain, request)
         if refusal is not None:
             return refusal
         job = _Job(request, spec, received, asyncio.get_running_loop().create_future())
+        domain.scheduler.remove(request.request_id)  # a stale entry of an abandoned earlier delivery
         try:
             domain.scheduler.push(Queued(request, payload=job))
         except BacklogFull as exc:
@@ -184,9 +189,11 @@ class Gateway:
         QUEUE_DEPTH.labels(domain.name, request.priority.value).set(domain.scheduler.depth(request.priority))
         self._ensure_loop(domain)
         domain.has_work.set()
+        self._jobs[request.request_id] = job
         try:
             response = await job.future
         finally:
+            self._jobs.pop(request.request_id, None)
             if not job.future.done():  # cancelled while queued (revoke, shutdown): withdraw it
                 job.abandoned = True
                 domain.scheduler.remove(request.request_id)
@@ -303,6 +310,8 @@ class Gateway:
 
     def _requeue(self, domain: _Domain, job: _Job, reason: str) -> None:
         RETRIES.labels(domain.provider.value, reason).inc()
+        if job.abandoned:
+            return
         try:
             domain.scheduler.push(Queued(job.request, payload=job))
         except BacklogFull:
@@ -388,6 +397,8 @@ class Gateway:
                         request, Status.REJECTED, reason="idempotency_unavailable", message=str(exc), job=job
                     ),
                 )
+        if job.abandoned:
+            return
         upstream = self._adapters[provider].build(spec, request, token)
         job.attempts += 1
         started = time.monotonic()

@@ -4,15 +4,18 @@ Every field has a default, so ``SandboxSettings()`` is a working sandbox on 127.
 reference marks uncertain (mock rate limits, throttle HTTP status, Kiwoom token rules) are fields here with
 the stated default, so a test or a demo can switch them. ``FaultSettings`` is the same model the admin
 endpoint ``POST /_sandbox/faults`` accepts, so every fault can be set at start-up or at runtime.
+``FeedSettings`` (group ``feed``, e.g. ``APIHUB_SANDBOX__FEED__GAP_RATE``) configures the market feed.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Literal
+from datetime import date, datetime, time
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.sandbox.symbols import SYMBOLS
 
 LatencyDistribution = Literal["fixed", "uniform", "exponential", "normal"]
 ENVIRONMENT_IDS = ("kis/real", "kis/mock", "kiwoom/real", "kiwoom/mock")
@@ -49,6 +52,114 @@ class FaultSettings(BaseModel):
         if unknown:
             raise ValueError(f"unknown environments {sorted(unknown)}; use {list(ENVIRONMENT_IDS)}")
         return targets
+
+
+CorruptionKind = Literal["zero_price", "negative_volume", "price_outlier"]
+FeedSource = Literal["kis-ws", "kiwoom-ws", "alternate"]
+CORRUPTION_KINDS: tuple[CorruptionKind, ...] = ("zero_price", "negative_volume", "price_outlier")
+DEFAULT_FEED_SYMBOLS = ("005930", "000660", "035420", "035720", "005380")
+
+
+class FeedGap(BaseModel):
+    """A configured missing interval: trades of ``symbol`` at ``start <= time < end`` (KST) are not sent.
+
+    Also accepted as text, ``SYMBOL@HH:MM-HH:MM`` (seconds optional), e.g. ``005930@10:00-10:30``;
+    the symbol ``*`` means every symbol of the feed.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    symbol: str = Field(description="six-digit code, or '*' for every symbol of the feed")
+    start: time = Field(description="first missing instant, KST wall time (inclusive)")
+    end: time = Field(description="end of the missing interval, KST wall time (exclusive)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        symbol, at, span = value.partition("@")
+        start, dash, end = span.replace("\u2013", "-").partition("-")
+        if not at or not dash:
+            raise ValueError(f"gap {value!r} is not SYMBOL@HH:MM-HH:MM")
+        return {"symbol": symbol.strip(), "start": start.strip(), "end": end.strip()}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FeedGap:
+        if self.end <= self.start:
+            raise ValueError(f"gap of {self.symbol} ends ({self.end}) before it starts ({self.start})")
+        return self
+
+
+class FeedSettings(BaseModel):
+    """The market feed (``services.sandbox.feed``): what it publishes to ``market.ticks`` and what it breaks.
+
+    Gaps and corruption are pure functions of (``seed``, symbol, day), so a run can be reproduced exactly.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    bootstrap_servers: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers")
+    topic: str = Field(default="market.ticks", description="topic the ticks are published to")
+    client_id: str = "sandbox-feed"
+    symbols: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_FEED_SYMBOLS), min_length=1, description="six-digit codes"
+    )
+    day: date | None = Field(
+        default=None, description="publish_day's day; None = the simulated clock's current trading day"
+    )
+    speed: float = Field(
+        default=0.0,
+        ge=0,
+        description="publish_day replay speed, simulated seconds per real second; 0 = as fast as possible "
+        "(run_feed follows the clock instead)",
+    )
+    source: FeedSource = Field(
+        default="alternate",
+        description="'source' field of the messages; 'alternate' = kis-ws, kiwoom-ws, ... by symbol order",
+    )
+    gaps: list[FeedGap] = Field(default_factory=list, description="configured missing intervals")
+    gap_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.5,
+        description="share of each symbol's session minutes also left out, in random whole-minute intervals",
+    )
+    gap_min_minutes: int = Field(default=1, ge=1, description="shortest random gap, minutes")
+    gap_max_minutes: int = Field(default=10, ge=1, description="longest random gap, minutes")
+    corrupt_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of ticks published with a corrupted value (unmarked)"
+    )
+    corrupt_kinds: list[CorruptionKind] = Field(
+        default_factory=lambda: list(CORRUPTION_KINDS),
+        min_length=1,
+        description="zero_price: price 0; negative_volume: volume negated; price_outlier: price 3-10x "
+        "beyond the day's high or low",
+    )
+    seed: int = Field(default=11, description="seed of the random gaps and corruption")
+    max_in_flight: int = Field(default=1_000, ge=1, description="sends awaiting acknowledgement at most")
+    linger_ms: int = Field(default=5, ge=0, description="producer batching delay, ms")
+    progress_every: int = Field(default=5_000, ge=1, description="a feed.progress log line every N ticks")
+    poll_interval_s: float = Field(
+        default=1.0, gt=0, description="run_feed: longest real wait between looks at the clock, s"
+    )
+
+    @field_validator("symbols")
+    @classmethod
+    def _known_symbols(cls, symbols: list[str]) -> list[str]:
+        unknown = [code for code in symbols if code not in SYMBOLS]
+        if unknown:
+            raise ValueError(f"symbols {unknown} are not in the sandbox's symbol master")
+        return list(dict.fromkeys(symbols))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeedSettings:
+        if self.gap_min_minutes > self.gap_max_minutes:
+            raise ValueError("gap_min_minutes must not exceed gap_max_minutes")
+        stray = sorted({g.symbol for g in self.gaps} - {*self.symbols, "*"})
+        if stray:
+            raise ValueError(f"gaps name symbols the feed does not publish: {stray}")
+        return self
 
 
 class SandboxSettings(BaseSettings):
@@ -109,3 +220,4 @@ class SandboxSettings(BaseSettings):
     clock_rate: float = Field(default=1.0, ge=0, description="simulated seconds per real second; 0 freezes")
 
     faults: FaultSettings = Field(default_factory=FaultSettings)
+    feed: FeedSettings = Field(default_factory=FeedSettings)

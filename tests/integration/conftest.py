@@ -6,7 +6,9 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -44,19 +46,36 @@ async def topics(services: Services, unique: str) -> Topics:
     return Topics(names["api.requests"], names["api.responses"], names["api.requests.dlq"], f"gw-{unique}")
 
 
-@pytest.fixture(scope="session")
-async def sandbox_url() -> AsyncIterator[str]:
-    """A sandbox server on a free loopback port for the whole session."""
+@asynccontextmanager
+async def sandbox_server(**settings: object) -> AsyncIterator[str]:
+    """A sandbox of its own on a free loopback port (for faults or limits other tests must not see)."""
     from services.sandbox.app import create_app
     from services.sandbox.settings import SandboxSettings
 
-    runner = web.AppRunner(create_app(SandboxSettings()))
+    runner = web.AppRunner(create_app(SandboxSettings.model_validate(settings)))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def sandbox_url() -> AsyncIterator[str]:
+    """A sandbox server on a free loopback port for the whole session."""
+    async with sandbox_server() as url:
+        yield url
+
+
+async def referee(sandbox_url: str, environment: str, appkey: str) -> dict[str, Any]:
+    """The sandbox referee's counters for one appkey in one environment (``kis/real`` ...)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{sandbox_url}/_sandbox/stats") as resp:
+        stats = await resp.json()
+    counters: dict[str, Any] = stats["environments"][environment]["appkeys"].get(appkey, {})
+    return counters
 
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[GatewayApp]]

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from redis.asyncio import Redis
 
@@ -18,14 +17,7 @@ from services.gateway.providers.kis import KisAdapter
 from services.gateway.tokens import TokenManager
 from services.settings import KisSettings
 from tests.conftest import Services
-from tests.integration.conftest import fake_credentials
-
-
-async def referee(sandbox_url: str, environment: str, appkey: str) -> dict[str, int]:
-    """The sandbox's counters for one appkey."""
-    async with aiohttp.ClientSession() as session, session.get(f"{sandbox_url}/_sandbox/stats") as resp:
-        stats = await resp.json()
-    return stats["environments"][environment]["appkeys"].get(appkey, {})
+from tests.integration.conftest import fake_credentials, referee
 
 
 @pytest.fixture

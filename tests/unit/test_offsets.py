@@ -42,3 +42,16 @@ def test_forget_revoked() -> None:
     tracker.forget([TP])
     tracker.completed(TP, 0)
     assert tracker.commits_due() == {} and tracker.total_in_flight() == 0
+
+
+def test_out_of_order_start_keeps_prefix_sound() -> None:
+    """An earlier offset started after later ones (a re-fetch) still blocks the commit until it completes."""
+    tracker = OffsetTracker()
+    for offset in (5, 6, 3, 4):
+        tracker.started(TP, offset)
+    tracker.completed(TP, 5)
+    tracker.completed(TP, 6)
+    assert tracker.commits_due() == {}
+    tracker.completed(TP, 3)
+    tracker.completed(TP, 4)
+    assert tracker.commits_due() == {TP: 7}

@@ -1,0 +1,243 @@
+"""The gateway keeps the broker's limits and answers every request through rebalances, crashes and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import pytest
+
+from hubclient import HubClient
+from hubclient.models import ApiResponse, Status
+from services.gateway.app import GatewayApp
+from services.settings import GatewaySettings, KisSettings
+from tests.conftest import REPO, Services
+from tests.integration.conftest import Topics, referee, sandbox_server
+from tests.integration.test_round_trip import PRICE, hub, read_all
+
+ORDER = {"CANO": "12345678", "ACNT_PRDT_CD": "01", "PDNO": "005930", "ORD_DVSN": "00", "ORD_UNPR": "70000"}
+
+
+def appkey(settings: GatewaySettings) -> str:
+    """The KIS appkey the gateway uses (the referee counts per appkey)."""
+    assert settings.kis.appkey is not None
+    return settings.kis.appkey.get_secret_value()
+
+
+async def load(
+    client: HubClient,
+    count: int,
+    *,
+    timeout: float = 60,
+    tr_id: str = "FHKST01010100",
+    params: dict[str, str] | None = None,
+) -> list[ApiResponse]:
+    """``count`` concurrent requests from one client; every terminal response, raised or not."""
+    return list(
+        await asyncio.gather(
+            *(client.submit("KIS", tr_id, params or PRICE, timeout=timeout) for _ in range(count))
+        )
+    )
+
+
+async def test_limit_held_across_rebalance(
+    services: Services, topics: Topics, gateway_settings: GatewaySettings, sandbox_url: str
+) -> None:
+    """A second gateway joining and the first leaving mid-run never push KIS over 20 calls a second."""
+    second = gateway_settings.model_copy(update={"instance_id": gateway_settings.instance_id + "-b"})
+    clients = [hub(services, topics, caller=f"worker-{i}") for i in range(3)]
+    for client in clients:
+        await client.start()
+    first_app = GatewayApp(gateway_settings)
+    await first_app.start()
+    try:
+        work = asyncio.gather(*(load(c, 50) for c in clients))
+        await asyncio.sleep(1.5)
+        async with GatewayApp(second):
+            await asyncio.sleep(1.5)
+            await first_app.stop()
+            results = [r for batch in await work for r in batch]
+    finally:
+        await first_app.stop()
+        for client in clients:
+            await client.stop()
+    assert Counter(r.status for r in results) == {Status.OK: 150}
+    assert {r.gateway for r in results} == {gateway_settings.instance_id, second.instance_id}
+    counters = await referee(sandbox_url, "kis/real", appkey(gateway_settings))
+    assert counters["over_limit"] == 0 and counters["max_in_window"] <= 20
+    assert counters["tokens_issued"] == 1
+
+
+async def test_deadline_unreachable_is_logged(
+    services: Services, topics: Topics, gateway: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Requests that cannot meet their deadline are refused at once, each with a ratelimit.rejected event."""
+    async with gateway(), hub(services, topics) as client:  # type: ignore[operator]
+        with caplog.at_level(logging.WARNING, logger="services.gateway.service"):
+            results = await load(client, 60, timeout=1.0)
+    by_status = Counter((r.status, r.reason) for r in results)
+    assert by_status[(Status.OK, None)] >= 10
+    assert by_status[(Status.REJECTED, "deadline_unreachable")] >= 20
+    assert sum(by_status.values()) == 60
+    events = [r for r in caplog.records if r.getMessage() == "ratelimit.rejected"]
+    assert len(events) == by_status[(Status.REJECTED, "deadline_unreachable")]
+    fields = events[0].fields  # type: ignore[attr-defined]
+    for name in (
+        "provider",
+        "reason",
+        "queue_depth",
+        "estimated_wait_ms",
+        "deadline_ms",
+        "caller",
+        "request_id",
+    ):
+        assert name in fields, name
+    assert fields["reason"] == "deadline_unreachable" and fields["estimated_wait_ms"] > 0
+
+
+async def test_faults_end_every_request_with_the_right_status(
+    services: Services, topics: Topics, gateway_settings: GatewaySettings
+) -> None:
+    """With 5xx answers, cut connections and order timeouts injected, every request ends once and in order."""
+    faults = {
+        "error_rate": 0.15,
+        "drop_rate": 0.1,
+        "order_timeout_rate": 0.2,
+        "latency_ms": 20,
+        "latency_jitter_ms": 15,
+        "latency_distribution": "uniform",
+        "seed": 11,
+    }
+    async with sandbox_server(faults=faults) as url:
+        settings = gateway_settings.model_copy(
+            update={"kis": gateway_settings.kis.model_copy(update={"base_url": f"{url}/kis/real"})}
+        )
+        async with GatewayApp(settings), hub(services, topics) as client:
+            reads, orders = await asyncio.gather(
+                load(client, 60),
+                asyncio.gather(
+                    *(
+                        client.submit("KIS", "TTTC0012U", {**ORDER, "ORD_QTY": str(i + 1)}, timeout=60)
+                        for i in range(20)
+                    )
+                ),
+            )
+        counters = await referee(url, "kis/real", appkey(settings))
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/_sandbox/orders") as resp:
+            ledger = [o for o in (await resp.json())["orders"] if o["appkey"] == appkey(settings)]
+    assert {r.status for r in reads} <= {Status.OK, Status.UPSTREAM_ERROR}
+    assert Counter(r.status for r in reads)[Status.OK] >= 40  # retries carry most reads through
+    assert all(r.reason in ("transient", "unreachable") for r in reads if r.status is Status.UPSTREAM_ERROR)
+    assert {r.status for r in orders} <= {Status.OK, Status.UNKNOWN_OUTCOME, Status.UPSTREAM_ERROR}
+    assert any(r.status is Status.UNKNOWN_OUTCOME for r in orders)
+    quantities = Counter(o["quantity"] for o in ledger)
+    assert max(quantities.values()) == 1, "an order reached the broker twice"
+    ok_orders = {int(r.data["output"]["ODNO"]) for r in orders if r.status is Status.OK}
+    assert ok_orders <= {int(o["order_no"]) for o in ledger}
+    assert counters["over_limit"] == 0 and counters["max_in_window"] <= 20
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def gateway_process(settings: GatewaySettings) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``apihub gateway`` as a separate OS process (so it can be killed with SIGKILL)."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "APIHUB_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "APIHUB_KAFKA__REQUEST_TOPIC": settings.kafka.request_topic,
+        "APIHUB_KAFKA__RESPONSE_TOPIC": settings.kafka.response_topic,
+        "APIHUB_KAFKA__DLQ_TOPIC": settings.kafka.dlq_topic,
+        "APIHUB_KAFKA__GROUP_ID": settings.kafka.group_id,
+        "APIHUB_REDIS__URL": settings.redis.url,
+        "APIHUB_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        "APIHUB_KIS__BASE_URL": settings.kis.base_url,
+        "APIHUB_KIS__APPKEY": appkey(settings),
+        "APIHUB_KIS__APPSECRET": _secret(settings.kis),
+        "APIHUB_INSTANCE_ID": settings.instance_id,
+        "APIHUB_METRICS_PORT": str(port),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "gateway",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(60):
+            while True:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def _secret(kis: KisSettings) -> str:
+    assert kis.appsecret is not None
+    return kis.appsecret.get_secret_value()
+
+
+async def test_kill9_answers_every_request_once_and_never_resends_orders(
+    services: Services, topics: Topics, gateway_settings: GatewaySettings, sandbox_url: str
+) -> None:
+    """After SIGKILL mid-run and a restart every request has one answer and no order is sent twice."""
+    async with hub(services, topics) as client:
+        async with gateway_process(gateway_settings) as first:
+            work = asyncio.gather(
+                load(client, 60, timeout=90),
+                asyncio.gather(
+                    *(
+                        client.submit("KIS", "TTTC0012U", {**ORDER, "ORD_QTY": str(i + 1)}, timeout=90)
+                        for i in range(30)
+                    )
+                ),
+            )
+            await asyncio.sleep(1.5)
+            first.kill()
+            await first.wait()
+        async with gateway_process(gateway_settings):  # the same instance id: a restarted pod
+            reads, orders = await work
+    assert Counter(r.status for r in reads) == {Status.OK: 60}
+    assert {r.status for r in orders} <= {Status.OK, Status.UNKNOWN_OUTCOME}
+    async with aiohttp.ClientSession() as session, session.get(f"{sandbox_url}/_sandbox/orders") as resp:
+        ledger = [o for o in (await resp.json())["orders"] if o["appkey"] == appkey(gateway_settings)]
+    quantities = Counter(o["quantity"] for o in ledger)
+    assert quantities and max(quantities.values()) == 1, "an order reached the broker twice"
+    assert Counter(r.status for r in orders)[Status.OK] <= len(ledger) <= 30
+    # Redelivered requests may be answered again, but only with the same stored answer.
+    answers: dict[str, set[str]] = {}
+    for record in await read_all(services, topics.responses, 90, timeout_s=30):
+        response = ApiResponse.from_json(record.value)
+        answers.setdefault(response.request_id, set()).add(response.status.value)
+    assert len(answers) == 90 and all(len(s) == 1 for s in answers.values())
+    counters = await referee(sandbox_url, "kis/real", appkey(gateway_settings))
+    assert counters["over_limit"] == 0 and counters["tokens_issued"] == 1

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
@@ -43,7 +43,10 @@ class GatewayApp:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         providers = {Provider.KIS: settings.kis, Provider.KIWOOM: settings.kiwoom}
-        self.redis: Redis = Redis.from_url(settings.redis.url)
+        # A bounded pool that makes callers wait for a connection: hundreds of queued requests look up their
+        # idempotency records at once, and redis-py's default pool refuses beyond 100 instead of waiting.
+        pool = BlockingConnectionPool.from_url(settings.redis.url, max_connections=64, timeout=5)
+        self.redis: Redis = Redis.from_pool(pool)
         self.dispatcher = Dispatcher(dict(providers))
         adapters: dict[Provider, ProviderAdapter] = {
             Provider.KIS: KisAdapter(settings.kis),

@@ -66,7 +66,6 @@ class RequestConsumer:
         self._stopping = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
         self.assignment: frozenset[TopicPartition] = frozenset()
-        self._generation = 0  # bumped by every assignment, to drop batches fetched before it
         self.joined = False  # set once the group has given this instance an assignment, even an empty one
 
     async def start(self) -> None:
@@ -91,18 +90,15 @@ class RequestConsumer:
         consumer = self._require()
         self._running = asyncio.current_task()
         while not self._stopping.is_set():
-            generation = self._generation
             try:
                 batches = await consumer.getmany(timeout_ms=100, max_records=self._max_inflight)
             except KafkaError as exc:
                 log_event(logger, "consumer.fetch_failed", logging.WARNING, error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
-            if generation != self._generation:
-                batches = {}  # fetched before a rebalance: read again from the committed position
             for tp, records in batches.items():
                 if tp not in self.assignment:
-                    continue
+                    continue  # revoked meanwhile: the next owner reads it from the committed position
                 for record in records:
                     self._tracker.started(tp, record.offset)
                     task = asyncio.create_task(self._process(tp, record))
@@ -158,7 +154,6 @@ class RequestConsumer:
     def assigned(self, tps: list[TopicPartition]) -> None:
         """Record a new assignment (called by the rebalance listener)."""
         self.assignment = frozenset(tps)
-        self._generation += 1
         self.joined = True
         ASSIGNED_PARTITIONS.set(len(tps))
         log_event(logger, "consumer.assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in tps))

@@ -10,8 +10,9 @@ top of the old one. A local pacer guards the process as well (and alone while Re
 Throttle answers from the broker halve the domain's rate (AIMD); each success wins back a little.
 
 Spacing by TAT alone lets a late slot (event-loop jitter) land close to the next one. The brokers count
-a sliding one-second window, so the limiter also keeps the actual send times of this process and holds
-a call while ``floor(rate)`` calls were sent within the last second plus a guard.
+a sliding one-second window, so the limiter also logs the actual send times of every instance in a Redis
+sorted set and holds a call while ``floor(rate)`` calls were sent within the last second plus a guard
+(this process's own log stands in while Redis is unreachable).
 """
 
 from __future__ import annotations
@@ -44,6 +45,22 @@ end
 local next_tat = start + tonumber(ARGV[1])
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.floor((next_tat - now) / 1000) + 60000)
 return {wait, 1}
+"""
+
+# KEYS[1] = sorted set of send times (µs); ARGV = window µs, limit, unique member.
+# Records the send and returns 0 when the window has room, else the µs until its oldest send leaves it.
+_WINDOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.floor(window / 1000) * 2)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
 MIN_RATE_FACTOR = 0.25
@@ -100,6 +117,9 @@ class DomainLimiter:
         self._key = f"{key_prefix}gcra:{domain}"
         self._pacer = Pacer(self.base_interval_s)
         self._script = redis.register_script(_GCRA) if redis is not None else None
+        self._window_script = redis.register_script(_WINDOW) if redis is not None else None
+        self._window_key = f"{key_prefix}sent:{domain}"
+        self._sends = 0
         self._redis_down = False
         self._window_s = 1.0 + window_guard_s
         self._window_limit = max(1, math.floor(rate_per_s))
@@ -149,13 +169,27 @@ class DomainLimiter:
     async def before_send(self) -> None:
         """Hold the call while the last second already holds ``floor(rate)`` sends, then record it."""
         while True:
-            now = time.monotonic()
-            while self._sent and self._sent[0] <= now - self._window_s:
-                self._sent.popleft()
-            if len(self._sent) < self._window_limit:
-                self._sent.append(now)
+            wait_s = self._local_window_wait()
+            if wait_s == 0 and self._window_script is not None:
+                self._sends += 1
+                member = f"{id(self):x}:{self._sends}"
+                try:
+                    wait_us = await self._window_script(
+                        keys=[self._window_key], args=[int(self._window_s * 1e6), self._window_limit, member]
+                    )
+                    wait_s = int(wait_us) / 1_000_000
+                except (RedisError, OSError):
+                    wait_s = 0.0  # Redis is down: the local log alone guards this process
+            if wait_s == 0:
+                self._sent.append(time.monotonic())
                 return
-            await asyncio.sleep(self._sent[0] + self._window_s - now)
+            await asyncio.sleep(wait_s)
+
+    def _local_window_wait(self) -> float:
+        now = time.monotonic()
+        while self._sent and self._sent[0] <= now - self._window_s:
+            self._sent.popleft()
+        return 0.0 if len(self._sent) < self._window_limit else self._sent[0] + self._window_s - now
 
     def throttled(self) -> None:
         """The broker said slow down: halve the rate (down to a quarter of nominal)."""

@@ -34,6 +34,8 @@ from services.logs import log_event
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 4  # upstream calls per request, retries included
+REPLY_MARGIN_S = 0.05  # publishing the answer and the caller receiving it
+LATENCY_EWMA_WEIGHT = 0.1
 RETRY_BASE_S = 0.05
 
 
@@ -62,6 +64,12 @@ class _Domain:
     limiter: DomainLimiter
     scheduler: Scheduler[Queued]
     has_work: asyncio.Event = field(default_factory=asyncio.Event)
+    call_s: float = 0.05  # moving average of one upstream call, for deadline estimates
+
+    def service_s(self) -> float:
+        """Seconds from a slot to the caller holding the answer: the call plus the way back."""
+        return self.call_s + REPLY_MARGIN_S
+
     loop: asyncio.Task[None] | None = None
 
 
@@ -231,7 +239,7 @@ class Gateway:
         slots = domain.scheduler.estimated_wait_slots(
             request.priority, request.deadline_ms, caller=request.caller
         )
-        wait_s = domain.limiter.local_wait_s() + slots * domain.limiter.interval_s
+        wait_s = domain.limiter.local_wait_s() + slots * domain.limiter.interval_s + domain.service_s()
         if wait_s * 1000 < request.remaining_ms():
             return None
         self._rejected(domain, request, "deadline_unreachable", wait_s)
@@ -280,9 +288,13 @@ class Gateway:
             domain.loop = asyncio.create_task(self._pace(domain), name=f"pace-{domain.name}")
 
     def _expire(self, domain: _Domain) -> None:
-        for item in domain.scheduler.drop_expired(int(time.time() * 1000)):
+        """Answer, before their deadline, the queued requests whose answer could no longer arrive in time."""
+        horizon_ms = int((time.time() + domain.service_s()) * 1000)
+        for item in domain.scheduler.drop_expired(horizon_ms):
             job: _Job = item.payload  # type: ignore[assignment]
-            self._finish(job, self.answer(job.request, Status.EXPIRED, reason="deadline_passed", job=job))
+            passed = job.request.remaining_ms() <= 0
+            reason = "deadline_passed" if passed else "deadline_too_close"
+            self._finish(job, self.answer(job.request, Status.EXPIRED, reason=reason, job=job))
 
     async def _pace(self, domain: _Domain) -> None:
         """Grant one slot at a time to the best queued request of the domain."""
@@ -295,7 +307,6 @@ class Gateway:
             wait_s = await domain.limiter.reserve()
             if wait_s:
                 await asyncio.sleep(wait_s)
-            await domain.limiter.before_send()
             self._expire(domain)  # the best request is chosen when the slot starts, not before
             item = domain.scheduler.pop()
             if item is None:
@@ -400,6 +411,8 @@ class Gateway:
         if job.abandoned:
             return
         upstream = self._adapters[provider].build(spec, request, token)
+        await domain.limiter.before_send()  # as close to the wire as possible: the broker counts arrivals
+        remaining_s = request.remaining_ms() / 1000
         job.attempts += 1
         started = time.monotonic()
         try:
@@ -428,7 +441,9 @@ class Gateway:
                 )
             await _backoff(job.attempts)
             return self._requeue(domain, job, "no_answer")
-        job.upstream_s += time.monotonic() - started
+        elapsed_s = time.monotonic() - started
+        job.upstream_s += elapsed_s
+        domain.call_s += LATENCY_EWMA_WEIGHT * (elapsed_s - domain.call_s)
         job.classified = classified = self._adapters[provider].classify(spec, request, answer)
         outcome = classified.outcome
         UPSTREAM_CALLS.labels(provider.value, spec.tr_id, outcome.value).inc()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -10,12 +13,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from services.gateway.app import GatewayApp
 from services.settings import GatewaySettings, KafkaSettings, KisSettings, KiwoomSettings, RedisSettings
 from services.topics import ensure_topics, load_topics
-from tests.conftest import Services
+from tests.conftest import REPO, Services
 
 
 @dataclass(frozen=True)
@@ -46,26 +48,58 @@ async def topics(services: Services, unique: str) -> Topics:
     return Topics(names["api.requests"], names["api.responses"], names["api.requests.dlq"], f"gw-{unique}")
 
 
-@asynccontextmanager
-async def sandbox_server(**settings: object) -> AsyncIterator[str]:
-    """A sandbox of its own on a free loopback port (for faults or limits other tests must not see)."""
-    from services.sandbox.app import create_app
-    from services.sandbox.settings import SandboxSettings
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
-    runner = web.AppRunner(create_app(SandboxSettings.model_validate(settings)))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+
+@asynccontextmanager
+async def sandbox_server(faults: dict[str, object] | None = None) -> AsyncIterator[str]:
+    """``apihub sandbox`` as its own process, as remote as a real broker: its arrival clock (the referee's)
+    does not share an event loop with the gateway or the test's load. ``faults`` go through its admin API."""
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "sandbox",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            async with asyncio.timeout(30):
+                while True:
+                    try:
+                        async with session.get(f"{url}/healthz") as resp:
+                            if resp.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.1)
+            if faults:
+                async with session.post(f"{url}/_sandbox/faults", json=faults) as resp:
+                    assert resp.status == 200, await resp.text()
+        yield url
     finally:
-        await runner.cleanup()
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 @pytest.fixture(scope="session")
 async def sandbox_url() -> AsyncIterator[str]:
-    """A sandbox server on a free loopback port for the whole session."""
+    """A sandbox process on a free loopback port for the whole session."""
     async with sandbox_server() as url:
         yield url
 

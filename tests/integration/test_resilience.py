@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ from hubclient.models import ApiResponse, Status
 from services.gateway.app import GatewayApp
 from services.settings import GatewaySettings, KisSettings
 from tests.conftest import REPO, Services
-from tests.integration.conftest import Topics, referee, sandbox_server
+from tests.integration.conftest import Topics, _free_port, referee, sandbox_server
 from tests.integration.test_round_trip import PRICE, hub, read_all
 
 ORDER = {"CANO": "12345678", "ACNT_PRDT_CD": "01", "PDNO": "005930", "ORD_DVSN": "00", "ORD_UNPR": "70000"}
@@ -143,12 +142,6 @@ async def test_faults_end_every_request_with_the_right_status(
     ok_orders = {int(r.data["output"]["ODNO"]) for r in orders if r.status is Status.OK}
     assert ok_orders <= {int(o["order_no"]) for o in ledger}
     assert counters["over_limit"] == 0 and counters["max_in_window"] <= 20
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager

@@ -92,7 +92,11 @@ class GatewaySettings(BaseSettings):
     instance_id: str = Field(default_factory=_default_instance_id)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 18081
-    max_inflight: int = Field(default=256, gt=0, description="requests being served at once")
+    max_backlog: int = Field(default=10_000, gt=0, description="requests queued per limit domain")
+    readahead_per_partition: int = Field(
+        default=12_000, gt=0, description="records read and unanswered per partition before it is paused"
+    )
+    max_inflight: int = Field(default=25_000, gt=0, description="records read and unanswered in total")
     log_level: str = "INFO"
 
     def provider(self, provider: Provider) -> KisSettings | KiwoomSettings:

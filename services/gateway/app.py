@@ -78,6 +78,7 @@ class GatewayApp:
             tokens=self.tokens,
             call_timeout_s={p: s.timeout_s for p, s in providers.items()},
             mock={p: s.mock for p, s in providers.items()},
+            max_backlog=settings.max_backlog,
         )
         self.publisher = Publisher(
             settings.kafka.bootstrap_servers,
@@ -89,6 +90,7 @@ class GatewayApp:
             self.handle_record,
             instance_id=settings.instance_id,
             max_inflight=settings.max_inflight,
+            readahead=settings.readahead_per_partition,
             abandonable=self._abandonable,
         )
         self._serving: dict[tuple[int, int], str] = {}  # (partition, offset) -> request id

@@ -2,7 +2,9 @@
 
 Auto-commit is off and membership static (``group_instance_id``), so a restart inside the session
 timeout keeps its partitions. Each record becomes a task; a partition is paused while it has
-``readahead`` records open and everything is paused at ``max_inflight``, but polling never stops. An
+``readahead`` records open and everything is paused at ``max_inflight``, but polling never stops. The
+read-ahead must cover a domain's backlog: a domain lives in one partition, so the scheduler can only put
+an urgent request first once it has been read past the bulk requests ahead of it in the log. An
 offset is committed only once its response is acknowledged by Kafka. On revoke, in-flight work of the
 lost partitions is drained (bounded) and committed; records not yet in an upstream call are withdrawn and
 stay for the next owner.
@@ -25,6 +27,7 @@ from services.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
+FETCH_BATCH = 500  # records per poll; the read-ahead bounds what stays open
 RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 
 
@@ -48,8 +51,8 @@ class RequestConsumer:
         handler: RecordHandler,
         *,
         instance_id: str,
-        max_inflight: int = 256,
-        readahead: int = 64,
+        max_inflight: int = 25_000,
+        readahead: int = 12_000,
         drain_timeout_s: float = 10.0,
         abandonable: Callable[[ConsumerRecord[bytes, bytes]], bool] = lambda record: False,
     ) -> None:
@@ -91,7 +94,7 @@ class RequestConsumer:
         self._running = asyncio.current_task()
         while not self._stopping.is_set():
             try:
-                batches = await consumer.getmany(timeout_ms=100, max_records=self._max_inflight)
+                batches = await consumer.getmany(timeout_ms=100, max_records=FETCH_BATCH)
             except KafkaError as exc:
                 log_event(logger, "consumer.fetch_failed", logging.WARNING, error=str(exc))
                 await asyncio.sleep(0.5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections import Counter
@@ -234,3 +235,64 @@ async def test_kill9_answers_every_request_once_and_never_resends_orders(
     assert len(answers) == 90 and all(len(s) == 1 for s in answers.values())
     counters = await referee(sandbox_url, "kis/real", appkey(gateway_settings))
     assert counters["over_limit"] == 0 and counters["tokens_issued"] == 1
+
+
+@asynccontextmanager
+async def private_redis(port: int, tmp: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A redis-server of this test's own, so it can be restarted without touching the others'."""
+    proc = await asyncio.create_subprocess_exec(
+        "redis-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        tmp,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    await writer.wait_closed()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary to restart")
+async def test_redis_restart_costs_no_token_issuance(
+    services: Services, topics: Topics, gateway_settings: GatewaySettings, sandbox_url: str, tmp_path: object
+) -> None:
+    """Losing Redis mid-run (down, then back empty) keeps serving reads and issues no second token."""
+    port = _free_port()
+    settings = gateway_settings.model_copy(
+        update={"redis": gateway_settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{port}/0"})}
+    )
+    async with hub(services, topics) as client:
+        async with private_redis(port, str(tmp_path)) as redis_proc:
+            app = GatewayApp(settings)
+            await app.start()
+            before = await load(client, 10, timeout=30)
+            redis_proc.kill()
+            await redis_proc.wait()
+            during = await load(client, 10, timeout=30)
+        async with private_redis(port, str(tmp_path)):
+            after = await load(client, 10, timeout=30)
+            await app.stop()
+    assert Counter(r.status for r in before + during + after) == {Status.OK: 30}
+    counters = await referee(sandbox_url, "kis/real", appkey(settings))
+    assert counters["tokens_issued"] == 1 and counters["token_refusals"] == 0
+    assert counters["over_limit"] == 0

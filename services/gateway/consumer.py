@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from services.gateway.metrics import ASSIGNED_PARTITIONS, INFLIGHT
+from services.gateway.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, INFLIGHT
 from services.gateway.offsets import OffsetTracker
 from services.logs import log_event
 from services.settings import KafkaSettings
@@ -111,6 +111,7 @@ class RequestConsumer:
             except KafkaError as exc:  # a rebalance raced us; the next turn sees the new assignment
                 log_event(logger, "consumer.backpressure_failed", logging.WARNING, error=str(exc))
             await self._commit()
+            self._report_lag(consumer)
 
     async def _process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         INFLIGHT.inc()
@@ -142,6 +143,13 @@ class RequestConsumer:
             consumer.pause(*to_pause)
         if to_resume:
             consumer.resume(*to_resume)
+
+    def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in self.assignment:
+            highwater = consumer.highwater(tp)
+            position = self._tracker.position(tp)
+            if highwater is not None and position is not None:
+                CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - position))
 
     async def _commit(self, tps: list[TopicPartition] | None = None) -> None:
         due = self._tracker.commits_due(tps)

@@ -74,15 +74,6 @@ class Pacer:
         self.interval_s = interval_s
         self._tat_s = 0.0
 
-    def reserve(self, deadline_s: float | None = None, now_s: float | None = None) -> float | None:
-        """Reserve the next slot; returns its start (monotonic seconds) or None if past ``deadline_s``."""
-        now = time.monotonic() if now_s is None else now_s
-        start = max(now, self._tat_s)
-        if deadline_s is not None and start > deadline_s:
-            return None
-        self._tat_s = start + self.interval_s
-        return start
-
     def wait_s(self, now_s: float | None = None) -> float:
         """How long a reservation made now would wait."""
         now = time.monotonic() if now_s is None else now_s

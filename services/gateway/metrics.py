@@ -39,4 +39,7 @@ QUEUE_DEPTH = Gauge(
     "apihub_queue_depth", "Requests waiting for a slot, by limit domain and priority", ["domain", "priority"]
 )
 INFLIGHT = Gauge("apihub_inflight_requests", "Requests being served right now")
+CONSUMER_LAG = Gauge(
+    "apihub_consumer_lag", "Requests in the log not yet answered and committed", ["partition"]
+)
 ASSIGNED_PARTITIONS = Gauge("apihub_assigned_partitions", "Request partitions owned by this instance")

@@ -46,6 +46,10 @@ class OffsetTracker:
             open_offsets.popitem(last=False)
             self._position[tp] = first + 1
 
+    def position(self, tp: TopicPartition) -> int | None:
+        """The committable position of ``tp`` (next offset after the completed prefix), if known."""
+        return self._position.get(tp)
+
     def in_flight(self, tp: TopicPartition) -> int:
         """Offsets of ``tp`` taken and not yet part of the committable prefix."""
         return len(self._open.get(tp, ()))

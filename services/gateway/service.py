@@ -118,10 +118,6 @@ class Gateway:
         """True while the request is inside an upstream call (it must be drained, not abandoned)."""
         return request_id in self._calling
 
-    def queue_depth(self, provider: Provider) -> int:
-        """Requests waiting for a slot in ``provider``'s domain."""
-        return len(self._domains[provider].scheduler)
-
     def answer(
         self,
         request: ApiRequest,

@@ -48,7 +48,7 @@ async def topics(services: Services, unique: str) -> Topics:
     return Topics(names["api.requests"], names["api.responses"], names["api.requests.dlq"], f"gw-{unique}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -58,7 +58,7 @@ def _free_port() -> int:
 async def sandbox_server(faults: dict[str, object] | None = None) -> AsyncIterator[str]:
     """``apihub sandbox`` as its own process, as remote as a real broker: its arrival clock (the referee's)
     does not share an event loop with the gateway or the test's load. ``faults`` go through its admin API."""
-    port = _free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -20,7 +20,7 @@ from hubclient.models import ApiResponse, Status
 from services.gateway.app import GatewayApp
 from services.settings import GatewaySettings, KisSettings
 from tests.conftest import REPO, Services
-from tests.integration.conftest import Topics, _free_port, referee, sandbox_server
+from tests.integration.conftest import Topics, free_port, referee, sandbox_server
 from tests.integration.test_round_trip import PRICE, hub, read_all
 
 ORDER = {"CANO": "12345678", "ACNT_PRDT_CD": "01", "PDNO": "005930", "ORD_DVSN": "00", "ORD_UNPR": "70000"}
@@ -148,7 +148,7 @@ async def test_faults_end_every_request_with_the_right_status(
 @asynccontextmanager
 async def gateway_process(settings: GatewaySettings) -> AsyncIterator[asyncio.subprocess.Process]:
     """``apihub gateway`` as a separate OS process (so it can be killed with SIGKILL)."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "APIHUB_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
@@ -277,7 +277,7 @@ async def test_redis_restart_costs_no_token_issuance(
     services: Services, topics: Topics, gateway_settings: GatewaySettings, sandbox_url: str, tmp_path: object
 ) -> None:
     """Losing Redis mid-run (down, then back empty) keeps serving reads and issues no second token."""
-    port = _free_port()
+    port = free_port()
     settings = gateway_settings.model_copy(
         update={"redis": gateway_settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{port}/0"})}
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -176,3 +177,41 @@ async def test_console_consumer_reads_the_audit_log(
         assert proc.returncode == 0, err.decode()[-2000:]
         assert f"kafka_correlationId:{response.request_id}" in text
         assert f'"request_id":"{response.request_id}"' in text
+
+
+async def test_health_readiness_and_metrics(
+    services: Services, topics: Topics, gateway: GatewayFactory
+) -> None:
+    """/healthz answers, /readyz reports Kafka, Redis and tokens, /metrics carries the documented series."""
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    async with gateway() as app, hub(services, topics) as client:
+        await app.start_http("127.0.0.1", port)
+        await client.execute("KIS", "FHKST01010100", PRICE, timeout=20)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+            async with asyncio.timeout(15):  # the group join completes a moment after start
+                while True:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        ready = await resp.json()
+                    if resp.status == 200:
+                        break
+                    await asyncio.sleep(0.2)
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                metrics = await resp.text()
+    assert (
+        ready["redis"] is True and ready["kafka_consuming"] is True and ready["tokens_valid"]["KIS"] is True
+    )
+    for series in (
+        'apihub_requests_total{caller="test-worker",provider="KIS",status="ok",tr_id="FHKST01010100"}',
+        "apihub_upstream_calls_total",
+        "apihub_upstream_latency_seconds_bucket",
+        "apihub_queue_wait_seconds_bucket",
+        "apihub_token_refreshes_total",
+        "apihub_consumer_lag",
+        "apihub_inflight_requests",
+        "apihub_assigned_partitions",
+    ):
+        assert series in metrics, series

@@ -10,20 +10,14 @@ import pytest
 from services.gateway.limiter import MIN_RATE_FACTOR, DomainLimiter, Pacer
 
 
-def test_spacing_is_exact() -> None:
-    """Reservations made at once are spaced by the emission interval."""
+def test_pacer_pushes_back() -> None:
+    """The local pacer keeps the next slot one interval after the latest reserved start."""
     pacer = Pacer(0.05)
-    starts = [pacer.reserve(now_s=100.0) for _ in range(5)]
-    assert starts == pytest.approx([100.0, 100.05, 100.10, 100.15, 100.20])
-
-
-def test_deadline_refusal_keeps_state() -> None:
-    """A reservation that would start after its deadline is refused and does not consume a slot."""
-    pacer = Pacer(0.1)
-    assert pacer.reserve(now_s=0.0) == 0.0
-    assert pacer.reserve(deadline_s=0.05, now_s=0.0) is None
-    assert pacer.reserve(now_s=0.0) == pytest.approx(0.1)
-    assert pacer.wait_s(now_s=0.0) == pytest.approx(0.2)
+    assert pacer.wait_s(now_s=100.0) == 0.0
+    pacer.push_back(100.0)
+    assert pacer.wait_s(now_s=100.0) == pytest.approx(0.05)
+    pacer.push_back(99.0)  # an earlier start never pulls the schedule forward
+    assert pacer.wait_s(now_s=100.0) == pytest.approx(0.05)
 
 
 def test_margin_widens_interval() -> None:

@@ -147,14 +147,11 @@ class GatewayApp:
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Serve one record: answer it exactly once, or dead-letter it (and answer where possible)."""
         intake = read_record(record, self._reply_topics)
-        source = f"{record.topic}:{record.partition}:{record.offset}"
         if intake.request is None:
-            await self._publish_with_retry(
-                lambda: self.publisher.dead_letter(
-                    record.value, list(record.headers or ()), reason=intake.reason or "invalid", source=source
-                )
-            )
-            if intake.reply is not None:
+            await self._dead_letter(record, intake.reason or "invalid")
+            if intake.reply is not None and await self.publisher.can_reply_to(
+                intake.reply.topic, intake.reply.partition
+            ):
                 response = ApiResponse(
                     request_id=intake.reply.request_id,
                     status=Status.INVALID,
@@ -165,6 +162,10 @@ class GatewayApp:
                 await self._respond(response, intake.reply.topic, intake.reply.partition, None, "-", "-", "-")
             return
         request = intake.request
+        if not await self.publisher.can_reply_to(request.reply_topic, request.reply_partition):
+            missing = f"{request.reply_topic} has no partition {request.reply_partition}"
+            await self._dead_letter(record, f"reply_partition_unknown: {missing}")
+            return
         key = (record.partition, record.offset)
         self._serving[key] = request.request_id
         try:
@@ -188,6 +189,13 @@ class GatewayApp:
             )
         finally:
             self._serving.pop(key, None)
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        source = f"{record.topic}:{record.partition}:{record.offset}"
+        headers = list(record.headers or ())
+        await self._publish_with_retry(
+            lambda: self.publisher.dead_letter(record.value, headers, reason=reason, source=source)
+        )
 
     def _abandonable(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """A record may be left to the next owner unless its request is inside an upstream call."""

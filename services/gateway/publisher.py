@@ -38,6 +38,13 @@ class Publisher:
             self._started = False
             await self._producer.stop()
 
+    async def can_reply_to(self, topic: str, partition: int) -> bool:
+        """True when ``partition`` of ``topic`` exists (else aiokafka would refuse the send outright)."""
+        if not self._started:
+            raise RuntimeError("Publisher.start() was not called")
+        partitions = await self._producer.partitions_for(topic)
+        return partition in (partitions or ())
+
     async def respond(
         self,
         response: ApiResponse,

@@ -100,3 +100,31 @@ async def test_foreign_reply_topic_is_refused(
     async with gateway():
         (dead,) = await read_all(services, topics.dlq, 1, timeout_s=20)
     assert header_value(dead.headers, DLQ_REASON).decode().startswith("reply_topic_not_allowed")
+
+
+async def test_unknown_reply_partition_is_dead_lettered(
+    services: Services, topics: Topics, gateway: GatewayFactory
+) -> None:
+    """A reply partition that does not exist cannot block the partition: the request is dead-lettered."""
+    body = {
+        "request_id": new_request_id(),
+        "provider": "KIS",
+        "tr_id": "FHKST01010100",
+        "caller": "t",
+        "params": PRICE,
+        "deadline_ms": 2**41,
+        "created_at_ms": 1,
+        "reply_topic": topics.responses,
+        "reply_partition": 99,
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topics.requests, orjson.dumps(body), key=b"KIS")
+    finally:
+        await producer.stop()
+    async with gateway(), hub(services, topics) as client:
+        after = await client.execute("KIS", "FHKST01010100", PRICE, timeout=20)
+        (dead,) = await read_all(services, topics.dlq, 1, timeout_s=20)
+    assert after.status is Status.OK
+    assert header_value(dead.headers, DLQ_REASON).decode().startswith("reply_partition_unknown")

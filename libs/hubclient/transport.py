@@ -79,7 +79,7 @@ class KafkaTransport:
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
             enable_idempotence=True,
-            linger_ms=1,
+            linger_ms=0,  # latency first: batches still form while a send is in flight
         )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,

@@ -23,7 +23,7 @@ class Publisher:
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
             enable_idempotence=True,
-            linger_ms=1,
+            linger_ms=0,  # latency first: batches still form while a send is in flight
         )
         self._started = False
 

@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 COV_FLOOR ?= 80
 
-.PHONY: help setup up down status run test test-unit test-integration lint typecheck schemas clean
+.PHONY: help setup up down status run test test-unit test-integration lint typecheck schemas bench clean
 
 help:
 	@echo "make run     set up everything, start the local stack, send the demo workload, print a summary"
 	@echo "make test    set up everything, run the unit and integration tests (starts Kafka and Redis)"
 	@echo "make up | down | status   manage the local stack (Kafka, Redis, sandbox, gateway) under .local/"
 	@echo "make lint | typecheck | schemas"
+	@echo "make bench   the five benchmarks of issue 4 (~5 min, starts Kafka and Redis), results in docs/BENCHMARKS.md"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +61,10 @@ typecheck: setup
 
 schemas: setup
 	$(BIN)/apihub schemas generate
+
+# Runs all five; `$(BIN)/python -m tests.bench pacing priority --quick` runs a subset as a short smoke run.
+bench: setup
+	$(BIN)/python -m tests.bench
 
 clean: down
 	rm -rf .local

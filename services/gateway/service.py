@@ -173,14 +173,19 @@ class Gateway:
             )
         if request.remaining_ms() <= 0:
             return self.answer(request, Status.EXPIRED, reason="deadline_passed")
+        domain = self._domains[request.provider]
+        # Under overload most reads are refused here; checking the deadline before the Redis lookup keeps
+        # that cheap. A non-idempotent call must learn first whether an earlier delivery reached the broker.
+        refusal = self._admit(domain, request) if spec.idempotent else None
+        if refusal is not None:
+            return refusal
         earlier = await self._earlier_delivery(request, spec)
         if earlier is not None:
             return earlier
         twin = self._jobs.get(request.request_id)
         if twin is not None:  # delivered again while the first delivery is still being served
             return await asyncio.shield(twin.future)
-        domain = self._domains[request.provider]
-        refusal = self._admit(domain, request)
+        refusal = None if spec.idempotent else self._admit(domain, request)
         if refusal is not None:
             return refusal
         job = _Job(request, spec, received, asyncio.get_running_loop().create_future())

@@ -174,8 +174,8 @@ class Gateway:
         if request.remaining_ms() <= 0:
             return self.answer(request, Status.EXPIRED, reason="deadline_passed")
         domain = self._domains[request.provider]
-        # Under overload most reads are refused here; checking the deadline before the Redis lookup keeps
-        # that cheap. A non-idempotent call must learn first whether an earlier delivery reached the broker.
+        # Under overload most reads are refused here, before the Redis lookup, which keeps that cheap. A
+        # non-idempotent call must first learn whether an earlier delivery reached the broker.
         refusal = self._admit(domain, request) if spec.idempotent else None
         if refusal is not None:
             return refusal
@@ -185,7 +185,7 @@ class Gateway:
         twin = self._jobs.get(request.request_id)
         if twin is not None:  # delivered again while the first delivery is still being served
             return await asyncio.shield(twin.future)
-        refusal = None if spec.idempotent else self._admit(domain, request)
+        refusal = self._admit(domain, request)  # again, right before the push: others queued meanwhile
         if refusal is not None:
             return refusal
         job = _Job(request, spec, received, asyncio.get_running_loop().create_future())

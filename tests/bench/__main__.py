@@ -25,6 +25,7 @@ async def run_one(stack: Stack, name: str, quick: bool) -> report.Result:
     module = importlib.import_module(f"tests.bench.{name}")
     bench = Bench(stack, name, quick)
     loadavg = f"{os.getloadavg()[0]:.2f}"
+    commit = report.git_commit()
     started = time.time()
     try:
         result: report.Result = await module.run(bench)
@@ -35,6 +36,7 @@ async def run_one(stack: Stack, name: str, quick: bool) -> report.Result:
     result.command = report.command_line()
     result.quick = quick
     result.loadavg = loadavg
+    result.commit = commit
     return result
 
 

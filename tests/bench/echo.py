@@ -43,7 +43,8 @@ async def echo(bootstrap: str, topic: str, group: str, stop: asyncio.Event) -> N
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, enable_idempotence=True)
+    # Configured like the gateway's publisher, so only the work in between differs.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=True)
     await producer.start()
     await consumer.start()
     ready = _Ready()

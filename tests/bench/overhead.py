@@ -216,9 +216,8 @@ async def run(bench: Bench) -> Result:
             f"Why the p50 goal is missed by {add50 - GOAL_P50_MS:.1f} ms: the Kafka request/reply floor "
             f"alone (echo p50 {e50:.1f} ms) is {'above' if floor_gap > 0 else 'within'} the 5 ms budget on "
             f"this machine, and the gateway's own work adds {h50 - e50 - d50:.1f} ms at p50 on top of the "
-            "HTTP call. Each hop waits for its produce to be acknowledged (the HubClient's and the "
-            "gateway's producers both use linger_ms=1 and idempotence, acks=all), and each fetch is a "
-            "round trip to the broker."
+            "HTTP call. Each of the two hops waits for its produce to be acknowledged (idempotent "
+            "producers, acks=all) and for a fetch from the broker."
         )
     return Result(
         name="overhead",

@@ -64,6 +64,7 @@ class Result:
     command: str = ""
     quick: bool = False
     loadavg: str = ""
+    commit: str = ""
 
 
 def verdict(met: bool, margin: str) -> str:
@@ -89,8 +90,6 @@ def machine_facts() -> dict[str, str]:
     kafka = jars[0].stem.removeprefix("kafka-server-") if jars else "unknown"
     redis_version = _output(["redis-server", "--version"])  # "Redis server v=7.0.15 sha=..."
     redis = redis_version.split(" v=")[-1].split()[0] if " v=" in redis_version else "?"
-    commit = _output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or "?"
-    dirty = _output(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
     return {
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
@@ -99,9 +98,16 @@ def machine_facts() -> dict[str, str]:
         "kafka": f"Apache Kafka {kafka} (KRaft, local stack, one broker)",
         "redis": f"Redis {redis}",
         "os": f"{platform.system()} {platform.release()}",
-        "commit": f"{commit}{' (with uncommitted changes)' if dirty else ''}",
+        "commit": git_commit(),
         "load average (1, 5, 15 min) at the end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def git_commit() -> str:
+    """The checked-out commit, marked when tracked files differ from it."""
+    commit = _output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]) or "?"
+    dirty = _output(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    return f"{commit}{' (with uncommitted changes)' if dirty else ''}"
 
 
 def _output(argv: list[str]) -> str:
@@ -122,6 +128,7 @@ def render_section(result: Result, history: list[dict[str, Any]] | None = None) 
         "headline": asdict(result.headline),
         "started": result.started,
         "quick": result.quick,
+        "commit": result.commit,
         "history": history or [],
     }
     lines = [
@@ -132,7 +139,7 @@ def render_section(result: Result, history: list[dict[str, Any]] | None = None) 
         f"**Baseline:** {result.baseline_name}  ",
         f"**Result:** {verdict(result.headline.met, result.headline.margin)}  ",
         f"**Run:** {result.started}, {result.duration_s:.0f} s, 1-min load average {result.loadavg} at the "
-        f"start, `{result.command}`"
+        f"start, code {result.commit}, `{result.command}`"
         + (" (quick smoke run: shortened, not the reference figures)" if result.quick else ""),
         "",
         "| measure | hub | baseline | goal | verdict |",
@@ -146,7 +153,8 @@ def render_section(result: Result, history: list[dict[str, Any]] | None = None) 
         lines += ["", *[f"- {note}" for note in result.notes]]
     if history:
         earlier = "; ".join(
-            f"{h['started']}{' (quick)' if h.get('quick') else ''}: {h['figure']}, "
+            f"{h['started']}{' (quick)' if h.get('quick') else ''}"
+            f"{' at ' + h['commit'] if h.get('commit') else ''}: {h['figure']}, "
             f"{verdict(h['met'], h['margin'])}"
             for h in history
         )
@@ -164,7 +172,12 @@ def _history(previous: dict[str, Any] | None) -> list[dict[str, Any]]:
     if previous is None:
         return []
     h = previous["headline"]
-    latest = {"started": previous["started"], "quick": previous.get("quick", False), **h}
+    latest = {
+        "started": previous["started"],
+        "quick": previous.get("quick", False),
+        "commit": previous.get("commit", ""),
+        **h,
+    }
     latest.pop("baseline", None)
     latest.pop("goal", None)
     return [latest, *previous.get("history", [])][:HISTORY]

@@ -105,7 +105,7 @@ class GatewayApp:
         wait_s = await limiter.reserve()
         if wait_s:
             await asyncio.sleep(wait_s)
-        await limiter.before_send()
+        await limiter.before_send()  # the grant time is close enough for a call made once a minute
 
     async def start(self) -> None:
         """Start every part, then begin consuming."""

@@ -11,6 +11,9 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import aiohttp
 import orjson
@@ -40,6 +43,19 @@ class UpstreamNoAnswer(DispatchError):
     sent = True
 
 
+@dataclass(frozen=True)
+class _SentHook:
+    on_sent: Callable[[], Awaitable[None]]
+
+
+async def _headers_sent(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    hook = context.trace_request_ctx
+    if isinstance(hook, _SentHook):
+        await hook.on_sent()
+
+
 class Dispatcher:
     """Sends ``UpstreamRequest``s; start before use, stop to close the sessions."""
 
@@ -54,7 +70,11 @@ class Dispatcher:
             if settings.ca_bundle:
                 ssl_context = ssl.create_default_context(cafile=settings.ca_bundle)
             connector = aiohttp.TCPConnector(limit=100, ssl=ssl_context)
-            session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_headers_sent)
+            session = aiohttp.ClientSession(
+                connector=connector, raise_for_status=False, trace_configs=[trace]
+            )
             # aiohttp silently resends an idempotent request once when a reused connection drops. Every
             # arrival counts against the broker's limit, so retries are the gateway's decision alone.
             if hasattr(session, "_retry_connection"):
@@ -66,8 +86,14 @@ class Dispatcher:
         sessions, self._sessions = self._sessions, {}
         await asyncio.gather(*(s.close() for s in sessions.values()))
 
-    async def send(self, provider: Provider, request: UpstreamRequest, timeout_s: float) -> UpstreamAnswer:
-        """Make one HTTP call bounded by ``timeout_s`` seconds."""
+    async def send(
+        self,
+        provider: Provider,
+        request: UpstreamRequest,
+        timeout_s: float,
+        on_sent: Callable[[], Awaitable[None]] | None = None,
+    ) -> UpstreamAnswer:
+        """Make one HTTP call bounded by ``timeout_s`` seconds; ``on_sent`` runs when its headers left."""
         session = self._sessions.get(provider)
         if session is None:
             raise RuntimeError("Dispatcher.start() was not called")
@@ -81,6 +107,7 @@ class Dispatcher:
                 params=request.query,
                 data=orjson.dumps(request.json_body) if request.json_body is not None else None,
                 timeout=timeout,
+                trace_request_ctx=_SentHook(on_sent) if on_sent is not None else None,
             ) as resp:
                 raw = await resp.read()
                 headers = {k.lower(): v for k, v in resp.headers.items()}

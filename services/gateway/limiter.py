@@ -12,16 +12,20 @@ Throttle answers from the broker halve the domain's rate (AIMD); each success wi
 Spacing by TAT alone lets a late slot (event-loop jitter) land close to the next one. The brokers count
 a sliding one-second window, so the limiter also logs the actual send times of every instance in a Redis
 sorted set and holds a call while ``floor(rate)`` calls were sent within the last second plus a guard
-(this process's own log stands in while Redis is unreachable).
+(this process's own log stands in while Redis is unreachable). A send is recorded when it is granted
+and moved to the moment its headers actually left (``sent``), so an event-loop stall between the two
+cannot bunch arrivals at the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -63,8 +67,23 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
+# KEYS[1] = the same sorted set; ARGV[1] = a member: move its send time to now (the request really left).
+_MOVE = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], 'XX', string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])), ARGV[1])
+return 0
+"""
+
 MIN_RATE_FACTOR = 0.25
 RECOVERY_PER_SUCCESS = 0.02
+
+
+@dataclass(frozen=True)
+class SendTicket:
+    """One granted send: its local log entry and its member in the shared log (None without Redis)."""
+
+    entry: list[float]
+    member: str | None
 
 
 class Pacer:
@@ -95,7 +114,7 @@ class DomainLimiter:
         redis: Redis | None,
         key_prefix: str = "apihub:",
         safety_margin: float = 0.02,
-        window_guard_s: float = 0.02,
+        window_guard_s: float = 0.03,
     ) -> None:
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
@@ -109,12 +128,13 @@ class DomainLimiter:
         self._pacer = Pacer(self.base_interval_s)
         self._script = redis.register_script(_GCRA) if redis is not None else None
         self._window_script = redis.register_script(_WINDOW) if redis is not None else None
+        self._move_script = redis.register_script(_MOVE) if redis is not None else None
         self._window_key = f"{key_prefix}sent:{domain}"
         self._sends = 0
         self._redis_down = False
         self._window_s = 1.0 + window_guard_s
         self._window_limit = max(1, math.floor(rate_per_s))
-        self._sent: deque[float] = deque()
+        self._sent: deque[list[float]] = deque()  # [monotonic send time], moved by ``sent``
 
     @property
     def interval_s(self) -> float:
@@ -157,10 +177,11 @@ class DomainLimiter:
         self._pacer.push_back(now + wait_s)
         return wait_s
 
-    async def before_send(self) -> None:
+    async def before_send(self) -> SendTicket:
         """Hold the call while the last second already holds ``floor(rate)`` sends, then record it."""
         while True:
             wait_s = self._local_window_wait()
+            member = None
             if wait_s == 0 and self._window_script is not None:
                 self._sends += 1
                 member = f"{id(self):x}:{self._sends}"
@@ -170,17 +191,28 @@ class DomainLimiter:
                     )
                     wait_s = int(wait_us) / 1_000_000
                 except (RedisError, OSError):
-                    wait_s = 0.0  # Redis is down: the local log alone guards this process
+                    wait_s, member = 0.0, None  # Redis is down: the local log alone guards this process
             if wait_s == 0:
-                self._sent.append(time.monotonic())
-                return
+                entry = [time.monotonic()]
+                self._sent.append(entry)
+                return SendTicket(entry, member)
             await asyncio.sleep(wait_s)
+
+    async def sent(self, ticket: SendTicket) -> None:
+        """The request's headers just left: record that moment instead of the grant."""
+        ticket.entry[0] = time.monotonic()
+        if ticket.member is None or self._move_script is None:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await self._move_script(keys=[self._window_key], args=[ticket.member])
 
     def _local_window_wait(self) -> float:
         now = time.monotonic()
-        while self._sent and self._sent[0] <= now - self._window_s:
+        while self._sent and self._sent[0][0] <= now - self._window_s:
             self._sent.popleft()
-        return 0.0 if len(self._sent) < self._window_limit else self._sent[0] + self._window_s - now
+        if len(self._sent) < self._window_limit:
+            return 0.0
+        return max(1e-3, self._sent[0][0] + self._window_s - now)
 
     def throttled(self) -> None:
         """The broker said slow down: halve the rate (down to a quarter of nominal)."""

@@ -412,13 +412,16 @@ class Gateway:
         if job.abandoned:
             return
         upstream = self._adapters[provider].build(spec, request, token)
-        await domain.limiter.before_send()  # as close to the wire as possible: the broker counts arrivals
+        ticket = await domain.limiter.before_send()  # close to the wire: the broker counts arrivals
         remaining_s = request.remaining_ms() / 1000
         job.attempts += 1
         started = time.monotonic()
         try:
             answer = await self._dispatcher.send(
-                provider, upstream, min(remaining_s, self._call_timeout_s[provider])
+                provider,
+                upstream,
+                min(remaining_s, self._call_timeout_s[provider]),
+                on_sent=lambda: domain.limiter.sent(ticket),
             )
         except DispatchError as exc:
             job.upstream_s += time.monotonic() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 
@@ -64,3 +65,13 @@ async def test_sliding_window_holds_late_bursts() -> None:
         sent.append(time.monotonic())
     assert sent[5] - sent[0] >= 1.0 - 0.005
     assert sent[6] - sent[1] >= 1.0 - 0.005
+
+
+async def test_sent_moves_the_send_to_when_it_left() -> None:
+    """A send that left late counts from when it left, so the window holds after an event-loop stall."""
+    limiter = DomainLimiter("KIS", 2, redis=None, window_guard_s=0.0)
+    first = await limiter.before_send()
+    await limiter.before_send()
+    await asyncio.sleep(0.2)  # the first request's headers leave only now
+    await limiter.sent(first)
+    assert limiter._local_window_wait() == pytest.approx(1.0, abs=0.05)

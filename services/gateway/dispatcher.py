@@ -42,6 +42,10 @@ class UpstreamNoAnswer(DispatchError):
 
     sent = True
 
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
 
 @dataclass(frozen=True)
 class _SentHook:
@@ -114,7 +118,11 @@ class Dispatcher:
                 status = resp.status
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamUnreachable(f"{provider} unreachable: {exc.os_error}") from exc
-        except (TimeoutError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        except TimeoutError as exc:
+            raise UpstreamNoAnswer(
+                f"{provider} gave no answer within {timeout_s:.3f}s", timed_out=True
+            ) from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             raise UpstreamNoAnswer(f"{provider} gave no answer: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamNoAnswer(f"{provider} call failed: {exc}") from exc

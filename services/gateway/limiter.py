@@ -114,7 +114,7 @@ class DomainLimiter:
         redis: Redis | None,
         key_prefix: str = "apihub:",
         safety_margin: float = 0.02,
-        window_guard_s: float = 0.03,
+        window_guard_s: float = 0.02,
     ) -> None:
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")

@@ -22,7 +22,7 @@ from hubclient.catalog import TrSpec, lookup
 from hubclient.errors import UnknownTrId
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status, Timing
 from services.gateway.breaker import CircuitBreaker
-from services.gateway.dispatcher import Dispatcher, DispatchError
+from services.gateway.dispatcher import Dispatcher, DispatchError, UpstreamNoAnswer
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.limiter import DomainLimiter
 from services.gateway.metrics import LIMITER_REJECTIONS, QUEUE_DEPTH, QUEUE_WAIT, RETRIES, UPSTREAM_CALLS
@@ -414,18 +414,24 @@ class Gateway:
         upstream = self._adapters[provider].build(spec, request, token)
         ticket = await domain.limiter.before_send()  # close to the wire: the broker counts arrivals
         remaining_s = request.remaining_ms() / 1000
+        timeout_s = min(remaining_s, self._call_timeout_s[provider])
         job.attempts += 1
         started = time.monotonic()
         try:
             answer = await self._dispatcher.send(
                 provider,
                 upstream,
-                min(remaining_s, self._call_timeout_s[provider]),
+                timeout_s,
                 on_sent=lambda: domain.limiter.sent(ticket),
             )
         except DispatchError as exc:
             job.upstream_s += time.monotonic() - started
-            breaker.record_failure()
+            if not (
+                isinstance(exc, UpstreamNoAnswer)
+                and exc.timed_out
+                and timeout_s < self._call_timeout_s[provider]
+            ):
+                breaker.record_failure()  # a timeout cut short by the caller's deadline is not the broker's
             UPSTREAM_CALLS.labels(provider.value, spec.tr_id, "no_answer").inc()
             if exc.sent and not spec.idempotent:
                 return self._finish(

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-COV_FLOOR ?= 80
+COV_FLOOR ?= 85
 
 .PHONY: help setup up down status run test test-unit test-integration lint typecheck schemas bench clean
 

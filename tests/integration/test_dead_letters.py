@@ -75,28 +75,36 @@ async def test_garbage_and_invalid_json(services: Services, topics: Topics, gate
     assert answers[header_id][0] == 1
 
 
-async def test_foreign_reply_topic_is_refused(
-    services: Services, topics: Topics, gateway: GatewayFactory
-) -> None:
-    """A request asking for answers on a topic that is not a reply topic is dead-lettered, not obeyed."""
-    request_id = new_request_id()
+def price_request(**fields: object) -> bytes:
+    """A raw, otherwise valid price request body with ``fields`` overridden."""
     body = {
-        "request_id": request_id,
+        "request_id": new_request_id(),
         "provider": "KIS",
         "tr_id": "FHKST01010100",
         "caller": "t",
         "params": PRICE,
         "deadline_ms": 2**41,
         "created_at_ms": 1,
-        "reply_topic": topics.requests,
-        "reply_partition": 0,
+        **fields,
     }
+    return orjson.dumps(body)
+
+
+async def produce(services: Services, topic: str, value: bytes) -> None:
+    """Publish one raw value, keyed KIS, as any non-Python client could."""
     producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(topics.requests, orjson.dumps(body), key=b"KIS")
+        await producer.send_and_wait(topic, value, key=b"KIS")
     finally:
         await producer.stop()
+
+
+async def test_foreign_reply_topic_is_refused(
+    services: Services, topics: Topics, gateway: GatewayFactory
+) -> None:
+    """A request asking for answers on a topic that is not a reply topic is dead-lettered, not obeyed."""
+    await produce(services, topics.requests, price_request(reply_topic=topics.requests, reply_partition=0))
     async with gateway():
         (dead,) = await read_all(services, topics.dlq, 1, timeout_s=20)
     assert header_value(dead.headers, DLQ_REASON).decode().startswith("reply_topic_not_allowed")
@@ -106,23 +114,7 @@ async def test_unknown_reply_partition_is_dead_lettered(
     services: Services, topics: Topics, gateway: GatewayFactory
 ) -> None:
     """A reply partition that does not exist cannot block the partition: the request is dead-lettered."""
-    body = {
-        "request_id": new_request_id(),
-        "provider": "KIS",
-        "tr_id": "FHKST01010100",
-        "caller": "t",
-        "params": PRICE,
-        "deadline_ms": 2**41,
-        "created_at_ms": 1,
-        "reply_topic": topics.responses,
-        "reply_partition": 99,
-    }
-    producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topics.requests, orjson.dumps(body), key=b"KIS")
-    finally:
-        await producer.stop()
+    await produce(services, topics.requests, price_request(reply_topic=topics.responses, reply_partition=99))
     async with gateway(), hub(services, topics) as client:
         after = await client.execute("KIS", "FHKST01010100", PRICE, timeout=20)
         (dead,) = await read_all(services, topics.dlq, 1, timeout_s=20)

@@ -29,6 +29,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._probe_at = 0.0
 
     def allow(self, now_s: float | None = None) -> bool:
         """True when a call may be made now."""
@@ -38,8 +39,12 @@ class CircuitBreaker:
             self._probing = False
         if self.state is BreakerState.CLOSED:
             return True
-        if self.state is BreakerState.HALF_OPEN and not self._probing:
+        # A probe that never reported back (its request was withdrawn) must not hold the breaker forever.
+        if self.state is BreakerState.HALF_OPEN and (
+            not self._probing or now - self._probe_at >= self.open_s
+        ):
             self._probing = True
+            self._probe_at = now
             return True
         return False
 

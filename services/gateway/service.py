@@ -414,6 +414,9 @@ class Gateway:
         upstream = self._adapters[provider].build(spec, request, token)
         ticket = await domain.limiter.before_send()  # close to the wire: the broker counts arrivals
         remaining_s = request.remaining_ms() / 1000
+        if remaining_s <= 0:  # the window made it wait past the deadline: nothing was sent
+            await self._clear_inflight(job)
+            return self._finish(job, self.answer(request, Status.EXPIRED, reason="deadline_passed", job=job))
         timeout_s = min(remaining_s, self._call_timeout_s[provider])
         job.attempts += 1
         started = time.monotonic()

@@ -20,7 +20,7 @@ from hubclient.models import ApiResponse, Status
 from services.gateway.app import GatewayApp
 from services.settings import GatewaySettings, KisSettings
 from tests.conftest import REPO, Services
-from tests.integration.conftest import Topics, free_port, referee, sandbox_server
+from tests.integration.conftest import GatewayFactory, Topics, free_port, referee, sandbox_server
 from tests.integration.test_round_trip import PRICE, hub, read_all
 
 ORDER = {"CANO": "12345678", "ACNT_PRDT_CD": "01", "PDNO": "005930", "ORD_DVSN": "00", "ORD_UNPR": "70000"}
@@ -77,10 +77,10 @@ async def test_limit_held_across_rebalance(
 
 
 async def test_deadline_unreachable_is_logged(
-    services: Services, topics: Topics, gateway: object, caplog: pytest.LogCaptureFixture
+    services: Services, topics: Topics, gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Requests that cannot meet their deadline are refused at once, each with a ratelimit.rejected event."""
-    async with gateway(), hub(services, topics) as client:  # type: ignore[operator]
+    async with gateway(), hub(services, topics) as client:
         with caplog.at_level(logging.WARNING, logger="services.gateway.service"):
             results = await load(client, 60, timeout=1.0)
     by_status = Counter((r.status, r.reason) for r in results)

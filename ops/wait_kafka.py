@@ -1,7 +1,7 @@
 """Wait until a Kafka broker answers admin requests, or fail after a deadline.
 
-ops/stack.sh uses this as Kafka's readiness check: what counts is that a client can list topics and
-sees a live broker in the metadata, not what the broker writes to its log.
+ops/stack.sh uses this as Kafka's readiness check: what counts is that a client can list topics, sees a
+live broker in the metadata and reaches the group coordinator, not what the broker writes to its log.
 
     python ops/wait_kafka.py --bootstrap 127.0.0.1:19092 [--timeout 90] [--pid PID] [--quiet]
 """
@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 ATTEMPT_TIMEOUT_S = 5.0
 RETRY_PAUSE_S = 0.5
+READINESS_GROUP = "apihub-readiness"
 
 
 async def probe(bootstrap: str, timeout_s: float) -> None:
@@ -30,6 +31,9 @@ async def probe(bootstrap: str, timeout_s: float) -> None:
         cluster = await admin.describe_cluster()
         if not cluster["brokers"]:
             raise RuntimeError("metadata lists no live broker yet")
+        # Consumer groups work only once the group coordinator has loaded __consumer_offsets; before that a
+        # gateway's first join is retried for many seconds. This call fails until the coordinator answers.
+        await admin.list_consumer_group_offsets(READINESS_GROUP)
     finally:
         await admin.close()
 

@@ -6,10 +6,10 @@ Modules, in the order a request meets them:
   ``/kiwoom/{real,mock}``, ``/_sandbox/*``, ``/healthz``
 - ``settings``: ``SandboxSettings`` (env prefix ``APIHUB_SANDBOX__``) and ``FaultSettings``
 - ``state``: everything one process holds, reachable as ``request.app[STATE]``
-- ``wire``: the gate every provider call passes (arrival counted, faults, per-second limit)
+- ``wire``: the gate every provider call passes (arrival jitter, arrival counted, faults, per-second limit)
 - ``referee``: sliding-window limits counted on arrival and the stats report
 - ``tokens``: credentials, key-to-environment binding, token issuance and validity
-- ``faults``: latency, 5xx, dropped connections, maintenance, timed-out orders
+- ``faults``: arrival jitter, latency, 5xx, dropped connections, maintenance, timed-out orders
 - ``kis`` (routing and OAuth), ``kis_envelope``, ``kis_quotes``, ``kis_trading``
 - ``kiwoom`` (routing, OAuth, orders), ``kiwoom_envelope``, ``kiwoom_charts``
 - ``clock``: simulated KST wall time and the monotonic source of the limiter

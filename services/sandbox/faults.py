@@ -1,4 +1,4 @@
-"""Faults on demand: added latency, 5xx answers, cut connections, maintenance and timed-out orders.
+"""Faults on demand: arrival jitter, latency, 5xx answers, cut connections, maintenance, timed-out orders.
 
 Configured by ``SandboxSettings.faults`` at start-up and changed at runtime with ``POST /_sandbox/faults``
 (a partial ``FaultSettings`` object; ``{"invalidate_tokens_now": true}`` runs a maintenance at once).
@@ -6,6 +6,12 @@ Dice are seeded (``seed``) so a run is reproducible. Each provider request rolls
 counted as an arrival: drop first, then latency, then the 5xx error. Maintenance (every token of every
 environment dies) runs lazily on the next request once ``token_invalidate_every_s`` simulated seconds have
 passed. The order timeout is rolled by the order handlers after the order was accepted.
+
+Arrival jitter (``arrival_jitter_ms`` = J) comes earlier: a request waits a delay drawn uniformly from
+[0, J] ms *before* the referee counts it, standing for the unknown way from a client to a real broker's
+counter (network, accept queue), so concurrent requests overtake each other and arrive reordered and
+bunched. Its draws come from dice of their own (seeded from ``seed``, see ``_jitter_dice``), so switching
+it on or off never shifts the other faults' sequence, and with J = 0 nothing is drawn at all.
 """
 
 from __future__ import annotations
@@ -20,6 +26,11 @@ from services.sandbox.clock import SimClock
 from services.sandbox.settings import FaultSettings
 
 log = logging.getLogger(__name__)
+
+
+def _jitter_dice(seed: int) -> random.Random:
+    """The arrival-jitter dice: derived from ``seed`` but not the same stream as the other faults' dice."""
+    return random.Random(f"arrival-jitter/{seed}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +53,7 @@ class Faults:
         self._invalidate = invalidate_tokens
         self._settings = settings
         self._rng = random.Random(settings.seed)
+        self._jitter_rng = _jitter_dice(settings.seed)
         self._last_maintenance_s = clock.monotonic()
         self.maintenances = 0
 
@@ -57,6 +69,7 @@ class Faults:
         merged = FaultSettings.model_validate({**self._settings.model_dump(), **patch})
         if merged.seed != self._settings.seed:
             self._rng = random.Random(merged.seed)
+            self._jitter_rng = _jitter_dice(merged.seed)
         if merged.token_invalidate_every_s != self._settings.token_invalidate_every_s:
             self._last_maintenance_s = self._clock.monotonic()
         self._settings = merged
@@ -69,6 +82,7 @@ class Faults:
         """Back to the start-up fault settings."""
         self._settings = self._initial
         self._rng = random.Random(self._initial.seed)
+        self._jitter_rng = _jitter_dice(self._initial.seed)
         self._last_maintenance_s = self._clock.monotonic()
 
     def invalidate_now(self) -> int:
@@ -91,6 +105,13 @@ class Faults:
     def _applies(self, env_id: str) -> bool:
         targets = self._settings.targets
         return not targets or env_id in targets
+
+    def arrival_delay_s(self, env_id: str) -> float:
+        """Real seconds a request to ``env_id`` waits before it arrives: uniform [0, J], or 0 (off)."""
+        jitter_ms = self._settings.arrival_jitter_ms
+        if jitter_ms <= 0 or not self._applies(env_id):
+            return 0.0
+        return self._jitter_rng.uniform(0.0, jitter_ms) / 1000.0
 
     def roll(self, env_id: str) -> FaultRoll:
         """Roll the dice for one request to ``env_id``."""

@@ -16,7 +16,8 @@ Times come from the sandbox clock's monotonic source, so tests can freeze or adv
      "environments": {"kis/real": {"provider": "KIS", "environment": "real", "rate_per_s": 20,
          "requests": 0, "window_requests": 0, "max_in_window": 0, "over_limit": 0,
          "tokens_issued": 0, "tokens_new": 0, "token_refusals": 0,
-         "orders_accepted": 0, "orders_timed_out": 0, "faults": {"latency": 0, "error": 0, "drop": 0},
+         "orders_accepted": 0, "orders_timed_out": 0, "faults": {"arrival_jitter": 0, "latency": 0,
+         "error": 0, "drop": 0},
          "by_tr_id": {"FHKST01010100": 0}, "by_code": {"ok": 0, "EGW00201": 0},
          "appkeys": {"<appkey>": {same counters, without provider/environment/rate_per_s/appkeys}}},
       ...}}
@@ -148,7 +149,7 @@ class Referee:
         self._tally(arrival.env_id, arrival.appkey).by_code[code] += 1
 
     def fault(self, arrival: Arrival, kind: str) -> None:
-        """Record an injected fault (``latency``, ``error``, ``drop``)."""
+        """Record an injected fault (``arrival_jitter``, ``latency``, ``error``, ``drop``)."""
         self._tally(arrival.env_id, arrival.appkey).faults[kind] += 1
 
     def token_issued(self, env_id: str, appkey: str, new: bool) -> None:

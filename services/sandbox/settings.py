@@ -3,7 +3,8 @@
 Every field has a default, so ``SandboxSettings()`` is a working sandbox on 127.0.0.1:18080. Facts the
 reference marks uncertain (mock rate limits, throttle HTTP status, Kiwoom token rules) are fields here with
 the stated default, so a test or a demo can switch them. ``FaultSettings`` is the same model the admin
-endpoint ``POST /_sandbox/faults`` accepts, so every fault can be set at start-up or at runtime.
+endpoint ``POST /_sandbox/faults`` accepts, so every fault can be set at start-up (group ``faults``, e.g.
+``APIHUB_SANDBOX__FAULTS__ARRIVAL_JITTER_MS=40``) or at runtime.
 ``FeedSettings`` (group ``feed``, e.g. ``APIHUB_SANDBOX__FEED__GAP_RATE``) configures the market feed.
 """
 
@@ -40,6 +41,11 @@ class FaultSettings(BaseModel):
         default=0.0, ge=0, le=1, description="share of orders accepted but answered as timed out"
     )
     order_timeout_delay_ms: float = Field(default=0.0, ge=0, description="wait before the timeout answer, ms")
+    arrival_jitter_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="each request waits uniform [0, J] ms before the referee counts its arrival; 0 = none",
+    )
     token_invalidate_every_s: float = Field(
         default=0.0, ge=0, description="maintenance: invalidate every token each N simulated s; 0 = never"
     )

@@ -1,8 +1,10 @@
 """HTTP plumbing shared by both brokers: the reply value, JSON responses and the gate every call passes.
 
-The gate is where the referee sees a request: it counts the arrival (before anything can refuse it), runs
-due maintenance, rolls the faults (cut connection, added latency, 5xx), refuses arrivals over the
-per-second limit with the provider's own throttle answer, and otherwise runs the endpoint's handler.
+The gate is where the referee sees a request: after the arrival jitter (a real wait of uniform [0, J] ms
+when ``arrival_jitter_ms`` is set, so concurrent requests overtake each other) it counts the arrival
+(before anything can refuse it), runs due maintenance, rolls the faults (cut connection, added latency,
+5xx), refuses arrivals over the per-second limit with the provider's own throttle answer, and otherwise
+runs the endpoint's handler.
 """
 
 from __future__ import annotations
@@ -83,8 +85,14 @@ async def gate(
     in_window: bool = True,
     content_type: str = JSON_CONTENT_TYPE,
 ) -> web.Response:
-    """Count, fault, limit, then handle one provider request."""
+    """Jitter, count, fault, limit, then handle one provider request."""
+    jitter_s = state.faults.arrival_delay_s(env_id)
+    if jitter_s > 0:
+        # a real wait: the referee's clock may be frozen, the overtaking must still happen
+        await asyncio.sleep(jitter_s)
     arrival = state.referee.arrive(env_id, appkey, tr_id, in_window)
+    if jitter_s > 0:
+        state.referee.fault(arrival, "arrival_jitter")
     state.faults.maintain()
     roll = state.faults.roll(env_id)
     if roll.drop:

@@ -20,7 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
-from tests.bench.harness import REPO, clean_env, stop_process
+from tests.processes import REPO, Child, clean_env
 
 
 class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -103,14 +103,15 @@ async def echo_process(bootstrap: str, topic: str, group: str, log_path: Path) -
             stdout=asyncio.subprocess.PIPE,
             stderr=sink,
         )
+    child = Child("echo", proc, log_path)  # stdout is a pipe: the readiness signal is its first line
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         if line.strip() != b"ready":
-            raise RuntimeError(f"echo did not start (said {line!r}, exit {proc.returncode})")
+            raise RuntimeError(f"echo did not start (said {line!r}): {child.describe_exit()}")
         yield proc.pid
     finally:
-        await stop_process(proc, 15)
+        await child.stop(15)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ import contextlib
 import math
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +28,10 @@ from redis.asyncio import Redis
 
 from hubclient.catalog import lookup
 from services.topics import TopicSpec, ensure_topics, load_topics
+from tests import processes
+from tests.processes import GatewayProcess, clean_env, free_port
+
+__all__ = ["GatewayProcess", "clean_env", "free_port"]  # re-exported for the benchmark modules
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / ".local" / "bench"
@@ -68,20 +70,6 @@ def start_stack() -> Stack:
 def fake_credentials() -> tuple[str, str]:
     """A fresh appkey and secret of KIS's shapes (36 and 180 characters): the referee counts per appkey."""
     return "PS" + secrets.token_hex(17), secrets.token_urlsafe(135)[:180]
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env(**overrides: str) -> dict[str, str]:
-    """This process's environment without any ``APIHUB_*`` the shell may carry, plus ``overrides``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APIHUB_")}
-    env.update(overrides)
-    return env
 
 
 @dataclass(frozen=True)
@@ -176,63 +164,21 @@ class Bench:
 # --- processes ------------------------------------------------------------------------------------
 
 
-async def wait_http_ok(url: str, timeout_s: float, proc: asyncio.subprocess.Process | None = None) -> None:
-    """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
-    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout_s):
-        while True:
-            if proc is not None and proc.returncode is not None:
-                raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-
-
-async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 30) -> None:
-    """SIGTERM, then SIGKILL after ``timeout_s``."""
-    if proc.returncode is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-
-
-async def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
-    with log_path.open("ab") as sink:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=REPO, env=env, stdout=sink, stderr=sink
-        )
-
-
 @contextlib.asynccontextmanager
-async def sandbox(bench: Bench, **settings: object) -> AsyncIterator[str]:
+async def sandbox(
+    bench: Bench, *, faults: dict[str, object] | None = None, **settings: object
+) -> AsyncIterator[str]:
     """``apihub sandbox`` as its own process (its own clock and core); ``settings`` become
-    ``APIHUB_SANDBOX__<NAME>`` variables, e.g. ``kis_real_rate_per_s=NO_LIMIT``."""
-    port = free_port()
-    env = clean_env(**{f"APIHUB_SANDBOX__{k.upper()}": str(v) for k, v in settings.items()})
-    args = ["-m", "services.cli", "sandbox", "--host", "127.0.0.1", "--port", str(port)]
-    proc = await _spawn(args, env, bench.log_dir / "sandbox.log")
-    url = f"http://127.0.0.1:{port}"
-    bench.sandbox_pid = proc.pid
-    try:
-        await wait_http_ok(f"{url}/healthz", 30, proc)
-        yield url
-    finally:
-        await stop_process(proc, 10)
-        bench.sandbox_pid = None
-
-
-@dataclass
-class GatewayProcess:
-    """A running ``apihub gateway`` process."""
-
-    proc: asyncio.subprocess.Process
-    instance_id: str
-    metrics_url: str
+    ``APIHUB_SANDBOX__<NAME>`` variables, e.g. ``kis_real_rate_per_s=NO_LIMIT``; ``faults`` are set through
+    its admin API (refused loudly if the sandbox does not know one)."""
+    async with processes.sandbox(
+        settings=settings, faults=faults, log_path=bench.log_dir / "sandbox.log"
+    ) as running:
+        bench.sandbox_pid = running.child.pid
+        try:
+            yield running.url
+        finally:
+            bench.sandbox_pid = None
 
 
 def gateway_env(
@@ -271,18 +217,9 @@ def gateway_env(
 
 
 async def start_gateway(bench: Bench, env: dict[str, str], ready_timeout_s: float = 90) -> GatewayProcess:
-    """Start one gateway process and wait until ``/readyz`` says it consumes."""
-    instance_id = env["APIHUB_INSTANCE_ID"]
-    proc = await _spawn(
-        ["-m", "services.cli", "gateway"], clean_env(**env), bench.log_dir / f"{instance_id}.log"
-    )
-    gateway = GatewayProcess(proc, instance_id, f"http://127.0.0.1:{env['APIHUB_METRICS_PORT']}")
-    try:
-        await wait_http_ok(f"{gateway.metrics_url}/readyz", ready_timeout_s, proc)
-    except BaseException:
-        await stop_process(proc, 10)
-        raise
-    return gateway
+    """Start one gateway process (log in the run's directory) and wait until ``/readyz`` says it consumes."""
+    log_path = bench.log_dir / f"{env['APIHUB_INSTANCE_ID']}.log"
+    return await processes.start_gateway(env, log_path=log_path, ready_timeout_s=ready_timeout_s)
 
 
 @contextlib.asynccontextmanager
@@ -300,7 +237,72 @@ async def gateways(
             raise RuntimeError(f"{len(failures)} of {len(envs)} gateways did not start: {failures[0]!r}")
         yield running
     finally:
-        await asyncio.gather(*(stop_process(g.proc) for g in running))
+        await asyncio.gather(*(g.stop() for g in running))
+
+
+class GatewayGroup:
+    """Gateway processes that get killed and restarted (``pacing-kill``, ``failover``): every process ever
+    started is remembered, and ``stop_all`` (call it in a ``finally``) stops those still running."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.current: dict[str, GatewayProcess] = {}
+        self._all: list[GatewayProcess] = []
+
+    async def start(self, env: dict[str, str], ready_timeout_s: float = 90) -> GatewayProcess:
+        """Start a gateway under ``env`` (its ``APIHUB_INSTANCE_ID`` names it); wait until it is ready."""
+        process = await processes.start_gateway(
+            env,
+            log_path=self.bench.log_dir / f"{env['APIHUB_INSTANCE_ID']}.log",
+            ready_timeout_s=ready_timeout_s,
+        )
+        self._all.append(process)
+        self.current[process.instance_id] = process
+        return process
+
+    async def spawn(self, env: dict[str, str]) -> tuple[GatewayProcess, float]:
+        """Start one gateway without waiting for readiness; returns it and its ``time.monotonic()`` start."""
+        process = await processes.start_gateway(
+            env, log_path=self.bench.log_dir / f"{env['APIHUB_INSTANCE_ID']}.log", ready_timeout_s=None
+        )
+        self._all.append(process)
+        self.current[process.instance_id] = process
+        return process, process.child.started
+
+    async def kill(self, instance_id: str) -> float:
+        """SIGKILL the running process of ``instance_id``; returns the ``time.monotonic()`` of the signal."""
+        process = self.current.pop(instance_id)
+        killed_at = time.monotonic()
+        await process.kill()
+        return killed_at
+
+    async def stop_all(self) -> None:
+        """Stop every process still running (SIGTERM, then SIGKILL)."""
+        await asyncio.gather(*(p.stop() for p in self._all), return_exceptions=True)
+        self.current.clear()
+
+
+def busy_loop_argv(max_s: float) -> list[str]:
+    """A Python child that keeps one core busy at normal priority for at most ``max_s`` seconds."""
+    code = f"import time\nend = time.monotonic() + {max_s:.1f}\nwhile time.monotonic() < end:\n    pass\n"
+    return [sys.executable, "-c", code]
+
+
+@contextlib.asynccontextmanager
+async def busy_cores(bench: Bench, count: int, max_s: float) -> AsyncIterator[list[int]]:
+    """``count`` busy processes for the length of the block (each ends by itself after ``max_s`` at the
+    latest, and is killed when the block ends); yields their pids."""
+    children: list[processes.Child] = []
+    try:
+        for i in range(count):
+            children.append(
+                await processes.start(
+                    f"busy-{i}", busy_loop_argv(max_s), log_path=bench.log_dir / f"busy-{i}.log"
+                )
+            )
+        yield [c.pid for c in children]
+    finally:
+        await asyncio.gather(*(c.kill() for c in children), return_exceptions=True)
 
 
 # --- observing ------------------------------------------------------------------------------------
@@ -319,6 +321,80 @@ def accepted(counters: dict[str, Any]) -> int:
     return int(counters.get("window_requests", 0)) - int(counters.get("over_limit", 0))
 
 
+@dataclass
+class KeyWatch:
+    """What the referee saw on one appkey during one load phase."""
+
+    limit_per_s: float
+    start: dict[str, Any] = field(default_factory=dict)
+    end: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    over_limit_seconds: int = 0
+    samples: int = 0
+
+    @property
+    def accepted(self) -> int:
+        """Calls the sandbox served within its limit during the phase."""
+        return accepted(self.end) - accepted(self.start)
+
+    @property
+    def over_limit(self) -> int:
+        """Arrivals over the limit during the phase (the sandbox refused them with EGW00201)."""
+        return int(self.end.get("over_limit", 0)) - int(self.start.get("over_limit", 0))
+
+    @property
+    def arrivals(self) -> int:
+        """Arrivals in the per-second window during the phase (refused ones included)."""
+        return int(self.end.get("window_requests", 0)) - int(self.start.get("window_requests", 0))
+
+    @property
+    def jittered(self) -> int:
+        """Arrivals the sandbox delayed with its arrival jitter during the phase."""
+        end = int(self.end.get("faults", {}).get("arrival_jitter", 0))
+        return end - int(self.start.get("faults", {}).get("arrival_jitter", 0))
+
+    @property
+    def max_in_window(self) -> int:
+        """The largest count in any sliding one-second window on this key (whole life of the key)."""
+        return int(self.end.get("max_in_window", 0))
+
+    @property
+    def utilisation(self) -> float:
+        """Accepted calls over what the key allows in the phase."""
+        return self.accepted / (self.limit_per_s * self.elapsed_s) if self.elapsed_s else 0.0
+
+
+async def watch(
+    session: aiohttp.ClientSession,
+    url: str,
+    appkey: str,
+    duration_s: float,
+    load: asyncio.Future[Any],
+    limit_per_s: float,
+) -> KeyWatch:
+    """Snapshot the key's counters when the load starts and ``duration_s`` later, sampling once a second
+    in between (the one-second intervals in which over-limit arrivals appeared are counted); then wait for
+    ``load`` to end."""
+    result = KeyWatch(limit_per_s)
+    result.start = await referee(session, url, appkey)
+    started = time.monotonic()
+    last_over = int(result.start.get("over_limit", 0))
+    for _ in range(int(duration_s) + 5):  # bounded: one sample a second
+        await asyncio.sleep(max(0.0, min(1.0, started + duration_s - time.monotonic())))
+        counters = await referee(session, url, appkey)
+        result.samples += 1
+        over = int(counters.get("over_limit", 0))
+        result.over_limit_seconds += int(over > last_over)
+        last_over = over
+        if time.monotonic() >= started + duration_s:
+            result.end = counters
+            break
+    result.elapsed_s = time.monotonic() - started
+    with contextlib.suppress(asyncio.CancelledError):
+        await load
+    return result
+
+
 async def metric_value(session: aiohttp.ClientSession, metrics_url: str, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``, from a gateway's /metrics."""
     async with session.get(f"{metrics_url}/metrics") as resp:
@@ -329,6 +405,22 @@ async def metric_value(session: aiohttp.ClientSession, metrics_url: str, name: s
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+async def metric_or_nan(session: aiohttp.ClientSession, metrics_url: str, name: str, **labels: str) -> float:
+    """Like ``metric_value`` but NaN when the gateway exports no such sample or does not answer (a metric
+    that a version of the gateway may not have yet)."""
+    try:
+        async with session.get(f"{metrics_url}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return math.nan
+    found, total = False, 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                found, total = True, total + sample.value
+    return total if found else math.nan
 
 
 def stack_pids() -> dict[str, int]:
@@ -432,15 +524,19 @@ async def open_loop(
     *,
     drain_timeout_s: float = 30,
     phase_s: float = 0.0,
+    stop: asyncio.Event | None = None,
 ) -> float:
     """Start ``fire(i)`` at ``t0 + phase_s + i / rate_per_s`` for ``duration_s`` (open loop: arrivals do not
-    wait for answers), then wait (bounded) for the calls to end. Returns the seconds the arrivals took."""
+    wait for answers), or until ``stop`` is set, then wait (bounded) for the calls to end. Returns the
+    seconds the arrivals took."""
     loop = asyncio.get_running_loop()
     count = max(1, round(rate_per_s * duration_s))
     tasks: set[asyncio.Task[None]] = set()
     t0 = loop.time() + phase_s
     for i in range(count):
         delay = t0 + i / rate_per_s - loop.time()
+        if stop is not None and stop.is_set():
+            break
         if delay > 0:
             await asyncio.sleep(delay)
         task = asyncio.create_task(fire(i))

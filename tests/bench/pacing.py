@@ -1,361 +1,489 @@
-"""Benchmark 1, pacing: three callers each demanding five times a 20 req/s KIS key.
+"""Benchmark 1, pacing: three callers each demanding five times a 20 req/s KIS key. Also the core of
+``pacing-jitter`` (50 ms of arrival jitter) and ``pacing-cpu`` (two busy processes), see ``Conditions``.
 
 Hub: one gateway process, three ``HubClient``s (callers worker-1..3) each offering 100 req/s open loop with a
-2 s deadline. The sandbox referee counts every arrival on the key; a sampler reads it once a second.
-Baselines, on keys of their own, after the hub run: three workers each pacing itself at the key's 20 req/s
-(the design the hub replaces), and three workers each pacing itself at a third of it (a static split).
+2 s deadline. The sandbox referee counts every arrival on the key; a sampler reads it once a second. Every
+admitted request must be answered before its deadline: an answer after it (or none: ``HubTimeout``) is
+counted as late.
+Baselines, on keys of their own, after the hub run and under the same conditions (jitter, busy cores): the
+client-side limiters of python-kis (fixed window, 19 a second) and krsec (token bucket, 15 req/s, burst 3),
+each one library instance taking the same demand; for plain ``pacing`` also three workers each pacing itself
+at the key's 20 req/s (the design the hub replaces).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import math
 import random
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from hubclient import HubClient, HubError
-from services.gateway.limiter import MIN_RATE_FACTOR, RECOVERY_PER_SUCCESS
+from hubclient import HubClient, HubError, HubTimeout
+from tests.bench.baselines import KRSEC, OWN, PYTHON_KIS, Baseline, LibraryRun, run_baseline
 from tests.bench.harness import (
     PRICE,
     PRICE_TR,
     Bench,
-    DirectKis,
-    accepted,
+    CpuMeter,
+    KeyWatch,
+    Topics,
+    busy_cores,
     fake_credentials,
     free_port,
     gateway_env,
     gateways,
     log,
+    metric_or_nan,
     now_ms,
     open_loop,
     percentile,
     referee,
     sandbox,
+    watch,
 )
-from tests.bench.report import Headline, Result, Row, verdict
+from tests.bench.report import Headline, Measure, Result, Row, verdict
 
 LIMIT_PER_S = 20
 DEMAND_FACTOR = 5
 CALLERS = 3
 DEADLINE_S = 2.0
-UTILISATION_GOAL = 0.97
+
+TITLE = "Pacing: three callers, each demanding 5x a 20 req/s key"
+GOAL = (
+    "0 over-limit arrivals at the referee, >= 97 % of the limit used, 0 admitted requests answered after "
+    "their deadline"
+)
+BASELINE = (
+    "client-side limiters of the libraries the hub replaces on keys of their own: python-kis (19 per "
+    "fixed 1 s window), krsec (token bucket 15 req/s, burst 3); also three workers with their own 20/s pacer"
+)
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What a pacing variant changes: sandbox arrival jitter (and the gateway told so), busy processes."""
+
+    name: str = "pacing"
+    title: str = TITLE
+    goal: str = GOAL
+    baseline_name: str = BASELINE
+    jitter_ms: float = 0.0
+    busy: int = 0
+    utilisation_goal: float | None = 0.97  # None: reported, not part of the goal
+    late_in_goal: bool = True
+    baselines: tuple[Baseline, ...] = (PYTHON_KIS, KRSEC, OWN)
+
+
+class HubLoad:
+    """Callers' view of an open-loop load through the hub: answers by status, late answers (after the
+    caller's deadline, or none before its timeout), latencies, and which gateway answered last."""
+
+    def __init__(self, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
+        self.answers: Counter[str] = Counter()
+        self.by_caller: Counter[str] = Counter()
+        self.ok_ms: list[float] = []
+        self.refused_ms: list[float] = []
+        self.late = 0  # admitted and answered after the deadline, or not answered before the timeout
+        self.late_answered = 0  # of which an answer did arrive, after the deadline
+        self.timeouts = 0
+        self.sent = 0
+        self.last_gateway = ""
+        self.last_answer_at = 0.0  # time.monotonic()
+        self.first_answer_by: dict[str, float] = {}  # gateway -> first answer's time.monotonic()
+        self.answer_times: list[tuple[float, str]] = []  # (time.monotonic(), gateway) of every answer
+
+    def fire_for(self, client: HubClient, caller: str) -> Callable[[int], Coroutine[Any, Any, None]]:
+        """A ``fire(i)`` for ``open_loop``: one request of ``caller``, recorded here."""
+
+        async def fire(_: int) -> None:
+            self.sent += 1
+            t0_ms = now_ms()
+            deadline_wall = time.time() + self.deadline_s
+            try:
+                response = await client.submit("KIS", PRICE_TR, PRICE, timeout=self.deadline_s)
+            except HubTimeout:
+                self.answers["HubTimeout"] += 1
+                self.timeouts += 1
+                self.late += 1
+                return
+            except HubError as exc:
+                self.answers[type(exc).__name__] += 1
+                return
+            late = time.time() > deadline_wall
+            now = time.monotonic()
+            elapsed = now_ms() - t0_ms
+            self.answers[f"{response.status.value}/{response.reason or '-'}"] += 1
+            self.last_gateway, self.last_answer_at = response.gateway, now
+            self.first_answer_by.setdefault(response.gateway, now)
+            self.answer_times.append((now, response.gateway))
+            if late:
+                self.late += 1
+                self.late_answered += 1
+            if response.ok:
+                self.by_caller[caller] += 1
+                self.ok_ms.append(elapsed)
+            elif response.reason == "deadline_unreachable":
+                self.refused_ms.append(elapsed)
+
+        return fire
+
+    def first_answer_after(self, since: float, gateway: str | None = None) -> float | None:
+        """``time.monotonic()`` of the first answer received after ``since`` (by ``gateway`` if given)."""
+        times = [t for t, g in self.answer_times if t > since and (gateway is None or g == gateway)]
+        return min(times, default=None)
+
+
+def hub_clients(bench: Bench, topics: Topics, count: int = CALLERS) -> list[HubClient]:
+    """``count`` HubClients, callers worker-1..N, on the benchmark's topics (not started)."""
+    return [
+        HubClient.connect(
+            bench.stack.kafka,
+            caller=f"worker-{i + 1}",
+            request_topic=topics.requests,
+            reply_topic=topics.responses,
+        )
+        for i in range(count)
+    ]
+
+
+def demand(
+    load: HubLoad, clients: list[HubClient], duration_s: float, stop: asyncio.Event | None = None
+) -> asyncio.Future[list[float]]:
+    """The pacing load: every client offering 5x the key's limit, open loop, random phases."""
+    rate = LIMIT_PER_S * DEMAND_FACTOR
+    return asyncio.gather(
+        *(
+            open_loop(
+                rate,
+                duration_s,
+                load.fire_for(c, f"worker-{i + 1}"),
+                phase_s=random.random() / rate,
+                drain_timeout_s=DEADLINE_S + 15,
+                stop=stop,
+            )
+            for i, c in enumerate(clients)
+        )
+    )
 
 
 @dataclass
-class KeyWatch:
-    """What the referee saw on one appkey during one load phase."""
+class HubPhase:
+    """What the hub phase measured."""
 
-    start: dict[str, Any] = field(default_factory=dict)
-    end: dict[str, Any] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    over_limit_seconds: int = 0
-    samples: int = 0
-
-    @property
-    def accepted(self) -> int:
-        """Calls the sandbox served within its limit during the phase."""
-        return accepted(self.end) - accepted(self.start)
-
-    @property
-    def over_limit(self) -> int:
-        """Arrivals over the limit during the phase (the sandbox refused them with EGW00201)."""
-        return int(self.end.get("over_limit", 0)) - int(self.start.get("over_limit", 0))
-
-    @property
-    def utilisation(self) -> float:
-        """Accepted calls over what the key allows in the phase."""
-        return self.accepted / (LIMIT_PER_S * self.elapsed_s) if self.elapsed_s else 0.0
+    key: KeyWatch
+    load: HubLoad
+    final: dict[str, Any]
+    slowed: int
+    jitter_gauge_s: float
+    cpu: CpuMeter | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-async def watch(
-    session: aiohttp.ClientSession, url: str, appkey: str, duration_s: float, load: asyncio.Future[Any]
-) -> KeyWatch:
-    """Snapshot the key's counters when the load starts and ``duration_s`` later, sampling once a second
-    in between; the one-second intervals in which over-limit arrivals appeared are counted."""
-    result = KeyWatch()
-    result.start = await referee(session, url, appkey)
-    started = time.monotonic()
-    last_over = int(result.start.get("over_limit", 0))
-    for _ in range(int(duration_s) + 5):  # bounded: one sample a second
-        await asyncio.sleep(max(0.0, min(1.0, started + duration_s - time.monotonic())))
-        counters = await referee(session, url, appkey)
-        result.samples += 1
-        over = int(counters.get("over_limit", 0))
-        result.over_limit_seconds += int(over > last_over)
-        last_over = over
-        if time.monotonic() >= started + duration_s:
-            result.end = counters
-            break
-    result.elapsed_s = time.monotonic() - started
-    with contextlib.suppress(asyncio.CancelledError):
-        await load
-    return result
-
-
-async def run_hub(bench: Bench, url: str, duration_s: float) -> dict[str, Any]:
-    """The hub phase: returns the referee watch, answers by status/reason and per caller, latencies."""
+async def run_hub(
+    bench: Bench, url: str, duration_s: float, cond: Conditions, busy_pids: list[int]
+) -> HubPhase:
+    """The hub phase: one gateway, three callers at 5x the key for ``duration_s``."""
     credentials = fake_credentials()
     topics = await bench.topics("hub")
-    instance_id = f"bench-pacing-{bench.run_id}"
-    env = gateway_env(bench, topics, url, credentials, instance_id=instance_id, metrics_port=free_port())
-    answers: Counter[str] = Counter()
-    ok_by_caller: Counter[str] = Counter()
-    ok_ms: list[float] = []
-    refused_ms: list[float] = []
-    async with gateways(bench, [env]), aiohttp.ClientSession() as session:
-        clients = [
-            HubClient.connect(
-                bench.stack.kafka,
-                caller=f"worker-{i + 1}",
-                request_topic=topics.requests,
-                reply_topic=topics.responses,
-            )
-            for i in range(CALLERS)
-        ]
+    instance_id = f"bench-{cond.name}-{bench.run_id}"
+    extra: dict[str, object] = {}
+    if cond.jitter_ms:
+        extra["kis__arrival_jitter_ms"] = cond.jitter_ms
+    env = gateway_env(
+        bench, topics, url, credentials, instance_id=instance_id, metrics_port=free_port(), **extra
+    )
+    load = HubLoad(DEADLINE_S)
+    async with gateways(bench, [env]) as (gateway,), aiohttp.ClientSession() as session:
+        clients = hub_clients(bench, topics)
         for client in clients:
             await client.start()
         try:
             await clients[0].execute("KIS", PRICE_TR, PRICE, timeout=30)  # token and connections warm
-            await asyncio.sleep(1.2)  # the warm-up call leaves the sliding window
-
-            def caller(client: HubClient, name: str) -> Any:
-                async def fire(_: int) -> None:
-                    t0 = now_ms()
-                    try:
-                        response = await client.submit("KIS", PRICE_TR, PRICE, timeout=DEADLINE_S)
-                    except HubError as exc:
-                        answers[type(exc).__name__] += 1
-                        return
-                    elapsed = now_ms() - t0
-                    answers[f"{response.status.value}/{response.reason or '-'}"] += 1
-                    if response.ok:
-                        ok_by_caller[name] += 1
-                        ok_ms.append(elapsed)
-                    elif response.reason == "deadline_unreachable":
-                        refused_ms.append(elapsed)
-
-                return fire
-
-            rate = LIMIT_PER_S * DEMAND_FACTOR
-            load = asyncio.gather(
-                *(
-                    open_loop(rate, duration_s, caller(c, f"worker-{i + 1}"), phase_s=random.random() / rate)
-                    for i, c in enumerate(clients)
-                )
+            await asyncio.sleep(1.2 + cond.jitter_ms / 1000)  # the warm-up call leaves the sliding window
+            cpu = CpuMeter({"gateway": gateway.pid, **{f"busy-{i}": p for i, p in enumerate(busy_pids)}})
+            cpu.start()
+            key = await watch(
+                session, url, credentials[0], duration_s, demand(load, clients, duration_s), LIMIT_PER_S
             )
-            key_watch = await watch(session, url, credentials[0], duration_s, load)
+            cpu.stop()
             final = await referee(session, url, credentials[0])
+            jitter_gauge = await metric_or_nan(
+                session, gateway.metrics_url, "apihub_pacing_jitter_seconds", domain="KIS"
+            )
         finally:
             for client in clients:
                 await client.stop()
-    return {
-        "watch": key_watch,
-        "answers": answers,
-        "ok_by_caller": ok_by_caller,
-        "ok_ms": ok_ms,
-        "refused_ms": refused_ms,
-        "final": final,
-        "slowed": _count_events(bench.log_dir / f"{instance_id}.log", "limiter.slowed"),
-    }
+    return HubPhase(
+        key,
+        load,
+        final,
+        count_events(bench.log_dir / f"{instance_id}.log", "limiter.slowed"),
+        jitter_gauge,
+        cpu,
+    )
 
 
-async def run_baseline(url: str, duration_s: float, per_caller_rate: float) -> KeyWatch:
-    """Three workers with their own limiter at ``per_caller_rate`` and their own sessions, on one fresh key.
-    The first worker's token is shared with the others (a favour: alone they would be refused EGW00133)."""
-    credentials = fake_credentials()
-    sessions = [aiohttp.ClientSession() for _ in range(CALLERS)]
-    try:
-        workers = [DirectKis(s, url, credentials) for s in sessions]
-        status, code = await workers[0].issue_token()
-        if status != 200:
-            raise RuntimeError(f"baseline token refused: {status} {code}")
-        for worker in workers[1:]:
-            worker.token = workers[0].token
-
-        def fire_for(worker: DirectKis) -> Any:
-            async def fire(_: int) -> None:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    await worker.price()
-
-            return fire
-
-        load = asyncio.gather(
-            *(
-                open_loop(per_caller_rate, duration_s, fire_for(w), phase_s=random.random() / per_caller_rate)
-                for w in workers
-            )
-        )
-        return await watch(sessions[0], url, credentials[0], duration_s, load)
-    finally:
-        await asyncio.gather(*(s.close() for s in sessions))
-
-
-def _count_events(log_path: Path, event: str) -> int:
-    """How many log lines of one event the gateway wrote."""
+def count_events(log_path: Path, event: str) -> int:
+    """How many log lines of one event the gateway wrote (0 without a log)."""
     needle = f'"event":"{event}"'
-    with log_path.open(errors="replace") as lines:
-        return sum(needle in line for line in lines)
+    try:
+        with log_path.open(errors="replace") as lines:
+            return sum(needle in line for line in lines)
+    except OSError:
+        return 0
 
 
-def calls_lost_per_slowdown() -> float:
-    """Calls a domain loses climbing back from the lowest pace (AIMD: +2 % of nominal per success)."""
-    factor, elapsed_slots, calls = MIN_RATE_FACTOR, 0.0, 0
-    while factor < 1.0 and calls < 10_000:
-        elapsed_slots += 1 / factor
-        factor = min(1.0, factor + RECOVERY_PER_SUCCESS)
-        calls += 1
-    return elapsed_slots - calls
-
-
-def _pct(value: float) -> str:
+def pct(value: float) -> str:
+    """A share as ``97.7 %``."""
     return f"{value * 100:.1f} %"
 
 
-async def run(bench: Bench) -> Result:
-    """Hub first, then both baselines side by side (on keys of their own)."""
-    hub_s = 10.0 if bench.quick else 60.0
-    base_s = 10.0 if bench.quick else 30.0
-    async with sandbox(bench) as url:
-        log(f"pacing: hub, 3 callers x {LIMIT_PER_S * DEMAND_FACTOR} req/s for {hub_s:.0f} s")
-        hub = await run_hub(bench, url, hub_s)
-        log(f"pacing: baselines, 3 workers x own limiter for {base_s:.0f} s")
-        own, split = await asyncio.gather(
-            run_baseline(url, base_s, LIMIT_PER_S), run_baseline(url, base_s, LIMIT_PER_S / CALLERS)
+def jitter_text(gauge_s: float) -> str:
+    """The gateway's effective jitter budget as shown in the reports."""
+    return "not exported by this gateway" if math.isnan(gauge_s) else f"{gauge_s * 1000:.1f} ms"
+
+
+def baseline_rows(runs: list[LibraryRun]) -> list[Row]:
+    """Rows describing each baseline's key and callers."""
+    rows = []
+    for b in runs:
+        k = b.key
+        rows.append(
+            Row(
+                f"baseline {b.name}: over-limit / utilisation / max in a 1 s window / calls sent, gave up",
+                "-",
+                f"{k.over_limit} / {pct(k.utilisation)} ({k.accepted} in {k.elapsed_s:.1f} s) / "
+                f"{k.max_in_window} / {b.sent} sent, {b.gave_up} gave up at the limiter",
+            )
         )
-    w: KeyWatch = hub["watch"]
-    answers: Counter[str] = hub["answers"]
-    ok_by_caller: Counter[str] = hub["ok_by_caller"]
-    ok_total = sum(ok_by_caller.values()) or 1
-    shares = " / ".join(f"{ok_by_caller[f'worker-{i + 1}'] / ok_total * 100:.1f}" for i in range(CALLERS))
-    over_met = w.over_limit == 0 and int(w.end.get("max_in_window", 0)) <= LIMIT_PER_S
-    use_met = w.utilisation >= UTILISATION_GOAL
-    offered = sum(answers.values())
+        rows.append(
+            Row(f"baseline {b.name}: answers", "-", ", ".join(f"{c}: {n}" for c, n in b.codes.most_common(4)))
+        )
+    return rows
+
+
+def baseline_measures(runs: list[LibraryRun]) -> list[Measure]:
+    """Baseline measures for the worst/best aggregation (over-limit, utilisation)."""
+    out = []
+    for b in runs:
+        out.append(
+            Measure(f"{b.name} over-limit", b.key.over_limit, str(b.key.over_limit), True, side="baseline")
+        )
+        out.append(
+            Measure(
+                f"{b.name} utilisation", b.key.utilisation, pct(b.key.utilisation), False, side="baseline"
+            )
+        )
+    return out
+
+
+async def run_pacing(bench: Bench, cond: Conditions) -> Result:
+    """Hub first, then the baselines side by side (on keys of their own), all under ``cond``."""
+    hub_s = 8.0 if bench.quick else 60.0
+    base_s = 6.0 if bench.quick else 30.0
+    faults = {"arrival_jitter_ms": cond.jitter_ms} if cond.jitter_ms else None
+    async with sandbox(bench, faults=faults) as url:
+        busy_max_s = (
+            hub_s + base_s + 120
+        )  # the busy processes end by themselves even if we could not kill them
+        async with busy_cores(bench, cond.busy, busy_max_s) as busy_pids:
+            log(f"{cond.name}: hub, 3 callers x {LIMIT_PER_S * DEMAND_FACTOR} req/s for {hub_s:.0f} s")
+            hub = await run_hub(bench, url, hub_s, cond, busy_pids)
+            log(f"{cond.name}: baselines {', '.join(b.name for b in cond.baselines)} for {base_s:.0f} s")
+            base_cpu = CpuMeter({f"busy-{i}": p for i, p in enumerate(busy_pids)})
+            base_cpu.start()
+            bases = list(
+                await asyncio.gather(
+                    *(run_baseline(url, b, base_s, deadline_s=DEADLINE_S) for b in cond.baselines)
+                )
+            )
+            base_cpu.stop()
+    return pacing_result(bench, cond, hub, bases, hub_s, base_s, base_cpu)
+
+
+def pacing_result(
+    bench: Bench,
+    cond: Conditions,
+    hub: HubPhase,
+    bases: list[LibraryRun],
+    hub_s: float,
+    base_s: float,
+    base_cpu: CpuMeter,
+) -> Result:
+    """The run's table, notes, headline and measures."""
+    w, load = hub.key, hub.load
+    if cond.jitter_ms and w.jittered == 0:
+        raise RuntimeError("the sandbox was asked for arrival jitter but delayed no arrival")
+    ok_total = sum(load.by_caller.values()) or 1
+    shares = " / ".join(f"{load.by_caller[f'worker-{i + 1}'] / ok_total * 100:.1f}" for i in range(CALLERS))
+    over_met = w.over_limit == 0 and w.over_limit_seconds == 0 and w.max_in_window <= LIMIT_PER_S
+    use_goal = cond.utilisation_goal
+    use_met = use_goal is None or w.utilisation >= use_goal
+    late_met = not cond.late_in_goal or load.late == 0
+    libs = "; ".join(f"{b.name}: {b.key.over_limit} over-limit, {pct(b.key.utilisation)} used" for b in bases)
+    use_goal_text = f">= {use_goal * 100:.0f} %" if use_goal is not None else "(reported)"
     rows = [
         Row(
             "over-limit arrivals at the referee (EGW00201)",
             f"{w.over_limit}",
-            f"{own.over_limit} (own 20/s limiter); {split.over_limit} (split 6.7/s)",
+            "; ".join(f"{b.key.over_limit} ({b.name})" for b in bases),
             "0",
             verdict(w.over_limit == 0, f"{w.over_limit} over"),
         ),
         Row(
             "one-second intervals with over-limit arrivals (1 Hz referee samples)",
             f"{w.over_limit_seconds} of {w.samples}",
-            f"{own.over_limit_seconds} of {own.samples} (own); {split.over_limit_seconds} of "
-            f"{split.samples} (split)",
+            "; ".join(f"{b.key.over_limit_seconds} of {b.key.samples} ({b.name})" for b in bases),
             "0",
             verdict(w.over_limit_seconds == 0, f"{w.over_limit_seconds} over"),
         ),
         Row(
-            "largest count in any sliding one-second window (referee max_in_window, whole run)",
-            f"{w.end.get('max_in_window', 0)}",
-            f"{own.end.get('max_in_window', 0)} (own); {split.end.get('max_in_window', 0)} (split)",
+            "largest count in any sliding one-second window (referee max_in_window, whole life of the key)",
+            f"{w.max_in_window}",
+            "; ".join(f"{b.key.max_in_window} ({b.name})" for b in bases),
             f"<= {LIMIT_PER_S}",
-            verdict(over_met, f"{w.end.get('max_in_window', 0)} of {LIMIT_PER_S}"),
+            verdict(w.max_in_window <= LIMIT_PER_S, f"{w.max_in_window} of {LIMIT_PER_S}"),
         ),
         Row(
-            "utilisation = accepted calls / (20 x duration)",
-            f"{_pct(w.utilisation)} ({w.accepted} in {w.elapsed_s:.1f} s)",
-            f"{_pct(own.utilisation)} ({own.accepted} in {own.elapsed_s:.1f} s, own); "
-            f"{_pct(split.utilisation)} ({split.accepted} in {split.elapsed_s:.1f} s, split)",
-            ">= 97 %",
-            verdict(use_met, f"{(w.utilisation - UTILISATION_GOAL) * 100:+.1f} points"),
+            f"utilisation = accepted calls / ({LIMIT_PER_S} x duration)",
+            f"{pct(w.utilisation)} ({w.accepted} in {w.elapsed_s:.1f} s)",
+            "; ".join(f"{pct(b.key.utilisation)} ({b.name})" for b in bases),
+            use_goal_text,
+            verdict(use_met, f"{(w.utilisation - (use_goal or 0)) * 100:+.1f} points")
+            if use_goal is not None
+            else "-",
         ),
-        Row("requests offered through the hub (3 callers)", f"{offered} ({offered / w.elapsed_s:.0f}/s)"),
         Row(
-            "answers",
-            ", ".join(f"{k}: {v}" for k, v in answers.most_common()),
+            "admitted requests answered after their deadline (HubTimeout, or an answer after the caller's "
+            "deadline)",
+            f"{load.late} ({load.timeouts} HubTimeout, {load.late_answered} answered late)",
+            "-",
+            "0" if cond.late_in_goal else "(reported)",
+            verdict(late_met, f"{load.late} late") if cond.late_in_goal else "-",
         ),
+        Row("requests offered through the hub (3 callers)", f"{load.sent} ({load.sent / w.elapsed_s:.0f}/s)"),
+        Row("answers", ", ".join(f"{k}: {v}" for k, v in load.answers.most_common())),
         Row("share of ok answers per caller (%)", shares, goal="about 33 each (round robin)"),
         Row(
             "latency of ok answers p50 / p99 (ms, caller side)",
-            f"{percentile(hub['ok_ms'], 50):.0f} / {percentile(hub['ok_ms'], 99):.0f}",
+            f"{percentile(load.ok_ms, 50):.0f} / {percentile(load.ok_ms, 99):.0f}",
             goal=f"< deadline {DEADLINE_S * 1000:.0f}",
         ),
         Row(
             "latency of deadline_unreachable refusals p50 / p99 (ms)",
-            f"{percentile(hub['refused_ms'], 50):.1f} / {percentile(hub['refused_ms'], 99):.1f}",
+            f"{percentile(load.refused_ms, 50):.1f} / {percentile(load.refused_ms, 99):.1f}",
             goal="fast",
         ),
         Row(
-            "pace cut after throttle answers (limiter.slowed events: rate halved, floor a quarter)",
-            f"{hub['slowed']}",
-            goal="0",
+            "the gateway's jitter budget (gauge apihub_pacing_jitter_seconds{domain=KIS}, end of the run)",
+            jitter_text(hub.jitter_gauge_s),
+            f"sandbox arrival jitter {cond.jitter_ms:.0f} ms" if cond.jitter_ms else "-",
         ),
         Row(
-            "token issuances / refusals (whole run)",
-            f"{hub['final'].get('tokens_issued', 0)} / {hub['final'].get('token_refusals', 0)}",
+            "arrivals the sandbox delayed by its arrival jitter (hub key, during the load)",
+            f"{w.jittered} of {w.arrivals}",
+            "; ".join(f"{b.key.jittered} of {b.key.arrivals} ({b.name})" for b in bases),
         ),
+        Row("pace cut after throttle answers (limiter.slowed log events)", f"{hub.slowed}", goal="0"),
+        Row(
+            "token issuances / refusals on the hub's key (whole run)",
+            f"{hub.final.get('tokens_issued', 0)} / {hub.final.get('token_refusals', 0)}",
+        ),
+        *baseline_rows(bases),
     ]
+    if cond.busy and hub.cpu is not None:
+        rows.append(
+            Row("CPU during the hub load (busy processes and the gateway)", hub.cpu.busy(), base_cpu.busy())
+        )
     notes = [
         f"Load: three HubClients (callers worker-1..3) each offering {LIMIT_PER_S * DEMAND_FACTOR} req/s "
         f"open loop (arrivals never wait for answers) of FHKST01010100 for {hub_s:.0f} s, deadline "
-        f"{DEADLINE_S:.0f} s, through one gateway process at the default 20 req/s with its 2 % safety "
-        "margin (19.6 req/s). What cannot make its deadline is refused at once with "
-        "`deadline_unreachable`, as designed.",
+        f"{DEADLINE_S:.0f} s, through one gateway process at the default 20 req/s. What cannot make its "
+        "deadline is refused at once with `deadline_unreachable`, as designed; such refusals are not "
+        "admitted requests. An admitted request is late when the caller got no answer within its timeout "
+        "(HubTimeout) or the answer came after the deadline the caller set.",
         "Utilisation counts the calls the referee accepted between two snapshots taken when the load starts "
         "and when it ends (the gateway was warmed by one call first, so the token issuance is outside).",
-        f"Baselines ran for {base_s:.0f} s (shorter than the hub run), after it and at the same time as "
-        "each other, on keys of their own against the same sandbox: 'own' = three workers each with its "
-        "own client-side limiter at the key's 20 req/s (the design the hub replaces; offered demand above "
-        "20/s is absorbed by the limiter, so each sends exactly 20/s); 'split' = the same workers each "
-        "limited to a third of the key, the cautious alternative (it wastes two thirds of the key whenever "
-        "one worker is alone).",
-        "The sandbox counts refused arrivals in its sliding window too, so a key driven at three times its "
-        f"limit refuses nearly everything: the 'own' baseline got {own.accepted} calls through, all in its "
-        "first second. The split baseline offers exactly the limit (3 x 6.7/s) with no safety margin; "
-        "jitter between its three independent pacers puts a 21st arrival in some window, and since that "
-        "refused arrival stays in the window the next ones are refused too, so it used only "
-        f"{_pct(split.utilisation)} of the key with {split.over_limit} over-limit arrivals.",
+        f"Baselines ran for {base_s:.0f} s, after the hub and at the same time as each other, each on "
+        "a key of its own against the same sandbox and under the same conditions, with the hub run's "
+        f"demand (three callers x {LIMIT_PER_S * DEMAND_FACTOR} req/s, {DEADLINE_S:.0f} s deadline: a "
+        "caller whose turn at the limiter comes after its deadline gives up without calling). "
+        "python-kis: one library instance, at most 19 calls per fixed window of 1 s opened by the first "
+        "call, then a wait to the window's end plus 50 ms; krsec: one instance, token bucket of 15 req/s "
+        "holding at most 3 tokens; 'own 20/s x 3' (where run): three workers each with its own pacer at "
+        "the key's 20 req/s. The library limiters are models of the libraries' behaviour written for "
+        "this benchmark, not the libraries themselves.",
     ]
-    late = answers.get("HubTimeout", 0)
-    if w.over_limit:
+    if cond.jitter_ms:
         notes.append(
-            f"Why {w.over_limit} arrival(s) went over: the limiter records each send in Redis (a sliding "
-            "window of 1 s + 20 ms holding at most 20 sends) just before aiohttp writes the request, and "
-            "the referee counts arrivals at the sandbox. A stall of more than 20 ms between recording a "
-            "send and the sandbox reading it (the gateway's event loop paused by garbage collection or "
-            "waiting for a core on this 2-core machine, or the sandbox waiting for one) moves that arrival "
-            "closer to the next 20 than the guard allows. The 20 ms guard and the 2 % margin are the "
-            "gateway's defaults (`DomainLimiter(window_guard_s, safety_margin)`); they are not settings of "
-            "the process."
+            "Arrival jitter: the sandbox delays every provider request by a uniform random "
+            f"0-{cond.jitter_ms:.0f} ms before its referee counts it (fault `arrival_jitter_ms`, set "
+            "through its admin API), for the hub and the baselines alike; the gateway was started with "
+            f"APIHUB_KIS__ARRIVAL_JITTER_MS={cond.jitter_ms:g} so it knows the budget. The goal asks "
+            f"{use_goal_text} of the key: with a budget J the most a sender can use without risking the "
+            f"limit is limit / (1 s + J) = {1 / (1 + cond.jitter_ms / 1000) * 100:.1f} %."
         )
-    if hub["slowed"]:
-        lost = calls_lost_per_slowdown()
+    if cond.busy:
         notes.append(
-            "The over-limit arrivals also cost utilisation: each was answered EGW00201, and every such "
-            f"answer halves the gateway's pace (AIMD, down to a quarter); {hub['slowed']} halvings were "
-            "logged. The pace is won back at +2 % of nominal per success, so each fall to a quarter costs "
-            f"about {lost:.0f} calls ({lost / (LIMIT_PER_S * 0.98 * w.elapsed_s) * 100:.1f} points of "
-            "utilisation in this run); two throttle answers of one burst halve the pace twice."
+            f"CPU load: {cond.busy} busy processes (a Python loop each, normal priority, ended by a bound of "
+            f"{hub_s + base_s + 120:.0f} s and killed when the benchmark ends) ran through the hub phase and "
+            "the baselines; the CPU row shows how much of a core each got."
         )
-    if late:
+    if load.late:
         notes.append(
-            f"{late} requests were answered after their caller's 2 s timeout (HubTimeout): the gateway "
-            "admits a request when the wait at the current pace plus the moving average of a call plus 50 "
-            "ms for the reply fits its deadline, so a stall near the deadline makes the answer late; it "
-            "was still sent upstream and counted."
+            f"{load.late} admitted request(s) were answered after their deadline or not at all before the "
+            "caller's timeout: the gateway admits a request when the wait at the current pace plus the call "
+            "and the way back fits its deadline, so a stall near the deadline makes the answer late."
         )
+    over_text = f"{w.over_limit} over-limit"
+    headline_parts = [over_text, f"{pct(w.utilisation)} used", f"{load.late} late"]
+    measures = [
+        Measure("over-limit arrivals", w.over_limit, str(w.over_limit), True, "0", w.over_limit == 0),
+        Measure(
+            "utilisation",
+            w.utilisation,
+            pct(w.utilisation),
+            False,
+            use_goal_text,
+            use_met if use_goal else None,
+        ),
+        Measure(
+            "answered after deadline",
+            load.late,
+            str(load.late),
+            True,
+            "0" if cond.late_in_goal else "(reported)",
+            load.late == 0 if cond.late_in_goal else None,
+        ),
+        *baseline_measures(bases),
+    ]
     return Result(
-        name="pacing",
-        title="Pacing: three callers, each demanding 5x a 20 req/s key",
-        goal="0 over-limit one-second windows at the referee and >= 97 % of the limit used",
-        baseline_name="three workers, each with its own client-side limiter (20 req/s each; also "
-        "6.7 req/s each)",
+        name=cond.name,
+        title=cond.title,
+        goal=cond.goal,
+        baseline_name=cond.baseline_name,
         headline=Headline(
-            figure=f"{w.over_limit} over-limit, {_pct(w.utilisation)} used",
-            baseline=f"own limiters: {own.over_limit} over-limit, {_pct(own.utilisation)} used",
-            goal="0 over-limit, >= 97 %",
-            met=over_met and w.over_limit_seconds == 0 and use_met,
+            figure=", ".join(headline_parts),
+            baseline=libs,
+            goal=f"0 over-limit, {use_goal_text}" + (", 0 late" if cond.late_in_goal else ""),
+            met=over_met and use_met and late_met,
             margin=f"{w.over_limit} over-limit arrival(s) in {w.over_limit_seconds} window(s); utilisation "
-            f"{(w.utilisation - UTILISATION_GOAL) * 100:+.1f} points",
+            f"{pct(w.utilisation)}; {load.late} late",
         ),
         rows=rows,
         notes=notes,
+        measures=measures,
     )
+
+
+async def run(bench: Bench) -> Result:
+    """Plain pacing: no jitter, no extra CPU load."""
+    return await run_pacing(bench, Conditions())

@@ -180,7 +180,7 @@ async def run(bench: Bench) -> Result:
             assert bench.sandbox_pid is not None
             hub_cpu = CpuMeter(
                 {
-                    "gateway": gateway.proc.pid,
+                    "gateway": gateway.pid,
                     "sandbox": bench.sandbox_pid,
                     "load generator": os.getpid(),
                     **stack_pids(),

@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 import socket
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hubclient.models import Provider
+
+#: Default jitter budgets (``arrival_jitter_ms``): a broker across the internet, and one on this host.
+REMOTE_JITTER_MS = 50.0
+LOCAL_JITTER_MS = 20.0
 
 
 class KafkaSettings(BaseModel):
@@ -24,6 +29,11 @@ class KafkaSettings(BaseModel):
     response_topic: str = "api.responses"
     dlq_topic: str = "api.requests.dlq"
     group_id: str = "apihub-gateway"
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        description="the group's session timeout: how long a silent gateway keeps its partitions",
+    )
     extra_reply_topics: list[str] = Field(
         default_factory=list, description="reply topics besides response_topic"
     )
@@ -51,11 +61,28 @@ class ProviderSettings(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, description="upper bound of one upstream HTTP call")
     verify_tls: bool = True
     ca_bundle: str | None = Field(default=None, description="PEM file for a private or self-signed chain")
+    arrival_jitter_ms: float | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="jitter budget J: the most a send may take from its slot to the broker's counter beyond "
+        "what the gateway measures itself; default 50 ms for a broker across a network, 20 ms for one on "
+        "this host (the sandbox)",
+    )
 
     @property
     def mock(self) -> bool:
         """True for the broker's mock (virtual trading) server."""
         return self.environment == "mock"
+
+    @property
+    def arrival_jitter_s(self) -> float:
+        """The jitter budget in seconds (the setting, or the default for where the broker is)."""
+        if self.arrival_jitter_ms is not None:
+            return self.arrival_jitter_ms / 1000
+        host = urlsplit(self.base_url).hostname or ""
+        local = host == "localhost" or host.startswith("127.") or host == "::1"
+        return (LOCAL_JITTER_MS if local else REMOTE_JITTER_MS) / 1000
 
 
 class KisSettings(ProviderSettings):

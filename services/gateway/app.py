@@ -17,18 +17,19 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
+from services.gateway.clock import SystemClock
 from services.gateway.consumer import RequestConsumer
-from services.gateway.dispatcher import Dispatcher
+from services.gateway.dispatcher import HttpDispatcher
+from services.gateway.gateway import Gateway
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.intake import read_record
-from services.gateway.limiter import DomainLimiter
-from services.gateway.metrics import REQUESTS
+from services.gateway.metrics import ANSWERED_LATE, REQUESTS
 from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.providers.kiwoom import KiwoomAdapter
 from services.gateway.publisher import Publisher
-from services.gateway.service import Gateway
-from services.gateway.tokens import TokenManager
+from services.gateway.slots import RedisSlots
+from services.gateway.token_store import RedisTokenStore
 from services.logs import log_event
 from services.settings import GatewaySettings
 
@@ -47,37 +48,24 @@ class GatewayApp:
         # idempotency records at once, and redis-py's default pool refuses beyond 100 instead of waiting.
         pool = BlockingConnectionPool.from_url(settings.redis.url, max_connections=64, timeout=5)
         self.redis: Redis = Redis.from_pool(pool)
-        self.dispatcher = Dispatcher(dict(providers))
+        self.dispatcher = HttpDispatcher(dict(providers))
         adapters: dict[Provider, ProviderAdapter] = {
             Provider.KIS: KisAdapter(settings.kis),
             Provider.KIWOOM: KiwoomAdapter(settings.kiwoom),
         }
-        self.limiters = {
-            p: DomainLimiter(p.value, s.rate_per_s, redis=self.redis, key_prefix=settings.redis.key_prefix)
-            for p, s in providers.items()
-        }
-        self.tokens = TokenManager(
-            adapters,
-            self.dispatcher,
-            self.redis,
-            key_prefix=settings.redis.key_prefix,
-            appkeys={p: s.appkey.get_secret_value() for p, s in providers.items() if s.appkey is not None},
-            before_issue=self._token_slot,
-        )
+        clock = SystemClock()
+        appkeys = {p: s.appkey.get_secret_value() for p, s in providers.items() if s.appkey is not None}
         self.gateway = Gateway(
             instance_id=settings.instance_id,
+            providers=providers,
             adapters=adapters,
-            limiters={
-                p: DomainLimiter(
-                    p.value, s.rate_per_s, redis=self.redis, key_prefix=settings.redis.key_prefix
-                )
-                for p, s in providers.items()
-            },
-            idempotency=IdempotencyStore(self.redis, key_prefix=settings.redis.key_prefix),
             dispatcher=self.dispatcher,
-            tokens=self.tokens,
-            call_timeout_s={p: s.timeout_s for p, s in providers.items()},
-            mock={p: s.mock for p, s in providers.items()},
+            slots=RedisSlots(self.redis, key_prefix=settings.redis.key_prefix),
+            token_store=RedisTokenStore(
+                self.redis, key_prefix=settings.redis.key_prefix, appkeys=appkeys, clock=clock
+            ),
+            idempotency=IdempotencyStore(self.redis, key_prefix=settings.redis.key_prefix),
+            clock=clock,
             max_backlog=settings.max_backlog,
         )
         self.publisher = Publisher(
@@ -93,19 +81,10 @@ class GatewayApp:
             readahead=settings.readahead_per_partition,
             abandonable=self._abandonable,
         )
-        self._serving: dict[tuple[int, int], str] = {}  # (partition, offset) -> request id
         self._reply_topics = settings.kafka.reply_topics
         self._run_task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
         self._stopping = False
-
-    async def _token_slot(self, provider: Provider) -> None:
-        """Wait for a slot of the provider's limit before a token call: every call counts."""
-        limiter = self.limiters[provider]
-        wait_s = await limiter.reserve()
-        if wait_s:
-            await asyncio.sleep(wait_s)
-        await limiter.before_send()  # the grant time is close enough for a call made once a minute
 
     async def start(self) -> None:
         """Start every part, then begin consuming."""
@@ -166,29 +145,22 @@ class GatewayApp:
             missing = f"{request.reply_topic} has no partition {request.reply_partition}"
             await self._dead_letter(record, f"reply_partition_unknown: {missing}")
             return
-        key = (record.partition, record.offset)
-        self._serving[key] = request.request_id
         try:
-            try:
-                response = await self.gateway.handle(request)
-            except Exception as exc:  # a bug must still end in exactly one answer
-                logger.exception(
-                    "gateway.internal_error", extra={"fields": {"request_id": request.request_id}}
-                )
-                response = self.gateway.answer(
-                    request, Status.REJECTED, reason="internal_error", message=type(exc).__name__
-                )
-            await self._respond(
-                response,
-                request.reply_topic,
-                request.reply_partition,
-                request,
-                request.provider.value,
-                request.tr_id,
-                request.caller,
+            response = await self.gateway.handle(request, (record.partition, record.offset))
+        except Exception as exc:  # a bug must still end in exactly one answer
+            logger.exception("gateway.internal_error", extra={"fields": {"request_id": request.request_id}})
+            response = self.gateway.answer(
+                request, Status.REJECTED, reason="internal_error", message=type(exc).__name__
             )
-        finally:
-            self._serving.pop(key, None)
+        await self._respond(
+            response,
+            request.reply_topic,
+            request.reply_partition,
+            request,
+            request.provider.value,
+            request.tr_id,
+            request.caller,
+        )
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         source = f"{record.topic}:{record.partition}:{record.offset}"
@@ -199,8 +171,7 @@ class GatewayApp:
 
     def _abandonable(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """A record may be left to the next owner unless its request is inside an upstream call."""
-        request_id = self._serving.get((record.partition, record.offset))
-        return request_id is None or not self.gateway.is_calling(request_id)
+        return not self.gateway.is_calling((record.partition, record.offset))
 
     async def _respond(
         self,
@@ -212,12 +183,16 @@ class GatewayApp:
         tr_id: str,
         caller: str,
     ) -> None:
+        started = time.monotonic()
         await self._publish_with_retry(
             lambda: self.publisher.respond(
                 response, reply_topic=topic, reply_partition=partition, request=request
             )
         )
+        self.gateway.observe_reply(time.monotonic() - started)
         REQUESTS.labels(provider, tr_id, caller, response.status.value).inc()
+        if request is not None and time.time() * 1000 > request.deadline_ms:
+            ANSWERED_LATE.labels(provider).inc()
         log_event(
             logger,
             "request.answered",
@@ -256,7 +231,7 @@ class GatewayApp:
             "kafka_consuming": kafka_ok,
             "assigned_partitions": len(self.consumer.assignment),
             "redis": redis_ok,
-            "tokens_valid": {p.value: self.tokens.cached_valid(p) for p in Provider},
+            "tokens_valid": {p.value: self.gateway.tokens.cached_valid(p) for p in Provider},
             "checked_at_ms": int(time.time() * 1000),
         }
         return kafka_ok and redis_ok, detail

@@ -81,8 +81,8 @@ class RequestConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
+            session_timeout_ms=self._settings.session_timeout_ms,
+            heartbeat_interval_ms=min(1_000, self._settings.session_timeout_ms // 3),
         )
         await consumer.start()
         consumer.subscribe([self._settings.request_topic], listener=_Rebalance(self))

@@ -1,8 +1,9 @@
-"""HTTP to the brokers: one ``aiohttp`` session per provider, and the one place aiohttp errors are caught.
+"""HTTP to the brokers: the ``Dispatcher`` seam and its aiohttp implementation.
 
-DispatchError                 root; ``sent`` says whether the request may have reached the broker
-├── UpstreamUnreachable       the connection failed before the request was written (sent=False)
-└── UpstreamNoAnswer          timeout or dropped connection after sending (sent=True)
+``Dispatcher`` is the protocol the gateway calls: send one ``UpstreamRequest`` within a timeout, run
+``on_sent`` the moment its headers have left, return the ``UpstreamAnswer`` or raise a
+``DispatchError`` (``errors``). ``HttpDispatcher`` is the real one, one ``aiohttp.ClientSession`` per
+provider and the one place aiohttp errors are caught; ``testing.FakeDispatcher`` answers in memory.
 """
 
 from __future__ import annotations
@@ -14,42 +15,33 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Protocol
 
 import aiohttp
 import orjson
 
 from hubclient.models import Provider
+from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
 from services.gateway.metrics import UPSTREAM_LATENCY
 from services.gateway.providers.base import UpstreamAnswer, UpstreamRequest
 from services.settings import ProviderSettings
 
 logger = logging.getLogger(__name__)
 
-
-class DispatchError(Exception):
-    """The broker gave no HTTP answer."""
-
-    retriable = True
-    sent = False
+OnSent = Callable[[], Awaitable[None]]
 
 
-class UpstreamUnreachable(DispatchError):
-    """The request never left: safe to retry, even for orders."""
+class Dispatcher(Protocol):
+    """Sends one HTTP request to a broker."""
 
-
-class UpstreamNoAnswer(DispatchError):
-    """The request may have been processed; only idempotent calls may be retried."""
-
-    sent = True
-
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
-        super().__init__(message)
-        self.timed_out = timed_out
+    async def send(
+        self, provider: Provider, request: UpstreamRequest, timeout_s: float, on_sent: OnSent | None = None
+    ) -> UpstreamAnswer: ...
 
 
 @dataclass(frozen=True)
 class _SentHook:
-    on_sent: Callable[[], Awaitable[None]]
+    on_sent: OnSent
 
 
 async def _headers_sent(
@@ -60,7 +52,7 @@ async def _headers_sent(
         await hook.on_sent()
 
 
-class Dispatcher:
+class HttpDispatcher:
     """Sends ``UpstreamRequest``s; start before use, stop to close the sessions."""
 
     def __init__(self, providers: dict[Provider, ProviderSettings]) -> None:
@@ -95,12 +87,12 @@ class Dispatcher:
         provider: Provider,
         request: UpstreamRequest,
         timeout_s: float,
-        on_sent: Callable[[], Awaitable[None]] | None = None,
+        on_sent: OnSent | None = None,
     ) -> UpstreamAnswer:
         """Make one HTTP call bounded by ``timeout_s`` seconds; ``on_sent`` runs when its headers left."""
         session = self._sessions.get(provider)
         if session is None:
-            raise RuntimeError("Dispatcher.start() was not called")
+            raise RuntimeError("HttpDispatcher.start() was not called")
         timeout = aiohttp.ClientTimeout(total=max(timeout_s, 0.001))
         started = time.perf_counter()
         try:

@@ -10,6 +10,7 @@ resend).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from redis.asyncio import Redis
 
@@ -31,6 +32,44 @@ class Record:
     """What a previous delivery of the same request left behind."""
 
     response: ApiResponse | None  # the stored answer, or None while the call was in flight
+
+
+class Records(Protocol):
+    """Where idempotency records live (``IdempotencyStore`` in Redis, ``MemoryRecords`` in tests)."""
+
+    async def lookup(self, request_id: str) -> Record | None: ...
+
+    async def mark_inflight(self, request_id: str) -> None: ...
+
+    async def clear_inflight(self, request_id: str) -> None: ...
+
+    async def store(self, response: ApiResponse) -> None: ...
+
+
+class MemoryRecords:
+    """The records in a dict (no expiry): for unit tests."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, ApiResponse | None] = {}
+
+    async def lookup(self, request_id: str) -> Record | None:
+        """The record of an earlier delivery, or None."""
+        if request_id not in self.records:
+            return None
+        return Record(self.records[request_id])
+
+    async def mark_inflight(self, request_id: str) -> None:
+        """Note an upstream call (kept if a response is already stored)."""
+        self.records.setdefault(request_id, None)
+
+    async def clear_inflight(self, request_id: str) -> None:
+        """Drop an ``inflight`` mark."""
+        if request_id in self.records and self.records[request_id] is None:
+            del self.records[request_id]
+
+    async def store(self, response: ApiResponse) -> None:
+        """Keep the terminal response."""
+        self.records[response.request_id] = response
 
 
 class IdempotencyStore:

@@ -43,3 +43,22 @@ CONSUMER_LAG = Gauge(
     "apihub_consumer_lag", "Requests in the log not yet answered and committed", ["partition"]
 )
 ASSIGNED_PARTITIONS = Gauge("apihub_assigned_partitions", "Request partitions owned by this instance")
+PACING_JITTER = Gauge(
+    "apihub_pacing_jitter_seconds",
+    "Effective jitter budget of a limit domain: the setting plus the largest own send lag seen lately",
+    ["domain"],
+)
+SEND_LAG = Histogram(
+    "apihub_send_lag_seconds",
+    "From a send's recorded slot to its request headers leaving the gateway",
+    ["domain"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+)
+UPSTREAM_INFLIGHT = Gauge(
+    "apihub_upstream_inflight", "Calls inside an upstream HTTP call right now", ["provider"]
+)
+ANSWERED_LATE = Counter(
+    "apihub_answered_after_deadline",
+    "Admitted requests whose answer was published after their deadline",
+    ["provider"],
+)

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from hubclient.models import ApiRequest, Priority
+from services.gateway.errors import BacklogFull
+from services.gateway.rotation import ClassQueue, Entry, HeapRow, compact
 
 #: Highest class first.
 CLASSES = (Priority.INTERACTIVE, Priority.NORMAL, Priority.BULK)
@@ -46,19 +47,6 @@ DEFAULT_RESERVED_SHARE: Mapping[Priority, float] = {Priority.NORMAL: 0.10, Prior
 
 _SLOT = 1_000_000  # one slot of credit; shares are held in millionths so the accounting is exact
 _RANK = {cls: rank for rank, cls in enumerate(CLASSES)}
-
-
-class BacklogFull(Exception):
-    """The scheduler holds its maximum number of requests (in total or for the class); try later."""
-
-    retriable = True
-    reason = "backlog_full"
-
-    def __init__(self, priority: Priority, depth: int, limit: int, scope: str) -> None:
-        super().__init__(f"{scope} backlog full: {depth} of {limit} queued (pushing {priority.value})")
-        self.priority = priority
-        self.depth = depth
-        self.limit = limit
 
 
 class HasRequest(Protocol):
@@ -78,84 +66,6 @@ class Queued:
 
 
 ItemT = TypeVar("ItemT", bound=HasRequest)
-
-
-@dataclass(eq=False, slots=True)
-class _Entry(Generic[ItemT]):
-    item: ItemT
-    request_id: str
-    caller: str
-    priority: Priority
-    deadline_ms: int
-    seq: int
-    alive: bool = True
-
-
-_HeapRow = tuple[int, int, _Entry[ItemT]]  # (deadline_ms, seq, entry): seq is unique, entries never compared
-
-
-def _compact(heap: list[_HeapRow[ItemT]]) -> list[_HeapRow[ItemT]]:
-    live = [row for row in heap if row[2].alive]
-    heapq.heapify(live)
-    return live
-
-
-class _CallerQueue(Generic[ItemT]):
-    """One caller's requests in one class, earliest deadline first."""
-
-    __slots__ = ("heap", "live")
-
-    def __init__(self) -> None:
-        self.heap: list[_HeapRow[ItemT]] = []
-        self.live = 0
-
-    def first(self) -> _Entry[ItemT]:
-        while not self.heap[0][2].alive:
-            heapq.heappop(self.heap)
-        return self.heap[0][2]
-
-
-class _ClassQueue(Generic[ItemT]):
-    """One priority class: callers in round-robin order, the head caller's turn in progress."""
-
-    def __init__(self) -> None:
-        self.callers: OrderedDict[str, _CallerQueue[ItemT]] = OrderedDict()  # rotation order, head first
-        self.turn_left = 0  # requests the head caller may still take in its current turn
-        self.depth = 0
-
-    def push(self, entry: _Entry[ItemT]) -> None:
-        queue = self.callers.get(entry.caller)
-        if queue is None:
-            queue = self.callers[entry.caller] = _CallerQueue()
-        heapq.heappush(queue.heap, (entry.deadline_ms, entry.seq, entry))
-        queue.live += 1
-        self.depth += 1
-
-    def pop(self, turn_size: Callable[[str], int]) -> _Entry[ItemT]:
-        caller, queue = next(iter(self.callers.items()))
-        if self.turn_left <= 0:
-            self.turn_left = turn_size(caller)
-        entry = queue.first()
-        heapq.heappop(queue.heap)
-        self.turn_left -= 1
-        self._taken(caller, queue)
-        if caller in self.callers and self.turn_left == 0:
-            self.callers.move_to_end(caller)
-        return entry
-
-    def discard(self, entry: _Entry[ItemT]) -> None:
-        queue = self.callers[entry.caller]
-        self._taken(entry.caller, queue)
-        if len(queue.heap) > 2 * queue.live + 32:
-            queue.heap = _compact(queue.heap)
-
-    def _taken(self, caller: str, queue: _CallerQueue[ItemT]) -> None:
-        queue.live -= 1
-        self.depth -= 1
-        if queue.live == 0:
-            if next(iter(self.callers)) == caller:
-                self.turn_left = 0
-            del self.callers[caller]
 
 
 class Scheduler(Generic[ItemT]):
@@ -189,9 +99,9 @@ class Scheduler(Generic[ItemT]):
         self._credit = dict.fromkeys(self._share, 0)
         self._quantum = quantum
         self._weights = weights
-        self._classes: dict[Priority, _ClassQueue[ItemT]] = {cls: _ClassQueue() for cls in CLASSES}
-        self._by_id: dict[str, _Entry[ItemT]] = {}
-        self._by_deadline: list[_HeapRow[ItemT]] = []  # every entry, for drop_expired; popped ones go dead
+        self._classes: dict[Priority, ClassQueue[ItemT]] = {cls: ClassQueue() for cls in CLASSES}
+        self._by_id: dict[str, Entry[ItemT]] = {}
+        self._by_deadline: list[HeapRow[ItemT]] = []  # every entry, for drop_expired; popped ones go dead
         self._seq = 0
 
     def __len__(self) -> int:
@@ -215,14 +125,14 @@ class Scheduler(Generic[ItemT]):
         request = item.request
         cls = request.priority
         if len(self._by_id) >= self._max_backlog:
-            raise BacklogFull(cls, len(self._by_id), self._max_backlog, "scheduler")
+            raise BacklogFull(f"scheduler backlog full: {len(self._by_id)} of {self._max_backlog} queued")
         class_limit = self._max_per_class.get(cls)
         if class_limit is not None and self._classes[cls].depth >= class_limit:
-            raise BacklogFull(cls, self._classes[cls].depth, class_limit, cls.value)
+            raise BacklogFull(f"{cls.value} backlog full: {self._classes[cls].depth} of {class_limit} queued")
         if request.request_id in self._by_id:
             raise ValueError(f"request {request.request_id} is already queued")
         self._seq += 1
-        entry = _Entry(item, request.request_id, request.caller, cls, request.deadline_ms, self._seq)
+        entry = Entry(item, request.request_id, request.caller, cls, request.deadline_ms, self._seq)
         self._classes[cls].push(entry)
         self._by_id[entry.request_id] = entry
         heapq.heappush(self._by_deadline, (entry.deadline_ms, entry.seq, entry))
@@ -254,6 +164,12 @@ class Scheduler(Generic[ItemT]):
                 expired.append(entry.item)
         return expired
 
+    def earliest_deadline_ms(self) -> int | None:
+        """The earliest deadline among queued requests, or None when nothing is queued."""
+        while self._by_deadline and not self._by_deadline[0][2].alive:
+            heapq.heappop(self._by_deadline)
+        return self._by_deadline[0][0] if self._by_deadline else None
+
     def estimated_wait_slots(
         self, priority: Priority, deadline_ms: int | None = None, *, caller: str | None = None
     ) -> int:
@@ -281,7 +197,7 @@ class Scheduler(Generic[ItemT]):
             wait = min(wait, ((in_class + 2) * _SLOT - 1) // own_share)
         return wait
 
-    def _ahead_in_class(self, queue: _ClassQueue[ItemT], deadline_ms: int | None, caller: str | None) -> int:
+    def _ahead_in_class(self, queue: ClassQueue[ItemT], deadline_ms: int | None, caller: str | None) -> int:
         if caller is None:
             return queue.depth
         own = queue.callers.get(caller)
@@ -319,15 +235,15 @@ class Scheduler(Generic[ItemT]):
             self._credit[chosen] = max(0, self._credit[chosen] - _SLOT)
         return chosen
 
-    def _discard(self, entry: _Entry[ItemT]) -> None:
+    def _discard(self, entry: Entry[ItemT]) -> None:
         entry.alive = False
         self._classes[entry.priority].discard(entry)
         self._forget(entry)
 
-    def _forget(self, entry: _Entry[ItemT]) -> None:
+    def _forget(self, entry: Entry[ItemT]) -> None:
         entry.alive = False
         del self._by_id[entry.request_id]
         if self._classes[entry.priority].depth == 0 and entry.priority in self._credit:
             self._credit[entry.priority] = 0  # an idle class banks nothing
         if len(self._by_deadline) > 2 * len(self._by_id) + 64:
-            self._by_deadline = _compact(self._by_deadline)
+            self._by_deadline = compact(self._by_deadline)

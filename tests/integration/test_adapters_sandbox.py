@@ -27,7 +27,8 @@ from aiohttp import web
 from hubclient.catalog import TrSpec, lookup
 from hubclient.ids import new_request_id
 from hubclient.models import ApiRequest, Provider
-from services.gateway.dispatcher import Dispatcher, DispatchError, UpstreamNoAnswer
+from services.gateway.dispatcher import HttpDispatcher
+from services.gateway.errors import DispatchError, UpstreamNoAnswer
 from services.gateway.providers.base import (
     KST,
     Classified,
@@ -213,7 +214,7 @@ class Broker:
     """A broker environment seen through the real adapter and a started Dispatcher."""
 
     def __init__(
-        self, provider: Provider, adapter: KisAdapter | KiwoomAdapter, dispatcher: Dispatcher
+        self, provider: Provider, adapter: KisAdapter | KiwoomAdapter, dispatcher: HttpDispatcher
     ) -> None:
         self.provider = provider
         self.adapter = adapter
@@ -317,7 +318,7 @@ async def broker(
     else:
         settings = KiwoomSettings(base_url=base_url, environment=environment, appkey=appkey, secretkey=secret)
         adapter = KiwoomAdapter(settings)
-    dispatcher = Dispatcher({provider: settings})
+    dispatcher = HttpDispatcher({provider: settings})
     await dispatcher.start()
     try:
         client = Broker(provider, adapter, dispatcher)

@@ -11,9 +11,11 @@ import pytest
 from redis.asyncio import Redis
 
 from hubclient.models import Provider
-from services.gateway.dispatcher import Dispatcher
+from services.gateway.clock import SystemClock
+from services.gateway.dispatcher import HttpDispatcher
 from services.gateway.providers.base import TokenGrant
 from services.gateway.providers.kis import KisAdapter
+from services.gateway.token_store import RedisTokenStore, Stored
 from services.gateway.tokens import TokenManager
 from services.settings import KisSettings
 from tests.conftest import Services
@@ -28,13 +30,24 @@ async def redis(services: Services) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+def store(settings: KisSettings, redis: Redis, prefix: str) -> RedisTokenStore:
+    """The shared token store the gateway instances of one test use."""
+    assert settings.appkey is not None
+    return RedisTokenStore(
+        redis,
+        key_prefix=prefix,
+        appkeys={Provider.KIS: settings.appkey.get_secret_value()},
+        clock=SystemClock(),
+    )
+
+
 async def managers(
     count: int, settings: KisSettings, redis: Redis, prefix: str
-) -> tuple[list[TokenManager], list[Dispatcher]]:
+) -> tuple[list[TokenManager], list[HttpDispatcher]]:
     """``count`` independent token managers, as ``count`` gateway instances would hold."""
     out, dispatchers = [], []
     for _ in range(count):
-        dispatcher = Dispatcher({Provider.KIS: settings})
+        dispatcher = HttpDispatcher({Provider.KIS: settings})
         await dispatcher.start()
         dispatchers.append(dispatcher)
         assert settings.appkey is not None
@@ -42,9 +55,8 @@ async def managers(
             TokenManager(
                 {Provider.KIS: KisAdapter(settings)},
                 dispatcher,
-                redis,
-                key_prefix=prefix,
-                appkeys={Provider.KIS: settings.appkey.get_secret_value()},
+                store(settings, redis, prefix),
+                clock=SystemClock(),
             )
         )
     return out, dispatchers
@@ -79,13 +91,16 @@ async def test_late_writer_does_not_overwrite(sandbox_url: str, redis: Redis, un
     (tm,), dispatchers = await managers(1, settings, redis, f"test:{unique}:")
     try:
         fresh = await tm.get(Provider.KIS)
-        stored = await tm._load(Provider.KIS)
+        shared = store(settings, redis, f"test:{unique}:")
+        stored = await shared.load(Provider.KIS)
         assert stored is not None and stored.grant.access_token == fresh
-        await tm._store(Provider.KIS, TokenGrant("late-token", time.time() + 3600), stored.generation)
-        after = await tm._load(Provider.KIS)
+        late = Stored(TokenGrant("late-token", time.time() + 3600), stored.generation)
+        assert not await shared.write(Provider.KIS, late)
+        after = await shared.load(Provider.KIS)
         assert after is not None and after.grant.access_token == fresh
-        await tm._store(Provider.KIS, TokenGrant("newer-token", time.time() + 7200), stored.generation + 1)
-        newest = await tm._load(Provider.KIS)
+        newer = Stored(TokenGrant("newer-token", time.time() + 7200), stored.generation + 1)
+        assert await shared.write(Provider.KIS, newer)
+        newest = await shared.load(Provider.KIS)
         assert newest is not None and newest.grant.access_token == "newer-token"
     finally:
         await asyncio.gather(*(d.stop() for d in dispatchers))
@@ -102,7 +117,7 @@ async def test_restart_reuses_the_shared_token(sandbox_url: str, redis: Redis, u
         assert await second.get(Provider.KIS) == token
         assert (await referee(sandbox_url, "kis/real", key))["tokens_issued"] == 1
         await second.invalidate(Provider.KIS, token)
-        assert await first._load(Provider.KIS) is None
+        assert await store(settings, redis, f"test:{unique}:").load(Provider.KIS) is None
         assert not second.cached_valid(Provider.KIS)
     finally:
         await asyncio.gather(*(d.stop() for d in d1 + d2))

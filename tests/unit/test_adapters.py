@@ -8,7 +8,8 @@ import pytest
 
 from hubclient.catalog import lookup
 from hubclient.models import ApiRequest, Provider
-from services.gateway.providers.base import KST, Outcome, TokenIssueError, UpstreamAnswer
+from services.gateway.errors import TokenIssueError
+from services.gateway.providers.base import KST, Outcome, UpstreamAnswer
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.providers.kiwoom import KiwoomAdapter, detailed_code
 from services.settings import KisSettings, KiwoomSettings

@@ -68,15 +68,6 @@ class TokenGrant:
     expires_at_s: float  # epoch seconds, from the broker's absolute expiry field
 
 
-class TokenIssueError(Exception):
-    """The token endpoint refused; ``refused_by_rate`` when it was the one-per-minute rule."""
-
-    def __init__(self, message: str, *, refused_by_rate: bool = False, code: str | None = None) -> None:
-        super().__init__(message)
-        self.refused_by_rate = refused_by_rate
-        self.code = code
-
-
 class ProviderAdapter(Protocol):
     """Everything provider-specific about calling a broker."""
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from hubclient.catalog import Paging, TrSpec
 from hubclient.models import ApiRequest, Provider
+from services.gateway.errors import TokenIssueError
 from services.gateway.providers.base import (
     Classified,
     Outcome,
     TokenGrant,
-    TokenIssueError,
     UpstreamAnswer,
     UpstreamRequest,
     kst_to_epoch_s,

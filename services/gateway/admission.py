@@ -1,0 +1,65 @@
+"""Admission: what is refused at once, before a request waits for a slot.
+
+In order: an unknown tr_id or one the environment does not offer, a credential that is not configured
+(``invalid``); a deadline already passed (``expired``); a deadline out of reach at the current pace
+(``rejected`` / ``deadline_unreachable``, logged as ``ratelimit.rejected``). The estimate of the wait
+comes from the domain's pacer; these checks are pure.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from hubclient.catalog import TrSpec, lookup
+from hubclient.errors import UnknownTrId
+from hubclient.models import ApiRequest
+from services.gateway.errors import Expired, Invalid, Refused
+from services.gateway.metrics import LIMITER_REJECTIONS
+from services.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+
+def check_request(request: ApiRequest, *, mock: bool, now_ms: int) -> TrSpec:
+    """The request's catalog entry; raises ``Invalid`` or ``Expired``."""
+    try:
+        spec = lookup(request.provider, request.tr_id)
+    except UnknownTrId as exc:
+        raise Invalid("unknown_tr_id", str(exc)) from exc
+    if mock and not spec.mock_supported:
+        raise Invalid("not_supported_on_mock", f"{spec.tr_id} exists only on the real server")
+    if request.credential is not None:
+        raise Invalid("unknown_credential", f"no credential {request.credential!r} is configured")
+    if request.deadline_ms <= now_ms:
+        raise Expired("deadline_passed")
+    return spec
+
+
+def check_deadline(request: ApiRequest, *, now_ms: int, wait_s: float) -> None:
+    """Raise ``Refused("deadline_unreachable")`` when the answer would come after the deadline."""
+    if now_ms + wait_s * 1000 < request.deadline_ms:
+        return
+    raise Refused(
+        "deadline_unreachable",
+        f"estimated wait {wait_s * 1000:.0f} ms exceeds the deadline",
+        retriable=True,
+    )
+
+
+def log_rejection(request: ApiRequest, *, domain: str, reason: str, queue_depth: int, wait_s: float) -> None:
+    """Count and log a refusal by pacing (``ratelimit.rejected``)."""
+    LIMITER_REJECTIONS.labels(request.provider.value, reason).inc()
+    log_event(
+        logger,
+        "ratelimit.rejected",
+        logging.WARNING,
+        provider=request.provider.value,
+        domain=domain,
+        reason=reason,
+        queue_depth=queue_depth,
+        estimated_wait_ms=round(wait_s * 1000),
+        deadline_ms=request.deadline_ms,
+        caller=request.caller,
+        priority=request.priority.value,
+        request_id=request.request_id,
+    )

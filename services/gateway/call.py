@@ -1,0 +1,174 @@
+"""One upstream attempt: mark an order in flight, send in the slot, classify, and act on the decision.
+
+The attempt runs in its own task once the pacing loop gave its request a slot. Nothing here decides
+policy: ``policy.decide`` says whether to answer, requeue, replace the token or slow down, and this
+module performs it. Every outcome ends in ``Flight.finish`` or a requeue, never in an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from redis.exceptions import RedisError
+
+from hubclient.models import Provider, Status
+from services.gateway.clock import Clock
+from services.gateway.dispatcher import Dispatcher
+from services.gateway.errors import DispatchError, Expired, GatewayError, Refused, UpstreamNoAnswer
+from services.gateway.flights import Flight
+from services.gateway.idempotency import Records
+from services.gateway.limiter import Slot
+from services.gateway.metrics import RETRIES, UPSTREAM_CALLS, UPSTREAM_INFLIGHT
+from services.gateway.pacing import DomainPacer
+from services.gateway.policy import Action, Decision, Result, backoff_s, decide
+from services.gateway.providers.base import ProviderAdapter, UpstreamAnswer
+from services.gateway.responses import Responder
+from services.gateway.tokens import TokenManager
+from services.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+
+class Caller:
+    """Makes the upstream attempts of every domain."""
+
+    def __init__(
+        self,
+        *,
+        adapters: dict[Provider, ProviderAdapter],
+        dispatcher: Dispatcher,
+        tokens: TokenManager,
+        idempotency: Records | None,
+        responder: Responder,
+        clock: Clock,
+        call_timeout_s: dict[Provider, float],
+    ) -> None:
+        self._adapters = adapters
+        self._dispatcher = dispatcher
+        self._tokens = tokens
+        self._idempotency = idempotency
+        self._responder = responder
+        self._clock = clock
+        self._call_timeout_s = call_timeout_s
+
+    async def attempt(self, pacer: DomainPacer, flight: Flight, slot: Slot, token: str) -> None:
+        """Make one attempt for ``flight`` in ``slot``; ends in an answer or a requeue."""
+        try:
+            await self._attempt(pacer, flight, slot, token)
+        except GatewayError as exc:
+            flight.finish(self._responder.error(flight.request, exc, flight))
+        except Exception as exc:  # a bug must still end in exactly one answer
+            logger.exception(
+                "gateway.internal_error", extra={"fields": {"request_id": flight.request.request_id}}
+            )
+            flight.finish(
+                self._responder.error(flight.request, Refused("internal_error", type(exc).__name__), flight)
+            )
+
+    async def _attempt(self, pacer: DomainPacer, flight: Flight, slot: Slot, token: str) -> None:
+        request, spec, provider = flight.request, flight.spec, pacer.provider
+        if flight.withdrawn:
+            return
+        if not spec.idempotent and self._idempotency is not None:
+            try:
+                await self._idempotency.mark_inflight(request.request_id)
+            except (RedisError, OSError) as exc:
+                raise Refused("idempotency_unavailable", str(exc)) from exc
+        upstream = self._adapters[provider].build(spec, request, token)
+        remaining_s = request.deadline_ms / 1000 - self._clock.time() - pacer.reply_budget_s()
+        if remaining_s <= 0 or flight.withdrawn:  # the slot came too late: nothing is sent
+            await self._clear_inflight(flight)
+            if flight.withdrawn:
+                return
+            raise Expired(
+                "deadline_passed"
+                if request.remaining_ms(int(self._clock.time() * 1000)) <= 0
+                else "deadline_too_close"
+            )
+        provider_timeout_s = self._call_timeout_s[provider]
+        timeout_s = min(remaining_s, provider_timeout_s)
+        flight.attempts += 1
+        started = self._clock.monotonic()
+        error: DispatchError | None = None
+        answer: UpstreamAnswer | None = None
+        UPSTREAM_INFLIGHT.labels(provider.value).inc()
+        try:
+            answer = await self._dispatcher.send(
+                provider, upstream, timeout_s, on_sent=lambda: pacer.limiter.sent(slot)
+            )
+        except DispatchError as exc:
+            error = exc
+        finally:
+            UPSTREAM_INFLIGHT.labels(provider.value).dec()
+            flight.upstream_s += self._clock.monotonic() - started
+        if answer is not None:
+            pacer.observe_call(self._clock.monotonic() - started)
+            flight.classified = self._adapters[provider].classify(spec, request, answer)
+            result = Result(flight.classified.outcome.value)
+        else:
+            result = _dispatch_result(error, cut_by_deadline=timeout_s < provider_timeout_s)
+        UPSTREAM_CALLS.labels(provider.value, spec.tr_id, result.value).inc()
+        decision = decide(
+            result, idempotent=spec.idempotent, attempts=flight.attempts, token_replaced=flight.token_replaced
+        )
+        await self._perform(pacer, flight, decision, token, str(error) if error else None)
+
+    async def _perform(
+        self, pacer: DomainPacer, flight: Flight, decision: Decision, token: str, message: str | None
+    ) -> None:
+        now = self._clock.monotonic()
+        if decision.breaker_failure:
+            pacer.breaker.record_failure(now)
+        if decision.breaker_success:
+            pacer.breaker.record_success()
+        if decision.slow_down:
+            pacer.limiter.throttled()
+        elif decision.status is Status.OK:
+            pacer.limiter.succeeded()
+        if decision.replace_token:
+            flight.token_replaced = True
+            await self._tokens.invalidate(pacer.provider, token)
+        if decision.clear_inflight:
+            await self._clear_inflight(flight)
+        if decision.action is Action.FINISH:
+            assert decision.status is not None
+            response = self._responder.answer(
+                flight.request, decision.status, reason=decision.reason, message=message, flight=flight
+            )
+            flight.finish(response)
+            return
+        RETRIES.labels(pacer.provider.value, decision.reason or "-").inc()
+        if decision.backoff:
+            await self._clock.sleep(backoff_s(flight.attempts, random.random()))  # noqa: S311 - jitter
+        try:
+            pacer.requeue(flight)
+        except GatewayError:  # the backlog filled meanwhile
+            flight.finish(
+                self._responder.answer(
+                    flight.request, Status.UPSTREAM_ERROR, reason=decision.reason, flight=flight
+                )
+            )
+
+    async def _clear_inflight(self, flight: Flight) -> None:
+        """The broker did not execute the call: a redelivery may send it again."""
+        if flight.spec.idempotent or self._idempotency is None:
+            return
+        try:
+            await self._idempotency.clear_inflight(flight.request.request_id)
+        except (RedisError, OSError) as exc:
+            log_event(
+                logger,
+                "idempotency.clear_failed",
+                logging.WARNING,
+                request_id=flight.request.request_id,
+                error=str(exc),
+            )
+
+
+def _dispatch_result(error: DispatchError | None, *, cut_by_deadline: bool) -> Result:
+    if error is None or not error.sent:
+        return Result.UNREACHABLE
+    if isinstance(error, UpstreamNoAnswer) and error.timed_out and cut_by_deadline:
+        return Result.DEADLINE_CUT
+    return Result.NO_ANSWER

@@ -1,0 +1,91 @@
+"""One record per request while the gateway serves it: queued, in an upstream call, or answered.
+
+A ``Flight`` is created when a request is admitted and carries everything about its progress: where it
+came from in the log, its attempts, timings, the last classified answer and the future its terminal
+response resolves. ``Flights`` is the one registry of them, by request id (a redelivery of a request
+still in flight joins it) and by log position (the consumer asks whether a record may be left to the
+next owner: only while its request is not inside an upstream call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hubclient.catalog import TrSpec
+from hubclient.models import ApiRequest, ApiResponse
+from services.gateway.providers.base import Classified
+
+Position = tuple[int, int]  # (partition, offset) of the request record
+
+
+class Stage(StrEnum):
+    """Where a flight is."""
+
+    QUEUED = "queued"
+    CALLING = "calling"
+    DONE = "done"
+
+
+@dataclass(eq=False)
+class Flight:
+    """A request's progress while it is being served."""
+
+    request: ApiRequest
+    spec: TrSpec
+    domain: str
+    received_s: float  # monotonic
+    future: asyncio.Future[ApiResponse]
+    position: Position | None = None
+    stage: Stage = Stage.QUEUED
+    attempts: int = 0
+    upstream_s: float = 0.0
+    queued_s: float | None = None  # from arrival to the first upstream attempt
+    estimated_start_s: float | None = None  # when admission expected its first slot (monotonic)
+    token_replaced: bool = False
+    classified: Classified | None = None
+    withdrawn: bool = False  # its caller let go (revoke, shutdown): never call upstream for it
+
+    def finish(self, response: ApiResponse) -> None:
+        """Resolve the flight with its terminal response (the first one wins)."""
+        self.stage = Stage.DONE
+        if not self.future.done():
+            self.future.set_result(response)
+
+
+@dataclass
+class Flights:
+    """Every flight of this gateway, by request id and by log position."""
+
+    _by_id: dict[str, Flight] = field(default_factory=dict)
+    _by_position: dict[Position, Flight] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, request_id: str) -> Flight | None:
+        """The live flight of a request, if any."""
+        return self._by_id.get(request_id)
+
+    def add(self, flight: Flight) -> None:
+        """Register a new flight."""
+        self._by_id[flight.request.request_id] = flight
+        if flight.position is not None:
+            self._by_position[flight.position] = flight
+
+    def remove(self, flight: Flight) -> None:
+        """Forget a finished or withdrawn flight."""
+        if self._by_id.get(flight.request.request_id) is flight:
+            del self._by_id[flight.request.request_id]
+        if flight.position is not None and self._by_position.get(flight.position) is flight:
+            del self._by_position[flight.position]
+
+    def calling_at(self, position: Position) -> bool:
+        """True while the request read at ``position`` is inside an upstream call."""
+        flight = self._by_position.get(position)
+        return flight is not None and flight.stage is Stage.CALLING
+
+    def calling(self) -> int:
+        """Flights inside an upstream call right now."""
+        return sum(1 for f in self._by_id.values() if f.stage is Stage.CALLING)

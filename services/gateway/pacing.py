@@ -1,0 +1,225 @@
+"""One limit domain's pacing loop: each slot the limiter grants goes to the best queued request.
+
+The loop makes sure a token is at hand and the breaker lets calls through, reserves the next slot
+(recorded before anything is sent), sleeps until it starts, and only then pops the request the
+scheduler puts first, so priorities and deadlines are judged at the moment of the slot. The call runs
+in a task of its own; a slow broker answer never delays the next slot.
+
+While it waits the loop keeps the deadlines: a queued request whose answer could no longer reach its
+caller in time (``now + call + reply path >= deadline``) is answered ``expired`` at once, before its
+deadline, never after the caller gave up. The same estimates (the next slot, the slots ahead of the
+request, a call, the reply path and a measured margin for the estimate's own error) decide admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from hubclient.models import ApiRequest, Provider
+from services.gateway.breaker import CircuitBreaker
+from services.gateway.clock import Clock
+from services.gateway.errors import Expired, GatewayError, Refused
+from services.gateway.flights import Flight, Stage
+from services.gateway.jitter import SlidingMax
+from services.gateway.limiter import DomainLimiter, Slot
+from services.gateway.metrics import QUEUE_DEPTH, QUEUE_WAIT
+from services.gateway.scheduler import Queued, Scheduler
+
+logger = logging.getLogger(__name__)
+
+REPLY_BASE_S = 0.03  # the caller's consumer fetching the answer, beyond our own produce
+CALL_EWMA_WEIGHT = 0.1
+HOLD_S = 30.0
+
+Attempt = Callable[["DomainPacer", Flight, Slot, str], Coroutine[Any, Any, None]]
+TokenSource = Callable[[Provider], Awaitable[str]]
+Finish = Callable[[Flight, GatewayError], None]
+
+
+class ReplyPath:
+    """How long an answer takes from the gateway to its caller: a base plus the slowest recent produce."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._produce = SlidingMax(clock, HOLD_S)
+
+    def observe(self, produce_s: float) -> None:
+        """One acknowledged produce of an answer."""
+        self._produce.observe(produce_s)
+
+    def budget_s(self) -> float:
+        """Seconds to keep between sending an answer and its deadline."""
+        return REPLY_BASE_S + self._produce.value()
+
+
+class DomainPacer:
+    """The queue, the limiter and the loop of one limit domain."""
+
+    def __init__(
+        self,
+        name: str,
+        provider: Provider,
+        *,
+        limiter: DomainLimiter,
+        scheduler: Scheduler[Queued],
+        breaker: CircuitBreaker,
+        clock: Clock,
+        reply: ReplyPath,
+        token: TokenSource,
+        attempt: Attempt,
+        finish: Finish,
+    ) -> None:
+        self.name = name
+        self.provider = provider
+        self.limiter = limiter
+        self.scheduler = scheduler
+        self.breaker = breaker
+        self._clock = clock
+        self._reply = reply
+        self._token = token
+        self._attempt = attempt
+        self._finish = finish
+        self._has_work = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()
+        self.call_s = 0.05  # moving average of one upstream call
+        self._late = SlidingMax(clock, HOLD_S)  # how much later than admission estimated a slot came
+
+    # --- estimates --------------------------------------------------------------------------------
+
+    def service_s(self) -> float:
+        """Seconds from a slot to the caller holding the answer: a call plus the reply path."""
+        return self.call_s + self._reply.budget_s()
+
+    def reply_budget_s(self) -> float:
+        """Seconds an answer needs to reach its caller."""
+        return self._reply.budget_s()
+
+    def slot_wait_s(self, request: ApiRequest) -> float:
+        """Seconds until ``request`` would get its slot if queued now."""
+        slots = self.scheduler.estimated_wait_slots(
+            request.priority, request.deadline_ms, caller=request.caller
+        )
+        return self.limiter.next_slot_in_s() + slots * self.limiter.interval_s
+
+    def margin_s(self) -> float:
+        """The largest recent error of the slot estimate (slots that came later than estimated)."""
+        return self._late.value()
+
+    def observe_call(self, elapsed_s: float) -> None:
+        """One upstream call's duration."""
+        self.call_s += CALL_EWMA_WEIGHT * (elapsed_s - self.call_s)
+
+    # --- the queue ----------------------------------------------------------------------------------
+
+    def submit(self, flight: Flight, slot_wait_s: float) -> None:
+        """Queue an admitted flight (raises ``BacklogFull``) and wake the loop."""
+        self.scheduler.remove(flight.request.request_id)  # a stale entry of an abandoned earlier delivery
+        self.scheduler.push(Queued(flight.request, payload=flight))
+        flight.stage = Stage.QUEUED
+        flight.estimated_start_s = self._clock.monotonic() + slot_wait_s
+        self._queued_changed(flight)
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.create_task(self._run(), name=f"pace-{self.name}")
+        self._has_work.set()
+
+    def requeue(self, flight: Flight) -> None:
+        """Put a flight back for another attempt (after a throttle, a retry, a replaced token)."""
+        if flight.withdrawn:
+            return
+        self.scheduler.push(Queued(flight.request, payload=flight))
+        flight.stage = Stage.QUEUED
+        self._queued_changed(flight)
+        self._has_work.set()
+
+    def withdraw(self, flight: Flight) -> None:
+        """Forget a flight its caller let go of; a call in progress finds it withdrawn."""
+        flight.withdrawn = True
+        if self.scheduler.remove(flight.request.request_id):
+            self._queued_changed(flight)
+
+    def _queued_changed(self, flight: Flight) -> None:
+        priority = flight.request.priority
+        QUEUE_DEPTH.labels(self.name, priority.value).set(self.scheduler.depth(priority))
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop the loop and the calls; queued requests stay unanswered (they are redelivered)."""
+        tasks = [t for t in [self._loop, *self._calls] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop = None
+
+    async def _run(self) -> None:
+        while True:
+            self._expire()
+            if not self.scheduler:
+                self._has_work.clear()
+                await self._has_work.wait()
+                continue
+            try:
+                token = await self._token(self.provider)
+            except GatewayError as exc:  # no token: the best queued request gets that answer, no slot used
+                self._fail_first(exc)
+                continue
+            if not self.breaker.allow(self._clock.monotonic()):
+                retry_s = self.breaker.retry_after_s(self._clock.monotonic())
+                self._fail_first(
+                    Refused("circuit_open", f"{self.provider.value} is failing; next probe in {retry_s:.1f}s")
+                )
+                continue
+            slot = await self.limiter.reserve()
+            await self._wait_until(slot.start_s)
+            flight = self._pop()
+            if flight is None:
+                continue  # everything expired meanwhile: the recorded slot stays unused
+            task = asyncio.create_task(self._attempt(self, flight, slot, token))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _wait_until(self, start_s: float) -> None:
+        """Sleep until ``start_s``, waking to answer requests whose deadline comes first."""
+        while (left := start_s - self._clock.monotonic()) > 0:
+            earliest_ms = self.scheduler.earliest_deadline_ms()
+            if earliest_ms is not None:
+                due_in = earliest_ms / 1000 - self.service_s() - self._clock.time()
+                left = min(left, max(due_in, 0.001))
+            await self._clock.sleep(left)
+            self._expire()
+
+    def _pop(self) -> Flight | None:
+        self._expire()
+        item = self.scheduler.pop()
+        if item is None:
+            return None
+        flight: Flight = item.payload  # type: ignore[assignment]
+        self._queued_changed(flight)
+        flight.stage = Stage.CALLING
+        now = self._clock.monotonic()
+        if flight.queued_s is None:
+            flight.queued_s = now - flight.received_s
+            QUEUE_WAIT.labels(flight.request.priority.value).observe(flight.queued_s)
+            if flight.estimated_start_s is not None:
+                self._late.observe(max(0.0, now - flight.estimated_start_s))
+        return flight
+
+    def _fail_first(self, error: GatewayError) -> None:
+        item = self.scheduler.pop()
+        if item is not None:
+            flight: Flight = item.payload  # type: ignore[assignment]
+            self._queued_changed(flight)
+            self._finish(flight, error)
+
+    def _expire(self) -> None:
+        """Answer the queued requests whose answer could no longer arrive before their deadline."""
+        now_ms = self._clock.time() * 1000
+        horizon_ms = int(now_ms + self.service_s() * 1000)
+        for item in self.scheduler.drop_expired(horizon_ms):
+            flight: Flight = item.payload  # type: ignore[assignment]
+            self._queued_changed(flight)
+            passed = flight.request.deadline_ms <= now_ms
+            self._finish(flight, Expired("deadline_passed" if passed else "deadline_too_close"))

@@ -1,0 +1,154 @@
+"""What to do after an upstream attempt: a pure function of (outcome, spec, attempts).
+
+The call module performs the I/O the decision names; the table is tested row by row.
+
+| outcome                     | idempotent call                 | order (non-idempotent)          |
+|-----------------------------|---------------------------------|---------------------------------|
+| ok                          | answer ok                       | answer ok                       |
+| token_rejected (first time) | replace the token, requeue      | replace the token, requeue      |
+| token_rejected (again)      | upstream_error                  | upstream_error                  |
+| throttled                   | slow down, requeue*             | slow down, requeue* (unexecuted)|
+| transient (5xx, garbage)    | back off, requeue*              | unknown_outcome                 |
+| unknown_outcome             | unknown_outcome                 | unknown_outcome                 |
+| business_error              | upstream_error                  | upstream_error                  |
+| unreachable (never sent)    | back off, requeue*              | back off, requeue*              |
+| no_answer (sent)            | back off, requeue*              | unknown_outcome                 |
+| cut by the deadline (sent)  | expired                         | unknown_outcome                 |
+
+\\* while ``attempts < max_attempts``; after that ``upstream_error`` with the outcome as reason
+(``unreachable`` for both connection failures). Requeued requests wait for a new slot like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from hubclient.models import Status
+
+MAX_ATTEMPTS = 4  # upstream calls per request, retries included
+RETRY_BASE_S = 0.05
+
+
+class Result(StrEnum):
+    """What one attempt came to, from the classified answer or from the dispatcher's error."""
+
+    OK = "ok"
+    THROTTLED = "throttled"
+    TOKEN_REJECTED = "token_rejected"  # noqa: S105 - an outcome, not a secret
+    BUSINESS_ERROR = "business_error"
+    TRANSIENT = "transient"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+    UNREACHABLE = "unreachable"
+    NO_ANSWER = "no_answer"
+    DEADLINE_CUT = "deadline_cut"
+
+
+class Action(StrEnum):
+    """The next step."""
+
+    FINISH = "finish"
+    REQUEUE = "requeue"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The next step and its side effects."""
+
+    action: Action
+    status: Status | None = None  # for FINISH
+    reason: str | None = None  # for FINISH (None with ok), or the retry reason for REQUEUE
+    backoff: bool = False  # sleep a jittered backoff before requeueing
+    replace_token: bool = False
+    slow_down: bool = False
+    clear_inflight: bool = False  # the broker certainly did not execute it
+    breaker_failure: bool = False
+    breaker_success: bool = False
+
+
+def _finish(
+    status: Status,
+    reason: str | None,
+    *,
+    slow_down: bool = False,
+    clear_inflight: bool = False,
+    breaker_failure: bool = False,
+    breaker_success: bool = False,
+) -> Decision:
+    return Decision(
+        Action.FINISH,
+        status,
+        reason,
+        slow_down=slow_down,
+        clear_inflight=clear_inflight,
+        breaker_failure=breaker_failure,
+        breaker_success=breaker_success,
+    )
+
+
+def _requeue(
+    reason: str,
+    *,
+    backoff: bool = False,
+    replace_token: bool = False,
+    slow_down: bool = False,
+    clear_inflight: bool = False,
+    breaker_failure: bool = False,
+    breaker_success: bool = False,
+) -> Decision:
+    return Decision(
+        Action.REQUEUE,
+        reason=reason,
+        backoff=backoff,
+        replace_token=replace_token,
+        slow_down=slow_down,
+        clear_inflight=clear_inflight,
+        breaker_failure=breaker_failure,
+        breaker_success=breaker_success,
+    )
+
+
+def decide(
+    result: Result,
+    *,
+    idempotent: bool,
+    attempts: int,
+    token_replaced: bool,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> Decision:
+    """The decision for one attempt's ``result`` (``attempts`` counts this one)."""
+    more = attempts < max_attempts
+    if result is Result.OK:
+        return _finish(Status.OK, None, breaker_success=True)
+    if result is Result.TOKEN_REJECTED:
+        if token_replaced:
+            return _finish(Status.UPSTREAM_ERROR, result.value, breaker_success=True)
+        return _requeue(result.value, replace_token=True, breaker_success=True)
+    if result is Result.THROTTLED:
+        if more:
+            return _requeue(result.value, slow_down=True, clear_inflight=True, breaker_success=True)
+        return _finish(Status.UPSTREAM_ERROR, result.value, slow_down=True, clear_inflight=True)
+    if result is Result.BUSINESS_ERROR:
+        return _finish(Status.UPSTREAM_ERROR, result.value, breaker_success=True)
+    if result is Result.UNKNOWN_OUTCOME:
+        return _finish(Status.UNKNOWN_OUTCOME, result.value, breaker_success=True)
+    if result is Result.DEADLINE_CUT:
+        if idempotent:
+            return _finish(Status.EXPIRED, "deadline_passed")
+        return _finish(Status.UNKNOWN_OUTCOME, "no_answer")
+    if result is Result.UNREACHABLE:
+        if more:
+            return _requeue(result.value, backoff=True, clear_inflight=True, breaker_failure=True)
+        return _finish(Status.UPSTREAM_ERROR, "unreachable", clear_inflight=True, breaker_failure=True)
+    # TRANSIENT and NO_ANSWER: the broker may have executed it.
+    if not idempotent:
+        return _finish(Status.UNKNOWN_OUTCOME, result.value, breaker_failure=True)
+    if more:
+        return _requeue(result.value, backoff=True, breaker_failure=True)
+    reason = "unreachable" if result is Result.NO_ANSWER else result.value
+    return _finish(Status.UPSTREAM_ERROR, reason, breaker_failure=True)
+
+
+def backoff_s(attempt: int, unit: float) -> float:
+    """Full jitter: ``unit`` (a uniform draw in [0, 1)) times ``RETRY_BASE_S * 2**attempt`` seconds."""
+    return unit * RETRY_BASE_S * 2.0**attempt

@@ -1,0 +1,50 @@
+"""Terminal responses: every answer the gateway gives is built here, stamped with instance and timing."""
+
+from __future__ import annotations
+
+from hubclient.models import ApiRequest, ApiResponse, Status, Timing
+from services.gateway.clock import Clock
+from services.gateway.errors import GatewayError
+from services.gateway.flights import Flight
+
+
+class Responder:
+    """Builds ``ApiResponse``s for one gateway instance."""
+
+    def __init__(self, instance_id: str, clock: Clock) -> None:
+        self.instance_id = instance_id
+        self._clock = clock
+
+    def answer(
+        self,
+        request: ApiRequest,
+        status: Status,
+        *,
+        reason: str | None = None,
+        message: str | None = None,
+        flight: Flight | None = None,
+    ) -> ApiResponse:
+        """A terminal response; a flight contributes its last broker answer, timings and attempts."""
+        classified = flight.classified if flight else None
+        total_ms = max(0.0, self._clock.time() * 1000 - request.created_at_ms)
+        return ApiResponse(
+            request_id=request.request_id,
+            status=status,
+            reason=reason,
+            http_status=classified.http_status if classified else None,
+            provider_code=classified.provider_code if classified else None,
+            message=message if message is not None else (classified.message if classified else None),
+            data=classified.data if classified else None,
+            continuation=classified.continuation if classified and status is Status.OK else None,
+            timing=Timing(
+                queued_ms=round((flight.queued_s or 0.0) * 1000, 3) if flight else 0.0,
+                upstream_ms=round(flight.upstream_s * 1000, 3) if flight else 0.0,
+                total_ms=round(total_ms, 3),
+            ),
+            attempts=flight.attempts if flight else 0,
+            gateway=self.instance_id,
+        )
+
+    def error(self, request: ApiRequest, error: GatewayError, flight: Flight | None = None) -> ApiResponse:
+        """The response a gateway error stands for."""
+        return self.answer(request, error.status, reason=error.reason, message=error.message, flight=flight)

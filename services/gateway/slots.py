@@ -1,0 +1,200 @@
+"""Where a limit domain's sends are recorded: the shared schedule every gateway instance paces against.
+
+A reservation is one atomic step on the store's own clock. It finds the earliest start ``S`` that is
+
+* no earlier than ``not_before_s`` from now and than the domain's theoretical arrival time (GCRA with
+  burst 0: consecutive slots are at least one interval apart), and
+* at least one second after the ``limit``-th latest *arrival bound* in the log,
+
+then records the send, before it leaves, with its arrival bound ``E = S + allowance_s`` (the latest
+moment it can reach the broker's counter) and moves the TAT to ``S + interval_s``. Any ``limit``
+earlier sends whose arrivals could fall inside the one-second window ending at the new send's
+arrival push it back, so no sliding second at the broker ever holds more than ``limit`` arrivals as
+long as every send arrives within its allowance. A send that turns out later than its allowance
+allowed for (the process stalled) is ``extend``-ed to its true bound. Entries leave the log once their
+bound is a second old. A reserved slot that is never used only wastes a slot; one that was used is in
+the log even if its process dies the next instant.
+
+``RedisSlots`` keeps the log in Redis (one Lua script, Redis's clock), shared by every instance and
+handed over across rebalances, restarts and crashes. ``MemorySlots`` is the same algorithm on a
+``Clock``: the process's own guard while Redis is unreachable, and the store of unit tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from services.gateway.clock import Clock
+
+WINDOW_S = 1.0  # the brokers count a sliding second
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A recorded slot: wait ``wait_s`` from the store's now; ``start`` is on the store's clock (s)."""
+
+    wait_s: float
+    start: float
+    member: str
+
+
+class SlotStore(Protocol):
+    """Records sends of limit domains and says when the next may leave."""
+
+    async def reserve(
+        self,
+        domain: str,
+        *,
+        interval_s: float,
+        limit: int,
+        allowance_s: float,
+        not_before_s: float,
+        member: str,
+    ) -> Reservation: ...
+
+    async def extend(self, domain: str, member: str, arrival_by: float) -> None: ...
+
+
+@dataclass
+class _Log:
+    tat: float = 0.0
+    bounds: dict[str, float] = field(default_factory=dict)
+
+
+class MemorySlots:
+    """The schedule in this process's memory, on ``clock.monotonic()``."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._logs: dict[str, _Log] = {}
+
+    async def reserve(
+        self,
+        domain: str,
+        *,
+        interval_s: float,
+        limit: int,
+        allowance_s: float,
+        not_before_s: float,
+        member: str,
+    ) -> Reservation:
+        """Record the next slot of ``domain`` and return it."""
+        return self.reserve_now(
+            domain,
+            interval_s=interval_s,
+            limit=limit,
+            allowance_s=allowance_s,
+            not_before_s=not_before_s,
+            member=member,
+        )
+
+    def reserve_now(
+        self,
+        domain: str,
+        *,
+        interval_s: float,
+        limit: int,
+        allowance_s: float,
+        not_before_s: float,
+        member: str,
+    ) -> Reservation:
+        """``reserve`` without a suspension point."""
+        log = self._logs.setdefault(domain, _Log())
+        now = self._clock.monotonic()
+        start = max(now, now + not_before_s, log.tat, self.window_start(domain, limit))
+        log.tat = start + interval_s
+        log.bounds[member] = start + allowance_s
+        return Reservation(start - now, start, member)
+
+    def window_start(self, domain: str, limit: int) -> float:
+        """The earliest start the log allows (after dropping bounds a second old)."""
+        log = self._logs.get(domain)
+        if log is None:
+            return 0.0
+        now = self._clock.monotonic()
+        stale = [m for m, bound in log.bounds.items() if bound <= now - WINDOW_S]
+        for member in stale:
+            del log.bounds[member]
+        if len(log.bounds) < limit:
+            return 0.0
+        bounds = sorted(log.bounds.values())
+        return bounds[len(bounds) - limit] + WINDOW_S
+
+    def next_start(self, domain: str, limit: int) -> float:
+        """When a reservation made now would start (clock seconds), without making one."""
+        log = self._logs.get(domain)
+        now = self._clock.monotonic()
+        if log is None:
+            return now
+        return max(now, log.tat, self.window_start(domain, limit))
+
+    async def extend(self, domain: str, member: str, arrival_by: float) -> None:
+        """Raise a recorded send's arrival bound (never lowers it)."""
+        log = self._logs.get(domain)
+        if log is not None and member in log.bounds:
+            log.bounds[member] = max(log.bounds[member], arrival_by)
+
+    def sends(self, domain: str) -> list[float]:
+        """The arrival bounds in the log, oldest first (for tests and diagnostics)."""
+        log = self._logs.get(domain)
+        return sorted(log.bounds.values()) if log else []
+
+
+# KEYS: TAT, log (sorted set member -> arrival bound, µs). ARGV: interval µs, limit, allowance µs,
+# not-before µs from now, member. Returns {wait µs, start µs} on Redis's clock.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local start = math.max(now, now + tonumber(ARGV[4]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now - 1000000))
+local limit = tonumber(ARGV[2])
+local top = redis.call('ZREVRANGE', KEYS[2], limit - 1, limit - 1, 'WITHSCORES')
+if top[2] then start = math.max(start, tonumber(top[2]) + 1000000) end
+local tat = start + tonumber(ARGV[1])
+local bound = start + tonumber(ARGV[3])
+local ttl = math.floor((math.max(tat, bound) - now) / 1000) + 60000
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
+redis.call('ZADD', KEYS[2], string.format('%.0f', bound), ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {string.format('%.0f', start - now), string.format('%.0f', start)}
+"""
+
+
+class RedisSlots:
+    """The schedule in Redis under ``<prefix>pace:<domain>:{tat,log}``, shared by every instance."""
+
+    def __init__(self, redis: Redis, *, key_prefix: str) -> None:
+        self._prefix = f"{key_prefix}pace:"
+        self._script = redis.register_script(_RESERVE)
+        self._redis = redis
+
+    def _keys(self, domain: str) -> list[str]:
+        return [f"{self._prefix}{domain}:tat", f"{self._prefix}{domain}:log"]
+
+    async def reserve(
+        self,
+        domain: str,
+        *,
+        interval_s: float,
+        limit: int,
+        allowance_s: float,
+        not_before_s: float,
+        member: str,
+    ) -> Reservation:
+        """Record the next slot of ``domain`` in Redis and return it (raises ``RedisError``)."""
+        wait_us, start_us = await self._script(
+            keys=self._keys(domain),
+            args=[_us(interval_s), limit, _us(allowance_s), _us(not_before_s), member],
+        )
+        return Reservation(int(wait_us) / 1e6, int(start_us) / 1e6, member)
+
+    async def extend(self, domain: str, member: str, arrival_by: float) -> None:
+        """Raise a recorded send's arrival bound (``ZADD XX GT``: never adds, never lowers)."""
+        await self._redis.zadd(self._keys(domain)[1], {member: _us(arrival_by)}, xx=True, gt=True)
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1_000_000)

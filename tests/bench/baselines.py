@@ -99,6 +99,28 @@ class Pacer:
         return at
 
 
+class Lifecycle:
+    """Crashes and restarts of the baseline's process, driven by the benchmark (``pacing-kill``): while it
+    is down no call starts and calls waiting at the limiter are lost; each restart brings fresh limiters
+    (a library keeps its limiter in memory)."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.down = False
+        self.crashes = 0
+
+    def crash(self) -> None:
+        """The process dies: waiting calls are lost, new ones fail until ``restart``."""
+        self.down = True
+        self.generation += 1
+        self.crashes += 1
+
+    def restart(self) -> None:
+        """The process is back, with fresh limiters."""
+        self.down = False
+        self.generation += 1
+
+
 @dataclass
 class LibraryRun:
     """What one baseline did: the referee's view of its key and what its callers saw."""
@@ -107,6 +129,7 @@ class LibraryRun:
     key: KeyWatch
     codes: Counter[str] = field(default_factory=Counter)
     gave_up: int = 0
+    lost: int = 0  # calls that were down or waiting at the limiter when the process crashed
 
     @property
     def sent(self) -> int:
@@ -137,10 +160,13 @@ async def run_baseline(
     rate_per_caller: float = 100.0,
     deadline_s: float = 2.0,
     limit_per_s: float = 20.0,
+    stop: asyncio.Event | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> LibraryRun:
-    """Drive one fresh key through ``baseline``'s limiter(s) with the hub run's demand for ``duration_s``.
-    With several workers the callers are spread over them, each worker with its own session and limiter;
-    the first worker's token is shared (a favour: alone they would be refused EGW00133)."""
+    """Drive one fresh key through ``baseline``'s limiter(s) with the hub run's demand for ``duration_s``
+    (or until ``stop`` is set), crashing and restarting with ``lifecycle`` if given. With several workers the
+    callers are spread over them, each worker with its own session and limiter; the first worker's token
+    is shared (a favour: alone they would be refused EGW00133)."""
     credentials = fake_credentials()
     sessions = [aiohttp.ClientSession() for _ in range(baseline.workers)]
     result = LibraryRun(baseline.name, KeyWatch(limit_per_s))
@@ -151,18 +177,32 @@ async def run_baseline(
             raise RuntimeError(f"baseline {baseline.name}: token refused: {status} {code}")
         for client in clients[1:]:
             client.token = clients[0].token
-        limiters = [baseline.make() for _ in clients]
+        limiters: list[Limiter] = [baseline.make() for _ in clients]
+        generation = [lifecycle.generation if lifecycle else 0]
         loop = asyncio.get_running_loop()
 
-        def fire_for(client: DirectKis, limiter: Limiter) -> Callable[[int], Coroutine[Any, Any, None]]:
+        def fire_for(worker: int) -> Callable[[int], Coroutine[Any, Any, None]]:
+            client = clients[worker]
+
             async def fire(_: int) -> None:
+                if lifecycle is not None:
+                    if lifecycle.down:
+                        result.lost += 1
+                        return
+                    if lifecycle.generation != generation[0]:  # restarted: the limiters start afresh
+                        generation[0] = lifecycle.generation
+                        limiters[:] = [baseline.make() for _ in clients]
+                born = generation[0]
                 now = loop.time()
-                at = limiter.reserve(now, deadline_s)
+                at = limiters[worker].reserve(now, deadline_s)
                 if at is None:
                     result.gave_up += 1
                     return
                 if at > now:
                     await asyncio.sleep(at - now)
+                if lifecycle is not None and (lifecycle.down or lifecycle.generation != born):
+                    result.lost += 1  # the process died while this call waited at its limiter
+                    return
                 try:
                     status, code = await client.price()
                     result.codes[f"{status}/{code or '-'}"] += 1
@@ -177,14 +217,15 @@ async def run_baseline(
                 open_loop(
                     rate,
                     duration_s,
-                    fire_for(clients[i % len(clients)], limiters[i % len(limiters)]),
+                    fire_for(i % len(clients)),
                     phase_s=random.random() / rate,
                     drain_timeout_s=deadline_s + 10,
+                    stop=stop,
                 )
                 for i in range(callers)
             )
         )
-        result.key = await watch(sessions[0], url, credentials[0], duration_s, load, limit_per_s)
+        result.key = await watch(sessions[0], url, credentials[0], duration_s, load, limit_per_s, stop)
     finally:
         with contextlib.suppress(Exception):
             await asyncio.gather(*(s.close() for s in sessions))

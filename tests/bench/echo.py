@@ -1,10 +1,12 @@
 """A raw aiokafka echo: answers every request ``ok`` on its reply partition, with no HTTP call and no Redis.
 
-The yardstick of benchmarks 3 and 4: the same HubClients talk to it as to the gateway, so the difference is
-what the gateway itself costs. Run as its own process, like the gateway:
-``python -m tests.bench.echo BOOTSTRAP TOPIC GROUP``; it prints ``ready`` once it has its partitions and
-stops on SIGTERM. It parses the request with orjson only and acknowledges each batch's answers before its
-offsets are committed (the gateway's order).
+The yardstick of the overhead and throughput benchmarks: the same HubClients talk to it as to the gateway,
+so the difference is what the gateway itself costs. A plain group member (no static membership), it is the
+``failover`` benchmark's baseline too. Run as its own process, like the gateway:
+``python -m tests.bench.echo BOOTSTRAP TOPIC GROUP [NAME [SESSION_TIMEOUT_MS]]``; it prints ``ready`` once it
+has its partitions and stops on SIGTERM. NAME goes in the answers' ``gateway`` field (default ``echo``). It
+parses the request with orjson only and acknowledges each batch's answers before its offsets are committed
+(the gateway's order).
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ class _Ready(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned.set()
 
 
-async def echo(bootstrap: str, topic: str, group: str, stop: asyncio.Event) -> None:
+async def echo(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    stop: asyncio.Event,
+    name: str = "echo",
+    session_timeout_ms: int = 10_000,
+) -> None:
     """Answer every record of ``topic`` until ``stop`` is set."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -42,6 +51,8 @@ async def echo(bootstrap: str, topic: str, group: str, stop: asyncio.Event) -> N
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=50,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=min(1_000, session_timeout_ms // 3),
     )
     # Configured like the gateway's publisher, so only the work in between differs.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=True)
@@ -61,7 +72,7 @@ async def echo(bootstrap: str, topic: str, group: str, stop: asyncio.Event) -> N
                 for record in records:
                     request = orjson.loads(record.value)
                     answer = orjson.dumps(
-                        {"request_id": request["request_id"], "status": "ok", "gateway": "echo"}
+                        {"request_id": request["request_id"], "status": "ok", "gateway": name}
                     )
                     futures.append(
                         await producer.send(
@@ -79,17 +90,27 @@ async def echo(bootstrap: str, topic: str, group: str, stop: asyncio.Event) -> N
         await producer.stop()
 
 
-async def _main(bootstrap: str, topic: str, group: str) -> None:
+async def _main(
+    bootstrap: str, topic: str, group: str, name: str = "echo", session_ms: str = "10000"
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await echo(bootstrap, topic, group, stop)
+    await echo(bootstrap, topic, group, stop, name, int(session_ms))
 
 
-@contextlib.asynccontextmanager
-async def echo_process(bootstrap: str, topic: str, group: str, log_path: Path) -> AsyncIterator[int]:
-    """Run the echo as its own process until the block ends; yields its pid."""
+async def start_echo(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    log_path: Path,
+    *,
+    name: str = "echo",
+    session_timeout_ms: int = 10_000,
+    ready_timeout_s: float = 60,
+) -> Child:
+    """Start the echo as its own process and wait until it says ``ready`` (it has partitions)."""
     with log_path.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -98,21 +119,34 @@ async def echo_process(bootstrap: str, topic: str, group: str, log_path: Path) -
             bootstrap,
             topic,
             group,
+            name,
+            str(session_timeout_ms),
             cwd=REPO,
             env=clean_env(),
             stdout=asyncio.subprocess.PIPE,
             stderr=sink,
         )
-    child = Child("echo", proc, log_path)  # stdout is a pipe: the readiness signal is its first line
+    child = Child(name, proc, log_path)  # stdout is a pipe: the readiness signal is its first line
     try:
         assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        line = await asyncio.wait_for(proc.stdout.readline(), ready_timeout_s)
         if line.strip() != b"ready":
             raise RuntimeError(f"echo did not start (said {line!r}): {child.describe_exit()}")
-        yield proc.pid
+    except BaseException:
+        await child.stop(15)
+        raise
+    return child
+
+
+@contextlib.asynccontextmanager
+async def echo_process(bootstrap: str, topic: str, group: str, log_path: Path) -> AsyncIterator[int]:
+    """Run the echo as its own process until the block ends; yields its pid."""
+    child = await start_echo(bootstrap, topic, group, log_path)
+    try:
+        yield child.pid
     finally:
         await child.stop(15)
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(*sys.argv[1:4]))
+    asyncio.run(_main(*sys.argv[1:6]))

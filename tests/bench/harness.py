@@ -371,22 +371,28 @@ async def watch(
     duration_s: float,
     load: asyncio.Future[Any],
     limit_per_s: float,
+    stop: asyncio.Event | None = None,
 ) -> KeyWatch:
-    """Snapshot the key's counters when the load starts and ``duration_s`` later, sampling once a second
-    in between (the one-second intervals in which over-limit arrivals appeared are counted); then wait for
-    ``load`` to end."""
+    """Snapshot the key's counters when the load starts and ``duration_s`` later (or when ``stop`` is set,
+    if sooner), sampling once a second in between (the one-second intervals in which over-limit arrivals
+    appeared are counted); then wait for ``load`` to end."""
     result = KeyWatch(limit_per_s)
     result.start = await referee(session, url, appkey)
     started = time.monotonic()
     last_over = int(result.start.get("over_limit", 0))
     for _ in range(int(duration_s) + 5):  # bounded: one sample a second
-        await asyncio.sleep(max(0.0, min(1.0, started + duration_s - time.monotonic())))
+        wait_s = max(0.0, min(1.0, started + duration_s - time.monotonic()))
+        if stop is None:
+            await asyncio.sleep(wait_s)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait_s)
         counters = await referee(session, url, appkey)
         result.samples += 1
         over = int(counters.get("over_limit", 0))
         result.over_limit_seconds += int(over > last_over)
         last_over = over
-        if time.monotonic() >= started + duration_s:
+        if time.monotonic() >= started + duration_s or (stop is not None and stop.is_set()):
             result.end = counters
             break
     result.elapsed_s = time.monotonic() - started

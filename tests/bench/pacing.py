@@ -14,6 +14,7 @@ at the key's 20 req/s (the design the hub replaces).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import random
 import time
@@ -98,7 +99,8 @@ class HubLoad:
         self.last_gateway = ""
         self.last_answer_at = 0.0  # time.monotonic()
         self.first_answer_by: dict[str, float] = {}  # gateway -> first answer's time.monotonic()
-        self.answer_times: list[tuple[float, str]] = []  # (time.monotonic(), gateway) of every answer
+        self.answer_at: list[float] = []  # time.monotonic() of every answer, in order of arrival
+        self.answer_by: list[str] = []  # the gateway that sent it
 
     def fire_for(self, client: HubClient, caller: str) -> Callable[[int], Coroutine[Any, Any, None]]:
         """A ``fire(i)`` for ``open_loop``: one request of ``caller``, recorded here."""
@@ -123,7 +125,8 @@ class HubLoad:
             self.answers[f"{response.status.value}/{response.reason or '-'}"] += 1
             self.last_gateway, self.last_answer_at = response.gateway, now
             self.first_answer_by.setdefault(response.gateway, now)
-            self.answer_times.append((now, response.gateway))
+            self.answer_at.append(now)
+            self.answer_by.append(response.gateway)
             if late:
                 self.late += 1
                 self.late_answered += 1
@@ -137,8 +140,16 @@ class HubLoad:
 
     def first_answer_after(self, since: float, gateway: str | None = None) -> float | None:
         """``time.monotonic()`` of the first answer received after ``since`` (by ``gateway`` if given)."""
-        times = [t for t, g in self.answer_times if t > since and (gateway is None or g == gateway)]
-        return min(times, default=None)
+        start = bisect.bisect_right(self.answer_at, since)
+        for i in range(start, len(self.answer_at)):
+            if gateway is None or self.answer_by[i] == gateway:
+                return self.answer_at[i]
+        return None
+
+    def answered_by_at(self, at: float) -> str:
+        """The gateway of the answer received at ``at`` ('' if none)."""
+        i = bisect.bisect_left(self.answer_at, at)
+        return self.answer_by[i] if i < len(self.answer_at) and self.answer_at[i] == at else ""
 
 
 def hub_clients(bench: Bench, topics: Topics, count: int = CALLERS) -> list[HubClient]:

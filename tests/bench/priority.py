@@ -2,8 +2,8 @@
 
 Hub: one gateway process (default 20 req/s KIS key, backlog raised to 20,000). The bulk requests are produced
 straight to the request topic (long deadlines) and the benchmark waits until the gateway has queued them;
-then a ``HubClient`` sends interactive requests at 2/s. Their queueing time is the gateway's
-``timing.queued_ms``; their end-to-end latency is measured at the caller.
+then a ``HubClient`` sends interactive requests at 2/s. The goal is judged on their end-to-end latency at the
+caller (from submit to the response); the gateway's ``timing.queued_ms`` is shown as information.
 Baseline: first in, first out, for the same arrivals behind the same bulk backlog at the same pacing interval,
 computed by a deterministic simulation (a measured FIFO run would take the ~8 minutes the backlog needs).
 """
@@ -11,6 +11,7 @@ computed by a deterministic simulation (a measured FIFO run would take the ~8 mi
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 
@@ -37,7 +38,7 @@ from tests.bench.harness import (
     referee,
     sandbox,
 )
-from tests.bench.report import Headline, Result, Row, verdict
+from tests.bench.report import Headline, Measure, Result, Row, verdict
 
 BULK = 10_000
 BULK_DEADLINE_S = 900  # longer than the backlog takes, so none is refused as unreachable
@@ -47,6 +48,13 @@ RATE_PER_S = 20.0
 SAFETY_MARGIN = 0.02  # the limiter's default
 INTERVAL_MS = 1000 / (RATE_PER_S * (1 - SAFETY_MARGIN))
 GOAL_MS = 2 * INTERVAL_MS + 50
+
+TITLE = "Priority: interactive requests next to 10,000 queued bulk requests"
+GOAL = (
+    "interactive end-to-end latency p99 at the caller within two pacing intervals plus 50 ms "
+    f"({GOAL_MS:.0f} ms at 20 req/s), every interactive request answered ok"
+)
+BASELINE = "first in, first out (deterministic simulation with the same arrivals and pacing)"
 
 
 def simulate_fifo(bulk_ahead: int, arrivals_s: list[float], interval_s: float) -> list[float]:
@@ -173,23 +181,21 @@ async def run(bench: Bench) -> Result:
     fifo_ms = [w * 1000 for w in fifo_s]
     q99, e99, f99 = percentile(queued_ms, 99), percentile(e2e_ms, 99), percentile(fifo_ms, 99)
     ok = len(queued_ms)
-    met = ok == len(arrivals_s) and q99 <= GOAL_MS
+    sent = len(arrivals_s)
+    e2e_met = not math.isnan(e99) and e99 <= GOAL_MS
+    met = ok == sent and e2e_met
     rows = [
         Row(
-            "interactive queueing p50 / p99 / max (ms, gateway timing.queued_ms)",
-            f"{percentile(queued_ms, 50):.1f} / {q99:.1f} / {max(queued_ms, default=float('nan')):.1f}",
+            "interactive end-to-end p50 / p99 / max (ms, caller side: from submit to the response)",
+            f"{percentile(e2e_ms, 50):.1f} / {e99:.1f} / {max(e2e_ms, default=math.nan):.1f}",
             f"{percentile(fifo_ms, 50) / 1000:.0f} s / {f99 / 1000:.0f} s / {max(fifo_ms) / 1000:.0f} s "
-            "(simulated)",
+            "(simulated FIFO queueing alone)",
             f"p99 <= {GOAL_MS:.0f}",
-            verdict(q99 <= GOAL_MS, f"{q99 - GOAL_MS:+.0f} ms"),
+            verdict(e2e_met, f"{e99 - GOAL_MS:+.0f} ms"),
         ),
         Row(
-            "interactive end-to-end p50 / p99 (ms, caller side: Kafka both ways + call)",
-            f"{percentile(e2e_ms, 50):.1f} / {e99:.1f}",
-            "queueing + the same (FIFO: minutes)",
-            f"(p99 <= {GOAL_MS:.0f} asked of queueing)",
-            f"{'under' if e99 <= GOAL_MS else 'over'} {GOAL_MS:.0f} by {abs(e99 - GOAL_MS):.0f} ms "
-            "(information)",
+            "interactive queueing p50 / p99 / max (ms, gateway timing.queued_ms; information)",
+            f"{percentile(queued_ms, 50):.1f} / {q99:.1f} / {max(queued_ms, default=math.nan):.1f}",
         ),
         Row(
             "end-to-end minus queueing minus upstream call, p50 / p99 (ms: Kafka both ways, intake, reply)",
@@ -200,7 +206,7 @@ async def run(bench: Bench) -> Result:
             f"{ok} of {len(arrivals_s)}",
             f"0 of {len(arrivals_s)} would make a {INTERACTIVE_TIMEOUT_S:.0f} s deadline",
             "all",
-            verdict(ok == len(arrivals_s), f"{len(arrivals_s) - ok} not ok"),
+            verdict(ok == sent, f"{sent - ok} not ok"),
         ),
         Row("answers", ", ".join(f"{k}: {v}" for k, v in answers.most_common())),
         Row(
@@ -217,9 +223,10 @@ async def run(bench: Bench) -> Result:
     ]
     notes = [
         f"Goal: two pacing intervals plus 50 ms = 2 x {INTERVAL_MS:.1f} + 50 = {GOAL_MS:.0f} ms (20 req/s "
-        "with the limiter's 2 % margin). queued_ms runs from the gateway reading the request to the start "
-        "of its upstream attempt; the end-to-end figure adds the caller's produce, the gateway's intake, "
-        "the call to the sandbox and the reply.",
+        "with the limiter's 2 % margin), asked of the end-to-end latency the caller sees: from "
+        "HubClient.submit to the response (the caller's produce, the gateway's intake and queue, the call "
+        "to the sandbox and the reply). The gateway's queued_ms (from reading the request to the start of "
+        "its upstream attempt) is shown as information only.",
         f"{len(arrivals_s)} interactive requests (2/s for {duration_s:.0f} s, {INTERACTIVE_TIMEOUT_S:.0f} s "
         "deadline, one caller); with so few samples p99 is close to the maximum, which is shown too.",
         "Bulk: 10,000 FHKST01010100 requests of caller backfill with a 900 s deadline, produced straight "
@@ -240,17 +247,24 @@ async def run(bench: Bench) -> Result:
     ]
     return Result(
         name="priority",
-        title="Priority: interactive requests next to 10,000 queued bulk requests",
-        goal="interactive queueing p99 within two pacing intervals plus 50 ms "
-        f"({GOAL_MS:.0f} ms at 20 req/s)",
-        baseline_name="first in, first out (deterministic simulation with the same arrivals and pacing)",
+        title=TITLE,
+        goal=GOAL,
+        baseline_name=BASELINE,
         headline=Headline(
-            figure=f"queueing p99 {q99:.0f} ms (end-to-end p99 {e99:.0f} ms)",
+            figure=f"end-to-end p99 {e99:.0f} ms, {ok} of {sent} ok (queueing p99 {q99:.0f} ms)",
             baseline=f"FIFO p99 {f99 / 1000:.0f} s (simulated)",
-            goal=f"p99 <= {GOAL_MS:.0f} ms",
+            goal=f"end-to-end p99 <= {GOAL_MS:.0f} ms, all ok",
             met=met,
-            margin=f"{q99 - GOAL_MS:+.0f} ms",
+            margin=f"{e99 - GOAL_MS:+.0f} ms; {sent - ok} not ok",
         ),
         rows=rows,
         notes=notes,
+        measures=[
+            Measure("end-to-end p99 (ms)", e99, f"{e99:.0f}", True, f"<= {GOAL_MS:.0f}", e2e_met),
+            Measure("not answered ok", sent - ok, str(sent - ok), True, "0", ok == sent),
+            Measure("queueing p99 (ms)", q99, f"{q99:.0f}", True),
+            Measure(
+                "FIFO queueing p99 (s, simulated)", f99 / 1000, f"{f99 / 1000:.0f}", True, side="baseline"
+            ),
+        ],
     )

@@ -34,10 +34,14 @@ from tests.bench.harness import (
     referee,
     sandbox,
 )
-from tests.bench.report import Headline, Result, Row, verdict
+from tests.bench.report import Headline, Measure, Result, Row, verdict
 
 INSTANCES = 20
 ANSWER_TIMEOUT_S = 60
+
+TITLE = f"Tokens: {INSTANCES} gateway instances starting cold at once"
+GOAL = "exactly 1 issuance per credential, 0 refused issuance attempts at the referee"
+BASELINE = f"{INSTANCES} workers each issuing its own token at once"
 
 
 async def one_request_each(
@@ -193,7 +197,7 @@ async def run(bench: Bench) -> Result:
     return Result(
         name="tokens",
         title=f"Tokens: {instances} gateway instances starting cold at once",
-        goal="exactly 1 issuance per credential, 0 refused issuance attempts at the referee",
+        goal=GOAL,
         baseline_name=f"{instances} workers each issuing its own token at once",
         headline=Headline(
             figure=f"{issued} issued, {refused} refused ({statuses.get('ok', 0)}/{instances} answered ok)",
@@ -205,4 +209,23 @@ async def run(bench: Bench) -> Result:
         ),
         rows=rows,
         notes=notes,
+        measures=[
+            Measure("issuances", issued, str(issued), True, "1", issued == 1),
+            Measure("refused issuances", refused, str(refused), True, "0", refused == 0),
+            Measure(
+                "not answered ok",
+                instances - statuses.get("ok", 0),
+                str(instances - statuses.get("ok", 0)),
+                True,
+                "0",
+                statuses.get("ok", 0) == instances,
+            ),
+            Measure(
+                "refused issuances",
+                int(base_counters.get("token_refusals", 0)),
+                str(base_counters.get("token_refusals", 0)),
+                True,
+                side="baseline",
+            ),
+        ],
     )

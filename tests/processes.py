@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 LOG_DIR = REPO / ".local" / "test-logs"
@@ -256,6 +257,21 @@ class GatewayProcess:
     async def stop(self, timeout_s: float = 30) -> int:
         """SIGTERM (a graceful stop: revoke, drain, commit), SIGKILL after ``timeout_s``."""
         return await self.child.stop(timeout_s)
+
+    async def metric(self, name: str, **labels: str) -> float | None:
+        """Sum of the samples of ``name`` whose labels include ``labels`` on the gateway's ``/metrics``;
+        None when it exports no such sample."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.metrics_url}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as resp,
+        ):
+            text = await resp.text()
+        found, total = False, 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    found, total = True, total + sample.value
+        return total if found else None
 
 
 async def start_gateway(

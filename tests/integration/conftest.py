@@ -1,11 +1,9 @@
-"""Integration fixtures: isolated topics, an in-process sandbox and gateways built per test."""
+"""Integration fixtures: isolated topics, a sandbox process and gateways built per test."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import socket
-import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -17,7 +15,11 @@ import pytest
 from services.gateway.app import GatewayApp
 from services.settings import GatewaySettings, KafkaSettings, KisSettings, KiwoomSettings, RedisSettings
 from services.topics import ensure_topics, load_topics
-from tests.conftest import REPO, Services
+from tests import processes
+from tests.conftest import Services
+from tests.processes import free_port
+
+__all__ = ["free_port"]  # re-exported for the test modules
 
 
 @dataclass(frozen=True)
@@ -48,53 +50,14 @@ async def topics(services: Services, unique: str) -> Topics:
     return Topics(names["api.requests"], names["api.responses"], names["api.requests.dlq"], f"gw-{unique}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @asynccontextmanager
 async def sandbox_server(faults: dict[str, object] | None = None) -> AsyncIterator[str]:
     """``apihub sandbox`` as its own process, as remote as a real broker: its arrival clock (the referee's)
-    does not share an event loop with the gateway or the test's load. ``faults`` go through its admin API."""
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        "sandbox",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        cwd=REPO,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            async with asyncio.timeout(30):
-                while True:
-                    try:
-                        async with session.get(f"{url}/healthz") as resp:
-                            if resp.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.1)
-            if faults:
-                async with session.post(f"{url}/_sandbox/faults", json=faults) as resp:
-                    assert resp.status == 200, await resp.text()
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+    does not share an event loop with the gateway or the test's load. ``faults`` go through its admin API.
+    Its log is kept in ``.local/test-logs/``."""
+    log_path = processes.LOG_DIR / f"sandbox-{uuid.uuid4().hex[:10]}.log"
+    async with processes.sandbox(faults=faults, log_path=log_path) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
-import signal
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -19,7 +16,8 @@ from hubclient import HubClient
 from hubclient.models import ApiResponse, Status
 from services.gateway.app import GatewayApp
 from services.settings import GatewaySettings, KisSettings
-from tests.conftest import REPO, Services
+from tests import processes
+from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, free_port, referee, sandbox_server
 from tests.integration.test_round_trip import PRICE, hub, read_all
 
@@ -147,12 +145,9 @@ async def test_faults_end_every_request_with_the_right_status(
     assert counters["over_limit"] == 0 and counters["max_in_window"] <= 20
 
 
-@asynccontextmanager
-async def gateway_process(settings: GatewaySettings) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``apihub gateway`` as a separate OS process (so it can be killed with SIGKILL)."""
-    port = free_port()
-    env = {
-        **os.environ,
+def gateway_env(settings: GatewaySettings) -> dict[str, str]:
+    """The ``APIHUB_*`` environment of a gateway process with these settings (and a free metrics port)."""
+    return {
         "APIHUB_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "APIHUB_KAFKA__REQUEST_TOPIC": settings.kafka.request_topic,
         "APIHUB_KAFKA__RESPONSE_TOPIC": settings.kafka.response_topic,
@@ -164,37 +159,18 @@ async def gateway_process(settings: GatewaySettings) -> AsyncIterator[asyncio.su
         "APIHUB_KIS__APPKEY": appkey(settings),
         "APIHUB_KIS__APPSECRET": _secret(settings.kis),
         "APIHUB_INSTANCE_ID": settings.instance_id,
-        "APIHUB_METRICS_PORT": str(port),
+        "APIHUB_METRICS_HOST": "127.0.0.1",
+        "APIHUB_METRICS_PORT": str(free_port()),
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        "gateway",
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        async with aiohttp.ClientSession() as session, asyncio.timeout(60):
-            while True:
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+
+
+@asynccontextmanager
+async def gateway_process(settings: GatewaySettings) -> AsyncIterator[processes.GatewayProcess]:
+    """``apihub gateway`` as a separate OS process (so it can be killed with SIGKILL), ready when it
+    yields; stopped (SIGTERM, then SIGKILL) when the block ends. Its log is kept in ``.local/test-logs/``."""
+    log_path = processes.LOG_DIR / f"gateway-{settings.instance_id}.log"
+    async with processes.gateway(gateway_env(settings), log_path=log_path) as gateway:
+        yield gateway
 
 
 def _secret(kis: KisSettings) -> str:
@@ -202,30 +178,62 @@ def _secret(kis: KisSettings) -> str:
     return kis.appsecret.get_secret_value()
 
 
+async def arrivals_in_flight(sandbox: str, key: str, answered: Callable[[], int], timeout_s: float) -> int:
+    """Wait (bounded) until calls are inside the upstream: more reads and orders arrived at the referee
+    than answers reached the caller, after at least ten arrivals; returns that difference (0 on timeout)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    difference = 0
+    while asyncio.get_running_loop().time() < deadline:
+        by_tr_id = (await referee(sandbox, "kis/real", key)).get("by_tr_id", {})
+        arrived = by_tr_id.get("FHKST01010100", 0) + by_tr_id.get("TTTC0012U", 0)
+        difference = arrived - answered()
+        if arrived >= 10 and difference > 0:
+            return difference
+        await asyncio.sleep(0.05)
+    return difference
+
+
 async def test_kill9_answers_every_request_once_and_never_resends_orders(
-    services: Services, topics: Topics, gateway_settings: GatewaySettings, sandbox_url: str
+    services: Services, topics: Topics, gateway_settings: GatewaySettings
 ) -> None:
-    """After SIGKILL mid-run and a restart every request has one answer and no order is sent twice."""
-    async with hub(services, topics) as client:
-        async with gateway_process(gateway_settings) as first:
-            work = asyncio.gather(
-                load(client, 60, timeout=90),
-                asyncio.gather(
-                    *(
+    """After SIGKILL mid-run and a restart every request has one answer and no order is sent twice. The
+    upstream is slow (300 ms a call) and the kill comes while calls are inside it: the gateway's
+    ``apihub_upstream_inflight{provider="KIS"}`` gauge is read just before the kill."""
+    async with sandbox_server(faults={"latency_ms": 300}) as url:
+        settings = gateway_settings.model_copy(
+            update={"kis": gateway_settings.kis.model_copy(update={"base_url": f"{url}/kis/real"})}
+        )
+        async with hub(services, topics) as client:
+            async with gateway_process(settings) as first:
+                read_tasks = [
+                    asyncio.ensure_future(client.submit("KIS", "FHKST01010100", PRICE, timeout=90))
+                    for _ in range(60)
+                ]
+                order_tasks = [
+                    asyncio.ensure_future(
                         client.submit("KIS", "TTTC0012U", {**ORDER, "ORD_QTY": str(i + 1)}, timeout=90)
-                        for i in range(30)
                     )
-                ),
-            )
-            await asyncio.sleep(1.5)
-            first.kill()
-            await first.wait()
-        async with gateway_process(gateway_settings):  # the same instance id: a restarted pod
-            reads, orders = await work
+                    for i in range(30)
+                ]
+                tasks = read_tasks + order_tasks
+                work = asyncio.gather(asyncio.gather(*read_tasks), asyncio.gather(*order_tasks))
+                in_flight = await arrivals_in_flight(
+                    url, appkey(settings), lambda: sum(t.done() for t in tasks), timeout_s=30
+                )
+                gauge = await first.metric("apihub_upstream_inflight", provider="KIS")
+                await first.kill()
+            async with gateway_process(settings):  # the same instance id: a restarted pod
+                reads, orders = await work
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/_sandbox/orders") as resp:
+            ledger = [o for o in (await resp.json())["orders"] if o["appkey"] == appkey(settings)]
+        counters = await referee(url, "kis/real", appkey(settings))
+    assert in_flight > 0, "no call had reached the sandbox without being answered when the kill came"
+    assert gauge is not None and gauge > 0, (
+        f"apihub_upstream_inflight{{provider=KIS}} just before the kill: {gauge} (None: not exported); "
+        f"the referee saw {in_flight} arrival(s) not yet answered"
+    )
     assert Counter(r.status for r in reads) == {Status.OK: 60}
     assert {r.status for r in orders} <= {Status.OK, Status.UNKNOWN_OUTCOME}
-    async with aiohttp.ClientSession() as session, session.get(f"{sandbox_url}/_sandbox/orders") as resp:
-        ledger = [o for o in (await resp.json())["orders"] if o["appkey"] == appkey(gateway_settings)]
     quantities = Counter(o["quantity"] for o in ledger)
     assert quantities and max(quantities.values()) == 1, "an order reached the broker twice"
     assert Counter(r.status for r in orders)[Status.OK] <= len(ledger) <= 30
@@ -235,7 +243,6 @@ async def test_kill9_answers_every_request_once_and_never_resends_orders(
         response = ApiResponse.from_json(record.value)
         answers.setdefault(response.request_id, set()).add(response.status.value)
     assert len(answers) == 90 and all(len(s) == 1 for s in answers.values())
-    counters = await referee(sandbox_url, "kis/real", appkey(gateway_settings))
     assert counters["over_limit"] == 0 and counters["tokens_issued"] == 1
 
 

@@ -13,7 +13,8 @@ help:
 	@echo "make test    set up everything, run the unit and integration tests (starts Kafka and Redis)"
 	@echo "make up | down | status   manage the local stack (Kafka, Redis, sandbox, gateway) under .local/"
 	@echo "make lint | typecheck | schemas"
-	@echo "make bench   the five benchmarks of issue 4 (~5 min, starts Kafka and Redis), results in docs/BENCHMARKS.md"
+	@echo "make bench   nine benchmarks x 3 runs against the sandbox referee (~35 min, starts Kafka and Redis);"
+	@echo "             docs/BENCHMARKS.md only from a clean tree, else .local/bench/BENCHMARKS.md"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,7 +63,8 @@ typecheck: setup
 schemas: setup
 	$(BIN)/apihub schemas generate
 
-# Runs all five; `$(BIN)/python -m tests.bench pacing priority --quick` runs a subset as a short smoke run.
+# Runs all nine three times (pacing pacing-jitter pacing-cpu pacing-kill failover priority overhead throughput
+# tokens); `$(BIN)/python -m tests.bench pacing priority --quick` runs a subset once as a short smoke run.
 bench: setup
 	$(BIN)/python -m tests.bench
 

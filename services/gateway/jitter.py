@@ -4,10 +4,14 @@ Each send is recorded before it leaves with the moment it may start; it reaches 
 somewhat later. Part of that delay the gateway can see: its own lag between the slot and the moment the
 request's headers left (a late event-loop wake-up, a busy core, connection set-up). The rest it cannot:
 the network, the broker's accept queue, the broker's own stalls. ``J`` (``arrival_jitter_ms``) budgets
-what cannot be seen; the allowance of a send is ``J`` plus the largest own lag measured within the last
-``hold_s`` seconds, so a gateway that starts lagging widens its budget by what it measures and never
-goes below the setting. A send whose own lag was larger than its allowance assumed is extended in the
-log by the limiter once the lag is known.
+what cannot be seen.
+
+A new send is recorded with the allowance ``J`` plus the own lag a send usually has (a moving average
+plus four mean deviations, as TCP estimates its retransmission timeout); a send that turns out later
+than that is extended to its measured lag plus ``J`` once its headers left. When the own lag alone
+reached ``CONTENDED_SHARE`` of ``J`` within the last ``hold_s`` seconds the host is contended, and the
+far side is presumed to suffer as much (on a shared host it does): every new send then gets ``J`` plus
+that peak. The allowance never goes below ``J``; it is the effective J, exported as a metric.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from collections import deque
 
 from services.gateway.clock import Clock
 
-HOLD_S = 10.0
+HOLD_S = 5.0
+LAG_WEIGHT = 0.125  # of the newest lag in the moving average and deviation
+CONTENDED_SHARE = 0.5
 
 
 class SlidingMax:
@@ -42,22 +48,36 @@ class SlidingMax:
 
 
 class JitterBudget:
-    """The setting plus a sliding maximum of the measured own lag."""
+    """The setting, the typical own lag and the recent peak own lag."""
 
     def __init__(self, setting_s: float, clock: Clock, *, hold_s: float = HOLD_S) -> None:
         if setting_s < 0:
             raise ValueError("the jitter budget cannot be negative")
         self.setting_s = setting_s
-        self._lag = SlidingMax(clock, hold_s)
+        self._peak = SlidingMax(clock, hold_s)
+        self._mean_s = 0.0
+        self._deviation_s = 0.0
 
     def observe(self, lag_s: float) -> None:
         """One send's own lag: seconds from its slot to its headers leaving."""
-        self._lag.observe(max(0.0, lag_s))
+        lag_s = max(0.0, lag_s)
+        self._peak.observe(lag_s)
+        self._deviation_s += LAG_WEIGHT * (abs(lag_s - self._mean_s) - self._deviation_s)
+        self._mean_s += LAG_WEIGHT * (lag_s - self._mean_s)
 
-    def own_lag_s(self) -> float:
+    def typical_lag_s(self) -> float:
+        """The own lag a send rarely exceeds: the moving average plus four mean deviations."""
+        return self._mean_s + 4 * self._deviation_s
+
+    def peak_lag_s(self) -> float:
         """The largest own lag seen within the hold time."""
-        return self._lag.value()
+        return self._peak.value()
+
+    def contended(self) -> bool:
+        """True while the recent peak own lag is a large share of the budget."""
+        return self.peak_lag_s() >= CONTENDED_SHARE * self.setting_s
 
     def allowance_s(self) -> float:
         """Seconds a send recorded now may take to reach the broker's counter: the effective J."""
-        return self.setting_s + self.own_lag_s()
+        own = self.peak_lag_s() if self.contended() else self.typical_lag_s()
+        return self.setting_s + own

@@ -138,14 +138,15 @@ class DomainLimiter:
                 )
             except (RedisError, OSError) as exc:
                 self._note_shared(exc)
-        log_event(
-            logger,
-            "limiter.send_late",
-            logging.WARNING,
-            domain=self.domain,
-            lag_ms=round(lag * 1000, 1),
-            allowance_ms=round(slot.allowance_s * 1000, 1),
-        )
+        if lag > self.jitter.setting_s:  # the own lag alone used up the budget: worth a line
+            log_event(
+                logger,
+                "limiter.send_late",
+                logging.WARNING,
+                domain=self.domain,
+                lag_ms=round(lag * 1000, 1),
+                allowance_ms=round(slot.allowance_s * 1000, 1),
+            )
 
     def throttled(self) -> None:
         """The broker said slow down: halve the pace (down to a quarter of nominal)."""

@@ -8,6 +8,7 @@ Modules, in the order a request meets them:
 - ``state``: everything one process holds, reachable as ``request.app[STATE]``
 - ``wire``: the gate every provider call passes (arrival jitter, arrival counted, faults, per-second limit)
 - ``referee``: sliding-window limits counted on arrival and the stats report
+- ``looplag``: the event-loop lag monitor (real monotonic clock) the referee reports as ``loop_lag``
 - ``tokens``: credentials, key-to-environment binding, token issuance and validity
 - ``faults``: arrival jitter, latency, 5xx, dropped connections, maintenance, timed-out orders
 - ``kis`` (routing and OAuth), ``kis_envelope``, ``kis_quotes``, ``kis_trading``

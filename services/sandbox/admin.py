@@ -1,8 +1,9 @@
 """Admin endpoints under ``/_sandbox``: the referee report, reset, faults, the simulated clock and orders.
 
-- ``GET /_sandbox/stats``: the referee report (shape in referee.py).
-- ``POST /_sandbox/reset``: clear stats, tokens, key bindings, limiter windows and the order ledger; body
-  ``{"clock": true, "faults": true}`` (optional) also restores the start-up clock and faults.
+- ``GET /_sandbox/stats``: the referee report, event-loop lag included (shape in referee.py).
+- ``POST /_sandbox/reset``: clear stats (loop lag included), tokens, key bindings, limiter windows and the
+  order ledger; body ``{"clock": true, "faults": true}`` (optional) also restores the start-up clock and
+  faults.
 - ``GET /_sandbox/faults``, ``POST /_sandbox/faults``: read / merge a partial ``FaultSettings``; add
   ``"invalidate_tokens_now": true`` to run a maintenance (every token dies) at once.
 - ``GET /_sandbox/clock``, ``POST /_sandbox/clock``: ``{"now": "2026-11-27T10:30:00+09:00"}`` (naive = KST),

@@ -8,20 +8,28 @@ URL layout (``{root}`` = ``http://{host}:{port}``):
 - ``GET {root}/healthz``: ``{"status": "ok"}``
 
 Each environment has its own keys, token store and limits. ``serve`` runs until cancelled.
+
+The app's cleanup context runs the event-loop lag monitor (looplag.py, reported by the referee as
+``loop_lag``) from start-up to cleanup, in whatever loop serves the app (the test's own loop under
+aiohttp's ``TestServer``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.sandbox import admin, kis, kiwoom
+from services.sandbox import admin, kis, kiwoom, looplag
 from services.sandbox.settings import SandboxSettings
 from services.sandbox.state import STATE, SandboxState
 
 log = logging.getLogger(__name__)
+
+LOOP_LAG_TASK = "sandbox-loop-lag"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -30,10 +38,20 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def loop_lag_monitor(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: run ``looplag.watch`` into the referee's ``loop_lag`` while the app is up."""
+    task = asyncio.create_task(looplag.watch(app[STATE].referee.loop_lag), name=LOOP_LAG_TASK)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: SandboxSettings) -> web.Application:
     """Build the sandbox application from its settings."""
     app = web.Application()
     app[STATE] = SandboxState(settings)
+    app.cleanup_ctx.append(loop_lag_monitor)
     app.router.add_get("/healthz", healthz)
     admin.add_routes(app)
     kis.add_routes(app)

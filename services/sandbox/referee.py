@@ -10,9 +10,20 @@ their own limit (the issuance interval, see tokens.py).
 
 Times come from the sandbox clock's monotonic source, so tests can freeze or advance them.
 
+Because an arrival is counted when its handler starts, a stall of the sandbox's own event loop (GC, a busy
+core) delays the count of requests that already reached the socket and then counts them together. The
+referee therefore also reports ``loop_lag`` (looplag.py): a background task started with the app
+wakes every 5 ms on the *real* monotonic clock (not the simulated one) and records how late each wake-up
+was. ``max_ms`` is the longest stall seen, so a burst in ``max_in_window`` that coincides with a stall of
+similar size is the sandbox's delay rather than the client's; ``p99_ms`` is a histogram estimate (bucket
+upper edge: 0.1 ms below 10 ms, within 10 % above), ``over_Nms`` count wake-ups more than N ms late.
+``reset()`` clears it with the rest.
+
 ``snapshot()`` shape (``GET /_sandbox/stats``)::
 
     {"clock": {...},
+     "loop_lag": {"max_ms": 0.0, "p99_ms": 0.0, "samples": 0, "over_10ms": 0, "over_20ms": 0,
+         "over_50ms": 0},
      "environments": {"kis/real": {"provider": "KIS", "environment": "real", "rate_per_s": 20,
          "requests": 0, "window_requests": 0, "max_in_window": 0, "over_limit": 0,
          "tokens_issued": 0, "tokens_new": 0, "token_refusals": 0,
@@ -33,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.sandbox.clock import SimClock
+from services.sandbox.looplag import LoopLag
 
 WINDOW_NS = 1_000_000_000  # one second
 UNKNOWN_APPKEY = "(unknown)"
@@ -118,10 +130,12 @@ class Referee:
         self._envs = {env.env_id: env for env in environments}
         self._keys: dict[str, dict[str, _Tally]] = {}
         self._combined: dict[str, _Tally] = {}
+        self.loop_lag = LoopLag()  # fed by looplag.watch, started with the app (app.py)
         self.reset()
 
     def reset(self) -> None:
-        """Forget every count and window."""
+        """Forget every count and window, and the loop-lag samples."""
+        self.loop_lag.reset()
         self._keys = {env_id: {} for env_id in self._envs}
         self._combined = {env_id: _Tally() for env_id in self._envs}
 
@@ -169,7 +183,7 @@ class Referee:
         tally.orders_timed_out += int(timed_out)
 
     def snapshot(self) -> dict[str, Any]:
-        """JSON-ready referee report."""
+        """JSON-ready referee report (shape in the module docstring), ``loop_lag`` included."""
         environments: dict[str, Any] = {}
         for env_id, env in self._envs.items():
             keys = self._keys[env_id]
@@ -198,4 +212,8 @@ class Referee:
                 "max_in_window_combined": self._combined[env_id].max_in_window,
                 "appkeys": {key: tally.as_dict() for key, tally in sorted(keys.items())},
             }
-        return {"clock": self._clock.snapshot(), "environments": environments}
+        return {
+            "clock": self._clock.snapshot(),
+            "loop_lag": self.loop_lag.snapshot(),
+            "environments": environments,
+        }

@@ -1,0 +1,267 @@
+"""The gateway's whole request path on fakes: scheduling, pacing, deadlines, retries and tokens,
+driven by a manual clock through ``FakeDispatcher`` and in-memory stores, with no services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+
+from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
+from services.gateway.clock import ManualClock
+from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
+from services.gateway.providers.base import UpstreamAnswer
+from services.gateway.providers.kis import KisAdapter
+from services.gateway.testing import FakeDispatcher, FakeKis, Rig, build_gateway, kis_envelope
+from services.gateway.token_store import MemoryTokenStore
+from services.gateway.tokens import TokenManager
+from services.settings import KisSettings
+from tests.unit.test_pacing import max_in_any_second
+
+PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+ORDER = {"CANO": "12345678", "ACNT_PRDT_CD": "01", "PDNO": "005930", "ORD_DVSN": "00", "ORD_QTY": "1"}
+
+
+def request(
+    clock: ManualClock,
+    *,
+    deadline_s: float = 30.0,
+    tr_id: str = "FHKST01010100",
+    priority: Priority = Priority.NORMAL,
+    caller: str = "worker",
+    params: dict[str, str] | None = None,
+) -> ApiRequest:
+    now_ms = int(clock.time() * 1000)
+    return ApiRequest(
+        request_id=str(uuid.uuid4()),
+        provider=Provider.KIS,
+        tr_id=tr_id,
+        params=params or PRICE,
+        caller=caller,
+        priority=priority,
+        deadline_ms=now_ms + int(deadline_s * 1000),
+        created_at_ms=now_ms,
+        reply_topic="api.responses",
+        reply_partition=0,
+    )
+
+
+@dataclass
+class Answered:
+    response: ApiResponse
+    at_ms: float  # clock time when the gateway answered
+
+
+async def serve(
+    rig: Rig, requests: list[ApiRequest], *, step_s: float = 0.005, limit_s: float = 120
+) -> list[Answered]:
+    """Hand every request to the gateway at once and move the clock until all are answered."""
+    answered: dict[int, Answered] = {}
+
+    async def one(i: int, req: ApiRequest) -> None:
+        response = await rig.gateway.handle(req)
+        answered[i] = Answered(response, rig.clock.time() * 1000)
+
+    tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+    elapsed = 0.0
+    while not all(t.done() for t in tasks) and elapsed < limit_s:
+        await rig.clock.advance(step_s)
+        elapsed += step_s
+    assert all(t.done() for t in tasks), f"{sum(not t.done() for t in tasks)} requests unanswered"
+    await rig.gateway.stop()
+    return [answered[i] for i in range(len(requests))]
+
+
+def call_times(rig: Rig) -> list[float]:
+    """When each quote call's headers left (clock seconds), token calls excluded."""
+    return [s.at_s for s in rig.dispatcher.calls("/quotations/")]
+
+
+async def test_paced_at_one_second_plus_jitter() -> None:
+    """Sixty reads at once are all served, 20 a second spaced so that any 21 span 1 s + J."""
+    rig = build_gateway(jitter_ms=20)
+    results = await serve(rig, [request(rig.clock) for _ in range(60)])
+    assert Counter(a.response.status for a in results) == {Status.OK: 60}
+    sent = [s.at_s for s in rig.dispatcher.sent]  # the token call takes a slot too
+    assert len(sent) == 61
+    assert all(sent[i + 20] - sent[i] >= 1.02 - 1e-6 for i in range(len(sent) - 20))
+    span = sent[-1] - sent[0]
+    assert span == pytest.approx(60 * 1.02 / 20, rel=0.05)  # the key is used at 1 / (1 + J), no less
+
+
+async def test_arrivals_within_the_budget_never_exceed_the_limit() -> None:
+    """Whatever delay within J each call has on its way, the broker counts at most 20 in any second."""
+    rig = build_gateway(jitter_ms=50)
+    await serve(rig, [request(rig.clock) for _ in range(100)])
+    rng = random.Random(5)
+    arrivals = [t + rng.uniform(0, 0.05) for t in (s.at_s for s in rig.dispatcher.sent)]
+    assert max_in_any_second(arrivals) <= 20
+
+
+async def test_interactive_goes_before_queued_bulk() -> None:
+    """An interactive request behind forty bulk ones gets one of the next slots."""
+    rig = build_gateway()
+    bulk = [request(rig.clock, priority=Priority.BULK, caller="backfill") for _ in range(40)]
+    urgent = request(rig.clock, priority=Priority.INTERACTIVE, caller="ui")
+    results = await serve(rig, [*bulk, urgent])
+    assert results[-1].response.ok
+    assert len(rig.dispatcher.calls("/quotations/")) == 41
+    urgent_answer = results[-1].at_ms
+    assert sum(a.at_ms < urgent_answer for a in results[:-1]) <= 2
+
+
+async def test_every_answer_comes_before_its_deadline() -> None:
+    """With 100 requests of a 1 s deadline against 20/s, what cannot be served is refused or expired,
+    and every answer, served or not, is given before the deadline."""
+    rig = build_gateway()
+    results = await serve(rig, [request(rig.clock, deadline_s=1.0) for _ in range(100)], step_s=0.002)
+    by = Counter((a.response.status, a.response.reason) for a in results)
+    assert by[(Status.OK, None)] >= 15
+    assert by[(Status.REJECTED, "deadline_unreachable")] >= 70
+    assert set(by) <= {
+        (Status.OK, None),
+        (Status.REJECTED, "deadline_unreachable"),
+        (Status.EXPIRED, "deadline_too_close"),
+    }
+    for a in results:
+        created = a.at_ms - a.response.timing.total_ms
+        assert a.at_ms < created + 1000, a.response
+
+
+async def test_throttle_answer_requeues_and_slows_the_domain() -> None:
+    """A KIS throttle answer (EGW00201) puts the request back and halves the pace; it then succeeds."""
+    rig = build_gateway()
+    rig.broker.then(kis_envelope("EGW00201", rt_cd="1", status=500))
+    (answer,) = await serve(rig, [request(rig.clock)])
+    assert answer.response.ok and answer.response.attempts == 2
+    assert rig.gateway.limiters[Provider.KIS].rate_factor < 1.0
+
+
+async def test_transient_read_is_retried_but_an_order_is_not() -> None:
+    """A 5xx without envelope is retried for a read; for an order it is unknown_outcome, sent once."""
+    rig = build_gateway()
+    rig.broker.then(UpstreamAnswer(502, {}, None))
+    (read,) = await serve(rig, [request(rig.clock)])
+    assert read.response.ok and read.response.attempts == 2
+
+    rig = build_gateway()
+    rig.broker.then(UpstreamNoAnswer("cut"))
+    (order,) = await serve(rig, [request(rig.clock, tr_id="TTTC0012U", params=ORDER)])
+    assert order.response.status is Status.UNKNOWN_OUTCOME and order.response.reason == "no_answer"
+    assert len(rig.dispatcher.calls("/trading/")) == 1
+    assert rig.records.records[order.response.request_id] is not None  # the answer is kept for redeliveries
+
+
+async def test_unreachable_order_is_retried_and_its_mark_cleared() -> None:
+    """A connection that failed before sending is retried even for an order."""
+    rig = build_gateway()
+    rig.broker.then(UpstreamUnreachable("refused"))
+    (order,) = await serve(rig, [request(rig.clock, tr_id="TTTC0012U", params=ORDER)])
+    assert order.response.ok and order.response.attempts == 2
+
+
+async def test_rejected_token_is_replaced_once() -> None:
+    """EGW00123 drops the token, a new one is issued and the request succeeds; a second rejection ends it.
+    Within a minute of the last issuance no new token can be had, and the request says so."""
+    rig = build_gateway()
+    await serve(rig, [request(rig.clock)])
+    await rig.clock.advance(62)  # the issuance permit of the first token has run out
+    rig.broker.then(kis_envelope("EGW00123", rt_cd="1", status=500))
+    (answer,) = await serve(rig, [request(rig.clock)])
+    assert answer.response.ok and rig.broker.tokens_issued == 2
+    await rig.clock.advance(62)
+    rejected = kis_envelope("EGW00123", rt_cd="1", status=500)
+    rig.broker.then(rejected).then(rejected)
+    (answer,) = await serve(rig, [request(rig.clock)])
+    assert answer.response.status is Status.UPSTREAM_ERROR and answer.response.reason == "token_rejected"
+    assert rig.broker.tokens_issued == 3
+    rig.broker.then(rejected)  # rejected again within a minute of the last issuance: none can be had
+    (early,) = await serve(rig, [request(rig.clock)])
+    assert (early.response.status, early.response.reason) == (Status.REJECTED, "token_unavailable")
+
+
+async def test_deadline_cuts_a_slow_call() -> None:
+    """A call still running at the deadline (minus the reply path) ends as expired for a read."""
+    rig = build_gateway()
+    rig.broker.then(kis_envelope(), latency_s=5.0)
+    (answer,) = await serve(rig, [request(rig.clock, deadline_s=1.0)])
+    assert answer.response.status is Status.EXPIRED and answer.response.reason == "deadline_passed"
+    created = answer.at_ms - answer.response.timing.total_ms
+    assert answer.at_ms < created + 1000
+
+
+async def test_token_refreshed_before_expiry_with_a_paced_call() -> None:
+    """A day later the token is renewed before use, and the token call takes a slot of its own."""
+    rig = build_gateway()
+    await serve(rig, [request(rig.clock)])
+    await rig.clock.advance(86_400 - 500)  # inside the ten-minute refresh window
+    await serve(rig, [request(rig.clock)])
+    assert rig.broker.tokens_issued == 2
+    assert len(rig.dispatcher.sent) == 4
+
+
+async def test_two_instances_share_one_issuance(caplog: pytest.LogCaptureFixture) -> None:
+    """Two token managers on one store issue one token; the one that waited logs redlock.contention."""
+    clock = ManualClock()
+    broker = FakeKis(clock, latency_s=0.3)
+    store = MemoryTokenStore(clock)
+    settings = KisSettings(base_url="https://kis.invalid", appkey="PS" + "k" * 34, appsecret="s" * 180)
+    adapters = {Provider.KIS: KisAdapter(settings)}
+    managers = [TokenManager(adapters, FakeDispatcher(broker, clock), store, clock=clock) for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger="services.gateway.tokens"):
+        tasks = [asyncio.create_task(m.get(Provider.KIS)) for m in managers]
+        for _ in range(100):
+            await clock.advance(0.05)
+            if all(t.done() for t in tasks):
+                break
+    assert {t.result() for t in tasks} == {"token-1"}
+    assert broker.tokens_issued == 1
+    assert any(r.getMessage() == "redlock.contention" for r in caplog.records)
+
+
+async def test_redelivery_is_answered_from_the_record() -> None:
+    """The same request delivered again after its answer is replayed, not sent again."""
+    rig = build_gateway()
+    req = request(rig.clock)
+    (first,) = await serve(rig, [req])
+    (again,) = await serve(rig, [req])
+    assert again.response == first.response
+    assert len(rig.dispatcher.calls("/quotations/")) == 1
+
+
+async def test_withdrawn_request_is_never_sent() -> None:
+    """A request whose caller lets go while it is queued (a revoked partition) never reaches the broker."""
+    rig = build_gateway(rate_per_s=2)
+    reqs = [request(rig.clock) for _ in range(4)]
+    tasks = [asyncio.create_task(rig.gateway.handle(r)) for r in reqs]
+    await rig.clock.advance(0.01)
+    tasks[-1].cancel()
+    for _ in range(1000):
+        await rig.clock.advance(0.01)
+        if all(t.done() for t in tasks):
+            break
+    await rig.gateway.stop()
+    assert tasks[-1].cancelled()
+    assert len(rig.dispatcher.calls("/quotations/")) == 3
+
+
+async def test_bad_requests_are_refused_at_once() -> None:
+    """Unknown tr_ids are invalid, a past deadline is expired, an unknown credential invalid."""
+    rig = build_gateway()
+    clock = rig.clock
+    unknown = request(clock, tr_id="NOPE0000")
+    past = request(clock, deadline_s=0.001)
+    await clock.advance(0.01)
+    answers = [await rig.gateway.handle(r) for r in (unknown, past)]
+    assert [(a.status, a.reason) for a in answers] == [
+        (Status.INVALID, "unknown_tr_id"),
+        (Status.EXPIRED, "deadline_passed"),
+    ]
+    credential = request(clock).model_copy(update={"credential": "acct-2"})
+    assert (await rig.gateway.handle(credential)).reason == "unknown_credential"
+    assert rig.dispatcher.sent == []

@@ -1,0 +1,174 @@
+"""Pacing on a manual clock: the slot log, the jitter budget and the limiter, with no services."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from services.gateway.clock import ManualClock
+from services.gateway.jitter import JitterBudget, SlidingMax
+from services.gateway.limiter import MIN_RATE_FACTOR, DomainLimiter, Slot
+from services.gateway.slots import MemorySlots
+
+
+def max_in_any_second(times: list[float]) -> int:
+    """The most arrivals in any half-open second ``(t - 1, t]``, as the brokers count."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(ordered):
+        while ordered[start] <= t - 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def limiter(
+    clock: ManualClock, *, rate: float = 20, jitter_s: float = 0.02, slots: MemorySlots | None = None
+) -> DomainLimiter:
+    return DomainLimiter("KIS", rate, jitter=JitterBudget(jitter_s, clock), clock=clock, shared=slots)
+
+
+async def take(pace: DomainLimiter, clock: ManualClock) -> Slot:
+    """Reserve a slot and move the clock to its start, as ``acquire`` would sleep there."""
+    slot = await pace.reserve()
+    await clock.advance(max(0.0, slot.start_s - clock.monotonic()))
+    return slot
+
+
+async def test_slots_space_sends_by_one_second_plus_jitter() -> None:
+    """Back-to-back reservations are (1 s + J) / rate apart, so 21 sends span at least 1 s + J."""
+    clock = ManualClock()
+    pace = limiter(clock)
+    starts = []
+    for _ in range(60):
+        slot = await take(pace, clock)
+        starts.append(slot.start_s)
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(starts)}
+    assert gaps == {round(1.02 / 20, 6)}
+    assert all(starts[i + 20] - starts[i] >= 1.02 - 1e-9 for i in range(len(starts) - 20))
+
+
+async def test_window_holds_whatever_the_reservation_pattern() -> None:
+    """Reservations at random moments never put more than `limit` sends' arrival bounds in a second."""
+    clock = ManualClock()
+    store = MemorySlots(clock)
+    rng = random.Random(3)
+    for _ in range(400):
+        store.reserve_now(
+            "KIS", interval_s=0.0, limit=5, allowance_s=0.03, not_before_s=0.0, member=str(rng.random())
+        )
+        await clock.advance(rng.choice([0.0, 0.001, 0.05, 0.3]))
+    # Re-run the schedule: starts plus an arrival anywhere within the allowance stay within the limit.
+    clock2 = ManualClock()
+    store2 = MemorySlots(clock2)
+    arrivals = []
+    for i in range(400):
+        reservation = store2.reserve_now(
+            "KIS", interval_s=0.0, limit=5, allowance_s=0.03, not_before_s=0.0, member=str(i)
+        )
+        start = clock2.monotonic() + reservation.wait_s
+        arrivals.append(start + rng.uniform(0, 0.03))
+        await clock2.advance(reservation.wait_s + rng.choice([0.0, 0.001, 0.05]))
+    assert max_in_any_second(arrivals) <= 5
+
+
+async def test_arrivals_with_jitter_stay_within_the_limit_at_full_use() -> None:
+    """At full demand with arrivals delayed by up to J, the broker sees at most 20 in any second
+    while the key is used at 1 / (1 + J) of its rate."""
+    clock = ManualClock()
+    pace = limiter(clock, jitter_s=0.05)
+    rng = random.Random(11)
+    arrivals = []
+    for _ in range(400):
+        slot = await take(pace, clock)
+        await pace.sent(slot)
+        arrivals.append(slot.start_s + rng.uniform(0, 0.05))
+    assert max_in_any_second(arrivals) <= 20
+    used = 400 / (arrivals[-1] - arrivals[0]) / 20
+    assert used == pytest.approx(1 / 1.05, abs=0.01)
+
+
+async def test_own_lag_widens_the_budget_and_late_sends_are_extended() -> None:
+    """A send that leaves 80 ms after its slot widens J for the next ones and pushes the window back."""
+    clock = ManualClock()
+    store = MemorySlots(clock)
+    pace = limiter(clock, rate=2, jitter_s=0.01, slots=store)
+    first = await take(pace, clock)
+    await clock.advance(0.08)  # the event loop stalled between the slot and the send
+    await pace.sent(first)
+    assert pace.jitter.allowance_s() == pytest.approx(0.09)
+    assert store.sends("KIS")[0] == pytest.approx(first.start_s + 0.09)
+    second = await take(pace, clock)
+    await pace.sent(second)
+    third = await pace.reserve()
+    # The first send may arrive as late as its start + 90 ms: the third waits a second after that.
+    assert third.start_s >= first.start_s + 0.09 + 1.0 - 1e-9
+
+
+async def test_budget_follows_typical_lag_and_peaks_while_contended() -> None:
+    """Small own lags add their typical value; a peak of half J or more is added whole while it is
+    recent (the host is contended), and the budget falls back once the peak is older than the hold."""
+    clock = ManualClock()
+    budget = JitterBudget(0.02, clock, hold_s=5)
+    assert budget.allowance_s() == 0.02
+    for _ in range(200):
+        budget.observe(0.001)
+    assert budget.allowance_s() == pytest.approx(0.021, abs=1e-4)
+    assert not budget.contended()
+    budget.observe(0.004)  # a little late: typical grows a little, no contention
+    assert 0.021 < budget.allowance_s() < 0.03 and not budget.contended()
+    budget.observe(0.06)
+    assert budget.contended() and budget.allowance_s() == pytest.approx(0.08)
+    await clock.advance(6)
+    for _ in range(100):
+        budget.observe(0.001)
+    assert not budget.contended() and budget.allowance_s() == pytest.approx(0.021, abs=1e-3)
+    with pytest.raises(ValueError):
+        JitterBudget(-0.001, clock)
+
+
+async def test_sliding_max_default() -> None:
+    """An empty window gives the default."""
+    assert SlidingMax(ManualClock(), 1.0).value(default=7.0) == 7.0
+
+
+async def test_local_log_guards_when_the_shared_store_is_gone() -> None:
+    """With no shared store (Redis down) the process's own log still holds the window."""
+    clock = ManualClock()
+    pace = limiter(clock, rate=5, jitter_s=0.0)
+    starts = [(await take(pace, clock)).start_s for _ in range(12)]
+    assert all(starts[i + 5] - starts[i] >= 1.0 - 1e-9 for i in range(len(starts) - 5))
+
+
+async def test_a_new_owner_continues_the_schedule() -> None:
+    """A second limiter on the same store (a new owner after a crash) starts after the old one's window."""
+    clock = ManualClock()
+    store = MemorySlots(clock)
+    old = limiter(clock, slots=store)
+    starts = [(await take(old, clock)).start_s for _ in range(20)]
+    new = limiter(clock, slots=store)  # fresh process state: its local log is empty
+    first_new = (await new.reserve()).start_s
+    assert first_new >= starts[0] + 1.02 - 1e-9
+    assert new.next_slot_in_s() >= 0
+
+
+async def test_aimd() -> None:
+    """Throttle answers halve the pace down to a floor; successes win it back step by step."""
+    clock = ManualClock()
+    pace = limiter(clock, rate=5, jitter_s=0.0)
+    pace.throttled()
+    assert pace.interval_s == pytest.approx(0.4)
+    for _ in range(5):
+        pace.throttled()
+    assert pace.rate_factor == MIN_RATE_FACTOR
+    for _ in range(1000):
+        pace.succeeded()
+    assert pace.rate_factor == 1.0
+
+
+def test_bad_rate() -> None:
+    """A rate of zero is refused."""
+    with pytest.raises(ValueError):
+        limiter(ManualClock(), rate=0)

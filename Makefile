@@ -13,7 +13,7 @@ help:
 	@echo "make test    set up everything, run the unit and integration tests (starts Kafka and Redis)"
 	@echo "make up | down | status   manage the local stack (Kafka, Redis, sandbox, gateway) under .local/"
 	@echo "make lint | typecheck | schemas"
-	@echo "make bench   nine benchmarks x 3 runs against the sandbox referee (~35 min, starts Kafka and Redis);"
+	@echo "make bench   nine benchmarks x 3 runs against the sandbox referee (~30 min, starts Kafka and Redis);"
 	@echo "             docs/BENCHMARKS.md only from a clean tree, else .local/bench/BENCHMARKS.md"
 
 $(STAMP): pyproject.toml

@@ -300,7 +300,7 @@ async def run_pacing(bench: Bench, cond: Conditions) -> Result:
     """Hub first, then the baselines side by side (on keys of their own), all under ``cond``."""
     hub_s = 8.0 if bench.quick else 60.0
     base_s = 6.0 if bench.quick else 30.0
-    faults = {"arrival_jitter_ms": cond.jitter_ms} if cond.jitter_ms else None
+    faults: dict[str, object] | None = {"arrival_jitter_ms": cond.jitter_ms} if cond.jitter_ms else None
     async with sandbox(bench, faults=faults) as url:
         busy_max_s = (
             hub_s + base_s + 120

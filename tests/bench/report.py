@@ -148,8 +148,17 @@ def git_head() -> str:
 
 def uncommitted_changes() -> list[str]:
     """``git status --porcelain`` lines, except untracked files under ``.local/``."""
-    lines = _output(["git", "-C", str(REPO), "status", "--porcelain"]).splitlines()
-    return [line for line in lines if line.strip() and not line.startswith("?? .local/")]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return [f"(git status failed: {exc})"]  # unknown counts as changed: never publish blind
+    return [line.strip() for line in out.splitlines() if line.strip() and not line.startswith("?? .local/")]
 
 
 def git_commit() -> str:
@@ -267,7 +276,8 @@ def section_met(runs: list[Result]) -> bool:
 
 def summary_figures(runs: list[Result]) -> tuple[str, str]:
     """The summary's hub cell (worst of the runs) and baseline cell (best for the baseline)."""
-    hub, base = [], []
+    hub: list[str] = []
+    base: list[str] = []
     for measure, _ in _aggregate(runs):
         (hub if measure.side == "hub" else base).append(f"{measure.label} {measure.text}")
     failed = sum(1 for r in runs if r.error)

@@ -222,7 +222,7 @@ async def run(bench: Bench) -> Result:
             ),
             Measure(
                 "refused issuances",
-                int(base_counters.get("token_refusals", 0)),
+                int(str(base_counters.get("token_refusals", 0))),
                 str(base_counters.get("token_refusals", 0)),
                 True,
                 side="baseline",

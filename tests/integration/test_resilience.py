@@ -185,7 +185,7 @@ async def arrivals_in_flight(sandbox: str, key: str, answered: Callable[[], int]
     difference = 0
     while asyncio.get_running_loop().time() < deadline:
         by_tr_id = (await referee(sandbox, "kis/real", key)).get("by_tr_id", {})
-        arrived = by_tr_id.get("FHKST01010100", 0) + by_tr_id.get("TTTC0012U", 0)
+        arrived = int(by_tr_id.get("FHKST01010100", 0)) + int(by_tr_id.get("TTTC0012U", 0))
         difference = arrived - answered()
         if arrived >= 10 and difference > 0:
             return difference

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -49,6 +51,22 @@ class Sandbox:
         """Referee numbers of one environment (or one appkey in it)."""
         env: dict[str, Any] = (await self.stats())["environments"][env_id]
         return env if appkey is None else env["appkeys"][appkey]
+
+    async def loop_lag(self, min_samples: int = 0, timeout_s: float = 2.0) -> dict[str, Any]:
+        """The referee's ``loop_lag`` object, once it holds at least ``min_samples`` samples (real time)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lag: dict[str, Any] = (await self.stats())["loop_lag"]
+            if lag["samples"] >= min_samples or time.monotonic() > deadline:
+                return lag
+            await asyncio.sleep(0.01)
+
+    async def reset(self, **body: Any) -> dict[str, Any]:
+        """POST /_sandbox/reset."""
+        resp = await self.client.post("/_sandbox/reset", json=body)
+        assert resp.status == 200, await resp.text()
+        data: dict[str, Any] = await resp.json()
+        return data
 
     async def set_clock(self, **body: Any) -> dict[str, Any]:
         """POST /_sandbox/clock."""

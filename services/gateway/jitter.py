@@ -8,10 +8,10 @@ what cannot be seen.
 
 A new send is recorded with the allowance ``J`` plus the own lag a send usually has (a moving average
 plus four mean deviations, as TCP estimates its retransmission timeout); a send that turns out later
-than that is extended to its measured lag plus ``J`` once its headers left. When the own lag alone
-reached ``CONTENDED_SHARE`` of ``J`` within the last ``hold_s`` seconds the host is contended, and the
-far side is presumed to suffer as much (on a shared host it does): every new send then gets ``J`` plus
-that peak. The allowance never goes below ``J``; it is the effective J, exported as a metric.
+than that is extended to its measured lag plus ``J`` once its headers left. When the typical own lag
+reaches ``CONTENDED_SHARE`` of ``J`` the host is contended (a lone pause, a garbage collection, is
+not), and the far side is presumed to suffer as much (on a shared host it does): every new send then
+gets ``J`` plus the peak own lag of the last ``hold_s`` seconds. The allowance never goes below ``J``; it is the effective J, exported as a metric.
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class JitterBudget:
         return self._peak.value()
 
     def contended(self) -> bool:
-        """True while the recent peak own lag is a large share of the budget."""
-        return self.peak_lag_s() >= CONTENDED_SHARE * self.setting_s
+        """True while the typical own lag is a large share of the budget."""
+        return self.typical_lag_s() >= CONTENDED_SHARE * self.setting_s
 
     def allowance_s(self) -> float:
         """Seconds a send recorded now may take to reach the broker's counter: the effective J."""

@@ -2,12 +2,14 @@
 
 A reservation is one atomic step on the store's own clock. It finds the earliest start ``S`` that is
 
-* no earlier than ``not_before_s`` from now and than the domain's theoretical arrival time (GCRA with
-  burst 0: consecutive slots are at least one interval apart), and
+* no earlier than ``not_before_s`` from now and than the domain's theoretical arrival time (TAT), and
 * at least one second after the ``limit``-th latest *arrival bound* in the log,
 
 then records the send, before it leaves, with its arrival bound ``E = S + allowance_s`` (the latest
-moment it can reach the broker's counter) and moves the TAT to ``S + interval_s``. Any ``limit``
+moment it can reach the broker's counter) and moves the TAT one interval on. The TAT is a grid (GCRA
+with burst 0) that smooths the pace; it moves from where it was, not from a start the log pushed back,
+so one late send delays one slot instead of the whole schedule (an idle domain's grid restarts at
+now). The log alone makes the guarantee: any ``limit``
 earlier sends whose arrivals could fall inside the one-second window ending at the new send's
 arrival push it back, so no sliding second at the broker ever holds more than ``limit`` arrivals as
 long as every send arrives within its allowance. A send that turns out later than its allowance
@@ -104,8 +106,8 @@ class MemorySlots:
         """``reserve`` without a suspension point."""
         log = self._logs.setdefault(domain, _Log())
         now = self._clock.monotonic()
-        start = max(now, now + not_before_s, log.tat, self.window_start(domain, limit))
-        log.tat = start + interval_s
+        start = max(now + max(0.0, not_before_s), log.tat, self.window_start(domain, limit))
+        log.tat = max(log.tat, now - interval_s) + interval_s
         log.bounds[member] = start + allowance_s
         return Reservation(start - now, start, member)
 
@@ -148,12 +150,13 @@ class MemorySlots:
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local start = math.max(now, now + tonumber(ARGV[4]), tonumber(redis.call('GET', KEYS[1]) or '0'))
+local start = math.max(now + math.max(0, tonumber(ARGV[4])), tonumber(redis.call('GET', KEYS[1]) or '0'))
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now - 1000000))
 local limit = tonumber(ARGV[2])
 local top = redis.call('ZREVRANGE', KEYS[2], limit - 1, limit - 1, 'WITHSCORES')
 if top[2] then start = math.max(start, tonumber(top[2]) + 1000000) end
-local tat = start + tonumber(ARGV[1])
+local interval = tonumber(ARGV[1])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now - interval) + interval
 local bound = start + tonumber(ARGV[3])
 local ttl = math.floor((math.max(tat, bound) - now) / 1000) + 60000
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)

@@ -229,6 +229,9 @@ async def run_hub(
             jitter_gauge = await metric_or_nan(
                 session, gateway.metrics_url, "apihub_pacing_jitter_seconds", domain="KIS"
             )
+            extra["send_lag"] = await lag_summary(session, gateway.metrics_url)
+            async with session.get(f"{url}/_sandbox/stats") as resp:
+                extra["sandbox_loop_lag"] = (await resp.json()).get("loop_lag", {})
         finally:
             for client in clients:
                 await client.stop()
@@ -239,6 +242,29 @@ async def run_hub(
         count_events(bench.log_dir / f"{instance_id}.log", "limiter.slowed"),
         jitter_gauge,
         cpu,
+        extra,
+    )
+
+
+async def lag_summary(session: aiohttp.ClientSession, metrics_url: str) -> str:
+    """The gateway's own send lag (histogram apihub_send_lag_seconds): sends, and how many were late."""
+    total = await metric_or_nan(session, metrics_url, "apihub_send_lag_seconds_count", domain="KIS")
+    parts = [f"{total:.0f} sends"]
+    for le, name in (("0.005", "5"), ("0.02", "20"), ("0.05", "50")):
+        within = await metric_or_nan(
+            session, metrics_url, "apihub_send_lag_seconds_bucket", domain="KIS", le=le
+        )
+        parts.append(f"{total - within:.0f} over {name} ms")
+    return ", ".join(parts)
+
+
+def loop_lag_text(loop_lag: dict[str, Any]) -> str:
+    """The sandbox referee's own event-loop stalls (its counting delay), whole run."""
+    if not loop_lag:
+        return "not reported"
+    return (
+        f"max {loop_lag.get('max_ms', 0):.1f} ms, p99 {loop_lag.get('p99_ms', 0):.1f} ms, "
+        f"{loop_lag.get('over_20ms', 0)} over 20 ms, {loop_lag.get('over_50ms', 0)} over 50 ms"
     )
 
 
@@ -397,6 +423,11 @@ def pacing_result(
             "the gateway's jitter budget (gauge apihub_pacing_jitter_seconds{domain=KIS}, end of the run)",
             jitter_text(hub.jitter_gauge_s),
             f"sandbox arrival jitter {cond.jitter_ms:.0f} ms" if cond.jitter_ms else "-",
+        ),
+        Row("the gateway's own send lag (slot to headers sent)", str(hub.extra.get("send_lag", "-"))),
+        Row(
+            "the referee's own event-loop stalls (sandbox loop_lag, whole run: its counting delay)",
+            loop_lag_text(hub.extra.get("sandbox_loop_lag", {})),
         ),
         Row(
             "arrivals the sandbox delayed by its arrival jitter (hub key, during the load)",

@@ -11,7 +11,8 @@ plus four mean deviations, as TCP estimates its retransmission timeout); a send 
 than that is extended to its measured lag plus ``J`` once its headers left. When the typical own lag
 reaches ``CONTENDED_SHARE`` of ``J`` the host is contended (a lone pause, a garbage collection, is
 not), and the far side is presumed to suffer as much (on a shared host it does): every new send then
-gets ``J`` plus the peak own lag of the last ``hold_s`` seconds. The allowance never goes below ``J``; it is the effective J, exported as a metric.
+gets ``J`` plus the peak own lag of the last ``hold_s`` seconds. The allowance never goes below ``J``;
+it is the effective J, exported as the metric ``apihub_pacing_jitter_seconds``.
 """
 
 from __future__ import annotations

@@ -28,13 +28,12 @@ from hubclient.catalog import TrSpec, lookup
 from hubclient.ids import new_request_id
 from hubclient.models import ApiRequest, Provider
 from services.gateway.dispatcher import HttpDispatcher
-from services.gateway.errors import DispatchError, UpstreamNoAnswer
+from services.gateway.errors import DispatchError, TokenIssueError, UpstreamNoAnswer
 from services.gateway.providers.base import (
     KST,
     Classified,
     Outcome,
     TokenGrant,
-    TokenIssueError,
     UpstreamAnswer,
     UpstreamRequest,
 )

@@ -95,6 +95,7 @@ class HubLoad:
         self.late = 0  # admitted and answered after the deadline, or not answered before the timeout
         self.late_answered = 0  # of which an answer did arrive, after the deadline
         self.timeouts = 0
+        self.timeout_deadlines: list[float] = []  # time.monotonic() when each HubTimeout came: its deadline
         self.sent = 0
         self.last_gateway = ""
         self.last_answer_at = 0.0  # time.monotonic()
@@ -114,6 +115,7 @@ class HubLoad:
             except HubTimeout:
                 self.answers["HubTimeout"] += 1
                 self.timeouts += 1
+                self.timeout_deadlines.append(time.monotonic())
                 self.late += 1
                 return
             except HubError as exc:

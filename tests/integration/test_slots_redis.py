@@ -1,0 +1,67 @@
+"""The shared slot log in Redis: several gateway instances reserving at once keep the window exact."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from services.gateway.clock import SystemClock
+from services.gateway.jitter import JitterBudget
+from services.gateway.limiter import DomainLimiter
+from services.gateway.slots import RedisSlots
+from tests.conftest import Services
+
+
+@pytest.fixture
+async def redis(services: Services) -> AsyncIterator[Redis]:
+    """A Redis client for this test."""
+    client = Redis.from_url(services.redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_instances_share_one_window(redis: Redis, unique: str) -> None:
+    """Three limiters on one Redis log, reserving as fast as they can, record starts that leave any
+    limit + 1 of them at least 1 s + J apart, in Redis's own clock."""
+    clock = SystemClock()
+    store = RedisSlots(redis, key_prefix=f"test:{unique}:")
+    limiters = [
+        DomainLimiter("KIS", 10, jitter=JitterBudget(0.02, clock), clock=clock, shared=store)
+        for _ in range(3)
+    ]
+    starts: list[float] = []
+
+    async def reserve(limiter: DomainLimiter, count: int) -> None:
+        for _ in range(count):
+            slot = await limiter.reserve()
+            assert slot.shared_start is not None
+            starts.append(slot.shared_start)
+
+    await asyncio.gather(*(reserve(limiter, 12) for limiter in limiters))
+    starts.sort()
+    assert len(starts) == 36
+    # The first allowance also holds each instance's typical own lag (none yet): J = 20 ms exactly.
+    assert all(starts[i + 10] - starts[i] >= 1.02 - 1e-6 for i in range(len(starts) - 10))
+    assert starts[-1] - starts[0] < 3 * 1.02 + 0.5  # and no slower than the pace
+
+
+async def test_a_late_send_pushes_the_window_back(redis: Redis, unique: str) -> None:
+    """Extending a recorded send's arrival bound (a late send) moves the next window in Redis too."""
+    store = RedisSlots(redis, key_prefix=f"test:{unique}:")
+    first = await store.reserve(
+        "KIS", interval_s=0.0, limit=1, allowance_s=0.01, not_before_s=0.0, member="a"
+    )
+    await store.extend("KIS", "a", first.start + 0.3)
+    await store.extend("KIS", "a", first.start + 0.1)  # never lowered
+    second = await store.reserve(
+        "KIS", interval_s=0.0, limit=1, allowance_s=0.01, not_before_s=0.0, member="b"
+    )
+    assert second.start == pytest.approx(first.start + 1.3, abs=1e-6)
+    await store.extend("KIS", "missing", first.start + 5)  # an entry not in the log is not added
+    third = await store.reserve(
+        "KIS", interval_s=0.0, limit=1, allowance_s=0.01, not_before_s=0.0, member="c"
+    )
+    assert third.start == pytest.approx(second.start + 1.01, abs=1e-6)

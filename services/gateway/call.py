@@ -118,18 +118,19 @@ class Caller:
         self, pacer: DomainPacer, flight: Flight, decision: Decision, token: str, message: str | None
     ) -> None:
         now = self._clock.monotonic()
-        if decision.breaker_failure:
+        effects = decision.effects
+        if effects.breaker_failure:
             pacer.breaker.record_failure(now)
-        if decision.breaker_success:
+        if effects.breaker_success:
             pacer.breaker.record_success()
-        if decision.slow_down:
+        if effects.slow_down:
             pacer.limiter.throttled()
         elif decision.status is Status.OK:
             pacer.limiter.succeeded()
-        if decision.replace_token:
+        if effects.replace_token:
             flight.token_replaced = True
             await self._tokens.invalidate(pacer.provider, token)
-        if decision.clear_inflight:
+        if effects.clear_inflight:
             await self._clear_inflight(flight)
         if decision.action is Action.FINISH:
             assert decision.status is not None
@@ -139,7 +140,7 @@ class Caller:
             flight.finish(response)
             return
         RETRIES.labels(pacer.provider.value, decision.reason or "-").inc()
-        if decision.backoff:
+        if effects.backoff:
             await self._clock.sleep(backoff_s(flight.attempts, random.random()))  # noqa: S311 - jitter
         try:
             pacer.requeue(flight)

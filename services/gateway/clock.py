@@ -79,11 +79,6 @@ class ManualClock:
         self._now = target
         await _settle()
 
-    @property
-    def sleepers(self) -> int:
-        """How many sleeps are pending (cancelled ones included until their time passes)."""
-        return sum(1 for _, _, f in self._sleepers if not f.done())
-
 
 async def _settle(rounds: int = 20) -> None:
     """Let ready tasks run: a woken task may schedule others before it sleeps again."""

@@ -85,7 +85,3 @@ class Flights:
         """True while the request read at ``position`` is inside an upstream call."""
         flight = self._by_position.get(position)
         return flight is not None and flight.stage is Stage.CALLING
-
-    def calling(self) -> int:
-        """Flights inside an upstream call right now."""
-        return sum(1 for f in self._by_id.values() if f.stage is Stage.CALLING)

@@ -17,14 +17,14 @@ import itertools
 import logging
 import math
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from redis.exceptions import RedisError
 
 from services.gateway.clock import Clock
 from services.gateway.jitter import JitterBudget
 from services.gateway.metrics import PACING_JITTER, SEND_LAG
-from services.gateway.slots import MemorySlots, SlotStore
+from services.gateway.slots import Ask, MemorySlots, SlotStore
 from services.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -84,36 +84,22 @@ class DomainLimiter:
         allowance = self.jitter.allowance_s()
         PACING_JITTER.labels(self.domain).set(allowance)
         interval = (1.0 + allowance) / (self.rate_per_s * self.rate_factor)
-        member = next(self._members)
         before = self._clock.monotonic()
         local_wait = self._local.next_start(self.domain, self.limit) - before
+        ask = Ask(self.domain, interval, self.limit, allowance, max(0.0, local_wait), next(self._members))
         shared = None
         if self._shared is not None:
             try:
-                shared = await self._shared.reserve(
-                    self.domain,
-                    interval_s=interval,
-                    limit=self.limit,
-                    allowance_s=allowance,
-                    not_before_s=max(0.0, local_wait),
-                    member=member,
-                )
+                shared = await self._shared.reserve(ask)
             except (RedisError, OSError) as exc:
                 self._note_shared(exc)
             else:
                 self._note_shared(None)
         after = self._clock.monotonic()
         wait = shared.wait_s if shared is not None else max(0.0, local_wait)
-        local = self._local.reserve_now(
-            self.domain,
-            interval_s=interval,
-            limit=self.limit,
-            allowance_s=allowance,
-            not_before_s=wait,
-            member=member,
-        )
+        local = self._local.reserve_now(replace(ask, not_before_s=wait))
         start = after + local.wait_s  # the store's start can stand for a reading up to `after + wait`
-        return Slot(start, before + wait, allowance, member, shared.start if shared else None)
+        return Slot(start, before + wait, allowance, ask.member, shared.start if shared else None)
 
     async def acquire(self) -> Slot:
         """Reserve a slot and sleep until it starts."""

@@ -52,12 +52,9 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True)
-class Decision:
-    """The next step and its side effects."""
+class Effects:
+    """Side effects of a decision, performed by the caller of ``decide``."""
 
-    action: Action
-    status: Status | None = None  # for FINISH
-    reason: str | None = None  # for FINISH (None with ok), or the retry reason for REQUEUE
     backoff: bool = False  # sleep a jittered backoff before requeueing
     replace_token: bool = False
     slow_down: bool = False
@@ -66,46 +63,27 @@ class Decision:
     breaker_success: bool = False
 
 
-def _finish(
-    status: Status,
-    reason: str | None,
-    *,
-    slow_down: bool = False,
-    clear_inflight: bool = False,
-    breaker_failure: bool = False,
-    breaker_success: bool = False,
-) -> Decision:
-    return Decision(
-        Action.FINISH,
-        status,
-        reason,
-        slow_down=slow_down,
-        clear_inflight=clear_inflight,
-        breaker_failure=breaker_failure,
-        breaker_success=breaker_success,
-    )
+NONE = Effects()
+SUCCESS = Effects(breaker_success=True)
+FAILURE = Effects(breaker_failure=True)
 
 
-def _requeue(
-    reason: str,
-    *,
-    backoff: bool = False,
-    replace_token: bool = False,
-    slow_down: bool = False,
-    clear_inflight: bool = False,
-    breaker_failure: bool = False,
-    breaker_success: bool = False,
-) -> Decision:
-    return Decision(
-        Action.REQUEUE,
-        reason=reason,
-        backoff=backoff,
-        replace_token=replace_token,
-        slow_down=slow_down,
-        clear_inflight=clear_inflight,
-        breaker_failure=breaker_failure,
-        breaker_success=breaker_success,
-    )
+@dataclass(frozen=True)
+class Decision:
+    """The next step: answer with ``status`` and ``reason``, or requeue (``reason`` names the retry)."""
+
+    action: Action
+    status: Status | None
+    reason: str | None
+    effects: Effects = NONE
+
+
+def _finish(status: Status, reason: str | None, effects: Effects = NONE) -> Decision:
+    return Decision(Action.FINISH, status, reason, effects)
+
+
+def _requeue(reason: str, effects: Effects) -> Decision:
+    return Decision(Action.REQUEUE, None, reason, effects)
 
 
 def decide(
@@ -119,34 +97,37 @@ def decide(
     """The decision for one attempt's ``result`` (``attempts`` counts this one)."""
     more = attempts < max_attempts
     if result is Result.OK:
-        return _finish(Status.OK, None, breaker_success=True)
+        return _finish(Status.OK, None, SUCCESS)
     if result is Result.TOKEN_REJECTED:
         if token_replaced:
-            return _finish(Status.UPSTREAM_ERROR, result.value, breaker_success=True)
-        return _requeue(result.value, replace_token=True, breaker_success=True)
+            return _finish(Status.UPSTREAM_ERROR, result.value, SUCCESS)
+        return _requeue(result.value, Effects(replace_token=True, breaker_success=True))
     if result is Result.THROTTLED:
         if more:
-            return _requeue(result.value, slow_down=True, clear_inflight=True, breaker_success=True)
-        return _finish(Status.UPSTREAM_ERROR, result.value, slow_down=True, clear_inflight=True)
+            return _requeue(result.value, Effects(slow_down=True, clear_inflight=True, breaker_success=True))
+        return _finish(Status.UPSTREAM_ERROR, result.value, Effects(slow_down=True, clear_inflight=True))
     if result is Result.BUSINESS_ERROR:
-        return _finish(Status.UPSTREAM_ERROR, result.value, breaker_success=True)
+        return _finish(Status.UPSTREAM_ERROR, result.value, SUCCESS)
     if result is Result.UNKNOWN_OUTCOME:
-        return _finish(Status.UNKNOWN_OUTCOME, result.value, breaker_success=True)
+        return _finish(Status.UNKNOWN_OUTCOME, result.value, SUCCESS)
     if result is Result.DEADLINE_CUT:
         if idempotent:
             return _finish(Status.EXPIRED, "deadline_passed")
         return _finish(Status.UNKNOWN_OUTCOME, "no_answer")
     if result is Result.UNREACHABLE:
         if more:
-            return _requeue(result.value, backoff=True, clear_inflight=True, breaker_failure=True)
-        return _finish(Status.UPSTREAM_ERROR, "unreachable", clear_inflight=True, breaker_failure=True)
+            return _requeue(result.value, Effects(backoff=True, clear_inflight=True, breaker_failure=True))
+        return _finish(
+            Status.UPSTREAM_ERROR, "unreachable", Effects(clear_inflight=True, breaker_failure=True)
+        )
     # TRANSIENT and NO_ANSWER: the broker may have executed it.
     if not idempotent:
-        return _finish(Status.UNKNOWN_OUTCOME, result.value, breaker_failure=True)
+        return _finish(Status.UNKNOWN_OUTCOME, result.value, FAILURE)
     if more:
-        return _requeue(result.value, backoff=True, breaker_failure=True)
-    reason = "unreachable" if result is Result.NO_ANSWER else result.value
-    return _finish(Status.UPSTREAM_ERROR, reason, breaker_failure=True)
+        return _requeue(result.value, Effects(backoff=True, breaker_failure=True))
+    return _finish(
+        Status.UPSTREAM_ERROR, "unreachable" if result is Result.NO_ANSWER else result.value, FAILURE
+    )
 
 
 def backoff_s(attempt: int, unit: float) -> float:

@@ -43,19 +43,22 @@ class Reservation:
     member: str
 
 
+@dataclass(frozen=True)
+class Ask:
+    """What a reservation asks for: the domain's pace and the send's allowance (seconds)."""
+
+    domain: str
+    interval_s: float
+    limit: int
+    allowance_s: float
+    not_before_s: float  # from now: what the process's own log already requires
+    member: str  # a unique name of the send in the log
+
+
 class SlotStore(Protocol):
     """Records sends of limit domains and says when the next may leave."""
 
-    async def reserve(
-        self,
-        domain: str,
-        *,
-        interval_s: float,
-        limit: int,
-        allowance_s: float,
-        not_before_s: float,
-        member: str,
-    ) -> Reservation: ...
+    async def reserve(self, ask: Ask) -> Reservation: ...
 
     async def extend(self, domain: str, member: str, arrival_by: float) -> None: ...
 
@@ -73,43 +76,18 @@ class MemorySlots:
         self._clock = clock
         self._logs: dict[str, _Log] = {}
 
-    async def reserve(
-        self,
-        domain: str,
-        *,
-        interval_s: float,
-        limit: int,
-        allowance_s: float,
-        not_before_s: float,
-        member: str,
-    ) -> Reservation:
-        """Record the next slot of ``domain`` and return it."""
-        return self.reserve_now(
-            domain,
-            interval_s=interval_s,
-            limit=limit,
-            allowance_s=allowance_s,
-            not_before_s=not_before_s,
-            member=member,
-        )
+    async def reserve(self, ask: Ask) -> Reservation:
+        """Record the next slot and return it."""
+        return self.reserve_now(ask)
 
-    def reserve_now(
-        self,
-        domain: str,
-        *,
-        interval_s: float,
-        limit: int,
-        allowance_s: float,
-        not_before_s: float,
-        member: str,
-    ) -> Reservation:
+    def reserve_now(self, ask: Ask) -> Reservation:
         """``reserve`` without a suspension point."""
-        log = self._logs.setdefault(domain, _Log())
+        log = self._logs.setdefault(ask.domain, _Log())
         now = self._clock.monotonic()
-        start = max(now + max(0.0, not_before_s), log.tat, self.window_start(domain, limit))
-        log.tat = max(log.tat, now - interval_s) + interval_s
-        log.bounds[member] = start + allowance_s
-        return Reservation(start - now, start, member)
+        start = max(now + max(0.0, ask.not_before_s), log.tat, self.window_start(ask.domain, ask.limit))
+        log.tat = max(log.tat, now - ask.interval_s) + ask.interval_s
+        log.bounds[ask.member] = start + ask.allowance_s
+        return Reservation(start - now, start, ask.member)
 
     def window_start(self, domain: str, limit: int) -> float:
         """The earliest start the log allows (after dropping bounds a second old)."""
@@ -177,22 +155,13 @@ class RedisSlots:
     def _keys(self, domain: str) -> list[str]:
         return [f"{self._prefix}{domain}:tat", f"{self._prefix}{domain}:log"]
 
-    async def reserve(
-        self,
-        domain: str,
-        *,
-        interval_s: float,
-        limit: int,
-        allowance_s: float,
-        not_before_s: float,
-        member: str,
-    ) -> Reservation:
-        """Record the next slot of ``domain`` in Redis and return it (raises ``RedisError``)."""
+    async def reserve(self, ask: Ask) -> Reservation:
+        """Record the next slot in Redis and return it (raises ``RedisError``)."""
         wait_us, start_us = await self._script(
-            keys=self._keys(domain),
-            args=[_us(interval_s), limit, _us(allowance_s), _us(not_before_s), member],
+            keys=self._keys(ask.domain),
+            args=[_us(ask.interval_s), ask.limit, _us(ask.allowance_s), _us(ask.not_before_s), ask.member],
         )
-        return Reservation(int(wait_us) / 1e6, int(start_us) / 1e6, member)
+        return Reservation(int(wait_us) / 1e6, int(start_us) / 1e6, ask.member)
 
     async def extend(self, domain: str, member: str, arrival_by: float) -> None:
         """Raise a recorded send's arrival bound (``ZADD XX GT``: never adds, never lowers)."""

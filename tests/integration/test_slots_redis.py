@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from services.gateway.clock import SystemClock
 from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
-from services.gateway.slots import RedisSlots
+from services.gateway.slots import Ask, RedisSlots
 from tests.conftest import Services
 
 
@@ -51,17 +51,11 @@ async def test_instances_share_one_window(redis: Redis, unique: str) -> None:
 async def test_a_late_send_pushes_the_window_back(redis: Redis, unique: str) -> None:
     """Extending a recorded send's arrival bound (a late send) moves the next window in Redis too."""
     store = RedisSlots(redis, key_prefix=f"test:{unique}:")
-    first = await store.reserve(
-        "KIS", interval_s=0.0, limit=1, allowance_s=0.01, not_before_s=0.0, member="a"
-    )
+    first = await store.reserve(Ask("KIS", 0.0, 1, 0.01, 0.0, "a"))
     await store.extend("KIS", "a", first.start + 0.3)
     await store.extend("KIS", "a", first.start + 0.1)  # never lowered
-    second = await store.reserve(
-        "KIS", interval_s=0.0, limit=1, allowance_s=0.01, not_before_s=0.0, member="b"
-    )
+    second = await store.reserve(Ask("KIS", 0.0, 1, 0.01, 0.0, "b"))
     assert second.start == pytest.approx(first.start + 1.3, abs=1e-6)
     await store.extend("KIS", "missing", first.start + 5)  # an entry not in the log is not added
-    third = await store.reserve(
-        "KIS", interval_s=0.0, limit=1, allowance_s=0.01, not_before_s=0.0, member="c"
-    )
+    third = await store.reserve(Ask("KIS", 0.0, 1, 0.01, 0.0, "c"))
     assert third.start == pytest.approx(second.start + 1.01, abs=1e-6)

@@ -10,7 +10,7 @@ import pytest
 from services.gateway.clock import ManualClock
 from services.gateway.jitter import JitterBudget, SlidingMax
 from services.gateway.limiter import MIN_RATE_FACTOR, DomainLimiter, Slot
-from services.gateway.slots import MemorySlots
+from services.gateway.slots import Ask, MemorySlots
 
 
 def max_in_any_second(times: list[float]) -> int:
@@ -56,18 +56,14 @@ async def test_window_holds_whatever_the_reservation_pattern() -> None:
     store = MemorySlots(clock)
     rng = random.Random(3)
     for _ in range(400):
-        store.reserve_now(
-            "KIS", interval_s=0.0, limit=5, allowance_s=0.03, not_before_s=0.0, member=str(rng.random())
-        )
+        store.reserve_now(Ask("KIS", 0.0, 5, 0.03, 0.0, str(rng.random())))
         await clock.advance(rng.choice([0.0, 0.001, 0.05, 0.3]))
     # Re-run the schedule: starts plus an arrival anywhere within the allowance stay within the limit.
     clock2 = ManualClock()
     store2 = MemorySlots(clock2)
     arrivals = []
     for i in range(400):
-        reservation = store2.reserve_now(
-            "KIS", interval_s=0.0, limit=5, allowance_s=0.03, not_before_s=0.0, member=str(i)
-        )
+        reservation = store2.reserve_now(Ask("KIS", 0.0, 5, 0.03, 0.0, str(i)))
         start = clock2.monotonic() + reservation.wait_s
         arrivals.append(start + rng.uniform(0, 0.03))
         await clock2.advance(reservation.wait_s + rng.choice([0.0, 0.001, 0.05]))

@@ -61,7 +61,7 @@ def test_decision_table(
     decision = decide(result, idempotent=idempotent, attempts=attempts, token_replaced=replaced)
     action, status, reason, effects = expected
     assert (decision.action, decision.status, decision.reason) == (action, status, reason)
-    assert {name for name in EFFECTS if getattr(decision, name)} == effects
+    assert {name for name in EFFECTS if getattr(decision.effects, name)} == effects
 
 
 def test_every_result_is_decided() -> None:

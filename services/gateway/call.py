@@ -76,16 +76,13 @@ class Caller:
             except (RedisError, OSError) as exc:
                 raise Refused("idempotency_unavailable", str(exc)) from exc
         upstream = self._adapters[provider].build(spec, request, token)
-        remaining_s = request.deadline_ms / 1000 - self._clock.time() - pacer.reply_budget_s()
-        if remaining_s <= 0 or flight.withdrawn:  # the slot came too late: nothing is sent
+        left_s = request.deadline_ms / 1000 - self._clock.time()
+        remaining_s = left_s - pacer.reply_budget_s()  # the answer must still reach the caller
+        if flight.withdrawn or remaining_s <= 0:  # nothing is sent
             await self._clear_inflight(flight)
             if flight.withdrawn:
                 return
-            raise Expired(
-                "deadline_passed"
-                if request.remaining_ms(int(self._clock.time() * 1000)) <= 0
-                else "deadline_too_close"
-            )
+            raise Expired("deadline_passed" if left_s <= 0 else "deadline_too_close")
         provider_timeout_s = self._call_timeout_s[provider]
         timeout_s = min(remaining_s, provider_timeout_s)
         flight.attempts += 1

@@ -7,11 +7,12 @@ the network, the broker's accept queue, the broker's own stalls. ``J`` (``arriva
 what cannot be seen.
 
 A new send is recorded with the allowance ``J`` plus the own lag a send usually has (a moving average
-plus four mean deviations, as TCP estimates its retransmission timeout); a send that turns out later
-than that is extended to its measured lag plus ``J`` once its headers left. When the typical own lag
-reaches ``CONTENDED_SHARE`` of ``J`` the host is contended (a lone pause, a garbage collection, is
-not), and the far side is presumed to suffer as much (on a shared host it does): every new send then
-gets ``J`` plus the peak own lag of the last ``hold_s`` seconds. The allowance never goes below ``J``;
+plus one mean deviation); a send that turns out later than that is extended to its measured lag plus
+``J`` once its headers left, so the budget each send takes is what it needed, not a worst case. When
+the slow moving average of the own lag (a few seconds of sends) reaches ``CONTENDED_SHARE`` of ``J``,
+the host is contended (a lone pause, a garbage collection, is not), and the far side is presumed to
+stall as much (on a shared host it does): every new send then gets ``J`` plus the peak own lag of the
+last ``hold_s`` seconds. The allowance never goes below ``J``;
 it is the effective J, exported as the metric ``apihub_pacing_jitter_seconds``.
 """
 
@@ -23,7 +24,8 @@ from services.gateway.clock import Clock
 
 HOLD_S = 5.0
 LAG_WEIGHT = 0.125  # of the newest lag in the moving average and deviation
-CONTENDED_SHARE = 0.5
+SLOW_WEIGHT = 0.02  # of the newest lag in the slow average that tells contention (about 50 sends)
+CONTENDED_SHARE = 0.2
 
 
 class SlidingMax:
@@ -58,6 +60,7 @@ class JitterBudget:
         self._peak = SlidingMax(clock, hold_s)
         self._mean_s = 0.0
         self._deviation_s = 0.0
+        self._slow_mean_s = 0.0
 
     def observe(self, lag_s: float) -> None:
         """One send's own lag: seconds from its slot to its headers leaving."""
@@ -65,18 +68,19 @@ class JitterBudget:
         self._peak.observe(lag_s)
         self._deviation_s += LAG_WEIGHT * (abs(lag_s - self._mean_s) - self._deviation_s)
         self._mean_s += LAG_WEIGHT * (lag_s - self._mean_s)
+        self._slow_mean_s += SLOW_WEIGHT * (lag_s - self._slow_mean_s)
 
     def typical_lag_s(self) -> float:
-        """The own lag a send rarely exceeds: the moving average plus four mean deviations."""
-        return self._mean_s + 4 * self._deviation_s
+        """The own lag a send usually has: the moving average plus one mean deviation."""
+        return self._mean_s + self._deviation_s
 
     def peak_lag_s(self) -> float:
         """The largest own lag seen within the hold time."""
         return self._peak.value()
 
     def contended(self) -> bool:
-        """True while the typical own lag is a large share of the budget."""
-        return self.typical_lag_s() >= CONTENDED_SHARE * self.setting_s
+        """True while the slow average own lag is a large share of the budget."""
+        return self._slow_mean_s >= CONTENDED_SHARE * self.setting_s
 
     def allowance_s(self) -> float:
         """Seconds a send recorded now may take to reach the broker's counter: the effective J."""

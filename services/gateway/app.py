@@ -37,6 +37,7 @@ from services.settings import GatewaySettings
 logger = logging.getLogger(__name__)
 
 PUBLISH_RETRY_S = 0.5
+REDIS_TIMEOUT_S = 2.0
 
 
 class GatewayApp:
@@ -47,8 +48,15 @@ class GatewayApp:
         providers = {Provider.KIS: settings.kis, Provider.KIWOOM: settings.kiwoom}
         # A bounded pool that makes callers wait for a connection: hundreds of queued requests look up their
         # idempotency records at once, and redis-py's default pool refuses beyond 100 instead of waiting.
-        pool = BlockingConnectionPool.from_url(settings.redis.url, max_connections=64, timeout=5)
+        # Socket timeouts turn a Redis that stops answering into errors the gateway falls back from.
+        timeouts = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
+        pool = BlockingConnectionPool.from_url(settings.redis.url, max_connections=64, timeout=5, **timeouts)
         self.redis: Redis = Redis.from_pool(pool)
+        # Pacing has a small pool of its own, so a slot is never queued behind a burst of intake lookups.
+        pacing_pool = BlockingConnectionPool.from_url(
+            settings.redis.url, max_connections=4, timeout=1, **timeouts
+        )
+        self.pacing_redis: Redis = Redis.from_pool(pacing_pool)
         self.dispatcher = HttpDispatcher(dict(providers))
         adapters: dict[Provider, ProviderAdapter] = {
             Provider.KIS: KisAdapter(settings.kis),
@@ -61,7 +69,7 @@ class GatewayApp:
             providers=providers,
             adapters=adapters,
             dispatcher=self.dispatcher,
-            slots=RedisSlots(self.redis, key_prefix=settings.redis.key_prefix),
+            slots=RedisSlots(self.pacing_redis, key_prefix=settings.redis.key_prefix),
             token_store=RedisTokenStore(
                 self.redis, key_prefix=settings.redis.key_prefix, appkeys=appkeys, clock=clock
             ),
@@ -112,6 +120,7 @@ class GatewayApp:
         await self.publisher.stop()
         await self.dispatcher.stop()
         await self.redis.aclose()
+        await self.pacing_redis.aclose()
         await self.stop_http()
         log_event(logger, "gateway.stopped", instance_id=self.settings.instance_id)
 
@@ -171,8 +180,8 @@ class GatewayApp:
         )
 
     def _abandonable(self, record: ConsumerRecord[bytes, bytes]) -> bool:
-        """A record may be left to the next owner unless its request is inside an upstream call."""
-        return not self.gateway.is_calling((record.partition, record.offset))
+        """A record may be left to the next owner while its request still waits in its queue."""
+        return self.gateway.is_abandonable((record.partition, record.offset))
 
     async def _respond(
         self,

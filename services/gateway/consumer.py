@@ -102,9 +102,9 @@ class RequestConsumer:
                 continue
             started = 0
             for tp, records in batches.items():
-                if tp not in self.assignment:
-                    continue  # revoked meanwhile: the next owner reads it from the committed position
                 for record in records:
+                    if tp not in self.assignment:
+                        break  # revoked (perhaps during a yield below): the next owner reads it
                     self._tracker.started(tp, record.offset)
                     task = asyncio.create_task(self._process(tp, record))
                     self._tasks.setdefault(tp, {})[task] = record
@@ -160,6 +160,9 @@ class RequestConsumer:
 
     async def _commit(self, tps: list[TopicPartition] | None = None) -> None:
         due = self._tracker.commits_due(tps)
+        if self._consumer is not None:  # only what the group still gives us can be committed
+            owned = self._consumer.assignment()
+            due = {tp: offset for tp, offset in due.items() if tp in owned}
         if not due or self._consumer is None:
             return
         try:
@@ -178,6 +181,7 @@ class RequestConsumer:
 
     async def release(self, tps: list[TopicPartition]) -> None:
         """Drain in-flight work of revoked partitions (bounded), commit it and forget them."""
+        self.assignment = self.assignment - set(tps)  # first: the poll loop starts nothing more for them
         owned = [(t, r) for tp in tps for t, r in self._tasks.get(tp, {}).items()]
         calling = [t for t, r in owned if not self._abandonable(r)]
         for task, record in owned:
@@ -194,7 +198,6 @@ class RequestConsumer:
         self._tracker.forget(tps)
         for tp in tps:
             self._tasks.pop(tp, None)
-        self.assignment = self.assignment - set(tps)
         ASSIGNED_PARTITIONS.set(len(self.assignment))
         log_event(
             logger,

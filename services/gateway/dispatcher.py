@@ -44,9 +44,9 @@ class _SentHook:
     on_sent: OnSent
 
 
-async def _headers_sent(
-    session: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestHeadersSentParams
-) -> None:
+async def _leaving(session: aiohttp.ClientSession, context: SimpleNamespace, params: object) -> None:
+    """The headers were written, and again when a body chunk was (aiohttp may write a body a loop turn
+    after the headers): the limiter keeps the latest of these moments as the send's time."""
     hook = context.trace_request_ctx
     if isinstance(hook, _SentHook):
         await hook.on_sent()
@@ -65,9 +65,12 @@ class HttpDispatcher:
             ssl_context: ssl.SSLContext | bool = settings.verify_tls
             if settings.ca_bundle:
                 ssl_context = ssl.create_default_context(cafile=settings.ca_bundle)
-            connector = aiohttp.TCPConnector(limit=100, ssl=ssl_context)
+            # Enough connections for the pace times the slowest call: waiting for one would delay sends.
+            limit = max(100, int(settings.rate_per_s * settings.timeout_s * 2))
+            connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_context)
             trace = aiohttp.TraceConfig()
-            trace.on_request_headers_sent.append(_headers_sent)
+            trace.on_request_headers_sent.append(_leaving)
+            trace.on_request_chunk_sent.append(_leaving)
             session = aiohttp.ClientSession(
                 connector=connector, raise_for_status=False, trace_configs=[trace]
             )
@@ -103,6 +106,7 @@ class HttpDispatcher:
                 params=request.query,
                 data=orjson.dumps(request.json_body) if request.json_body is not None else None,
                 timeout=timeout,
+                allow_redirects=False,  # a redirect would be a second, unpaced arrival
                 trace_request_ctx=_SentHook(on_sent) if on_sent is not None else None,
             ) as resp:
                 raw = await resp.read()

@@ -4,7 +4,7 @@ A ``Flight`` is created when a request is admitted and carries everything about 
 came from in the log, its attempts, timings, the last classified answer and the future its terminal
 response resolves. ``Flights`` is the one registry of them, by request id (a redelivery of a request
 still in flight joins it) and by log position (the consumer asks whether a record may be left to the
-next owner: only while its request is not inside an upstream call).
+next owner: only while its request waits in its queue).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Flights:
         if flight.position is not None and self._by_position.get(flight.position) is flight:
             del self._by_position[flight.position]
 
-    def calling_at(self, position: Position) -> bool:
-        """True while the request read at ``position`` is inside an upstream call."""
+    def busy_at(self, position: Position) -> bool:
+        """True once the request read at ``position`` has left its queue: it is being called or answered."""
         flight = self._by_position.get(position)
-        return flight is not None and flight.stage is Stage.CALLING
+        return flight is not None and flight.stage is not Stage.QUEUED

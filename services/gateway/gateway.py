@@ -106,9 +106,9 @@ class Gateway:
         """Stop the pacing loops and calls; queued requests are left for redelivery."""
         await asyncio.gather(*(pacer.stop() for pacer in self.pacers.values()))
 
-    def is_calling(self, position: Position) -> bool:
-        """True while the request read at ``position`` is inside an upstream call (drain, don't abandon)."""
-        return self.flights.calling_at(position)
+    def is_abandonable(self, position: Position) -> bool:
+        """True unless the request read at ``position`` has left its queue (a call, or an answer known)."""
+        return not self.flights.busy_at(position)
 
     def observe_reply(self, produce_s: float) -> None:
         """One answer's produce took ``produce_s`` seconds (widens the reply budget of deadlines)."""
@@ -132,6 +132,9 @@ class Gateway:
             return self.answer(request, Status.INVALID, reason="unknown_provider")
         try:
             spec = check_request(request, mock=settings.mock, now_ms=self._now_ms())
+            twin = await self._join_twin(request)
+            if twin is not None:
+                return twin
             # Under overload most reads are refused here, before the Redis lookup, which keeps that cheap.
             # A non-idempotent call must first learn whether an earlier delivery reached the broker.
             if spec.idempotent:
@@ -139,9 +142,6 @@ class Gateway:
             earlier = await self._earlier_delivery(request, spec)
             if earlier is not None:
                 return earlier
-            twin = self.flights.get(request.request_id)
-            if twin is not None:  # delivered again while the first delivery is still being served
-                return await asyncio.shield(twin.future)
             slot_wait_s = self._admit(pacer, request)  # again, right before the push: others queued meanwhile
             flight = Flight(
                 request, spec, pacer.name, received_s, asyncio.get_running_loop().create_future(), position
@@ -161,13 +161,26 @@ class Gateway:
             return self.responder.error(request, exc)
         self.flights.add(flight)
         try:
-            response = await flight.future
+            response = await asyncio.shield(flight.future)
+            await self._remember(response)  # still registered: a duplicate joins, a revoke waits for it
+        except asyncio.CancelledError:  # the caller let go (revoke, shutdown): never send it after this
+            pacer.withdraw(flight)
+            raise
         finally:
             self.flights.remove(flight)
-            if not flight.future.done():  # cancelled while queued or calling (revoke, shutdown)
-                pacer.withdraw(flight)
-        await self._remember(response)
         return response
+
+    async def _join_twin(self, request: ApiRequest) -> ApiResponse | None:
+        """The answer of the same request's delivery still being served here, if there is one."""
+        while (twin := self.flights.get(request.request_id)) is not None:
+            try:
+                return await asyncio.shield(twin.future)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not twin.future.cancelled() or (current is not None and current.cancelling()):
+                    raise
+                # the first delivery was withdrawn: this one is served on its own
+        return None
 
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)

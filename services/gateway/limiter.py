@@ -13,6 +13,7 @@ answers from the broker halve the pace (AIMD, down to a quarter); each success w
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -69,6 +70,7 @@ class DomainLimiter:
         self._local = MemorySlots(clock)
         self._members = (f"{secrets.token_hex(4)}:{n}" for n in itertools.count())
         self._shared_down = False
+        self._extending: set[asyncio.Task[None]] = set()
 
     @property
     def interval_s(self) -> float:
@@ -108,22 +110,27 @@ class DomainLimiter:
         return slot
 
     async def sent(self, slot: Slot) -> None:
-        """The slot's request just left: measure the own lag, extend its bound if it ran late."""
+        """The slot's request is leaving (may be told more than once; the latest moment counts): measure
+        the own lag and, if it ran later than its allowance, extend its arrival bound."""
         lag = max(0.0, self._clock.monotonic() - slot.earliest_s)
+        first = slot.lag_s is None
+        if not first and lag <= (slot.lag_s or 0.0):
+            return
         slot.lag_s = lag
-        self.jitter.observe(lag)
-        SEND_LAG.labels(self.domain).observe(lag)
+        if first:
+            self.jitter.observe(lag)
+            SEND_LAG.labels(self.domain).observe(lag)
         overrun = lag + self.jitter.setting_s - slot.allowance_s
         if overrun <= 0:
             return
         await self._local.extend(self.domain, slot.member, slot.start_s + overrun + slot.allowance_s)
         if self._shared is not None and slot.shared_start is not None:
-            try:
-                await self._shared.extend(
-                    self.domain, slot.member, slot.shared_start + lag + self.jitter.setting_s
-                )
-            except (RedisError, OSError) as exc:
-                self._note_shared(exc)
+            # In the background: the request must not wait for Redis; the bound matters to reservations
+            # a second from now, long after this write lands.
+            bound = slot.shared_start + lag + self.jitter.setting_s
+            task = asyncio.create_task(self._extend_shared(slot.member, bound))
+            self._extending.add(task)
+            task.add_done_callback(self._extending.discard)
         if lag > self.jitter.setting_s:  # the own lag alone used up the budget: worth a line
             log_event(
                 logger,
@@ -133,6 +140,13 @@ class DomainLimiter:
                 lag_ms=round(lag * 1000, 1),
                 allowance_ms=round(slot.allowance_s * 1000, 1),
             )
+
+    async def _extend_shared(self, member: str, bound: float) -> None:
+        assert self._shared is not None
+        try:
+            await self._shared.extend(self.domain, member, bound)
+        except (RedisError, OSError) as exc:
+            self._note_shared(exc)
 
     def throttled(self) -> None:
         """The broker said slow down: halve the pace (down to a quarter of nominal)."""

@@ -82,6 +82,7 @@ class DomainPacer:
         self._attempt = attempt
         self._finish = finish
         self._has_work = asyncio.Event()
+        self._queue_changed = asyncio.Event()  # a request was queued: the wait for a slot re-plans
         self._loop: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
         self.call_s = 0.05  # moving average of one upstream call
@@ -124,6 +125,7 @@ class DomainPacer:
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run(), name=f"pace-{self.name}")
         self._has_work.set()
+        self._queue_changed.set()
 
     def requeue(self, flight: Flight) -> None:
         """Put a flight back for another attempt (after a throttle, a retry, a replaced token)."""
@@ -133,10 +135,13 @@ class DomainPacer:
         flight.stage = Stage.QUEUED
         self._queued_changed(flight)
         self._has_work.set()
+        self._queue_changed.set()
 
     def withdraw(self, flight: Flight) -> None:
-        """Forget a flight its caller let go of; a call in progress finds it withdrawn."""
+        """Forget a flight its caller let go of: a call in progress finds it withdrawn, a twin serves
+        itself."""
         flight.withdrawn = True
+        flight.future.cancel()
         if self.scheduler.remove(flight.request.request_id):
             self._queued_changed(flight)
 
@@ -156,39 +161,61 @@ class DomainPacer:
 
     async def _run(self) -> None:
         while True:
-            self._expire()
-            if not self.scheduler:
-                self._has_work.clear()
-                await self._has_work.wait()
-                continue
             try:
-                token = await self._token(self.provider)
-            except GatewayError as exc:  # no token: the best queued request gets that answer, no slot used
-                self._fail_first(exc)
-                continue
-            if not self.breaker.allow(self._clock.monotonic()):
-                retry_s = self.breaker.retry_after_s(self._clock.monotonic())
-                self._fail_first(
-                    Refused("circuit_open", f"{self.provider.value} is failing; next probe in {retry_s:.1f}s")
-                )
-                continue
-            slot = await self.limiter.reserve()
-            await self._wait_until(slot.start_s)
-            flight = self._pop()
-            if flight is None:
-                continue  # everything expired meanwhile: the recorded slot stays unused
-            task = asyncio.create_task(self._attempt(self, flight, slot, token))
-            self._calls.add(task)
-            task.add_done_callback(self._calls.discard)
+                await self._serve_one_slot()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not stop the domain: answer one request and go on
+                logger.exception("gateway.internal_error", extra={"fields": {"domain": self.name}})
+                self._fail_first(Refused("internal_error", "the pacing loop failed"))
+                await self._clock.sleep(0.01)
+
+    async def _serve_one_slot(self) -> None:
+        """Wait for work, then give one recorded slot to the best queued request."""
+        self._expire()
+        if not self.scheduler:
+            self._has_work.clear()
+            await self._has_work.wait()
+            return
+        try:
+            await self._token(self.provider)  # a refresh takes a slot of its own: before ours
+        except GatewayError as exc:  # no token: the best queued request gets that answer, no slot used
+            self._fail_first(exc)
+            return
+        if not self.breaker.allow(self._clock.monotonic()):
+            retry_s = self.breaker.retry_after_s(self._clock.monotonic())
+            self._fail_first(
+                Refused("circuit_open", f"{self.provider.value} is failing; next probe in {retry_s:.1f}s")
+            )
+            return
+        slot = await self.limiter.reserve()
+        await self._wait_until(slot.start_s)
+        flight = self._pop()
+        if flight is None:
+            return  # everything expired meanwhile: the recorded slot stays unused
+        try:
+            token = await self._token(self.provider)  # the token now, not the one before the wait
+        except GatewayError as exc:
+            self._finish(flight, exc)
+            return
+        task = asyncio.create_task(self._attempt(self, flight, slot, token))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     async def _wait_until(self, start_s: float) -> None:
-        """Sleep until ``start_s``, waking to answer requests whose deadline comes first."""
+        """Sleep until ``start_s``, waking to answer requests whose deadline comes first (and when new
+        work arrives, which may have the earliest deadline)."""
         while (left := start_s - self._clock.monotonic()) > 0:
             earliest_ms = self.scheduler.earliest_deadline_ms()
             if earliest_ms is not None:
                 due_in = earliest_ms / 1000 - self.service_s() - self._clock.time()
                 left = min(left, max(due_in, 0.001))
-            await self._clock.sleep(left)
+            self._queue_changed.clear()
+            sleep = asyncio.ensure_future(self._clock.sleep(left))
+            changed = asyncio.ensure_future(self._queue_changed.wait())
+            await asyncio.wait({sleep, changed}, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in (sleep, changed):
+                waiter.cancel()
             self._expire()
 
     def _pop(self) -> Flight | None:

@@ -90,12 +90,13 @@ class FakeKis:
     latency_s: float = 0.002
     script: deque[tuple[Reply, float]] = field(default_factory=deque)
     tokens_issued: int = 0
+    expiry_format: str = "%Y-%m-%d %H:%M:%S"  # of access_token_token_expired, as KIS writes it
 
     def __call__(self, provider: Provider, request: UpstreamRequest) -> tuple[Reply, float]:
         """Answer one call."""
         if request.url.endswith("/oauth2/tokenP"):
             self.tokens_issued += 1
-            expires = datetime.fromtimestamp(self.clock.time() + 86_400, KST).strftime("%Y-%m-%d %H:%M:%S")
+            expires = datetime.fromtimestamp(self.clock.time() + 86_400, KST).strftime(self.expiry_format)
             body = {"access_token": f"token-{self.tokens_issued}", "access_token_token_expired": expires}
             return UpstreamAnswer(200, {}, body), self.latency_s
         if self.script:

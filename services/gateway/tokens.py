@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 REFRESH_AHEAD_S = 600.0  # refresh ten minutes before expiry, as the brokers' own clients do
 POLL_S = 0.1
+STALE_RETRY_S = 1.0  # between refresh attempts while a token due for refresh still serves
 
 
 class TokenManager:
@@ -60,9 +61,21 @@ class TokenManager:
         self._call_timeout_s = call_timeout_s
         self._cache: dict[Provider, TokenGrant] = {}
         self._flight = {p: asyncio.Lock() for p in adapters}
+        self._retry_at: dict[
+            Provider, float
+        ] = {}  # monotonic: no refresh attempt before, while a stale token serves
 
     def _fresh(self, grant: TokenGrant | None) -> bool:
         return grant is not None and grant.expires_at_s - self._clock.time() > REFRESH_AHEAD_S
+
+    def _waiting_to_retry(self, provider: Provider, grant: TokenGrant) -> bool:
+        """True while a still-valid token due for refresh is kept until the next refresh attempt."""
+        retry_at = self._retry_at.get(provider)
+        return (
+            retry_at is not None
+            and self._clock.monotonic() < retry_at
+            and grant.expires_at_s > self._clock.time()
+        )
 
     def cached_valid(self, provider: Provider) -> bool:
         """True when this process holds a token that is not due for refresh."""
@@ -71,7 +84,7 @@ class TokenManager:
     async def get(self, provider: Provider) -> str:
         """A valid access token for ``provider``; raises ``TokenUnavailable``."""
         grant = self._cache.get(provider)
-        if grant is not None and self._fresh(grant):
+        if grant is not None and (self._fresh(grant) or self._waiting_to_retry(provider, grant)):
             return grant.access_token
         async with self._flight[provider]:
             grant = self._cache.get(provider)
@@ -96,6 +109,8 @@ class TokenManager:
                 return stored.grant
             lock = await self._store.acquire_lock(provider, LOCK_TTL_S)
             if lock is None:
+                if stale is not None and stale.expires_at_s > self._clock.time():
+                    return self._keep(provider, stale)  # another instance is refreshing; ours still works
                 return await self._wait_for_holder(provider, stale)
             try:
                 stored = await self._store.load(provider)  # re-check: the previous holder may have refreshed
@@ -145,9 +160,14 @@ class TokenManager:
             return grant
         return await self._issuance_paused(provider, stale)
 
+    def _keep(self, provider: Provider, stale: TokenGrant) -> TokenGrant:
+        """Keep using a token due for refresh that is still valid; try refreshing again in a while."""
+        self._retry_at[provider] = self._clock.monotonic() + STALE_RETRY_S
+        return stale
+
     async def _issuance_paused(self, provider: Provider, stale: TokenGrant | None) -> TokenGrant:
         if stale is not None and stale.expires_at_s > self._clock.time():
-            return stale  # only inside the refresh window: keep using it until issuance is allowed
+            return self._keep(provider, stale)  # inside the refresh window: use it until issuance is allowed
         ttl_s = await self._store.permit_ttl_s(provider)
         raise TokenUnavailable(
             f"{provider.value} token issuance allowed again in {max(ttl_s, 0) * 1000:.0f} ms",
@@ -163,7 +183,16 @@ class TokenManager:
             answer = await self._dispatcher.send(
                 provider, adapter.token_request(), self._call_timeout_s, on_sent=on_sent
             )
-            grant = adapter.parse_token(answer)
+        except DispatchError as exc:
+            TOKEN_REFRESHES.labels(provider.value, "failed").inc()
+            if not exc.sent:  # nothing reached the broker, so no issuance was spent
+                await self._store.drop_permit(provider)
+            raise TokenUnavailable(f"{provider.value} token endpoint: {exc}", retry_after_s=1.0) from exc
+        try:
+            try:
+                grant = adapter.parse_token(answer)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise TokenIssueError(f"{provider.value} token answer unreadable: {exc}") from exc
         except TokenIssueError as exc:
             TOKEN_REFRESHES.labels(provider.value, "refused").inc()
             log_event(
@@ -175,11 +204,6 @@ class TokenManager:
                 by_rate=exc.refused_by_rate,
             )
             raise
-        except DispatchError as exc:
-            TOKEN_REFRESHES.labels(provider.value, "failed").inc()
-            if not exc.sent:  # nothing reached the broker, so no issuance was spent
-                await self._store.drop_permit(provider)
-            raise TokenUnavailable(f"{provider.value} token endpoint: {exc}", retry_after_s=1.0) from exc
         TOKEN_REFRESHES.labels(provider.value, "issued").inc()
         log_event(
             logger,

@@ -174,6 +174,7 @@ async def test_rejected_token_is_replaced_once() -> None:
     rig.broker.then(kis_envelope("EGW00123", rt_cd="1", status=500))
     (answer,) = await serve(rig, [request(rig.clock)])
     assert answer.response.ok and rig.broker.tokens_issued == 2
+    assert rig.dispatcher.calls("/quotations/")[-1].request.headers["authorization"] == "Bearer token-2"
     await rig.clock.advance(62)
     rejected = kis_envelope("EGW00123", rt_cd="1", status=500)
     rig.broker.then(rejected).then(rejected)
@@ -245,6 +246,7 @@ async def test_withdrawn_request_is_never_sent() -> None:
         await rig.clock.advance(0.01)
         if all(t.done() for t in tasks):
             break
+    await rig.clock.advance(3)  # well past the slot the withdrawn request would have had
     await rig.gateway.stop()
     assert tasks[-1].cancelled()
     assert len(rig.dispatcher.calls("/quotations/")) == 3
@@ -265,3 +267,49 @@ async def test_bad_requests_are_refused_at_once() -> None:
     credential = request(clock).model_copy(update={"credential": "acct-2"})
     assert (await rig.gateway.handle(credential)).reason == "unknown_credential"
     assert rig.dispatcher.sent == []
+
+
+async def test_a_duplicate_delivery_of_an_order_joins_the_first() -> None:
+    """The same order delivered twice while the first is being called gets the first's answer, sent once."""
+    rig = build_gateway()
+    order = request(rig.clock, tr_id="TTTC0012U", params=ORDER)
+    rig.broker.then(kis_envelope(output={"ODNO": "1"}), latency_s=0.2)
+    first, second = await serve(rig, [order, order])
+    assert first.response.ok and second.response == first.response
+    assert len(rig.dispatcher.calls("/trading/")) == 1
+
+
+async def test_an_unreadable_token_answer_is_refused_and_the_domain_goes_on() -> None:
+    """A token answer the adapter cannot read ends the request as token_unavailable; once issuance is
+    allowed again a good token serves the next one."""
+    rig = build_gateway()
+    good = rig.broker.expiry_format
+    rig.broker.expiry_format = "not a date %Y"
+    (broken,) = await serve(rig, [request(rig.clock)])
+    assert (broken.response.status, broken.response.reason) == (Status.REJECTED, "token_unavailable")
+    rig.broker.expiry_format = good
+    await rig.clock.advance(62)
+    (answer,) = await serve(rig, [request(rig.clock)])
+    assert answer.response.ok
+
+
+async def test_a_failure_inside_the_pacing_loop_answers_and_keeps_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected error while pacing answers one request internal_error, and the loop serves on."""
+    rig = build_gateway()
+    pacer = rig.gateway.pacers[Provider.KIS]
+    real = pacer._token
+    failures = [RuntimeError("a bug")]
+
+    async def token(provider: Provider) -> str:
+        if failures:
+            raise failures.pop()
+        return await real(provider)
+
+    pacer._token = token
+    with caplog.at_level(logging.ERROR):
+        first, second = await serve(rig, [request(rig.clock), request(rig.clock)])
+    assert (first.response.status, first.response.reason) == (Status.REJECTED, "internal_error")
+    assert second.response.ok
+    assert any(r.getMessage() == "gateway.internal_error" for r in caplog.records)

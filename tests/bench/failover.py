@@ -30,20 +30,19 @@ from tests.bench.echo import start_echo
 from tests.bench.harness import (
     PRICE,
     PRICE_TR,
+    SESSION_TIMEOUT_MS,
     Bench,
     GatewayGroup,
     Topics,
     fake_credentials,
-    free_port,
-    gateway_env,
     log,
     open_loop,
+    pair_envs,
     sandbox,
 )
 from tests.bench.pacing import HubLoad
 from tests.bench.report import Headline, Measure, Result, Row, verdict
 
-SESSION_TIMEOUT_MS = 10_000
 LOAD_PER_S = 10.0
 TIMEOUT_S = 40.0
 RESTART_GOAL_S = 3.0
@@ -186,18 +185,7 @@ async def run_side(bench: Bench, side: Side, topics: Topics, members: Members, *
 def hub_members(bench: Bench, url: str, topics: Topics) -> Members:
     """Two gateways in one group, named by their instance ids, the session timeout passed explicitly."""
     credentials = fake_credentials()
-    envs = {}
-    for tag in ("a", "b"):
-        instance_id = f"bench-failover-{bench.run_id}-{tag}"
-        envs[instance_id] = gateway_env(
-            bench,
-            topics,
-            url,
-            credentials,
-            instance_id=instance_id,
-            metrics_port=free_port(),
-            kafka__session_timeout_ms=SESSION_TIMEOUT_MS,
-        )
+    envs = pair_envs(bench, topics, url, credentials, "failover")
     group = GatewayGroup(bench)
 
     async def start(instance_id: str) -> processes.Child:

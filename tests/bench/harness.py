@@ -216,6 +216,29 @@ def gateway_env(
     return env
 
 
+SESSION_TIMEOUT_MS = 10_000  # passed explicitly to gateway groups whose failover is measured
+
+
+def pair_envs(
+    bench: Bench, topics: Topics, sandbox_url: str, credentials: tuple[str, str], name: str
+) -> dict[str, dict[str, str]]:
+    """Environments of two gateways in one group (``<name>-a``, ``<name>-b``) by instance id, on one key,
+    with the session timeout passed explicitly."""
+    envs = {}
+    for tag in ("a", "b"):
+        instance_id = f"bench-{name}-{bench.run_id}-{tag}"
+        envs[instance_id] = gateway_env(
+            bench,
+            topics,
+            sandbox_url,
+            credentials,
+            instance_id=instance_id,
+            metrics_port=free_port(),
+            kafka__session_timeout_ms=SESSION_TIMEOUT_MS,
+        )
+    return envs
+
+
 async def start_gateway(bench: Bench, env: dict[str, str], ready_timeout_s: float = 90) -> GatewayProcess:
     """Start one gateway process (log in the run's directory) and wait until ``/readyz`` says it consumes."""
     log_path = bench.log_dir / f"{env['APIHUB_INSTANCE_ID']}.log"

@@ -27,13 +27,13 @@ from tests.bench.baselines import KRSEC, PYTHON_KIS, LibraryRun, Lifecycle, run_
 from tests.bench.harness import (
     PRICE,
     PRICE_TR,
+    SESSION_TIMEOUT_MS,
     Bench,
     GatewayGroup,
     fake_credentials,
-    free_port,
-    gateway_env,
     log,
     metric_or_nan,
+    pair_envs,
     referee,
     sandbox,
     watch,
@@ -55,7 +55,6 @@ OUTAGE_GRACE_S = 0.5
 KILL_DEADLINE_S = 15.0  # the callers' timeout here: longer than an outage, as in production
 DOWN_S = 5.0
 STEADY_S = 3.0
-SESSION_TIMEOUT_MS = 10_000
 RECOVERY_BOUND_S = 40.0
 
 TITLE = "Pacing through crashes: the owning gateway SIGKILLed and restarted five times under 5x demand"
@@ -88,18 +87,7 @@ async def run(bench: Bench) -> Result:
     lifecycle = Lifecycle()
     async with sandbox(bench) as url:
         topics = await bench.topics("hub")
-        envs = {}
-        for tag in ("a", "b"):
-            instance_id = f"bench-kill-{bench.run_id}-{tag}"
-            envs[instance_id] = gateway_env(
-                bench,
-                topics,
-                url,
-                credentials,
-                instance_id=instance_id,
-                metrics_port=free_port(),
-                kafka__session_timeout_ms=SESSION_TIMEOUT_MS,
-            )
+        envs = pair_envs(bench, topics, url, credentials, "kill")
         group = GatewayGroup(bench)
         clients: list[HubClient] = []
         try:

@@ -9,10 +9,10 @@ what cannot be seen.
 A new send is recorded with the allowance ``J`` plus the own lag a send usually has (a moving average
 plus one mean deviation); a send that turns out later than that is extended to its measured lag plus
 ``J`` once its headers left, so the budget each send takes is what it needed, not a worst case. When
-the slow moving average of the own lag (a few seconds of sends) reaches ``CONTENDED_SHARE`` of ``J``,
-the host is contended (a lone pause, a garbage collection, is not), and the far side is presumed to
-stall as much (on a shared host it does): every new send then gets ``J`` plus the peak own lag of the
-last ``hold_s`` seconds. The allowance never goes below ``J``;
+more than ``CONTENDED_SHARE`` of the recent sends (a slow moving average over some fifty) ran later
+than ``LATE_SHARE_OF_J`` of ``J``, the host is contended (a lone pause, a garbage collection, is not),
+and the far side is presumed to stall as much (on a shared host it does): every new send then gets
+``J`` plus the peak own lag of the last ``hold_s`` seconds. The allowance never goes below ``J``;
 it is the effective J, exported as the metric ``apihub_pacing_jitter_seconds``.
 """
 
@@ -24,8 +24,9 @@ from services.gateway.clock import Clock
 
 HOLD_S = 5.0
 LAG_WEIGHT = 0.125  # of the newest lag in the moving average and deviation
-SLOW_WEIGHT = 0.02  # of the newest lag in the slow average that tells contention (about 50 sends)
-CONTENDED_SHARE = 0.2
+SLOW_WEIGHT = 0.02  # of the newest send in the share of late sends (about fifty sends)
+LATE_SHARE_OF_J = 0.25  # a send this late (a quarter of J, 5 ms at 20 ms) counts as late
+CONTENDED_SHARE = 0.2  # a fifth of the recent sends late: the host is contended
 
 
 class SlidingMax:
@@ -60,7 +61,7 @@ class JitterBudget:
         self._peak = SlidingMax(clock, hold_s)
         self._mean_s = 0.0
         self._deviation_s = 0.0
-        self._slow_mean_s = 0.0
+        self._late_share = 0.0
 
     def observe(self, lag_s: float) -> None:
         """One send's own lag: seconds from its slot to its headers leaving."""
@@ -68,7 +69,8 @@ class JitterBudget:
         self._peak.observe(lag_s)
         self._deviation_s += LAG_WEIGHT * (abs(lag_s - self._mean_s) - self._deviation_s)
         self._mean_s += LAG_WEIGHT * (lag_s - self._mean_s)
-        self._slow_mean_s += SLOW_WEIGHT * (lag_s - self._slow_mean_s)
+        late = 1.0 if lag_s > LATE_SHARE_OF_J * self.setting_s else 0.0
+        self._late_share += SLOW_WEIGHT * (late - self._late_share)
 
     def typical_lag_s(self) -> float:
         """The own lag a send usually has: the moving average plus one mean deviation."""
@@ -79,8 +81,8 @@ class JitterBudget:
         return self._peak.value()
 
     def contended(self) -> bool:
-        """True while the slow average own lag is a large share of the budget."""
-        return self._slow_mean_s >= CONTENDED_SHARE * self.setting_s
+        """True while many recent sends ran late by a good part of the budget."""
+        return self._late_share >= CONTENDED_SHARE
 
     def allowance_s(self) -> float:
         """Seconds a send recorded now may take to reach the broker's counter: the effective J."""

@@ -11,8 +11,9 @@ plus one mean deviation); a send that turns out later than that is extended to i
 ``J`` once its headers left, so the budget each send takes is what it needed, not a worst case. When
 more than ``CONTENDED_SHARE`` of the recent sends (a slow moving average over some fifty) ran later
 than ``LATE_SHARE_OF_J`` of ``J``, the host is contended (a lone pause, a garbage collection, is not),
-and the far side is presumed to stall as much (on a shared host it does): every new send then gets
-``J`` plus the peak own lag of the last ``hold_s`` seconds. The allowance never goes below ``J``;
+and the far side is presumed to stall as long again (on a shared host it does, and the broker's
+process, busier than ours, often longer): every new send then gets ``J`` plus twice the peak own lag of
+the last ``hold_s`` seconds. The allowance never goes below ``J``;
 it is the effective J, exported as the metric ``apihub_pacing_jitter_seconds``.
 """
 
@@ -22,7 +23,8 @@ from collections import deque
 
 from services.gateway.clock import Clock
 
-HOLD_S = 5.0
+HOLD_S = 10.0
+CONTENDED_PEAK_FACTOR = 2.0  # our own peak lag, and as much again for the far side on the same host
 LAG_WEIGHT = 0.125  # of the newest lag in the moving average and deviation
 SLOW_WEIGHT = 0.02  # of the newest send in the share of late sends (about fifty sends)
 LATE_SHARE_OF_J = 0.25  # a send this late (a quarter of J, 5 ms at 20 ms) counts as late
@@ -86,5 +88,6 @@ class JitterBudget:
 
     def allowance_s(self) -> float:
         """Seconds a send recorded now may take to reach the broker's counter: the effective J."""
-        own = self.peak_lag_s() if self.contended() else self.typical_lag_s()
-        return self.setting_s + own
+        if self.contended():
+            return self.setting_s + CONTENDED_PEAK_FACTOR * self.peak_lag_s()
+        return self.setting_s + self.typical_lag_s()

@@ -28,7 +28,7 @@ CONTENDED_PEAK_FACTOR = 2.0  # our own peak lag, and as much again for the far s
 LAG_WEIGHT = 0.125  # of the newest lag in the moving average and deviation
 SLOW_WEIGHT = 0.02  # of the newest send in the share of late sends (about fifty sends)
 LATE_SHARE_OF_J = 0.25  # a send this late (a quarter of J, 5 ms at 20 ms) counts as late
-CONTENDED_SHARE = 0.2  # a fifth of the recent sends late: the host is contended
+CONTENDED_SHARE = 0.3  # three in ten of the recent sends late: the host is contended
 
 
 class SlidingMax:

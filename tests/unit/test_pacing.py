@@ -105,8 +105,9 @@ async def test_own_lag_widens_the_budget_and_late_sends_are_extended() -> None:
 
 
 async def test_budget_follows_typical_lag_and_peaks_while_contended() -> None:
-    """Small own lags add their typical value and a lone pause only nudges it; a sustained lag of a
-    fifth of J marks the host contended, and then twice the recent peak is added until it calms down."""
+    """Small own lags add their typical value and a lone pause only nudges it; sends late by more than a
+    quarter of J, one after another, mark the host contended, and then twice the recent peak is added
+    until it calms down."""
     clock = ManualClock()
     budget = JitterBudget(0.02, clock, hold_s=5)
     assert budget.allowance_s() == 0.02

@@ -75,7 +75,8 @@ class Conditions:
     title: str = TITLE
     goal: str = GOAL
     baseline_name: str = BASELINE
-    jitter_ms: float = 0.0
+    jitter_ms: float = 0.0  # injected at the sandbox
+    gateway_jitter_ms: float | None = None  # the gateway's APIHUB_KIS__ARRIVAL_JITTER_MS (None: its default)
     busy: int = 0
     utilisation_goal: float | None = 0.97  # None: reported, not part of the goal
     late_in_goal: bool = True
@@ -208,8 +209,8 @@ async def run_hub(
     topics = await bench.topics("hub")
     instance_id = f"bench-{cond.name}-{bench.run_id}"
     extra: dict[str, object] = {}
-    if cond.jitter_ms:
-        extra["kis__arrival_jitter_ms"] = cond.jitter_ms
+    if cond.gateway_jitter_ms is not None:
+        extra["kis__arrival_jitter_ms"] = cond.gateway_jitter_ms
     env = gateway_env(
         bench, topics, url, credentials, instance_id=instance_id, metrics_port=free_port(), **extra
     )
@@ -424,7 +425,9 @@ def pacing_result(
         Row(
             "the gateway's jitter budget (gauge apihub_pacing_jitter_seconds{domain=KIS}, end of the run)",
             jitter_text(hub.jitter_gauge_s),
-            f"sandbox arrival jitter {cond.jitter_ms:.0f} ms" if cond.jitter_ms else "-",
+            f"sandbox arrival jitter {cond.jitter_ms:.0f} ms; gateway J {cond.gateway_jitter_ms:.0f} ms"
+            if cond.jitter_ms and cond.gateway_jitter_ms is not None
+            else "-",
         ),
         Row("the gateway's own send lag (slot to headers sent)", str(hub.extra.get("send_lag", "-"))),
         Row(

@@ -361,7 +361,8 @@ INTRO = """\
 Nine benchmarks, measured against the sandbox referee (its own process, so its clock shares no event
 loop with the load or the gateway), each side by side with a baseline measured in the same run:
 `pacing` (three callers each demanding 5x a 20 req/s KIS key), `pacing-jitter` (the same with 50 ms of
-arrival jitter at the sandbox and the gateway told so), `pacing-cpu` (the same while two busy processes
+arrival jitter at the sandbox, the gateway's J set to 65 ms: the injected 50 plus 15 for the sandbox's
+own delays on this host), `pacing-cpu` (the same while two busy processes
 load both cores), `pacing-kill` (two gateways, the owner SIGKILLed and restarted five times), `failover`
 (time from a SIGKILL to the next owner's first answer, with and without a restart), `priority`,
 `overhead` (latency added per request over a direct call made right next to it), `throughput` and

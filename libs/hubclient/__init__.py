@@ -8,6 +8,8 @@ from hubclient.errors import (
     HubNotStarted,
     HubTimeout,
     InvalidRequest,
+    MalformedPayload,
+    PagingLimit,
     RequestExpired,
     RequestRejected,
     UnknownOutcome,
@@ -16,6 +18,7 @@ from hubclient.errors import (
 )
 from hubclient.ids import new_request_id
 from hubclient.models import SCHEMA_VERSION, ApiRequest, ApiResponse, Priority, Provider, Status, Timing
+from hubclient.paging import paginate
 from hubclient.transport import KafkaTransport, Transport
 
 __all__ = [
@@ -30,7 +33,9 @@ __all__ = [
     "HubTimeout",
     "InvalidRequest",
     "KafkaTransport",
+    "MalformedPayload",
     "Paging",
+    "PagingLimit",
     "Priority",
     "Provider",
     "RequestExpired",
@@ -44,5 +49,6 @@ __all__ = [
     "UpstreamError",
     "lookup",
     "new_request_id",
+    "paginate",
     "raise_for_status",
 ]

@@ -9,7 +9,9 @@ HubError                      root; ``retriable`` says whether the same call may
 ├── RequestRejected(reason)   the gateway refused it (``rejected``); retriable for load reasons
 ├── RequestExpired            the deadline passed before the call could be made
 ├── UpstreamError(code)       the broker answered with an error
-└── UnknownOutcome            a non-idempotent call may or may not have happened; never resent
+├── UnknownOutcome            a non-idempotent call may or may not have happened; never resent
+├── PagingLimit(limit)        ``paginate`` hit its page count or total time with pages still left
+└── MalformedPayload(field)   a broker row cannot be normalized (also a ``ValueError``)
 """
 
 from __future__ import annotations
@@ -91,3 +93,40 @@ class UpstreamError(HubError):
 
 class UnknownOutcome(HubError):
     """A non-idempotent call may have reached the broker; reconcile instead of resending."""
+
+
+class PagingLimit(HubError):
+    """``paginate`` stopped at a bound while the broker still offered a next page.
+
+    ``limit`` is ``"max_pages"`` or ``"max_s"``; ``pages`` were delivered in ``elapsed_s`` seconds;
+    ``continuation`` (the last page's, or None when no page arrived) resumes where it stopped.
+    """
+
+    def __init__(
+        self,
+        limit: str,
+        *,
+        pages: int,
+        elapsed_s: float,
+        continuation: dict[str, str] | None,
+        response: ApiResponse | None = None,
+    ) -> None:
+        super().__init__(
+            f"paging stopped by {limit} after {pages} page(s) in {elapsed_s:.3f}s with more pages left",
+            response=response,
+        )
+        self.limit = limit
+        self.pages = pages
+        self.elapsed_s = elapsed_s
+        self.continuation = continuation
+
+
+class MalformedPayload(HubError, ValueError):
+    """A row of a broker body cannot be read; ``field`` names the culprit, ``row`` its index (or None)."""
+
+    def __init__(self, tr_id: str, field: str, problem: str, *, row: int | None = None) -> None:
+        where = f"{tr_id} row {row}" if row is not None else tr_id
+        super().__init__(f"{where}: field {field!r} {problem}")
+        self.tr_id = tr_id
+        self.field = field
+        self.row = row

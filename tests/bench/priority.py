@@ -22,6 +22,7 @@ from hubclient import HubClient, HubError
 from hubclient.headers import request_headers
 from hubclient.ids import new_request_id
 from hubclient.models import ApiRequest, Priority, Provider
+from services.settings import LOCAL_JITTER_MS
 from tests.bench.harness import (
     PRICE,
     PRICE_TR,
@@ -45,8 +46,8 @@ BULK_DEADLINE_S = 900  # longer than the backlog takes, so none is refused as un
 INTERACTIVE_PER_S = 2.0
 INTERACTIVE_TIMEOUT_S = 5.0
 RATE_PER_S = 20.0
-SAFETY_MARGIN = 0.02  # the limiter's default
-INTERVAL_MS = 1000 / (RATE_PER_S * (1 - SAFETY_MARGIN))
+JITTER_MS = LOCAL_JITTER_MS  # the gateway's default jitter budget for the sandbox on this host
+INTERVAL_MS = (1000 + JITTER_MS) / RATE_PER_S  # the limiter's spacing: (1 s + J) / rate
 GOAL_MS = 2 * INTERVAL_MS + 50
 
 TITLE = "Priority: interactive requests next to 10,000 queued bulk requests"
@@ -223,7 +224,8 @@ async def run(bench: Bench) -> Result:
     ]
     notes = [
         f"Goal: two pacing intervals plus 50 ms = 2 x {INTERVAL_MS:.1f} + 50 = {GOAL_MS:.0f} ms (20 req/s "
-        "with the limiter's 2 % margin), asked of the end-to-end latency the caller sees: from "
+        f"paced (1 s + J) / rate apart with J = {JITTER_MS:.0f} ms, the default for a broker on this host), "
+        "asked of the end-to-end latency the caller sees: from "
         "HubClient.submit to the response (the caller's produce, the gateway's intake and queue, the call "
         "to the sandbox and the reply). The gateway's queued_ms (from reading the request to the start of "
         "its upstream attempt) is shown as information only.",

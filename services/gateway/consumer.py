@@ -5,9 +5,10 @@ timeout keeps its partitions. Each record becomes a task; a partition is paused 
 ``readahead`` records open and everything is paused at ``max_inflight``, but polling never stops. The
 read-ahead must cover a domain's backlog: a domain lives in one partition, so the scheduler can only put
 an urgent request first once it has been read past the bulk requests ahead of it in the log. An
-offset is committed only once its response is acknowledged by Kafka. On revoke, in-flight work of the
-lost partitions is drained (bounded) and committed; records not yet in an upstream call are withdrawn and
-stay for the next owner.
+offset is committed only once its response is acknowledged by Kafka. On revoke, the poll loop stops
+starting work of the lost partitions at once; records whose request still waits in its queue are
+withdrawn and stay for the next owner, the rest (in an upstream call, or answered and being published)
+are drained (bounded) and committed.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Child processes for the integration tests and the benchmarks, written once.
 
-- ``start`` / ``running``: any Python child (``python -m services.cli SUBCOMMAND ...`` via ``apihub_argv``,
+- ``start``: any Python child (``python -m services.cli SUBCOMMAND ...`` via ``apihub_argv``,
   or ``python -c ...``) with an environment of our choosing and its output in a log file; when a readiness
   URL is given, wait until it answers 200 and fail early (with the log's tail) if the child exits first.
 - ``Child.stop``: SIGTERM, then SIGKILL after a bound; ``Child.kill``: SIGKILL at once (a crash on demand).
@@ -161,27 +161,6 @@ async def start(
     return child
 
 
-@contextlib.asynccontextmanager
-async def running(
-    name: str,
-    argv: list[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    log_path: Path | None = None,
-    ready_url: str | None = None,
-    ready_timeout_s: float = 60,
-    stop_timeout_s: float = 30,
-) -> AsyncIterator[Child]:
-    """``start`` a child, yield it, and stop it (SIGTERM, then SIGKILL) when the block ends."""
-    child = await start(
-        name, argv, env=env, log_path=log_path, ready_url=ready_url, ready_timeout_s=ready_timeout_s
-    )
-    try:
-        yield child
-    finally:
-        await child.stop(stop_timeout_s)
-
-
 # --- the two services the tests run as processes ---------------------------------------------------
 
 
@@ -222,18 +201,20 @@ async def sandbox(
     env = {f"APIHUB_SANDBOX__{k.upper()}": str(v) for k, v in (settings or {}).items()}
     url = f"http://127.0.0.1:{port}"
     argv = apihub_argv("sandbox", "--host", "127.0.0.1", "--port", str(port))
-    async with running(
+    child = await start(
         "sandbox",
         argv,
         env=env,
         log_path=log_path,
         ready_url=f"{url}/healthz",
         ready_timeout_s=ready_timeout_s,
-        stop_timeout_s=10,
-    ) as child:
+    )
+    try:
         if faults:
             await set_faults(url, faults)
         yield SandboxProcess(url, child)
+    finally:
+        await child.stop(10)
 
 
 @dataclass

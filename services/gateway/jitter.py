@@ -9,12 +9,13 @@ what cannot be seen.
 A new send is recorded with the allowance ``J`` plus the own lag a send usually has (a moving average
 plus one mean deviation); a send that turns out later than that is extended to its measured lag plus
 ``J`` once its headers left, so the budget each send takes is what it needed, not a worst case. When
-more than ``CONTENDED_SHARE`` of the recent sends (a slow moving average over some fifty) ran later
-than ``LATE_SHARE_OF_J`` of ``J``, the host is contended (a lone pause, a garbage collection, is not),
-and the far side is presumed to stall as long again (on a shared host it does, and the broker's
-process, busier than ours, often longer): every new send then gets ``J`` plus twice the peak own lag of
-the last ``hold_s`` seconds. The allowance never goes below ``J``;
-it is the effective J, exported as the metric ``apihub_pacing_jitter_seconds``.
+``CONTENDED_LATE`` of the last ``RECENT_SENDS`` sends ran later than ``LATE_SHARE_OF_J`` of ``J``, the
+host is contended (a lone pause, a garbage collection, is not), and the far side is presumed to stall as
+long again (on a shared host it does, and the broker's process, busier than ours, often longer): every
+new send then gets ``J`` plus twice the peak own lag of the last ``hold_s`` seconds, and the host stays
+contended until ``hold_s`` seconds after the last time the sign was seen, so a busy host that
+momentarily looks calm does not drop the wide budget while its far side still stalls. The allowance
+never goes below ``J``; it is the effective J, exported as the metric ``apihub_pacing_jitter_seconds``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from services.gateway.clock import Clock
 HOLD_S = 10.0
 CONTENDED_PEAK_FACTOR = 2.0  # our own peak lag, and as much again for the far side on the same host
 LAG_WEIGHT = 0.125  # of the newest lag in the moving average and deviation
-SLOW_WEIGHT = 0.02  # of the newest send in the share of late sends (about fifty sends)
 LATE_SHARE_OF_J = 0.25  # a send this late (a quarter of J, 5 ms at 20 ms) counts as late
-CONTENDED_SHARE = 0.3  # three in ten of the recent sends late: the host is contended
+RECENT_SENDS = 20  # the sends the sign of contention looks at (one second at 20 req/s)
+CONTENDED_LATE = 6  # late sends among them that mark the host contended
 
 
 class SlidingMax:
@@ -60,10 +61,13 @@ class JitterBudget:
         if setting_s < 0:
             raise ValueError("the jitter budget cannot be negative")
         self.setting_s = setting_s
+        self._clock = clock
+        self._hold_s = hold_s
         self._peak = SlidingMax(clock, hold_s)
         self._mean_s = 0.0
         self._deviation_s = 0.0
-        self._late_share = 0.0
+        self._recent_late: deque[bool] = deque(maxlen=RECENT_SENDS)
+        self._contended_until = float("-inf")
 
     def observe(self, lag_s: float) -> None:
         """One send's own lag: seconds from its slot to its headers leaving."""
@@ -71,8 +75,9 @@ class JitterBudget:
         self._peak.observe(lag_s)
         self._deviation_s += LAG_WEIGHT * (abs(lag_s - self._mean_s) - self._deviation_s)
         self._mean_s += LAG_WEIGHT * (lag_s - self._mean_s)
-        late = 1.0 if lag_s > LATE_SHARE_OF_J * self.setting_s else 0.0
-        self._late_share += SLOW_WEIGHT * (late - self._late_share)
+        self._recent_late.append(lag_s > LATE_SHARE_OF_J * self.setting_s)
+        if sum(self._recent_late) >= CONTENDED_LATE:
+            self._contended_until = self._clock.monotonic() + self._hold_s
 
     def typical_lag_s(self) -> float:
         """The own lag a send usually has: the moving average plus one mean deviation."""
@@ -83,8 +88,8 @@ class JitterBudget:
         return self._peak.value()
 
     def contended(self) -> bool:
-        """True while many recent sends ran late by a good part of the budget."""
-        return self._late_share >= CONTENDED_SHARE
+        """True while many recent sends ran late by a good part of the budget, and ``hold_s`` after."""
+        return self._clock.monotonic() < self._contended_until
 
     def allowance_s(self) -> float:
         """Seconds a send recorded now may take to reach the broker's counter: the effective J."""

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from services.gateway.clock import ManualClock
-from services.gateway.jitter import JitterBudget, SlidingMax
+from services.gateway.jitter import CONTENDED_LATE, RECENT_SENDS, JitterBudget, SlidingMax
 from services.gateway.limiter import MIN_RATE_FACTOR, DomainLimiter, Slot
 from services.gateway.slots import Ask, MemorySlots
 
@@ -106,8 +106,8 @@ async def test_own_lag_widens_the_budget_and_late_sends_are_extended() -> None:
 
 async def test_budget_follows_typical_lag_and_peaks_while_contended() -> None:
     """Small own lags add their typical value and a lone pause only nudges it; sends late by more than a
-    quarter of J, one after another, mark the host contended, and then twice the recent peak is added
-    until it calms down."""
+    quarter of J, six in twenty, mark the host contended, and then twice the recent peak is added until
+    the hold time after the last such sign."""
     clock = ManualClock()
     budget = JitterBudget(0.02, clock, hold_s=5)
     assert budget.allowance_s() == 0.02
@@ -122,7 +122,15 @@ async def test_budget_follows_typical_lag_and_peaks_while_contended() -> None:
     assert budget.contended() and budget.allowance_s() == pytest.approx(0.032, abs=1e-4)
     budget.observe(0.05)
     assert budget.contended() and budget.allowance_s() == pytest.approx(0.12)
-    await clock.advance(6)
+    await clock.advance(3)
+    for _ in range(RECENT_SENDS):
+        budget.observe(0.001)  # a calm moment on a busy host: still contended for the hold time
+    assert budget.contended() and budget.allowance_s() == pytest.approx(0.12)
+    await clock.advance(5.5)  # the hold counts from the last time six of twenty were late
+    assert not budget.contended()
+    for _ in range(CONTENDED_LATE - 1):
+        budget.observe(0.006)  # a few late sends in twenty are not contention
+    assert not budget.contended()
     for _ in range(300):
         budget.observe(0.001)
     assert not budget.contended() and budget.allowance_s() == pytest.approx(0.021, abs=1e-3)

@@ -9,13 +9,16 @@ what cannot be seen.
 A new send is recorded with the allowance ``J`` plus the own lag a send usually has (a moving average
 plus one mean deviation); a send that turns out later than that is extended to its measured lag plus
 ``J`` once its headers left, so the budget each send takes is what it needed, not a worst case. When
-``CONTENDED_LATE`` of the last ``RECENT_SENDS`` sends ran later than ``LATE_SHARE_OF_J`` of ``J``, the
-host is contended (a lone pause, a garbage collection, is not), and the far side is presumed to stall as
-long again (on a shared host it does, and the broker's process, busier than ours, often longer): every
-new send then gets ``J`` plus twice the peak own lag of the last ``hold_s`` seconds, and the host stays
-contended until ``hold_s`` seconds after the last time the sign was seen, so a busy host that
-momentarily looks calm does not drop the wide budget while its far side still stalls. The allowance
-never goes below ``J``; it is the effective J, exported as the metric ``apihub_pacing_jitter_seconds``.
+``CONTENDED_SHARE`` of the recent sends (an average over the last ``CONTENDED_SENDS``, ten seconds at 20
+req/s) ran later than ``LATE_SHARE_OF_J`` of ``J``, the host is contended (a lone pause or a short burst,
+a garbage collection, is not), and the far side is presumed to stall as long again (on a shared host it
+does, and the broker's process, busier than ours, often longer): every new send then gets ``J`` plus
+twice the peak own lag of the last ``hold_s`` seconds. The long average keeps the state steady: a busy
+host runs about a third of its sends late, a calm one well under a tenth, and the average of two hundred
+sends moves by a few hundredths, so it neither flickers off under load nor turns on by chance. Until two
+hundred sends were seen it is the plain average of those seen and ``CALM_PRIOR_SENDS`` calm ones, so a
+gateway started on a busy host widens its budget within its first sends and one late first send does not. The allowance never goes below ``J``; it
+is the effective J, exported as the metric ``apihub_pacing_jitter_seconds``.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ HOLD_S = 10.0
 CONTENDED_PEAK_FACTOR = 2.0  # our own peak lag, and as much again for the far side on the same host
 LAG_WEIGHT = 0.125  # of the newest lag in the moving average and deviation
 LATE_SHARE_OF_J = 0.25  # a send this late (a quarter of J, 5 ms at 20 ms) counts as late
-RECENT_SENDS = 20  # the sends the sign of contention looks at (one second at 20 req/s)
-CONTENDED_LATE = 6  # late sends among them that mark the host contended
+CONTENDED_SENDS = 200  # the sends the share of late ones is averaged over (ten seconds at 20 req/s)
+CONTENDED_SHARE = 0.2  # a fifth of them late: the host is contended
+CALM_PRIOR_SENDS = 20  # calm sends the average starts with, so one early late send is no sign
 
 
 class SlidingMax:
@@ -61,13 +65,11 @@ class JitterBudget:
         if setting_s < 0:
             raise ValueError("the jitter budget cannot be negative")
         self.setting_s = setting_s
-        self._clock = clock
-        self._hold_s = hold_s
         self._peak = SlidingMax(clock, hold_s)
         self._mean_s = 0.0
         self._deviation_s = 0.0
-        self._recent_late: deque[bool] = deque(maxlen=RECENT_SENDS)
-        self._contended_until = float("-inf")
+        self._late_share = 0.0
+        self._sends = 0
 
     def observe(self, lag_s: float) -> None:
         """One send's own lag: seconds from its slot to its headers leaving."""
@@ -75,9 +77,9 @@ class JitterBudget:
         self._peak.observe(lag_s)
         self._deviation_s += LAG_WEIGHT * (abs(lag_s - self._mean_s) - self._deviation_s)
         self._mean_s += LAG_WEIGHT * (lag_s - self._mean_s)
-        self._recent_late.append(lag_s > LATE_SHARE_OF_J * self.setting_s)
-        if sum(self._recent_late) >= CONTENDED_LATE:
-            self._contended_until = self._clock.monotonic() + self._hold_s
+        late = 1.0 if lag_s > LATE_SHARE_OF_J * self.setting_s else 0.0
+        self._sends += 1
+        self._late_share += (late - self._late_share) / min(self._sends + CALM_PRIOR_SENDS, CONTENDED_SENDS)
 
     def typical_lag_s(self) -> float:
         """The own lag a send usually has: the moving average plus one mean deviation."""
@@ -88,8 +90,8 @@ class JitterBudget:
         return self._peak.value()
 
     def contended(self) -> bool:
-        """True while many recent sends ran late by a good part of the budget, and ``hold_s`` after."""
-        return self._clock.monotonic() < self._contended_until
+        """True while many of the recent sends ran late by a good part of the budget."""
+        return self._late_share >= CONTENDED_SHARE
 
     def allowance_s(self) -> float:
         """Seconds a send recorded now may take to reach the broker's counter: the effective J."""

@@ -1,4 +1,4 @@
-"""``apihub``: the command line of API Hub (gateway, sandbox, topics, schemas, call, demo)."""
+"""``apihub``: the command line of API Hub (gateway, worker, sandbox, topics, schemas, call, feed, demo)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,18 @@ def cmd_gateway(_: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     stop = asyncio.Event()
     _run_until_signal(run_gateway(settings, stop), stop)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run one worker (history-collector, verification-worker, recovery-worker) until SIGTERM/SIGINT."""
+    from services.settings import WorkerSettings
+    from services.worker.main import run_worker
+
+    settings = WorkerSettings()
+    configure_logging(settings.log_level)
+    stop = asyncio.Event()
+    _run_until_signal(run_worker(args.name, settings, stop), stop)
     return 0
 
 
@@ -175,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="apihub", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("gateway", help="run a gateway instance").set_defaults(func=cmd_gateway)
+    worker = sub.add_parser("worker", help="run a worker that calls the brokers through the hub")
+    worker.add_argument("name", choices=["history-collector", "verification-worker", "recovery-worker"])
+    worker.set_defaults(func=cmd_worker)
     sandbox = sub.add_parser("sandbox", help="run the KIS/Kiwoom sandbox")
     sandbox.add_argument("--host")
     sandbox.add_argument("--port", type=int)

@@ -140,3 +140,48 @@ class ClientSettings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     gateway_metrics_url: str = "http://127.0.0.1:18081"
+
+
+class WorkerTopics(BaseModel):
+    """The topics the workers read and write (``APIHUB_TOPICS__CANDLES=...``)."""
+
+    history_jobs: str = "history.jobs"
+    history_progress: str = Field(
+        default="history.progress", description="compacted: which symbol-days of history are held"
+    )
+    candles: str = "market.candles"
+    ticks: str = "market.ticks"
+    ticks_recovered: str = "market.ticks.recovered"
+    verification_tasks: str = "verification.tasks"
+    verification_results: str = "verification.results"
+    recovery_tasks: str = "recovery.tasks"
+    dlq: str = Field(default="workers.dlq", description="malformed and given-up tasks, with the reason")
+
+
+def _default_worker_instance() -> str:
+    return socket.gethostname()
+
+
+class WorkerSettings(BaseSettings):
+    """Everything a worker process (``apihub worker NAME``) needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="APIHUB_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: WorkerTopics = WorkerTopics()
+    group_id: str | None = Field(default=None, description="consumer group; default: the worker's name")
+    instance_id: str = Field(
+        default_factory=_default_worker_instance,
+        description="stable across restarts: with the name it makes the transactional id, so a restarted "
+        "worker fences its killed self",
+    )
+    health_host: str = "127.0.0.1"
+    health_port: int | None = Field(default=None, description="default: 18091 history, 18092 verification, 18093 recovery")
+    task_deadline_s: float = Field(default=600.0, gt=0, description="time a task may take when it names none")
+    call_timeout_s: float = Field(default=15.0, gt=0, description="timeout of one hub call")
+    transaction_timeout_ms: int = Field(
+        default=15_000, ge=1000, description="how long a killed worker's open transaction can hold readers"
+    )
+    log_level: str = "INFO"

@@ -7,7 +7,7 @@ HubError                      root; ``retriable`` says whether the same call may
 ├── InvalidRequest            the request cannot be sent or was answered ``invalid``
 │   └── UnknownTrId           the tr_id is not in the catalog
 ├── RequestRejected(reason)   the gateway refused it (``rejected``); retriable for load reasons
-├── RequestExpired            the deadline passed before the call could be made
+├── RequestExpired            the deadline passed before the call could be made (retriable)
 ├── UpstreamError(code)       the broker answered with an error
 ├── UnknownOutcome            a non-idempotent call may or may not have happened; never resent
 ├── PagingLimit(limit)        ``paginate`` hit its page count or total time with pages still left
@@ -69,7 +69,9 @@ class RequestRejected(HubError):
 
 
 class RequestExpired(HubError):
-    """The request's deadline passed before the gateway could call the broker."""
+    """The request's deadline passed before the gateway could call the broker (so a new one is safe)."""
+
+    retriable = True
 
 
 class UpstreamError(HubError):

@@ -1,0 +1,48 @@
+"""``Task``: the fields every worker task shares, and ``parse_task`` turning a record into one.
+
+A task is a JSON object. ``task_id`` names it (outputs derive their idempotent keys from it or from what
+they describe); ``deadline_ms`` (epoch ms) bounds the time spent on it, hub retries included; without
+one the worker's ``task_deadline_s`` applies from the moment it starts. Unknown fields are refused, so a
+typo is a clear dead letter rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.worker.errors import MalformedTask
+
+
+class Task(BaseModel):
+    """Fields of every task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_id: str = Field(min_length=1, max_length=200)
+    deadline_ms: int | None = Field(default=None, gt=0, description="epoch ms after which the task is given up")
+
+    def deadline_s(self, default_s: float, *, now_s: float | None = None, monotonic_s: float | None = None) -> float:
+        """The task's deadline on the monotonic clock: its ``deadline_ms``, else ``default_s`` from now."""
+        wall = time.time() if now_s is None else now_s
+        mono = time.monotonic() if monotonic_s is None else monotonic_s
+        if self.deadline_ms is None:
+            return mono + default_s
+        return mono + (self.deadline_ms / 1000 - wall)
+
+
+T = TypeVar("T", bound=Task)
+
+
+def parse_task(model: type[T], value: bytes | None) -> T:
+    """The task in ``value``; ``MalformedTask`` naming the first problem otherwise."""
+    if not value:
+        raise MalformedTask("the record has no value")
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "(the record)"
+        raise MalformedTask(f"{where}: {first.get('msg', 'invalid')}") from exc

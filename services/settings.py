@@ -178,7 +178,9 @@ class WorkerSettings(BaseSettings):
         "worker fences its killed self",
     )
     health_host: str = "127.0.0.1"
-    health_port: int | None = Field(default=None, description="default: 18091 history, 18092 verification, 18093 recovery")
+    health_port: int | None = Field(
+        default=None, description="default: 18091 history, 18092 verification, 18093 recovery"
+    )
     task_deadline_s: float = Field(default=600.0, gt=0, description="time a task may take when it names none")
     call_timeout_s: float = Field(default=15.0, gt=0, description="timeout of one hub call")
     transaction_timeout_ms: int = Field(

@@ -32,7 +32,9 @@ def answer(request_line: str, ready: bool) -> bytes:
     if path == "/healthz":
         return _response("200 OK", b"ok\n")
     if path == "/readyz":
-        return _response("200 OK", b"ready\n") if ready else _response("503 Service Unavailable", b"starting\n")
+        return (
+            _response("200 OK", b"ready\n") if ready else _response("503 Service Unavailable", b"starting\n")
+        )
     if path == "/metrics":
         return _response("200 OK", generate_latest(), CONTENT_TYPE_LATEST)
     return _response("404 Not Found", b"not found\n")

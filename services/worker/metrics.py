@@ -9,7 +9,9 @@ TASKS = Counter(
     "Tasks finished, by outcome: done, failed (dead-lettered after the hub kept failing), malformed",
     ["worker", "outcome"],
 )
-RETRIES = Counter("apihub_worker_retries_total", "Hub calls retried after a retriable error", ["worker", "reason"])
+RETRIES = Counter(
+    "apihub_worker_retries_total", "Hub calls retried after a retriable error", ["worker", "reason"]
+)
 OUTPUTS = Counter("apihub_worker_outputs_total", "Records committed to an output topic", ["worker", "topic"])
 TASK_SECONDS = Histogram(
     "apihub_worker_task_seconds",

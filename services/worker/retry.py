@@ -61,7 +61,9 @@ class Retrier:
         while True:
             left_s = deadline_s - self._monotonic()
             if left_s < MIN_CALL_S:
-                raise TaskFailed(f"{what}: the task's deadline passed before a call could be made", reason="gave_up")
+                raise TaskFailed(
+                    f"{what}: the task's deadline passed before a call could be made", reason="gave_up"
+                )
             try:
                 return await make(min(self._call_timeout_s, left_s))
             except HubError as exc:
@@ -76,6 +78,14 @@ class Retrier:
                         reason=f"gave_up:{reason}",
                     ) from exc
                 RETRIES.labels(self._worker, reason).inc()
-                log_event(logger, "worker.retry", logging.WARNING, worker=self._worker, call=what,
-                          attempt=attempt, reason=reason, wait_s=wait_s)
+                log_event(
+                    logger,
+                    "worker.retry",
+                    logging.WARNING,
+                    worker=self._worker,
+                    call=what,
+                    attempt=attempt,
+                    reason=reason,
+                    wait_s=wait_s,
+                )
                 await self._sleep(wait_s)

@@ -112,8 +112,13 @@ class TaskLoop:
         )
         await self._consumer.start()
         self.ready = True
-        log_event(logger, "worker.started", worker=self._handler.name, topic=self._handler.task_topic,
-                  group=self.group_id)
+        log_event(
+            logger,
+            "worker.started",
+            worker=self._handler.name,
+            topic=self._handler.task_topic,
+            group=self.group_id,
+        )
 
     async def stop(self) -> None:
         """Leave the group and close the producer."""
@@ -169,7 +174,11 @@ class TaskLoop:
             await self._handler.handle(task, out)
             outcome, reason, error = "done", "", ""
         except WorkerError as exc:
-            outcome, reason, error = ("malformed" if exc.reason == "malformed" else "failed"), exc.reason, str(exc)
+            outcome, reason, error = (
+                ("malformed" if exc.reason == "malformed" else "failed"),
+                exc.reason,
+                str(exc),
+            )
         except HubError as exc:
             outcome, reason, error = "failed", f"hub:{type(exc).__name__}", str(exc)
         except Exception as exc:  # a bug must not stop the partition; the dead letter keeps the task
@@ -177,14 +186,25 @@ class TaskLoop:
             outcome, reason, error = "failed", "internal_error", f"{type(exc).__name__}: {exc}"
         if outcome != "done":
             out.discard()
-            key = task_id or (record.key.decode(errors="replace") if record.key else f"{record.topic}:{record.offset}")
+            key = task_id or (
+                record.key.decode(errors="replace") if record.key else f"{record.topic}:{record.offset}"
+            )
             out.add(self._settings.topics.dlq, key, dead_letter(name, record, reason, error))
         await out.finish(offsets)
         TASKS.labels(name, outcome).inc()
         TASK_SECONDS.labels(name).observe(time.monotonic() - started)
         level = logging.INFO if outcome == "done" else logging.WARNING
-        log_event(logger, f"worker.task_{outcome}", level, worker=name, task_id=task_id, reason=reason or None,
-                  error=error or None, outputs=out.committed, ms=round((time.monotonic() - started) * 1000, 1))
+        log_event(
+            logger,
+            f"worker.task_{outcome}",
+            level,
+            worker=name,
+            task_id=task_id,
+            reason=reason or None,
+            error=error or None,
+            outputs=out.committed,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
         return outcome
 
 

@@ -22,9 +22,13 @@ class Task(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     task_id: str = Field(min_length=1, max_length=200)
-    deadline_ms: int | None = Field(default=None, gt=0, description="epoch ms after which the task is given up")
+    deadline_ms: int | None = Field(
+        default=None, gt=0, description="epoch ms after which the task is given up"
+    )
 
-    def deadline_s(self, default_s: float, *, now_s: float | None = None, monotonic_s: float | None = None) -> float:
+    def deadline_s(
+        self, default_s: float, *, now_s: float | None = None, monotonic_s: float | None = None
+    ) -> float:
         """The task's deadline on the monotonic clock: its ``deadline_ms``, else ``default_s`` from now."""
         wall = time.time() if now_s is None else now_s
         mono = time.monotonic() if monotonic_s is None else monotonic_s

@@ -29,7 +29,7 @@ from services.logs import log_event
 from services.settings import WorkerSettings
 from services.worker.errors import WorkerError
 from services.worker.metrics import OUTPUTS, TASK_SECONDS, TASKS
-from services.worker.outputs import Outputs, Record, encode
+from services.worker.outputs import Commit, Outputs, Record
 from services.worker.task import Task
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,9 @@ class TaskLoop:
             batch = await self._consumer.getmany(timeout_ms=POLL_MS, max_records=1)
             for records in batch.values():
                 for record in records:
-                    current = asyncio.create_task(self.process(record))
+                    current = asyncio.create_task(
+                        process(self._handler, record, self.commit, dlq_topic=self._settings.topics.dlq)
+                    )
                     stopping = asyncio.create_task(stop.wait())
                     await asyncio.wait({current, stopping}, return_when=asyncio.FIRST_COMPLETED)
                     stopping.cancel()
@@ -161,51 +163,58 @@ class TaskLoop:
         for record in records:
             OUTPUTS.labels(self._handler.name, record.topic).inc()
 
-    async def process(self, record: ConsumerRecord[Any, Any]) -> str:
-        """Handle one task record and commit it; returns the outcome (done, failed, malformed)."""
-        name = self._handler.name
-        started = time.monotonic()
-        offsets = {TopicPartition(record.topic, record.partition): record.offset + 1}
-        out = Outputs(self.commit)
-        task_id = None
-        try:
-            task = self._handler.parse(record.value)
-            task_id = task.task_id
-            await self._handler.handle(task, out)
-            outcome, reason, error = "done", "", ""
-        except WorkerError as exc:
-            outcome, reason, error = (
-                ("malformed" if exc.reason == "malformed" else "failed"),
-                exc.reason,
-                str(exc),
-            )
-        except HubError as exc:
-            outcome, reason, error = "failed", f"hub:{type(exc).__name__}", str(exc)
-        except Exception as exc:  # a bug must not stop the partition; the dead letter keeps the task
-            logger.exception("worker.internal_error", extra={"fields": {"worker": name, "task_id": task_id}})
-            outcome, reason, error = "failed", "internal_error", f"{type(exc).__name__}: {exc}"
-        if outcome != "done":
-            out.discard()
-            key = task_id or (
-                record.key.decode(errors="replace") if record.key else f"{record.topic}:{record.offset}"
-            )
-            out.add(self._settings.topics.dlq, key, dead_letter(name, record, reason, error))
-        await out.finish(offsets)
-        TASKS.labels(name, outcome).inc()
-        TASK_SECONDS.labels(name).observe(time.monotonic() - started)
-        level = logging.INFO if outcome == "done" else logging.WARNING
-        log_event(
-            logger,
-            f"worker.task_{outcome}",
-            level,
-            worker=name,
-            task_id=task_id,
-            reason=reason or None,
-            error=error or None,
-            outputs=out.committed,
-            ms=round((time.monotonic() - started) * 1000, 1),
-        )
-        return outcome
+
+async def process(
+    handler: Handler, record: ConsumerRecord[Any, Any], commit: Commit, *, dlq_topic: str
+) -> str:
+    """Handle one task record and commit it with its offset; returns the outcome (done, failed, malformed).
+
+    Whatever happens to the task, the record's offset is committed with either the task's outputs or its
+    dead letter, so the partition moves on and nothing is dropped.
+    """
+    name = handler.name
+    started = time.monotonic()
+    offsets = {TopicPartition(record.topic, record.partition): record.offset + 1}
+    out = Outputs(commit)
+    task_id = None
+    outcome, reason, error = "done", "", ""
+    try:
+        task = handler.parse(record.value)
+        task_id = task.task_id
+        await handler.handle(task, out)
+    except WorkerError as exc:
+        outcome = "malformed" if exc.reason == "malformed" else "failed"
+        reason, error = exc.reason, str(exc)
+    except HubError as exc:
+        outcome, reason, error = "failed", f"hub:{type(exc).__name__}", str(exc)
+    except Exception as exc:  # a bug must not stop the partition; the dead letter keeps the task
+        logger.exception("worker.internal_error", extra={"fields": {"worker": name, "task_id": task_id}})
+        outcome, reason, error = "failed", "internal_error", f"{type(exc).__name__}: {exc}"
+    if outcome != "done":
+        out.discard()
+        key = task_id or _record_key(record)
+        out.add(dlq_topic, key, dead_letter(name, record, reason, error))
+    await out.finish(offsets)
+    TASKS.labels(name, outcome).inc()
+    TASK_SECONDS.labels(name).observe(time.monotonic() - started)
+    log_event(
+        logger,
+        f"worker.task_{outcome}",
+        logging.INFO if outcome == "done" else logging.WARNING,
+        worker=name,
+        task_id=task_id,
+        reason=reason or None,
+        error=error or None,
+        outputs=out.committed,
+        ms=round((time.monotonic() - started) * 1000, 1),
+    )
+    return outcome
 
 
-__all__ = ["Handler", "TaskLoop", "dead_letter", "encode"]
+def _record_key(record: ConsumerRecord[Any, Any]) -> str:
+    if record.key:
+        return bytes(record.key).decode(errors="replace")
+    return f"{record.topic}:{record.partition}:{record.offset}"
+
+
+__all__ = ["Handler", "TaskLoop", "dead_letter", "process"]

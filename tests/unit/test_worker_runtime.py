@@ -1,0 +1,264 @@
+"""The worker runtime without Kafka: task parsing, one task's commit, retries, outputs, health answers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from hubclient import HubTimeout, RequestRejected
+from services.worker.errors import MalformedTask, TaskFailed
+from services.worker.health import HealthServer, answer
+from services.worker.outputs import Outputs, Record
+from services.worker.retry import MAX_BACKOFF_S, Retrier, backoff_s
+from services.worker.runtime import process
+from services.worker.task import Task, parse_task
+
+DLQ = "workers.dlq"
+
+
+class Echo(Task):
+    """A task of the test handler."""
+
+    word: str
+
+
+class EchoHandler:
+    """Writes its word twice, checkpointing after the first; fails on request."""
+
+    name = "echo"
+    task_topic = "echo.tasks"
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+
+    async def start(self) -> None:
+        """Nothing to load."""
+
+    async def stop(self) -> None:
+        """Nothing to release."""
+
+    def parse(self, value: bytes | None) -> Task:
+        return parse_task(Echo, value)
+
+    async def handle(self, task: Task, out: Outputs) -> None:
+        assert isinstance(task, Echo)
+        out.add("echo.out", f"{task.task_id}|1", {"word": task.word})
+        await out.checkpoint()
+        out.add("echo.out", f"{task.task_id}|2", {"word": task.word})
+        if self.error is not None:
+            raise self.error
+
+
+class Commits:
+    """Every commit: its records and offsets, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[Record], Mapping[TopicPartition, int] | None]] = []
+
+    async def __call__(self, records: list[Record], offsets: Mapping[TopicPartition, int] | None) -> None:
+        self.calls.append((records, offsets))
+
+
+def record(value: bytes | None, offset: int = 7, key: bytes | None = b"k") -> ConsumerRecord[Any, Any]:
+    return ConsumerRecord("echo.tasks", 2, offset, 0, 0, key, value, None, 0, 0, [])
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [
+        (None, "no value"),
+        (b"", "no value"),
+        (b"not json", "(the record)"),
+        (b"[1, 2]", "(the record)"),
+        (b'{"word": "x"}', "task_id"),
+        (b'{"task_id": "", "word": "x"}', "task_id"),
+        (b'{"task_id": "t", "word": "x", "wrod": 1}', "wrod"),
+        (b'{"task_id": "t", "word": "x", "deadline_ms": -5}', "deadline_ms"),
+    ],
+)
+def test_parse_task_names_the_problem(value: bytes | None, names: str) -> None:
+    """A record that is not a task raises MalformedTask naming what is wrong (unknown fields included)."""
+    with pytest.raises(MalformedTask) as caught:
+        parse_task(Echo, value)
+    assert names in str(caught.value)
+    assert caught.value.reason == "malformed"
+
+
+def test_task_deadline_from_the_task_or_the_default() -> None:
+    """deadline_ms maps onto the monotonic clock; without it the default counts from now."""
+    assert Echo(task_id="t", word="w").deadline_s(30, now_s=1000, monotonic_s=5) == 35
+    timed = Echo(task_id="t", word="w", deadline_ms=1_010_000)
+    assert timed.deadline_s(30, now_s=1000, monotonic_s=5) == pytest.approx(15)
+
+
+async def test_done_task_commits_outputs_with_its_offset() -> None:
+    """A done task: the checkpoint commits alone, the rest goes with the next offset in one commit."""
+    commits = Commits()
+    outcome = await process(EchoHandler(), record(b'{"task_id": "t1", "word": "hi"}'), commits, dlq_topic=DLQ)
+    assert outcome == "done"
+    (first, none), (last, offsets) = commits.calls
+    assert [r.key for r in first] == ["t1|1"] and none is None
+    assert [r.key for r in last] == ["t1|2"] and offsets == {TopicPartition("echo.tasks", 2): 8}
+    assert orjson.loads(last[0].value) == {"word": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("error", "outcome", "reason"),
+    [
+        (TaskFailed("hub kept failing", reason="gave_up:HubTimeout"), "failed", "gave_up:HubTimeout"),
+        (HubTimeout("no answer"), "failed", "hub:HubTimeout"),
+        (ValueError("a bug"), "failed", "internal_error"),
+    ],
+)
+async def test_failed_task_is_dead_lettered_with_its_offset(
+    error: Exception, outcome: str, reason: str
+) -> None:
+    """A failed task keeps its checkpoints, drops the rest, and its dead letter moves the offset on."""
+    commits = Commits()
+    value = b'{"task_id": "t2", "word": "hi"}'
+    assert await process(EchoHandler(error), record(value), commits, dlq_topic=DLQ) == outcome
+    (first, _), (last, offsets) = commits.calls
+    assert [r.key for r in first] == ["t2|1"]
+    assert [(r.topic, r.key) for r in last] == [(DLQ, "t2")]
+    letter = orjson.loads(last[0].value)
+    assert letter["reason"] == reason and letter["worker"] == "echo"
+    assert (letter["topic"], letter["partition"], letter["offset"]) == ("echo.tasks", 2, 7)
+    assert orjson.loads(letter["task"]) == {"task_id": "t2", "word": "hi"}
+    assert offsets == {TopicPartition("echo.tasks", 2): 8}
+
+
+async def test_malformed_record_is_dead_lettered_under_its_key() -> None:
+    """A record that is not a task goes to the DLQ as malformed, keyed by the record's key, bytes kept."""
+    commits = Commits()
+    assert (
+        await process(EchoHandler(), record(b"\xff\xfe{", key=b"abc"), commits, dlq_topic=DLQ) == "malformed"
+    )
+    ((records, offsets),) = commits.calls
+    assert [(r.topic, r.key) for r in records] == [(DLQ, "abc")]
+    letter = orjson.loads(records[0].value)
+    assert letter["reason"] == "malformed" and letter["task"] == "\xff\xfe{"
+    assert offsets == {TopicPartition("echo.tasks", 2): 8}
+    commits = Commits()
+    await process(EchoHandler(), record(None, key=None), commits, dlq_topic=DLQ)
+    assert commits.calls[0][0][0].key == "echo.tasks:2:7"
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    """0.25 s, then doubling per retry, never more than the cap."""
+    assert [backoff_s(n) for n in (1, 2, 3, 4, 5)] == [0.25, 0.5, 1.0, 2.0, 4.0]
+    assert backoff_s(30) == MAX_BACKOFF_S
+
+
+class FakeTime:
+    """A monotonic clock that moves only when the retrier sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def test_retrier_retries_retriable_errors_then_succeeds() -> None:
+    """Retriable errors are retried with backoff; each try gets at most the call timeout."""
+    clock = FakeTime()
+    retrier = Retrier("echo", call_timeout_s=15, sleep=clock.sleep, monotonic=clock.monotonic)
+    timeouts: list[float] = []
+
+    async def flaky(timeout_s: float) -> str:
+        timeouts.append(timeout_s)
+        if len(timeouts) < 3:
+            raise RequestRejected("backlog_full")
+        return "ok"
+
+    assert await retrier.call("flaky", 60.0, flaky) == "ok"
+    assert clock.slept == [0.25, 0.5] and timeouts[0] == 15
+
+
+async def test_retrier_gives_up_at_the_deadline_and_on_refusals() -> None:
+    """A retriable error until the deadline ends as gave_up; a non-retriable one at once as refused."""
+    clock = FakeTime()
+    retrier = Retrier("echo", call_timeout_s=15, sleep=clock.sleep, monotonic=clock.monotonic)
+
+    async def always_late(timeout_s: float) -> None:
+        clock.now += timeout_s
+        raise HubTimeout("late")
+
+    with pytest.raises(TaskFailed) as caught:
+        await retrier.call("late", 20.0, always_late)
+    assert caught.value.reason == "gave_up:HubTimeout" and clock.now <= 20.0
+
+    async def refused(timeout_s: float) -> None:
+        raise RequestRejected("acl_denied")
+
+    with pytest.raises(TaskFailed) as caught:
+        await retrier.call("refused", clock.now + 60, refused)
+    assert caught.value.reason == "refused:acl_denied"
+    with pytest.raises(TaskFailed) as caught:
+        await retrier.call("too late", clock.now + 0.5, refused)
+    assert caught.value.reason == "gave_up"
+
+
+async def test_outputs_discard_and_empty_checkpoint() -> None:
+    """discard drops what was not committed; a checkpoint with nothing pending commits nothing."""
+    commits = Commits()
+    out = Outputs(commits)
+    await out.checkpoint()
+    out.add("t", "k", {"a": 1})
+    assert [r.key for r in out.pending] == ["k"]
+    out.discard()
+    await out.checkpoint()
+    assert commits.calls == [] and out.committed == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "ready", "status"),
+    [
+        ("GET /healthz HTTP/1.1", False, "200"),
+        ("GET /readyz HTTP/1.1", False, "503"),
+        ("GET /readyz?x=1 HTTP/1.1", True, "200"),
+        ("GET /metrics HTTP/1.1", True, "200"),
+        ("GET /nope HTTP/1.1", True, "404"),
+        ("POST /healthz HTTP/1.1", True, "405"),
+        ("", True, "400"),
+    ],
+)
+def test_health_answers(line: str, ready: bool, status: str) -> None:
+    """Each path and method gets its status line."""
+    assert answer(line, ready).startswith(f"HTTP/1.0 {status} ".encode())
+
+
+async def test_health_server_over_a_socket() -> None:
+    """The server answers a real HTTP request on its port and follows the ready flag."""
+    state = {"ready": False}
+    server = HealthServer("127.0.0.1", 0, lambda: state["ready"])
+    await server.start()
+    try:
+
+        async def get(path: str) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await writer.drain()
+            data = await reader.read()
+            writer.close()
+            return data
+
+        assert (await get("/readyz")).startswith(b"HTTP/1.0 503")
+        state["ready"] = True
+        assert (await get("/readyz")).startswith(b"HTTP/1.0 200")
+        assert b"apihub_worker_tasks_total" in await get("/metrics")
+    finally:
+        await server.stop()
+    with pytest.raises(RuntimeError):
+        _ = server.port

@@ -50,7 +50,8 @@ async def run_worker(name: str, settings: WorkerSettings, stop: asyncio.Event) -
     )
     handler = build(settings, hub)
     loop = TaskLoop(handler, settings)
-    health = HealthServer(settings.health_host, settings.health_port or kind.health_port, lambda: loop.ready)
+    port = kind.health_port if settings.health_port is None else settings.health_port
+    health = HealthServer(settings.health_host, port, lambda: loop.ready)
     await health.start()
     log_event(logger, "worker.health", worker=name, port=health.port)
     try:

@@ -30,7 +30,7 @@ MIN_CALL_S = 1.0  # a try with less time than this left is not worth the broker'
 
 def backoff_s(attempt: int) -> float:
     """Seconds to wait before retry number ``attempt`` (1 for the first retry)."""
-    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** max(0, attempt - 1))
+    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * float(2 ** max(0, attempt - 1)))
 
 
 def error_reason(error: HubError) -> str:

@@ -1,4 +1,5 @@
-"""The demo workload behind ``make run``: a handful of real round trips through the hub, summarised."""
+"""The demo workload behind ``make run``: a handful of real round trips through the hub, then the repair loop
+(``repair``: feed, history, verification, recovery), summarised."""
 
 from __future__ import annotations
 
@@ -95,8 +96,11 @@ async def _one(hub: HubClient, provider: Provider, tr_id: str, params: dict[str,
     )
 
 
-async def run_demo(settings: ClientSettings, *, rounds: int = 2) -> int:
-    """Send every demo call ``rounds`` times; print one line per call; 0 when all succeeded."""
+async def run_demo(
+    settings: ClientSettings, *, rounds: int = 2, repair: bool = False, sandbox_url: str | None = None
+) -> int:
+    """Send every demo call ``rounds`` times, print one line per call, then (with ``repair``) run the repair
+    loop; 0 when every call succeeded and the loop repaired everything it injected."""
     await wait_ready(settings.gateway_metrics_url)
     ok_count = 0
     async with HubClient.connect(
@@ -113,4 +117,12 @@ async def run_demo(settings: ClientSettings, *, rounds: int = 2) -> int:
                 print(f"{label + (f' #{round_no}' if rounds > 1 else ''):32} {line}")
     total = rounds * len(_CALLS)
     print(f"\n{ok_count}/{total} calls ok")
-    return 0 if ok_count == total else 1
+    code = 0 if ok_count == total else 1
+    if repair:
+        from services.demo.repair import run_and_report
+
+        print(
+            "\nRepair loop: feed -> history-collector -> verification-worker -> recovery-worker -> re-verify"
+        )
+        code = max(code, await run_and_report(settings, sandbox_url))
+    return code

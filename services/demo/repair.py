@@ -5,42 +5,30 @@ One run has its own topics (``demo-{run}.market.ticks``, ...) and starts its own
 (``api.requests``/``api.responses``) and the gateway are the stack's. The market feed publishes one
 session of ``SYMBOLS`` with random gaps and corrupted trades; history-collector fills the minute candles;
 every ``WINDOW_MINUTES`` window of every symbol is sent for verification; the workers find, repair and
-re-verify on their own. Counts are in damaged symbol-minutes, the unit verification judges:
-
-- injected: minutes the feed left out or published a corrupted trade in (the feed's own plan);
-- found: minutes the first verification of each window reported as a problem;
-- repaired: problem minutes covered by a recovered window on ``market.ticks.recovered``;
-- verified: windows whose every minute is, in the end, confirmed by a verification result.
+re-verify on their own, and ``follow`` folds their results into the ``tally`` until the loop settles.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from hubclient.market import KST
-from services.sandbox.feed import FeedReport, publish_day
+from services.demo.tally import LoopState, hhmm, injected_minutes, windows
+from services.sandbox.feed import publish_day
 from services.sandbox.settings import FeedSettings, SandboxSettings
 from services.settings import ClientSettings, WorkerTopics
 from services.topics import ensure_topics, load_topics
-from services.worker.main import WORKERS
+from services.worker.fleet import WorkerFleet
 
 SYMBOLS = ("005930", "000660", "035420")
-WINDOW_MINUTES = 30
-FIRST_MINUTE = 9 * 60  # 09:00
-LAST_MINUTE = 15 * 60 + 30  # 15:30, the closing auction's bar
 GAP_RATE = 0.02
 CORRUPT_RATE = 0.002
 SEED = 41
@@ -48,139 +36,10 @@ LOOP_TIMEOUT_S = 300.0
 LOG_DIR = Path(".local/logs")
 
 
-def hhmm(minute: int) -> str:
-    """Minutes since midnight as HH:MM."""
-    return f"{minute // 60:02d}:{minute % 60:02d}"
-
-
-def minute_of(text: str) -> int:
-    """HH:MM (or HH:MM:SS) as minutes since midnight."""
-    return int(text[:2]) * 60 + int(text[3:5])
-
-
-def windows() -> list[tuple[int, int]]:
-    """The session's verification windows, [start, end) in minutes; the last one takes the 15:30 bar."""
-    starts = list(range(FIRST_MINUTE, LAST_MINUTE, WINDOW_MINUTES))
-    return [
-        (s, min(s + WINDOW_MINUTES, LAST_MINUTE + 1) if s == starts[-1] else s + WINDOW_MINUTES)
-        for s in starts
-    ]
-
-
 def run_topics(run: str) -> WorkerTopics:
     """The worker topics of one demo run."""
     declared = WorkerTopics()
     return WorkerTopics(**{name: f"demo-{run}.{topic}" for name, topic in declared.model_dump().items()})
-
-
-def injected_minutes(report: FeedReport) -> set[tuple[str, int]]:
-    """(symbol, minute) the feed damaged: every minute of a gap, the minute of every corrupted trade."""
-    damaged: set[tuple[str, int]] = set()
-    for symbol, gaps in report.skipped_by_gap.items():
-        for gap in gaps:
-            damaged.update((symbol, m) for m in range(minute_of(gap.start), minute_of(gap.end)))
-    for symbol, items in report.corrupted.items():
-        for item in items:
-            local = datetime.fromtimestamp(item.ts_ms / 1000, tz=KST)
-            damaged.add((symbol, local.hour * 60 + local.minute))
-    return damaged
-
-
-@dataclass
-class LoopState:
-    """What the results and recovered windows said so far."""
-
-    first: dict[tuple[str, int], set[int]] = field(default_factory=dict)  # window -> problem minutes
-    confirmed: dict[tuple[str, int], set[int]] = field(default_factory=dict)  # window -> confirmed minutes
-    bad_later: dict[tuple[str, int], set[int]] = field(default_factory=dict)
-    repaired: set[tuple[str, int]] = field(default_factory=set)
-    results: int = 0
-
-    def window_of(self, symbol: str, minute: int) -> tuple[str, int]:
-        """The demo window holding ``minute``."""
-        for start, end in windows():
-            if start <= minute < end:
-                return symbol, start
-        raise ValueError(f"{hhmm(minute)} is outside the session")
-
-    def take_result(self, value: dict[str, Any]) -> None:
-        """Fold one verification result in."""
-        self.results += 1
-        symbol, start, end = value["symbol"], minute_of(value["start"]), minute_of(value["end"])
-        bad = {
-            m for p in value.get("problems", []) for m in range(minute_of(p["start"]), minute_of(p["end"]))
-        }
-        for minute in range(start, end):
-            window = self.window_of(symbol, minute)
-            if minute in bad:
-                self.bad_later.setdefault(window, set()).add(minute)
-            else:
-                self.confirmed.setdefault(window, set()).add(minute)
-                self.bad_later.get(window, set()).discard(minute)
-        if value.get("round") == 1:
-            self.first[(symbol, start)] = bad
-
-    def take_recovered(self, value: dict[str, Any]) -> None:
-        """Fold one recovered window in."""
-        symbol = value["symbol"]
-        self.repaired.update((symbol, m) for m in range(minute_of(value["start"]), minute_of(value["end"])))
-
-    def found(self) -> set[tuple[str, int]]:
-        """(symbol, minute) the first verification reported."""
-        return {(symbol, m) for (symbol, _), minutes in self.first.items() for m in minutes}
-
-    def verified(self) -> int:
-        """Windows every minute of which is confirmed and none still reported bad."""
-        count = 0
-        for start, end in windows():
-            for symbol in SYMBOLS:
-                window = (symbol, start)
-                if not self.bad_later.get(window) and self.confirmed.get(window, set()) >= set(
-                    range(start, end)
-                ):
-                    count += 1
-        return count
-
-    def settled(self) -> bool:
-        """Every first result is in and no window still has a minute reported bad."""
-        return len(self.first) == len(SYMBOLS) * len(windows()) and not any(self.bad_later.values())
-
-
-def _log_file(name: str) -> BinaryIO:
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    return (LOG_DIR / name).open("ab")
-
-
-@contextlib.asynccontextmanager
-async def worker_processes(bootstrap: str, topics: WorkerTopics, run: str) -> AsyncIterator[list[Any]]:
-    """The three workers as ``apihub worker NAME`` processes on this run's topics; stopped on exit."""
-    children = []
-    for name in WORKERS:
-        env = {
-            **os.environ,
-            "APIHUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "APIHUB_GROUP_ID": f"{name}.demo-{run}",
-            "APIHUB_INSTANCE_ID": f"demo-{run}",
-            "APIHUB_HEALTH_PORT": "0",
-            **{f"APIHUB_TOPICS__{key.upper()}": value for key, value in topics.model_dump().items()},
-        }
-        log = _log_file(f"demo-{run}-{name}.log")
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", "worker", name, env=env, stdout=log, stderr=log
-        )
-        children.append((child, log))
-    try:
-        yield [child for child, _ in children]
-    finally:
-        for child, log in children:
-            if child.returncode is None:
-                child.terminate()
-                try:
-                    await asyncio.wait_for(child.wait(), 20)
-                except TimeoutError:
-                    child.kill()
-                    await child.wait()
-            log.close()
 
 
 async def publish(producer: AIOKafkaProducer, topic: str, key: str, value: dict[str, Any]) -> None:
@@ -209,8 +68,14 @@ class RepairSummary:
         )
 
 
-async def run_repair_loop(settings: ClientSettings, *, run: str | None = None) -> RepairSummary:
-    """Run the whole loop once on fresh topics and return its summary."""
+#: Something done to the running loop, e.g. a test killing a worker once the first results are in.
+Chaos = Callable[[WorkerFleet, "LoopState"], Awaitable[None]]
+
+
+async def run_repair_loop(
+    settings: ClientSettings, *, run: str | None = None, chaos: Chaos | None = None
+) -> RepairSummary:
+    """Run the whole loop once on fresh topics and return its summary; ``chaos`` runs beside it."""
     run = run or uuid.uuid4().hex[:8]
     bootstrap = settings.kafka.bootstrap_servers
     topics = run_topics(run)
@@ -237,8 +102,18 @@ async def run_repair_loop(settings: ClientSettings, *, run: str | None = None) -
     )
     report = await publish_day(base.model_copy(update={"feed": feed}), bootstrap)
     day = report.day.isoformat()
-    state = LoopState()
-    async with worker_processes(bootstrap, topics, run):
+    state = LoopState(SYMBOLS)
+    kafka = settings.kafka
+    env = {
+        "APIHUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "APIHUB_KAFKA__REQUEST_TOPIC": kafka.request_topic,
+        "APIHUB_KAFKA__RESPONSE_TOPIC": kafka.response_topic,
+        "APIHUB_INSTANCE_ID": f"demo-{run}",
+        **{f"APIHUB_TOPICS__{key.upper()}": value for key, value in topics.model_dump().items()},
+    }
+    fleet = WorkerFleet(env, log_dir=LOG_DIR, prefix=f"demo-{run}", group_suffix=f".demo-{run}")
+    await fleet.start_all()
+    try:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await producer.start()
         try:
@@ -267,7 +142,13 @@ async def run_repair_loop(settings: ClientSettings, *, run: str | None = None) -
                     )
         finally:
             await producer.stop()
-        await follow(bootstrap, topics, state, started + LOOP_TIMEOUT_S)
+        deadline_s = started + LOOP_TIMEOUT_S
+        if chaos is None:
+            await follow(bootstrap, topics, state, deadline_s)
+        else:
+            await asyncio.gather(follow(bootstrap, topics, state, deadline_s), chaos(fleet, state))
+    finally:
+        await fleet.stop()
     found = state.found()
     return RepairSummary(
         injected=len(injected_minutes(report)),

@@ -1,4 +1,5 @@
-"""``apihub``: the command line of API Hub (gateway, worker, sandbox, topics, schemas, call, feed, demo)."""
+"""``apihub``: the command line of API Hub (gateway, worker, history, sandbox, topics, schemas, call, feed,
+demo)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     _run_until_signal(run_worker(args.name, settings, stop), stop)
     return 0
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
+def cmd_history_collect(args: argparse.Namespace) -> int:
+    """Publish a history job and follow its progress until done (0), dead-lettered (1) or timed out (2)."""
+    from services.history.collect import make_job, run_collect
+    from services.settings import WorkerSettings
+    from services.worker.errors import MalformedTask
+
+    if args.timeout <= 0:
+        print("apihub history collect: error: --timeout must be positive", file=sys.stderr)
+        return 2
+    try:
+        job = make_job(
+            args.symbols, args.first_day, args.last_day, args.timeframe, args.provider, timeout_s=args.timeout
+        )
+    except MalformedTask as exc:
+        print(f"apihub history collect: error: {exc}", file=sys.stderr)
+        return 2
+    return run_collect(WorkerSettings(), job, args.timeout, sys.stderr)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -190,6 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker that calls the brokers through the hub")
     worker.add_argument("name", choices=["history-collector", "verification-worker", "recovery-worker"])
     worker.set_defaults(func=cmd_worker)
+    history = sub.add_parser("history", help="candle history jobs for the history-collector")
+    history_actions = history.add_subparsers(dest="action", required=True)
+    collect = history_actions.add_parser(
+        "collect", help="publish a history job and follow its progress (exit 0 done, 1 failed, 2 timeout)"
+    )
+    collect.add_argument("--symbols", nargs="+", required=True, metavar="CODE", help="six-character codes")
+    collect.add_argument("--from", dest="first_day", type=_day, required=True, metavar="YYYY-MM-DD")
+    collect.add_argument("--to", dest="last_day", type=_day, required=True, metavar="YYYY-MM-DD")
+    collect.add_argument("--timeframe", required=True, choices=["1m", "1d"])
+    collect.add_argument("--provider", default="KIS", choices=["KIS", "KIWOOM"])
+    collect.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds the job may take, worker included (default 600)"
+    )
+    collect.set_defaults(func=cmd_history_collect)
     sandbox = sub.add_parser("sandbox", help="run the KIS/Kiwoom sandbox")
     sandbox.add_argument("--host")
     sandbox.add_argument("--port", type=int)

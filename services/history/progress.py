@@ -1,0 +1,166 @@
+"""What ``history.progress`` says is held: ``ProgressBook``, and ``ProgressReader`` that fills it from Kafka.
+
+The book maps ``symbol|timeframe|day`` to that day's ``DayHeld``; a piece whose days are all ``closed`` is
+skipped without an upstream call. The reader is a plain consumer without a group (``read_committed``, every
+partition, from the beginning): ``start`` opens it, ``catch_up`` reads up to the end offsets of the moment
+(the last stable offsets, so a killed worker's open transaction never makes it wait) into the book. The
+worker catches up when it starts and again before each job; its own checkpoints enter the book as they
+commit, so a job never asks twice for a day it has just written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import date
+from typing import Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.history.records import DayHeld
+from services.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+#: Longest ``catch_up`` (seconds); an incomplete book only costs calls for days it did not learn of.
+CATCH_UP_S = 30.0
+POLL_MS = 200
+
+
+class ProgressBook:
+    """The symbol-days held, by progress key."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, DayHeld] = {}
+        self.unreadable = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def get(self, key: str) -> DayHeld | None:
+        """The progress of one symbol-day, or None when nothing is known of it."""
+        return self._held.get(key)
+
+    def closed(self, key: str) -> bool:
+        """True when the symbol-day is held and can no longer change."""
+        held = self._held.get(key)
+        return held is not None and held.closed
+
+    def note(self, held: DayHeld) -> None:
+        """Remember a symbol-day (after its record was committed)."""
+        self._held[held.key] = held
+
+    def read(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one ``history.progress`` record (``kind: "day"`` or a tombstone; job records are skipped)."""
+        if key is None:
+            return
+        name = key.decode(errors="replace")
+        if value is None:
+            self._held.pop(name, None)
+            return
+        try:
+            data = orjson.loads(value)
+            if not isinstance(data, dict) or data.get("kind") != "day":
+                return
+            if data.get("timeframe") not in ("1m", "1d"):
+                raise ValueError("unknown timeframe")
+            held = DayHeld(
+                str(data["symbol"]),
+                data["timeframe"],
+                date.fromisoformat(str(data["day"])),
+                int(data["candles"]),
+                bool(data["closed"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            self.unreadable += 1
+            return
+        if held.key == name:
+            self._held[name] = held
+        else:
+            self.unreadable += 1
+
+
+class ProgressSource(Protocol):
+    """Where the worker's book comes from (Kafka in production; a replay of commits in unit tests)."""
+
+    async def start(self) -> None:
+        """Open it."""
+        ...
+
+    async def catch_up(self, book: ProgressBook) -> int:
+        """Read what was committed since the last call into ``book``; returns the records read."""
+        ...
+
+    async def stop(self) -> None:
+        """Close it."""
+        ...
+
+
+class ProgressReader:
+    """Reads ``topic`` (every partition, ``read_committed``, no consumer group) into a ``ProgressBook``."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, *, catch_up_s: float = CATCH_UP_S) -> None:
+        self._bootstrap = bootstrap_servers
+        self._topic = topic
+        self._catch_up_s = catch_up_s
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        """Connect, assign every partition of the topic and go to its beginning."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            client_id="history-collector-progress",
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # fetches the cluster's metadata
+            numbers = consumer.partitions_for_topic(self._topic)
+            if not numbers:
+                raise RuntimeError(f"topic {self._topic!r} does not exist (create it: apihub topics ensure)")
+            self._partitions = [TopicPartition(self._topic, n) for n in sorted(numbers)]
+            consumer.assign(self._partitions)
+            await consumer.seek_to_beginning(*self._partitions)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        """Close the consumer."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def catch_up(self, book: ProgressBook) -> int:
+        """Read up to the current end offsets into ``book`` (at most ``catch_up_s``); returns records read."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("start the ProgressReader before catching up")
+        ends = await consumer.end_offsets(self._partitions)
+        deadline = time.monotonic() + self._catch_up_s
+        read = 0
+        while True:
+            behind = [tp for tp in self._partitions if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                return read
+            if time.monotonic() > deadline:
+                log_event(
+                    logger,
+                    "history.progress_incomplete",
+                    logging.WARNING,
+                    topic=self._topic,
+                    read=read,
+                    partitions_behind=len(behind),
+                )
+                return read
+            batch = await consumer.getmany(*behind, timeout_ms=POLL_MS)
+            for records in batch.values():
+                for record in records:
+                    book.read(record.key, record.value)
+                    read += 1

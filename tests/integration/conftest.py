@@ -78,6 +78,45 @@ async def referee(sandbox_url: str, environment: str, appkey: str) -> dict[str, 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[GatewayApp]]
 
 
+def appkey(settings: GatewaySettings, provider: str = "KIS") -> str:
+    """The appkey the gateway uses for ``provider`` (the referee counts per appkey)."""
+    key = settings.kis.appkey if provider == "KIS" else settings.kiwoom.appkey
+    assert key is not None
+    return key.get_secret_value()
+
+
+def gateway_env(settings: GatewaySettings) -> dict[str, str]:
+    """The ``APIHUB_*`` environment of a gateway process with these settings (and a free metrics port)."""
+    assert settings.kis.appsecret is not None and settings.kiwoom.secretkey is not None
+    return {
+        "APIHUB_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "APIHUB_KAFKA__REQUEST_TOPIC": settings.kafka.request_topic,
+        "APIHUB_KAFKA__RESPONSE_TOPIC": settings.kafka.response_topic,
+        "APIHUB_KAFKA__DLQ_TOPIC": settings.kafka.dlq_topic,
+        "APIHUB_KAFKA__GROUP_ID": settings.kafka.group_id,
+        "APIHUB_REDIS__URL": settings.redis.url,
+        "APIHUB_REDIS__KEY_PREFIX": settings.redis.key_prefix,
+        "APIHUB_KIS__BASE_URL": settings.kis.base_url,
+        "APIHUB_KIS__APPKEY": appkey(settings),
+        "APIHUB_KIS__APPSECRET": settings.kis.appsecret.get_secret_value(),
+        "APIHUB_KIWOOM__BASE_URL": settings.kiwoom.base_url,
+        "APIHUB_KIWOOM__APPKEY": appkey(settings, "KIWOOM"),
+        "APIHUB_KIWOOM__SECRETKEY": settings.kiwoom.secretkey.get_secret_value(),
+        "APIHUB_INSTANCE_ID": settings.instance_id,
+        "APIHUB_METRICS_HOST": "127.0.0.1",
+        "APIHUB_METRICS_PORT": str(free_port()),
+    }
+
+
+@asynccontextmanager
+async def gateway_process(settings: GatewaySettings) -> AsyncIterator[processes.GatewayProcess]:
+    """``apihub gateway`` as a separate OS process (so it can be killed with SIGKILL), ready when it
+    yields; stopped (SIGTERM, then SIGKILL) when the block ends. Its log is kept in ``.local/test-logs/``."""
+    log_path = processes.LOG_DIR / f"gateway-{settings.instance_id}.log"
+    async with processes.gateway(gateway_env(settings), log_path=log_path) as gateway:
+        yield gateway
+
+
 @pytest.fixture
 def gateway_settings(services: Services, topics: Topics, sandbox_url: str, unique: str) -> GatewaySettings:
     """Settings of a gateway wired to this test's topics, its own Redis prefix and fresh sandbox keys."""

@@ -15,19 +15,20 @@ import pytest
 from hubclient import HubClient
 from hubclient.models import ApiResponse, Status
 from services.gateway.app import GatewayApp
-from services.settings import GatewaySettings, KisSettings
-from tests import processes
+from services.settings import GatewaySettings
 from tests.conftest import Services
-from tests.integration.conftest import GatewayFactory, Topics, free_port, referee, sandbox_server
+from tests.integration.conftest import (
+    GatewayFactory,
+    Topics,
+    appkey,
+    free_port,
+    gateway_process,
+    referee,
+    sandbox_server,
+)
 from tests.integration.test_round_trip import PRICE, hub, read_all
 
 ORDER = {"CANO": "12345678", "ACNT_PRDT_CD": "01", "PDNO": "005930", "ORD_DVSN": "00", "ORD_UNPR": "70000"}
-
-
-def appkey(settings: GatewaySettings) -> str:
-    """The KIS appkey the gateway uses (the referee counts per appkey)."""
-    assert settings.kis.appkey is not None
-    return settings.kis.appkey.get_secret_value()
 
 
 async def load(
@@ -143,39 +144,6 @@ async def test_faults_end_every_request_with_the_right_status(
     ok_orders = {int(r.data["output"]["ODNO"]) for r in orders if r.status is Status.OK}
     assert ok_orders <= {int(o["order_no"]) for o in ledger}
     assert counters["over_limit"] == 0 and counters["max_in_window"] <= 20
-
-
-def gateway_env(settings: GatewaySettings) -> dict[str, str]:
-    """The ``APIHUB_*`` environment of a gateway process with these settings (and a free metrics port)."""
-    return {
-        "APIHUB_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "APIHUB_KAFKA__REQUEST_TOPIC": settings.kafka.request_topic,
-        "APIHUB_KAFKA__RESPONSE_TOPIC": settings.kafka.response_topic,
-        "APIHUB_KAFKA__DLQ_TOPIC": settings.kafka.dlq_topic,
-        "APIHUB_KAFKA__GROUP_ID": settings.kafka.group_id,
-        "APIHUB_REDIS__URL": settings.redis.url,
-        "APIHUB_REDIS__KEY_PREFIX": settings.redis.key_prefix,
-        "APIHUB_KIS__BASE_URL": settings.kis.base_url,
-        "APIHUB_KIS__APPKEY": appkey(settings),
-        "APIHUB_KIS__APPSECRET": _secret(settings.kis),
-        "APIHUB_INSTANCE_ID": settings.instance_id,
-        "APIHUB_METRICS_HOST": "127.0.0.1",
-        "APIHUB_METRICS_PORT": str(free_port()),
-    }
-
-
-@asynccontextmanager
-async def gateway_process(settings: GatewaySettings) -> AsyncIterator[processes.GatewayProcess]:
-    """``apihub gateway`` as a separate OS process (so it can be killed with SIGKILL), ready when it
-    yields; stopped (SIGTERM, then SIGKILL) when the block ends. Its log is kept in ``.local/test-logs/``."""
-    log_path = processes.LOG_DIR / f"gateway-{settings.instance_id}.log"
-    async with processes.gateway(gateway_env(settings), log_path=log_path) as gateway:
-        yield gateway
-
-
-def _secret(kis: KisSettings) -> str:
-    assert kis.appsecret is not None
-    return kis.appsecret.get_secret_value()
 
 
 async def arrivals_in_flight(sandbox: str, key: str, answered: Callable[[], int], timeout_s: float) -> int:

@@ -19,9 +19,10 @@ from datetime import date
 from typing import Any, TextIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.history.job import HistoryJob, parse_job
+from services.history.progress import open_reader
 from services.history.records import job_key
 from services.settings import WorkerSettings
 from services.worker.errors import MalformedTask
@@ -96,23 +97,13 @@ class JobFollower:
     async def start(self) -> None:
         """Assign every partition of both topics at their current end (resolved before the job is sent)."""
         topics = self._settings.topics
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
+        consumer = await open_reader(
+            self._settings.kafka.bootstrap_servers,
+            [topics.history_progress, topics.dlq],
             client_id="apihub-history-collect",
         )
-        await consumer.start()
         try:
-            await consumer.topics()
-            partitions: list[TopicPartition] = []
-            for topic in (topics.history_progress, topics.dlq):
-                numbers = consumer.partitions_for_topic(topic)
-                if not numbers:
-                    raise RuntimeError(f"topic {topic!r} does not exist (create it: apihub topics ensure)")
-                partitions.extend(TopicPartition(topic, n) for n in sorted(numbers))
-            consumer.assign(partitions)
+            partitions = sorted(consumer.assignment())
             await consumer.seek_to_end(*partitions)
             for tp in partitions:
                 await consumer.position(tp)

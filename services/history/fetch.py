@@ -9,13 +9,13 @@ answered counts as one call, those of failed attempts included.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from hubclient import HubClient, paginate
+from hubclient import ApiResponse, HubClient, paginate
 from hubclient.market import (
     Candle,
     kis_daily_candles,
@@ -82,15 +82,18 @@ async def fetch_piece(
     async def walk(timeout_s: float) -> list[Candle]:
         nonlocal calls
         found: dict[datetime, Candle] = {}
-        pages = paginate(
-            hub,
-            provider,
-            tr_id,
-            params,
-            timeout=timeout_s,
-            max_pages=max_pages(piece),
-            max_s=max(timeout_s, deadline_s - monotonic()),
-            priority=Priority.BULK,
+        pages = cast(  # paginate is an async generator; closing it ends the walk cleanly
+            AsyncGenerator[ApiResponse, None],
+            paginate(
+                hub,
+                provider,
+                tr_id,
+                params,
+                timeout=timeout_s,
+                max_pages=max_pages(piece),
+                max_s=max(timeout_s, deadline_s - monotonic()),
+                priority=Priority.BULK,
+            ),
         )
         async with aclosing(pages):
             async for page in pages:

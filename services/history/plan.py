@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Final
 
 from hubclient.market import KST, Candle, Timeframe
 from hubclient.models import Provider
@@ -32,11 +33,11 @@ CHARTS_FINAL = time(15, 40)
 MINUTE_MAX_PAGES = 20
 #: A ``1d`` piece may take one page per this many calendar days (KIS pages hold 100 trading days).
 DAILY_DAYS_PER_PAGE = 50
-KIS_MINUTE_TODAY = "FHKST03010200"
-KIS_MINUTE_PAST = "FHKST03010230"
-KIS_DAILY = "FHKST03010100"
-KIWOOM_MINUTE = "ka10080"
-KIWOOM_DAILY = "ka10081"
+KIS_MINUTE_TODAY: Final = "FHKST03010200"
+KIS_MINUTE_PAST: Final = "FHKST03010230"
+KIS_DAILY: Final = "FHKST03010100"
+KIWOOM_MINUTE: Final = "ka10080"
+KIWOOM_DAILY: Final = "ka10081"
 
 
 @dataclass(frozen=True, slots=True)

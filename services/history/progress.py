@@ -10,8 +10,10 @@ commit, so a job never asks twice for a day it has just written.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from datetime import date
 from typing import Protocol
 
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 #: Longest ``catch_up`` (seconds); an incomplete book only costs calls for days it did not learn of.
 CATCH_UP_S = 30.0
 POLL_MS = 200
+#: How long a topic may take to appear in the cluster's metadata (seconds).
+TOPIC_WAIT_S = 10.0
 
 
 class ProgressBook:
@@ -81,6 +85,36 @@ class ProgressBook:
             self.unreadable += 1
 
 
+async def open_reader(
+    bootstrap_servers: str, topics: Sequence[str], *, client_id: str, wait_s: float = TOPIC_WAIT_S
+) -> AIOKafkaConsumer:
+    """A started consumer without a group (``read_committed``) holding every partition of ``topics``.
+
+    Without a group the consumer is given all partitions of the topics it subscribes to as soon as their
+    metadata arrives; a topic still unknown after ``wait_s`` seconds is an error naming it.
+    """
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        client_id=client_id,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + wait_s
+        while missing := sorted(set(topics) - {tp.topic for tp in consumer.assignment()}):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics {missing} do not exist (create them: apihub topics ensure)")
+            await asyncio.sleep(0.1)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
 class ProgressSource(Protocol):
     """Where the worker's book comes from (Kafka in production; a replay of commits in unit tests)."""
 
@@ -108,27 +142,10 @@ class ProgressReader:
         self._partitions: list[TopicPartition] = []
 
     async def start(self) -> None:
-        """Connect, assign every partition of the topic and go to its beginning."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-            client_id="history-collector-progress",
-        )
-        await consumer.start()
-        try:
-            await consumer.topics()  # fetches the cluster's metadata
-            numbers = consumer.partitions_for_topic(self._topic)
-            if not numbers:
-                raise RuntimeError(f"topic {self._topic!r} does not exist (create it: apihub topics ensure)")
-            self._partitions = [TopicPartition(self._topic, n) for n in sorted(numbers)]
-            consumer.assign(self._partitions)
-            await consumer.seek_to_beginning(*self._partitions)
-        except BaseException:
-            await consumer.stop()
-            raise
+        """Connect with every partition of the topic, from its beginning."""
+        consumer = await open_reader(self._bootstrap, [self._topic], client_id="history-collector-progress")
+        self._partitions = sorted(consumer.assignment())
+        await consumer.seek_to_beginning(*self._partitions)
         self._consumer = consumer
 
     async def stop(self) -> None:

@@ -23,6 +23,7 @@ import time
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from hubclient import HubError
 from services.logs import log_event
@@ -187,6 +188,8 @@ async def process(
         reason, error = exc.reason, str(exc)
     except HubError as exc:
         outcome, reason, error = "failed", f"hub:{type(exc).__name__}", str(exc)
+    except KafkaError:  # a checkpoint that could not commit: end the process, the task is redone
+        raise
     except Exception as exc:  # a bug must not stop the partition; the dead letter keeps the task
         logger.exception("worker.internal_error", extra={"fields": {"worker": name, "task_id": task_id}})
         outcome, reason, error = "failed", "internal_error", f"{type(exc).__name__}: {exc}"

@@ -262,3 +262,14 @@ async def test_health_server_over_a_socket() -> None:
         await server.stop()
     with pytest.raises(RuntimeError):
         _ = server.port
+
+
+async def test_a_checkpoint_that_cannot_commit_ends_the_task_unanswered() -> None:
+    """A Kafka error from a checkpoint is not dead-lettered as a bug: it propagates, nothing is committed."""
+    from aiokafka.errors import KafkaConnectionError
+
+    async def broken(records: list[Record], offsets: Mapping[TopicPartition, int] | None) -> None:
+        raise KafkaConnectionError("broker gone")
+
+    with pytest.raises(KafkaConnectionError):
+        await process(EchoHandler(), record(b'{"task_id": "t3", "word": "hi"}'), broken, dlq_topic=DLQ)

@@ -11,7 +11,7 @@ COV_FLOOR ?= 85
 help:
 	@echo "make run     set up everything, start the local stack, send the demo workload, print a summary"
 	@echo "make test    set up everything, run the unit and integration tests (starts Kafka and Redis)"
-	@echo "make up | down | status   manage the local stack (Kafka, Redis, sandbox, gateway) under .local/"
+	@echo "make up | down | status   manage the local stack (Kafka, Redis, sandbox, gateway, workers) under .local/"
 	@echo "make lint | typecheck | schemas"
 	@echo "make bench   nine benchmarks x 3 runs against the sandbox referee (~30 min, starts Kafka and Redis);"
 	@echo "             docs/BENCHMARKS.md only from a clean tree, else .local/bench/BENCHMARKS.md"
@@ -27,7 +27,7 @@ setup: $(STAMP)
 up: setup
 	bash ops/stack.sh up kafka redis
 	set -a && source .local/stack.env && set +a && $(BIN)/apihub topics ensure
-	bash ops/stack.sh up sandbox gateway
+	bash ops/stack.sh up sandbox gateway history verification recovery
 
 down:
 	bash ops/stack.sh down

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Local API Hub stack without Docker: Kafka (KRaft, from Maven jars), Redis, sandbox, gateway.
+# Local API Hub stack without Docker: Kafka (KRaft, from Maven jars), Redis, sandbox, gateway, workers.
 # Loopback only, non-default ports, all state under .local/<component>/ (pid file, logs, data).
 #
-#   ops/stack.sh up [kafka redis sandbox gateway]   start (default: all), skipping what is already up
+#   ops/stack.sh up [kafka redis sandbox gateway history verification recovery]
+#                                                   start (default: all), skipping what is already up
 #   ops/stack.sh down [components...]               stop, in reverse order (default: all)
 #   ops/stack.sh status                             one line per component
 #   ops/stack.sh env                                print .local/stack.env (written by `up`)
 #
 # Ports: APIHUB_KAFKA_PORT (19092), APIHUB_KAFKA_CONTROLLER_PORT (19093), APIHUB_REDIS_PORT (16379),
-# APIHUB_SANDBOX_PORT (18080), APIHUB_GATEWAY_METRICS_PORT (18081).
+# APIHUB_SANDBOX_PORT (18080), APIHUB_GATEWAY_METRICS_PORT (18081), the workers' health ports
+# APIHUB_HISTORY_PORT (18091), APIHUB_VERIFICATION_PORT (18092), APIHUB_RECOVERY_PORT (18093).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=kafka/common.sh
@@ -20,12 +22,15 @@ KAFKA_CONTROLLER_PORT=${APIHUB_KAFKA_CONTROLLER_PORT:-19093}
 REDIS_PORT=${APIHUB_REDIS_PORT:-16379}
 SANDBOX_PORT=${APIHUB_SANDBOX_PORT:-18080}
 GATEWAY_METRICS_PORT=${APIHUB_GATEWAY_METRICS_PORT:-18081}
+HISTORY_PORT=${APIHUB_HISTORY_PORT:-18091}
+VERIFICATION_PORT=${APIHUB_VERIFICATION_PORT:-18092}
+RECOVERY_PORT=${APIHUB_RECOVERY_PORT:-18093}
 KAFKA_HEAP_OPTS=${APIHUB_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
 PYTHON=${APIHUB_PYTHON:-$REPO_ROOT/.venv/bin/python}
 APIHUB=${APIHUB_BIN:-$REPO_ROOT/.venv/bin/apihub}
 STACK_ENV=$LOCAL_DIR/stack.env
 
-COMPONENTS=(kafka redis sandbox gateway)
+COMPONENTS=(kafka redis sandbox gateway history verification recovery)
 KAFKA_READY_TIMEOUT=90
 OTHER_READY_TIMEOUT=30
 STOP_TIMEOUT=30
@@ -42,6 +47,16 @@ port_of() {
     case $1 in
     kafka) echo "$KAFKA_PORT" ;; redis) echo "$REDIS_PORT" ;;
     sandbox) echo "$SANDBOX_PORT" ;; gateway) echo "$GATEWAY_METRICS_PORT" ;;
+    history) echo "$HISTORY_PORT" ;; verification) echo "$VERIFICATION_PORT" ;;
+    recovery) echo "$RECOVERY_PORT" ;;
+    esac
+}
+
+# The worker (apihub worker NAME) behind a worker component.
+worker_of() {
+    case $1 in
+    history) echo "history-collector" ;; verification) echo "verification-worker" ;;
+    recovery) echo "recovery-worker" ;;
     esac
 }
 
@@ -51,6 +66,7 @@ signature_of() {
     case $1 in
     kafka) echo "kafka.Kafka" ;; redis) echo "redis-server" ;;
     sandbox) echo "apihub sandbox" ;; gateway) echo "apihub gateway" ;;
+    history | verification | recovery) echo "apihub worker $(worker_of "$1")" ;;
     esac
 }
 
@@ -85,6 +101,7 @@ is_ready() {
     redis) [[ $(timeout 2 redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
     sandbox) http_ok "http://$HOST:$SANDBOX_PORT/healthz" ;;
     gateway) http_ok "http://$HOST:$GATEWAY_METRICS_PORT/healthz" ;;
+    history | verification | recovery) http_ok "http://$HOST:$(port_of "$1")/readyz" ;;
     esac
 }
 
@@ -342,6 +359,26 @@ start_gateway() {
     wait_ready gateway "$OTHER_READY_TIMEOUT"
     say "gateway: ready, metrics on http://$HOST:$GATEWAY_METRICS_PORT (pid $(running_pid gateway))"
 }
+
+# A worker talks to Kafka only (the hub's topics and its own); it needs no credentials.
+start_worker() {
+    local name=$1
+    require_apihub "$name"
+    (
+        set -a
+        # shellcheck source=/dev/null
+        source "$STACK_ENV"
+        set +a
+        export APIHUB_HEALTH_PORT
+        APIHUB_HEALTH_PORT=$(port_of "$name")
+        spawn "$name" "$APIHUB" worker "$(worker_of "$name")"
+    )
+    wait_ready "$name" "$OTHER_READY_TIMEOUT"
+    say "$name: ready, health on http://$HOST:$(port_of "$name") (pid $(running_pid "$name"))"
+}
+start_history() { start_worker history; }
+start_verification() { start_worker verification; }
+start_recovery() { start_worker recovery; }
 
 # Fake keys of the brokers' shapes (36-char appkey, 180-char secret) for the sandbox, made once and
 # kept under .local so restarts reuse the same tokens. Never used for a real broker.

@@ -73,7 +73,11 @@ Chaos = Callable[[WorkerFleet, "LoopState"], Awaitable[None]]
 
 
 async def run_repair_loop(
-    settings: ClientSettings, *, run: str | None = None, chaos: Chaos | None = None
+    settings: ClientSettings,
+    *,
+    run: str | None = None,
+    chaos: Chaos | None = None,
+    timeout_s: float = LOOP_TIMEOUT_S,
 ) -> RepairSummary:
     """Run the whole loop once on fresh topics and return its summary; ``chaos`` runs beside it."""
     run = run or uuid.uuid4().hex[:8]
@@ -142,7 +146,7 @@ async def run_repair_loop(
                     )
         finally:
             await producer.stop()
-        deadline_s = started + LOOP_TIMEOUT_S
+        deadline_s = started + timeout_s
         if chaos is None:
             await follow(bootstrap, topics, state, deadline_s)
         else:

@@ -461,7 +461,7 @@ cmd_status() {
         else
             state=stopped pid=- ready=-
         fi
-        printf '%-8s %-8s pid=%-8s port=%-6s %s\n' "$c" "$state" "$pid" "$(port_of "$c")" "$ready"
+        printf '%-12s %-8s pid=%-8s port=%-6s %s\n' "$c" "$state" "$pid" "$(port_of "$c")" "$ready"
     done
 }
 

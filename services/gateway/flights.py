@@ -43,6 +43,7 @@ class Flight:
     upstream_s: float = 0.0
     queued_s: float | None = None  # from arrival to the first upstream attempt
     estimated_start_s: float | None = None  # when admission expected its first slot (monotonic)
+    estimated_wait_s: float = 0.0  # how far away that was when it was admitted
     token_replaced: bool = False
     classified: Classified | None = None
     withdrawn: bool = False  # its caller let go (revoke, shutdown): never call upstream for it

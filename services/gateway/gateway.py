@@ -188,7 +188,7 @@ class Gateway:
     def _admit(self, pacer: DomainPacer, request: ApiRequest) -> float:
         """Seconds until the request's slot; raises ``Refused`` when its answer would come too late."""
         slot_wait_s = pacer.slot_wait_s(request)
-        wait_s = slot_wait_s + pacer.service_s() + pacer.margin_s()
+        wait_s = slot_wait_s + pacer.service_s() + pacer.margin_s(slot_wait_s)
         try:
             check_deadline(request, now_ms=self._now_ms(), wait_s=wait_s)
         except Refused as exc:

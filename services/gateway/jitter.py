@@ -17,8 +17,9 @@ twice the peak own lag of the last ``hold_s`` seconds. The long average keeps th
 host runs about a third of its sends late, a calm one well under a tenth, and the average of two hundred
 sends moves by a few hundredths, so it neither flickers off under load nor turns on by chance. Until two
 hundred sends were seen it is the plain average of those seen and ``CALM_PRIOR_SENDS`` calm ones, so a
-gateway started on a busy host widens its budget within its first sends and one late first send does not. The allowance never goes below ``J``; it
-is the effective J, exported as the metric ``apihub_pacing_jitter_seconds``.
+gateway started on a busy host widens its budget within its first sends and one late first send does
+not. The allowance never goes below ``J``; it is the effective J, exported as the metric
+``apihub_pacing_jitter_seconds``.
 """
 
 from __future__ import annotations

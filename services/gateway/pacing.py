@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 REPLY_BASE_S = 0.03  # the caller's consumer fetching the answer, beyond our own produce
 CALL_EWMA_WEIGHT = 0.1
 HOLD_S = 30.0
+NEAR_ESTIMATE_S = 1.0  # a slot estimated at most this far away: its lateness counts in seconds
 
 Attempt = Callable[["DomainPacer", Flight, Slot, str], Coroutine[Any, Any, None]]
 TokenSource = Callable[[Provider], Awaitable[str]]
@@ -86,7 +87,11 @@ class DomainPacer:
         self._loop: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
         self.call_s = 0.05  # moving average of one upstream call
-        self._late = SlidingMax(clock, HOLD_S)  # how much later than admission estimated a slot came
+        # How much later than admission estimated a slot came: in seconds for near estimates, as a share
+        # of the estimate for far ones (a far estimate errs in proportion: a wider interval moves a slot
+        # 5,000 places back by 5,000 times the change, which says nothing about the next slot).
+        self._late_near = SlidingMax(clock, HOLD_S)
+        self._late_share = SlidingMax(clock, HOLD_S)
 
     # --- estimates --------------------------------------------------------------------------------
 
@@ -105,9 +110,10 @@ class DomainPacer:
         )
         return self.limiter.next_slot_in_s() + slots * self.limiter.interval_s
 
-    def margin_s(self) -> float:
-        """The largest recent error of the slot estimate (slots that came later than estimated)."""
-        return self._late.value()
+    def margin_s(self, slot_wait_s: float) -> float:
+        """Room for the estimate's error, for a slot estimated ``slot_wait_s`` away: the largest recent
+        lateness of near estimates plus the largest recent relative lateness of far ones times the wait."""
+        return self._late_near.value() + self._late_share.value() * slot_wait_s
 
     def observe_call(self, elapsed_s: float) -> None:
         """One upstream call's duration."""
@@ -121,6 +127,7 @@ class DomainPacer:
         self.scheduler.push(Queued(flight.request, payload=flight))
         flight.stage = Stage.QUEUED
         flight.estimated_start_s = self._clock.monotonic() + slot_wait_s
+        flight.estimated_wait_s = slot_wait_s
         self._queued_changed(flight)
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run(), name=f"pace-{self.name}")
@@ -231,8 +238,16 @@ class DomainPacer:
             flight.queued_s = now - flight.received_s
             QUEUE_WAIT.labels(flight.request.priority.value).observe(flight.queued_s)
             if flight.estimated_start_s is not None:
-                self._late.observe(max(0.0, now - flight.estimated_start_s))
+                self._observe_lateness(flight, now)
         return flight
+
+    def _observe_lateness(self, flight: Flight, now: float) -> None:
+        assert flight.estimated_start_s is not None
+        late_s = max(0.0, now - flight.estimated_start_s)
+        if flight.estimated_wait_s <= NEAR_ESTIMATE_S:
+            self._late_near.observe(late_s)
+        else:
+            self._late_share.observe(late_s / flight.estimated_wait_s)
 
     def _fail_first(self, error: GatewayError) -> None:
         item = self.scheduler.pop()

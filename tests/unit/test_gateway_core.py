@@ -133,6 +133,32 @@ async def test_every_answer_comes_before_its_deadline() -> None:
         assert a.at_ms < created + 1000, a.response
 
 
+async def test_far_estimates_that_came_late_do_not_refuse_an_interactive_request() -> None:
+    """When the interval widens under a deep bulk backlog (a busy host widens the jitter budget), the bulk
+    requests start seconds after admission said; an interactive request admitted then is still served,
+    not refused as unreachable."""
+    rig = build_gateway()
+    bulk = [request(rig.clock, deadline_s=600, priority=Priority.BULK, caller="backfill") for _ in range(300)]
+    tasks = [asyncio.create_task(rig.gateway.handle(r)) for r in bulk]
+    await rig.clock.advance(0.005)  # all admitted at the nominal pace, 51 ms apart
+    rig.gateway.limiters[Provider.KIS].jitter.setting_s = 0.5  # now 75 ms apart
+    for _ in range(4000):  # 20 s: bulk requests started, the later ones seconds after their estimate
+        await rig.clock.advance(0.005)
+    urgent = asyncio.create_task(
+        rig.gateway.handle(request(rig.clock, deadline_s=5, priority=Priority.INTERACTIVE, caller="ui"))
+    )
+    for _ in range(1000):
+        if urgent.done():
+            break
+        await rig.clock.advance(0.005)
+    answer = urgent.result()
+    assert answer.ok, (answer.status, answer.reason)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await rig.gateway.stop()
+
+
 async def test_throttle_answer_requeues_and_slows_the_domain() -> None:
     """A KIS throttle answer (EGW00201) puts the request back and halves the pace; it then succeeds."""
     rig = build_gateway()

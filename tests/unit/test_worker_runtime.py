@@ -32,10 +32,13 @@ class EchoHandler:
     """Writes its word twice, checkpointing after the first; fails on request."""
 
     name = "echo"
-    task_topic = "echo.tasks"
 
-    def __init__(self, error: Exception | None = None) -> None:
+    def __init__(
+        self, error: Exception | None = None, *, task_topic: str = "echo.tasks", out_topic: str = "echo.out"
+    ) -> None:
         self.error = error
+        self.task_topic = task_topic
+        self.out_topic = out_topic
 
     async def start(self) -> None:
         """Nothing to load."""
@@ -48,9 +51,9 @@ class EchoHandler:
 
     async def handle(self, task: Task, out: Outputs) -> None:
         assert isinstance(task, Echo)
-        out.add("echo.out", f"{task.task_id}|1", {"word": task.word})
+        out.add(self.out_topic, f"{task.task_id}|1", {"word": task.word})
         await out.checkpoint()
-        out.add("echo.out", f"{task.task_id}|2", {"word": task.word})
+        out.add(self.out_topic, f"{task.task_id}|2", {"word": task.word})
         if self.error is not None:
             raise self.error
 

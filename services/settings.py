@@ -91,6 +91,12 @@ class KisSettings(ProviderSettings):
     base_url: str = "http://127.0.0.1:18080/kis/real"
     appsecret: SecretStr | None = None
     rate_per_s: float = Field(default=20.0, gt=0)
+    ledger_rate_per_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="account and order calls per second (the ledger limit, EGW00215), inside rate_per_s; "
+        "KIS publishes only 120 TPS for its whole ledger, so the default is a choice: half the key",
+    )
 
 
 class KiwoomSettings(ProviderSettings):
@@ -99,6 +105,14 @@ class KiwoomSettings(ProviderSettings):
     base_url: str = "http://127.0.0.1:18080/kiwoom/real"
     secretkey: SecretStr | None = None
     rate_per_s: float = Field(default=5.0, gt=0)
+    query_rate_per_s: float = Field(
+        default=5.0, gt=0, description="reads per second (Kiwoom's query limit), inside rate_per_s"
+    )
+    order_rate_per_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="orders per second (Kiwoom's order limit; its 1700 answers name 유량=1 for orders)",
+    )
 
 
 def _default_instance_id() -> str:

@@ -1,7 +1,8 @@
 """``HubClient``: the only way a worker calls a broker.
 
 async with HubClient.connect(bootstrap, caller="history-collector") as hub:
-    response = await hub.execute("KIS", "FHKST01010100", {"FID_INPUT_ISCD": "005930"}, timeout=5)
+    price = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+    response = await hub.execute("KIS", "FHKST01010100", price, timeout=5)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Self
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from hubclient.catalog import lookup
+from hubclient.catalog import lookup, refusal
 from hubclient.errors import (
     HubBackpressure,
     HubNotStarted,
@@ -155,10 +156,17 @@ class HubClient:
         continuation: dict[str, str] | None = None,
         credential: str | None = None,
     ) -> ApiResponse:
-        """Like ``execute`` but returns any terminal response instead of raising on non-ok statuses."""
+        """Like ``execute`` but returns any terminal response instead of raising on non-ok statuses.
+
+        Raises ``UnknownTrId`` for an id the catalog lacks and ``InvalidRequest`` for a planned endpoint or a
+        call without a parameter the broker requires (naming it), before anything is sent.
+        """
         if not self._started:
             raise HubNotStarted("start the HubClient (async with / await start()) before sending")
         spec = lookup(provider, tr_id)
+        problem = refusal(spec, params, continuation)
+        if problem is not None:
+            raise InvalidRequest(f"invalid: {problem.reason} {problem.message}")
         if len(self._pending) >= self._max_pending:
             raise HubBackpressure(f"{len(self._pending)} requests already pending (max {self._max_pending})")
         timeout_s = self._default_timeout_s if timeout is None else timeout
@@ -169,7 +177,7 @@ class HubClient:
             request = ApiRequest(
                 request_id=new_request_id(now_ms),
                 provider=spec.provider,
-                tr_id=spec.tr_id,
+                tr_id=spec.key,
                 params=params or {},
                 caller=self._caller,
                 priority=Priority(priority),

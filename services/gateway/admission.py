@@ -1,16 +1,16 @@
 """Admission: what is refused at once, before a request waits for a slot.
 
-In order: an unknown tr_id or one the environment does not offer, a credential that is not configured
-(``invalid``); a deadline already passed (``expired``); a deadline out of reach at the current pace
-(``rejected`` / ``deadline_unreachable``, logged as ``ratelimit.rejected``). The estimate of the wait
-comes from the domain's pacer; these checks are pure.
+In order: an unknown tr_id, a planned endpoint, a call missing a required parameter, an endpoint the
+environment does not offer, a credential that is not configured (``invalid``); a deadline already passed
+(``expired``); a deadline out of reach at the current pace (``rejected`` / ``deadline_unreachable``, logged
+as ``ratelimit.rejected``). The estimate of the wait comes from the domain's pacer; these checks are pure.
 """
 
 from __future__ import annotations
 
 import logging
 
-from hubclient.catalog import TrSpec, lookup
+from hubclient.catalog import TrSpec, lookup, refusal
 from hubclient.errors import UnknownTrId
 from hubclient.models import ApiRequest
 from services.gateway.errors import Expired, Invalid, Refused
@@ -26,6 +26,9 @@ def check_request(request: ApiRequest, *, mock: bool, now_ms: int) -> TrSpec:
         spec = lookup(request.provider, request.tr_id)
     except UnknownTrId as exc:
         raise Invalid("unknown_tr_id", str(exc)) from exc
+    problem = refusal(spec, request.params, request.continuation)  # the client's own check, for any client
+    if problem is not None:
+        raise Invalid(problem.reason, problem.message)
     if mock and not spec.mock_supported:
         raise Invalid("not_supported_on_mock", f"{spec.tr_id} exists only on the real server")
     if request.credential is not None:

@@ -28,7 +28,16 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_round_trip import PRICE, hub, read_all
 
-ORDER = {"CANO": "12345678", "ACNT_PRDT_CD": "01", "PDNO": "005930", "ORD_DVSN": "00", "ORD_UNPR": "70000"}
+ORDER = {
+    "CANO": "12345678",
+    "ACNT_PRDT_CD": "01",
+    "PDNO": "005930",
+    "ORD_DVSN": "00",
+    "ORD_UNPR": "70000",
+    "EXCG_ID_DVSN_CD": "KRX",  # the rest of the published order body, sent as the KIS samples do
+    "SLL_TYPE": "",
+    "CNDT_PRIC": "",
+}
 
 
 async def load(

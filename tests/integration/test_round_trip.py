@@ -94,7 +94,8 @@ async def test_upstream_error_is_typed(services: Services, topics: Topics, gatew
     """A broker error comes back as upstream_error and execute() raises UpstreamError with its code."""
     async with gateway(), hub(services, topics) as client:
         with pytest.raises(UpstreamError) as info:
-            await client.execute("KIS", "FHKST01010100", {"FID_COND_MRKT_DIV_CODE": "J"}, timeout=20)
+            # the key is there (so the client sends it) but blank, which the broker refuses
+            await client.execute("KIS", "FHKST01010100", {**PRICE, "FID_INPUT_ISCD": ""}, timeout=20)
     response = info.value.response
     assert response is not None and response.status is Status.UPSTREAM_ERROR
     assert response.reason == "business_error" and response.attempts == 1

@@ -24,7 +24,17 @@ from services.settings import KisSettings
 from tests.unit.test_pacing import max_in_any_second
 
 PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
-ORDER = {"CANO": "12345678", "ACNT_PRDT_CD": "01", "PDNO": "005930", "ORD_DVSN": "00", "ORD_QTY": "1"}
+ORDER = {
+    "CANO": "12345678",
+    "ACNT_PRDT_CD": "01",
+    "PDNO": "005930",
+    "ORD_DVSN": "00",
+    "ORD_QTY": "1",
+    "ORD_UNPR": "70000",
+    "EXCG_ID_DVSN_CD": "KRX",  # the rest of the published order body, sent as the KIS samples do
+    "SLL_TYPE": "",
+    "CNDT_PRIC": "",
+}
 
 
 def request(

@@ -20,14 +20,14 @@ from hubclient import (
 from hubclient.models import ApiRequest, ApiResponse, Priority, Status
 from hubclient.testing import InMemoryTransport, failed, ok
 
+PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+
 
 async def test_execute_returns_ok_and_builds_the_request() -> None:
     """execute() sends a well-formed request (deadline from the timeout) and returns the ok answer."""
     transport = InMemoryTransport(lambda r: ok(r, {"rt_cd": "0"}))
     async with HubClient(transport, caller="unit") as hub:
-        response = await hub.execute(
-            "KIS", "FHKST01010100", {"FID_INPUT_ISCD": "005930"}, timeout=2, priority="bulk"
-        )
+        response = await hub.execute("KIS", "FHKST01010100", PRICE, timeout=2, priority="bulk")
     (sent,) = transport.sent
     assert response.data == {"rt_cd": "0"} and response.request_id == sent.request_id
     assert sent.priority is Priority.BULK and sent.caller == "unit"
@@ -50,8 +50,8 @@ async def test_non_ok_statuses_raise_typed_errors(
     """Each non-ok status raises its own HubError subclass carrying the response."""
     async with HubClient(InMemoryTransport(lambda r: failed(r, status, reason)), caller="unit") as hub:
         with pytest.raises(error) as info:
-            await hub.execute("KIS", "FHKST01010100", timeout=1)
-        plain = await hub.submit("KIS", "FHKST01010100", timeout=1)
+            await hub.execute("KIS", "FHKST01010100", PRICE, timeout=1)
+        plain = await hub.submit("KIS", "FHKST01010100", PRICE, timeout=1)
     assert plain.status is status
     assert getattr(info.value, "response", None) is not None
 
@@ -62,7 +62,7 @@ async def test_retriable_flags() -> None:
         InMemoryTransport(lambda r: failed(r, Status.REJECTED, "backlog_full")), caller="u"
     ) as hub:
         with pytest.raises(RequestRejected) as info:
-            await hub.execute("KIS", "FHKST01010100", timeout=1)
+            await hub.execute("KIS", "FHKST01010100", PRICE, timeout=1)
     assert info.value.retriable and info.value.reason == "backlog_full"
     assert not UpstreamError("x", provider_code="1", http_status=200, reason="business_error").retriable
 
@@ -73,7 +73,7 @@ async def test_timeout_and_late_reply() -> None:
     transport = InMemoryTransport(lambda r: held.append(r))
     async with HubClient(transport, caller="unit") as hub:
         with pytest.raises(HubTimeout):
-            await hub.execute("KIS", "FHKST01010100", timeout=0.05)
+            await hub.execute("KIS", "FHKST01010100", PRICE, timeout=0.05)
         assert hub.pending == 0
         hub._on_reply(ok(held[0], {}).to_json())
         hub._on_reply(b"not json")
@@ -88,10 +88,10 @@ async def test_backpressure() -> None:
         return ok(r, {})
 
     async with HubClient(InMemoryTransport(slow), caller="unit", max_pending=2) as hub:
-        calls = [asyncio.create_task(hub.execute("KIS", "FHKST01010100", timeout=1)) for _ in range(2)]
+        calls = [asyncio.create_task(hub.execute("KIS", "FHKST01010100", PRICE, timeout=1)) for _ in range(2)]
         await asyncio.sleep(0.01)
         with pytest.raises(HubBackpressure):
-            await hub.execute("KIS", "FHKST01010100", timeout=1)
+            await hub.execute("KIS", "FHKST01010100", PRICE, timeout=1)
         await asyncio.gather(*calls)
 
 
@@ -99,11 +99,11 @@ async def test_misuse_is_reported_clearly() -> None:
     """Using a client before start, an unknown tr_id or a zero timeout are clear errors."""
     hub = HubClient(InMemoryTransport(lambda r: ok(r, {})), caller="unit")
     with pytest.raises(HubNotStarted):
-        await hub.execute("KIS", "FHKST01010100")
+        await hub.execute("KIS", "FHKST01010100", PRICE)
     async with hub:
         with pytest.raises(UnknownTrId):
             await hub.execute("KIS", "ka10080")  # a Kiwoom id asked of KIS
         with pytest.raises(UnknownTrId):
             await hub.execute("NYSE", "FHKST01010100")
         with pytest.raises(Exception, match="timeout must be positive"):
-            await hub.execute("KIS", "FHKST01010100", timeout=0)
+            await hub.execute("KIS", "FHKST01010100", PRICE, timeout=0)

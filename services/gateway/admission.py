@@ -1,7 +1,8 @@
 """Admission: what is refused at once, before a request waits for a slot.
 
-In order: an unknown tr_id, a planned endpoint, a call missing a required parameter, an endpoint the
-environment does not offer, a credential that is not configured (``invalid``); a deadline already passed
+In order: an unknown tr_id, a planned endpoint, a call missing a required parameter (``invalid``); an
+endpoint the mock server does not offer, for a mock credential (``rejected`` / ``not_in_mock``, before any
+upstream call); a credential that is not configured (``invalid``); a deadline already passed
 (``expired``); a deadline out of reach at the current pace (``rejected`` / ``deadline_unreachable``, logged
 as ``ratelimit.rejected``). The estimate of the wait comes from the domain's pacer; these checks are pure.
 """
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def check_request(request: ApiRequest, *, mock: bool, now_ms: int) -> TrSpec:
-    """The request's catalog entry; raises ``Invalid`` or ``Expired``."""
+    """The request's catalog entry; raises ``Invalid``, ``Refused`` (``not_in_mock``) or ``Expired``."""
     try:
         spec = lookup(request.provider, request.tr_id)
     except UnknownTrId as exc:
@@ -29,8 +30,8 @@ def check_request(request: ApiRequest, *, mock: bool, now_ms: int) -> TrSpec:
     problem = refusal(spec, request.params, request.continuation)  # the client's own check, for any client
     if problem is not None:
         raise Invalid(problem.reason, problem.message)
-    if mock and not spec.mock_supported:
-        raise Invalid("not_supported_on_mock", f"{spec.tr_id} exists only on the real server")
+    if mock and not spec.mock_supported:  # refused before any upstream call, as the mock server would
+        raise Refused("not_in_mock", f"{spec.provider}/{spec.key} is not offered by the mock server")
     if request.credential is not None:
         raise Invalid("unknown_credential", f"no credential {request.credential!r} is configured")
     if request.deadline_ms <= now_ms:

@@ -13,12 +13,12 @@ import random
 from redis.exceptions import RedisError
 
 from hubclient.models import Provider, Status
+from services.gateway.classes import PacedSlot
 from services.gateway.clock import Clock
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import DispatchError, Expired, GatewayError, Refused, UpstreamNoAnswer
 from services.gateway.flights import Flight
 from services.gateway.idempotency import Records
-from services.gateway.limiter import Slot
 from services.gateway.metrics import RETRIES, UPSTREAM_CALLS, UPSTREAM_INFLIGHT
 from services.gateway.pacing import DomainPacer
 from services.gateway.policy import Action, Decision, Result, backoff_s, decide
@@ -52,7 +52,7 @@ class Caller:
         self._clock = clock
         self._call_timeout_s = call_timeout_s
 
-    async def attempt(self, pacer: DomainPacer, flight: Flight, slot: Slot, token: str) -> None:
+    async def attempt(self, pacer: DomainPacer, flight: Flight, slot: PacedSlot, token: str) -> None:
         """Make one attempt for ``flight`` in ``slot``; ends in an answer or a requeue."""
         try:
             await self._attempt(pacer, flight, slot, token)
@@ -66,7 +66,7 @@ class Caller:
                 self._responder.error(flight.request, Refused("internal_error", type(exc).__name__), flight)
             )
 
-    async def _attempt(self, pacer: DomainPacer, flight: Flight, slot: Slot, token: str) -> None:
+    async def _attempt(self, pacer: DomainPacer, flight: Flight, slot: PacedSlot, token: str) -> None:
         request, spec, provider = flight.request, flight.spec, pacer.provider
         if flight.withdrawn:
             return
@@ -121,7 +121,8 @@ class Caller:
         if effects.breaker_success:
             pacer.breaker.record_success()
         if effects.slow_down:
-            pacer.limiter.throttled()
+            classified = flight.classified
+            pacer.limiter.throttled(class_limit=classified is not None and classified.class_limit)
         elif decision.status is Status.OK:
             pacer.limiter.succeeded()
         if effects.replace_token:

@@ -17,11 +17,12 @@ from collections.abc import Mapping
 
 from redis.exceptions import RedisError
 
-from hubclient.catalog import TrSpec
+from hubclient.catalog import TrSpec, entries
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
 from services.gateway.admission import check_deadline, check_request, log_rejection
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.call import Caller
+from services.gateway.classes import ClassLimiter, class_domain, class_rates, pacer_name
 from services.gateway.clock import Clock, SystemClock
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BacklogFull, GatewayError, Refused
@@ -64,7 +65,7 @@ class Gateway:
         self._providers = dict(providers)
         self._idempotency = idempotency
         self._reply = ReplyPath(self.clock)
-        self.limiters = {
+        self.limiters = {  # each key's overall limit; token calls take these slots too
             p: DomainLimiter(
                 p.value,
                 s.rate_per_s,
@@ -73,6 +74,17 @@ class Gateway:
                 shared=slots,
             )
             for p, s in providers.items()
+        }
+        self.class_limiters = {  # the classes with a limit of their own, inside their key's
+            (p, c): DomainLimiter(
+                class_domain(p, c),
+                rate,
+                jitter=JitterBudget(s.arrival_jitter_s, self.clock),
+                clock=self.clock,
+                shared=slots,
+            )
+            for p, s in providers.items()
+            for c, rate in class_rates(s).items()
         }
         self.tokens = TokenManager(
             dict(adapters), dispatcher, token_store, clock=self.clock, limiters=self.limiters
@@ -86,13 +98,14 @@ class Gateway:
             clock=self.clock,
             call_timeout_s={p: s.timeout_s for p, s in providers.items()},
         )
+        breakers = {p: CircuitBreaker() for p in providers}
         self.pacers = {
-            p: DomainPacer(
-                p.value,
+            (p, c): DomainPacer(
+                pacer_name(p, c),
                 p,
-                limiter=self.limiters[p],
+                limiter=ClassLimiter(c, self.limiters[p], self.class_limiters.get((p, c)), clock=self.clock),
                 scheduler=Scheduler[Queued](max_backlog=max_backlog),
-                breaker=CircuitBreaker(),
+                breaker=breakers[p],
                 clock=self.clock,
                 reply=self._reply,
                 token=self.tokens.get,
@@ -100,6 +113,7 @@ class Gateway:
                 finish=self._finish,
             )
             for p in providers
+            for c in sorted({e.limit_class for e in entries(p)})
         }
 
     async def stop(self) -> None:
@@ -127,11 +141,11 @@ class Gateway:
         """Serve one validated request and return its terminal response."""
         received_s = self.clock.monotonic()
         settings = self._providers.get(request.provider)
-        pacer = self.pacers.get(request.provider)
-        if settings is None or pacer is None:
+        if settings is None:
             return self.answer(request, Status.INVALID, reason="unknown_provider")
         try:
             spec = check_request(request, mock=settings.mock, now_ms=self._now_ms())
+            pacer = self.pacers[request.provider, spec.limit_class]
             twin = await self._join_twin(request)
             if twin is not None:
                 return twin

@@ -81,13 +81,14 @@ class DomainLimiter:
         """How long a reservation made now would wait, as far as this process knows."""
         return max(0.0, self._local.next_start(self.domain, self.limit) - self._clock.monotonic())
 
-    async def reserve(self) -> Slot:
-        """Record the next slot in the shared store (and locally) and return it; never raises for Redis."""
+    async def reserve(self, not_before_s: float = 0.0) -> Slot:
+        """Record the next slot, no earlier than ``not_before_s`` from now, in the shared store (and
+        locally) and return it; never raises for Redis."""
         allowance = self.jitter.allowance_s()
         PACING_JITTER.labels(self.domain).set(allowance)
         interval = (1.0 + allowance) / (self.rate_per_s * self.rate_factor)
         before = self._clock.monotonic()
-        local_wait = self._local.next_start(self.domain, self.limit) - before
+        local_wait = max(self._local.next_start(self.domain, self.limit) - before, not_before_s)
         ask = Ask(self.domain, interval, self.limit, allowance, max(0.0, local_wait), next(self._members))
         shared = None
         if self._shared is not None:
@@ -102,6 +103,22 @@ class DomainLimiter:
         local = self._local.reserve_now(replace(ask, not_before_s=wait))
         start = after + local.wait_s  # the store's start can stand for a reading up to `after + wait`
         return Slot(start, before + wait, allowance, ask.member, shared.start if shared else None)
+
+    async def postpone(self, slot: Slot, start_s: float) -> None:
+        """Move a reserved, unsent slot later, to ``start_s``: its arrival bound moves with it, locally
+        and in the shared store, before anything is sent (a slot's send waiting for another domain's)."""
+        delta = start_s - slot.start_s
+        if delta <= 0:
+            return
+        slot.start_s += delta
+        slot.earliest_s += delta
+        await self._local.extend(self.domain, slot.member, slot.start_s + slot.allowance_s)
+        if self._shared is not None and slot.shared_start is not None:
+            slot.shared_start += delta
+            try:
+                await self._shared.extend(self.domain, slot.member, slot.shared_start + slot.allowance_s)
+            except (RedisError, OSError) as exc:
+                self._note_shared(exc)
 
     async def acquire(self) -> Slot:
         """Reserve a slot and sleep until it starts."""

@@ -1,9 +1,11 @@
-"""One limit domain's pacing loop: each slot the limiter grants goes to the best queued request.
+"""One limit class's pacing loop: each slot the limiter grants goes to the best queued request.
 
-The loop makes sure a token is at hand and the breaker lets calls through, reserves the next slot
-(recorded before anything is sent), sleeps until it starts, and only then pops the request the
-scheduler puts first, so priorities and deadlines are judged at the moment of the slot. The call runs
-in a task of its own; a slow broker answer never delays the next slot.
+There is one pacer per provider and limit class (``classes``): its queue holds that class's requests and
+each of its slots is one of the class's and one of the key's. The loop makes sure a token is at hand
+and the breaker lets calls through, reserves the next slot (recorded before anything is sent), sleeps
+until it starts, and only then pops the request the scheduler puts first, so priorities and deadlines
+are judged at the moment of the slot. The call runs in a task of its own; a slow broker answer never
+delays the next slot.
 
 While it waits the loop keeps the deadlines: a queued request whose answer could no longer reach its
 caller in time (``now + call + reply path >= deadline``) is answered ``expired`` at once, before its
@@ -20,11 +22,11 @@ from typing import Any
 
 from hubclient.models import ApiRequest, Provider
 from services.gateway.breaker import CircuitBreaker
+from services.gateway.classes import ClassLimiter, PacedSlot
 from services.gateway.clock import Clock
 from services.gateway.errors import Expired, GatewayError, Refused
 from services.gateway.flights import Flight, Stage
 from services.gateway.jitter import SlidingMax
-from services.gateway.limiter import DomainLimiter, Slot
 from services.gateway.metrics import QUEUE_DEPTH, QUEUE_WAIT
 from services.gateway.scheduler import Queued, Scheduler
 
@@ -35,7 +37,7 @@ CALL_EWMA_WEIGHT = 0.1
 HOLD_S = 30.0
 NEAR_ESTIMATE_S = 1.0  # a slot estimated at most this far away: its lateness counts in seconds
 
-Attempt = Callable[["DomainPacer", Flight, Slot, str], Coroutine[Any, Any, None]]
+Attempt = Callable[["DomainPacer", Flight, PacedSlot, str], Coroutine[Any, Any, None]]
 TokenSource = Callable[[Provider], Awaitable[str]]
 Finish = Callable[[Flight, GatewayError], None]
 
@@ -56,14 +58,14 @@ class ReplyPath:
 
 
 class DomainPacer:
-    """The queue, the limiter and the loop of one limit domain."""
+    """The queue, the limiter and the loop of one limit class of a provider."""
 
     def __init__(
         self,
         name: str,
         provider: Provider,
         *,
-        limiter: DomainLimiter,
+        limiter: ClassLimiter,
         scheduler: Scheduler[Queued],
         breaker: CircuitBreaker,
         clock: Clock,

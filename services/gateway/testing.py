@@ -3,9 +3,10 @@
 ``FakeDispatcher`` answers ``UpstreamRequest``s with a handler function instead of HTTP: it runs the
 ``on_sent`` hook, records the call with the clock's reading, waits the handler's latency on the same
 clock (cut at the timeout, as a real call would be) and returns the handler's answer or raises the
-``DispatchError`` it gives. ``FakeKis`` is such a handler: KIS's token endpoint and envelopes, with a
-queue of scripted answers for the next calls. ``build_gateway`` wires a whole ``Gateway`` on these fakes,
-``MemorySlots``, ``MemoryTokenStore``, ``MemoryRecords`` and one ``ManualClock``.
+``DispatchError`` it gives. ``FakeKis`` and ``FakeKiwoom`` are such handlers: the brokers' token
+endpoints (and KIS's approval key) and envelopes, with a queue of scripted answers for the next calls.
+``build_gateway`` wires a whole ``Gateway`` on these fakes, ``MemorySlots``, ``MemoryTokenStore``,
+``MemoryRecords`` and one ``ManualClock``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Self
 
 from pydantic import SecretStr
 
@@ -23,11 +24,12 @@ from services.gateway.clock import Clock, ManualClock
 from services.gateway.errors import DispatchError, UpstreamNoAnswer
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import MemoryRecords
-from services.gateway.providers.base import KST, UpstreamAnswer, UpstreamRequest
+from services.gateway.providers.base import KST, ProviderAdapter, UpstreamAnswer, UpstreamRequest
 from services.gateway.providers.kis import KisAdapter
+from services.gateway.providers.kiwoom import KiwoomAdapter
 from services.gateway.slots import MemorySlots
 from services.gateway.token_store import MemoryTokenStore
-from services.settings import KisSettings
+from services.settings import KisSettings, KiwoomSettings, ProviderSettings
 
 Reply = UpstreamAnswer | DispatchError
 
@@ -83,13 +85,34 @@ def kis_envelope(
 
 
 @dataclass
-class FakeKis:
-    """A KIS broker in memory: tokens valid a day, ``ok`` envelopes, scripted answers first."""
+class FakeBroker:
+    """Scripted answers first (optionally for calls whose URL contains a path part), then defaults."""
 
     clock: Clock
     latency_s: float = 0.002
-    script: deque[tuple[Reply, float]] = field(default_factory=deque)
+    script: deque[tuple[str, Reply, float]] = field(default_factory=deque)
     tokens_issued: int = 0
+
+    def scripted(self, request: UpstreamRequest) -> tuple[Reply, float] | None:
+        """The first queued answer meant for this call, if any."""
+        for item in self.script:
+            path, reply, latency_s = item
+            if path in request.url:
+                self.script.remove(item)
+                return reply, latency_s
+        return None
+
+    def then(self, reply: Reply, latency_s: float | None = None, *, path: str = "") -> Self:
+        """Queue an answer for the next non-token call (whose URL contains ``path``)."""
+        self.script.append((path, reply, self.latency_s if latency_s is None else latency_s))
+        return self
+
+
+@dataclass
+class FakeKis(FakeBroker):
+    """A KIS broker in memory: tokens valid a day, approval keys, ``ok`` envelopes, scripted answers first."""
+
+    approvals_issued: int = 0
     expiry_format: str = "%Y-%m-%d %H:%M:%S"  # of access_token_token_expired, as KIS writes it
 
     def __call__(self, provider: Provider, request: UpstreamRequest) -> tuple[Reply, float]:
@@ -99,14 +122,33 @@ class FakeKis:
             expires = datetime.fromtimestamp(self.clock.time() + 86_400, KST).strftime(self.expiry_format)
             body = {"access_token": f"token-{self.tokens_issued}", "access_token_token_expired": expires}
             return UpstreamAnswer(200, {}, body), self.latency_s
-        if self.script:
-            return self.script.popleft()
-        return kis_envelope(output={"stck_prpr": "70000"}), self.latency_s
+        if request.url.endswith("/oauth2/Approval"):
+            self.approvals_issued += 1
+            body = {"approval_key": f"approval-{self.approvals_issued}"}
+            return UpstreamAnswer(200, {}, body), self.latency_s
+        return self.scripted(request) or (kis_envelope(output={"stck_prpr": "70000"}), self.latency_s)
 
-    def then(self, reply: Reply, latency_s: float | None = None) -> FakeKis:
-        """Queue an answer for the next non-token call."""
-        self.script.append((reply, self.latency_s if latency_s is None else latency_s))
-        return self
+
+def kiwoom_envelope(
+    code: int = 0, message: str = "정상적으로 처리되었습니다", *, status: int = 200, **extra: Any
+) -> UpstreamAnswer:
+    """A Kiwoom answer: ``return_code`` and ``return_msg`` (a detail code goes in brackets in the message)."""
+    return UpstreamAnswer(status, {}, {"return_code": code, "return_msg": message, **extra})
+
+
+@dataclass
+class FakeKiwoom(FakeBroker):
+    """A Kiwoom broker in memory: day-long tokens (``expires_dt`` in KST), ``ok`` answers, scripts first."""
+
+    def __call__(self, provider: Provider, request: UpstreamRequest) -> tuple[Reply, float]:
+        """Answer one call."""
+        if request.url.endswith("/oauth2/token"):
+            self.tokens_issued += 1
+            expires = datetime.fromtimestamp(self.clock.time() + 86_400, KST).strftime("%Y%m%d%H%M%S")
+            token = f"kw-token-{self.tokens_issued}"
+            answer = kiwoom_envelope(expires_dt=expires, token_type="bearer", token=token)  # noqa: S106
+            return answer, self.latency_s
+        return self.scripted(request) or (kiwoom_envelope(ord_no="0000001"), self.latency_s)
 
 
 @dataclass
@@ -116,30 +158,59 @@ class Rig:
     gateway: Gateway
     clock: ManualClock
     broker: FakeKis
+    kiwoom: FakeKiwoom
     dispatcher: FakeDispatcher
     records: MemoryRecords
 
 
 def build_gateway(
-    *, rate_per_s: float = 20.0, jitter_ms: float = 20.0, timeout_s: float = 10.0, max_backlog: int = 10_000
+    *,
+    rate_per_s: float = 20.0,
+    jitter_ms: float = 20.0,
+    timeout_s: float = 10.0,
+    max_backlog: int = 10_000,
+    ledger_rate_per_s: float = 10.0,
+    environment: Literal["real", "mock"] = "real",
+    kiwoom: KiwoomSettings | None = None,
 ) -> Rig:
-    """A KIS-only gateway on a manual clock, an in-memory broker and in-memory stores."""
+    """A gateway on a manual clock, in-memory brokers and in-memory stores: KIS, and Kiwoom when its
+    settings are given (base URL, keys and jitter are filled in)."""
     clock = ManualClock()
-    broker = FakeKis(clock)
-    dispatcher = FakeDispatcher(broker, clock)
+    kis_broker, kiwoom_broker = FakeKis(clock), FakeKiwoom(clock)
+
+    def handler(provider: Provider, request: UpstreamRequest) -> tuple[Reply, float]:
+        return (kis_broker if provider is Provider.KIS else kiwoom_broker)(provider, request)
+
+    dispatcher = FakeDispatcher(handler, clock)
     settings = KisSettings(
         base_url="https://kis.invalid",
+        environment=environment,
         appkey=SecretStr("PS" + "k" * 34),
         appsecret=SecretStr("s" * 180),
         rate_per_s=rate_per_s,
+        ledger_rate_per_s=ledger_rate_per_s,
         timeout_s=timeout_s,
         arrival_jitter_ms=jitter_ms,
     )
+    providers: dict[Provider, ProviderSettings] = {Provider.KIS: settings}
+    adapters: dict[Provider, ProviderAdapter] = {Provider.KIS: KisAdapter(settings)}
+    if kiwoom is not None:
+        kiwoom = kiwoom.model_copy(
+            update={
+                "base_url": "https://kiwoom.invalid",
+                "environment": environment,
+                "appkey": SecretStr("w" * 36),
+                "secretkey": SecretStr("x" * 40),
+                "arrival_jitter_ms": jitter_ms,
+            }
+        )
+        providers[Provider.KIWOOM] = kiwoom
+        adapters[Provider.KIWOOM] = KiwoomAdapter(kiwoom)
     records = MemoryRecords()
     gateway = Gateway(
         instance_id="gw-test",
-        providers={Provider.KIS: settings},
-        adapters={Provider.KIS: KisAdapter(settings)},
+        providers=providers,
+        adapters=adapters,
         dispatcher=dispatcher,
         slots=MemorySlots(clock),
         token_store=MemoryTokenStore(clock),
@@ -147,4 +218,4 @@ def build_gateway(
         clock=clock,
         max_backlog=max_backlog,
     )
-    return Rig(gateway, clock, broker, dispatcher, records)
+    return Rig(gateway, clock, kis_broker, kiwoom_broker, dispatcher, records)

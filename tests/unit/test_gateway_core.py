@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from hubclient.catalog import LimitClass
 from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
 from services.gateway.clock import ManualClock
 from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
@@ -334,7 +335,7 @@ async def test_a_failure_inside_the_pacing_loop_answers_and_keeps_the_loop(
 ) -> None:
     """An unexpected error while pacing answers one request internal_error, and the loop serves on."""
     rig = build_gateway()
-    pacer = rig.gateway.pacers[Provider.KIS]
+    pacer = rig.gateway.pacers[Provider.KIS, LimitClass.QUERY]
     real = pacer._token
     failures = [RuntimeError("a bug")]
 

@@ -58,6 +58,7 @@ class Classified:
     message: str | None = None
     data: Any = None
     continuation: dict[str, str] | None = field(default=None)
+    class_limit: bool = False  # a throttle answer about the call's class limit (ledger, orders)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from services.gateway.providers.base import (
 )
 from services.settings import KisSettings
 
-THROTTLED_CODES = frozenset({"EGW00201"})
+THROTTLED_CODES = frozenset({"EGW00201"})  # the appkey's own limit
+LEDGER_THROTTLED_CODES = frozenset({"EGW00215"})  # the ledger's: slows the ledger class only
 TOKEN_CODES = frozenset({"EGW00123", "EGW00121"})
 TOKEN_RATE_CODE = "EGW00133"  # noqa: S105 - a code, not a secret
 #: Codes that mean an order's fate is unknown (the broker timed out internally).
@@ -106,6 +107,8 @@ class KisAdapter:
             return Classified(
                 Outcome.OK, answer.status, code, message, body, self._next_page(spec, request, answer)
             )
+        if code in LEDGER_THROTTLED_CODES:
+            return Classified(Outcome.THROTTLED, answer.status, code, message, body, class_limit=True)
         if code in THROTTLED_CODES:
             outcome = Outcome.THROTTLED
         elif code in TOKEN_CODES:

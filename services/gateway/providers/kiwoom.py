@@ -18,7 +18,7 @@ from services.gateway.providers.base import (
 )
 from services.settings import KiwoomSettings
 
-THROTTLED_CODES = frozenset({1700})
+THROTTLED_CODES = frozenset({1700})  # names the call's quota: slows the call's class
 #: Codes after which the official client re-authenticates once.
 TOKEN_CODES = frozenset({8003, 8005, 8006, 8009, 8031, 8103})
 _BRACKET = re.compile(r"\[(\d{4}):")
@@ -92,7 +92,7 @@ class KiwoomAdapter:
         body = answer.body
         if not isinstance(body, dict) or "return_code" not in body:
             if answer.status == 429:
-                return Classified(Outcome.THROTTLED, answer.status, message="HTTP 429")
+                return Classified(Outcome.THROTTLED, answer.status, message="HTTP 429", class_limit=True)
             if answer.status == 401:
                 return Classified(Outcome.TOKEN_REJECTED, answer.status, message="HTTP 401")
             if answer.status >= 500 or body is None:
@@ -108,8 +108,10 @@ class KiwoomAdapter:
         code = detailed_code(body)
         provider_code = str(code if code is not None else body.get("return_code"))
         if code in THROTTLED_CODES:
-            outcome = Outcome.THROTTLED
-        elif code in TOKEN_CODES or answer.status == 401:
+            return Classified(
+                Outcome.THROTTLED, answer.status, provider_code, message, body, class_limit=True
+            )
+        if code in TOKEN_CODES or answer.status == 401:
             outcome = Outcome.TOKEN_REJECTED
         elif answer.status >= 500:
             outcome = Outcome.TRANSIENT if spec.idempotent else Outcome.UNKNOWN_OUTCOME

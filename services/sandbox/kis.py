@@ -10,7 +10,9 @@ Every ``/uapi/...`` TR call passes, in order: the referee (arrival counted), fau
 for a key of the other environment), the bearer token (``EGW00121`` unknown/revoked/invalidated,
 ``EGW00123`` expired; HTTP ``kis_token_error_status``), ``custtype`` (P/B when sent), then the tr_id
 (``OPSQ0002`` unknown, ``MCA00124`` real-only TR on mock). GET query names are case-insensitive; POST
-body keys must be upper case. TRs live in kis_quotes.py and kis_trading.py.
+body keys must be upper case. The dedicated simulations live in kis_quotes.py and kis_trading.py and are
+tried first; every other ``hubclient.catalog`` entry is resolved by endpoints.py (mock ids, endpoints the
+mock server refuses) and answered by generic_kis.py. A path outside both is HTTP 404 ``EGW00300``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
+from services.sandbox import generic_kis
 from services.sandbox import kis_envelope as kenv
+from services.sandbox.endpoints import Resolution, kis_index, resolve_kis
 from services.sandbox.kis_envelope import KisCall, TrSpec
 from services.sandbox.kis_quotes import QUOTE_TRS
 from services.sandbox.kis_trading import TRADING_TRS
@@ -215,21 +219,8 @@ async def uapi(request: web.Request) -> web.Response:
     appkey = request.headers.get("appkey")
     body = await read_json(request) if request.method == "POST" else None
 
-    async def handle(arrival: Arrival) -> Reply:
-        routes = TRS.get(path)
-        if routes is None:
-            return kenv.error(404, "EGW00300", tr_id or None)
-        failed = _authenticate(state, env, request, tr_id)
-        if failed is not None:
-            return failed
-        spec = routes.get(tr_id)
-        if spec is None:
-            return kenv.error(500, "OPSQ0002", tr_id or None)
-        if env.name not in spec.envs:
-            return kenv.error(500, spec.unsupported, tr_id)
-        if request.method != spec.method:
-            return kenv.error(405, "EGW00101", tr_id)
-        call = KisCall(
+    def call() -> KisCall:
+        return KisCall(
             state=state,
             env=env,
             tr_id=tr_id,
@@ -239,7 +230,27 @@ async def uapi(request: web.Request) -> web.Response:
             headers=request.headers,
             now=state.clock.now(),
         )
-        return spec.handler(call)
+
+    async def handle(arrival: Arrival) -> Reply:
+        routes, catalog = TRS.get(path, {}), kis_index().get(path)
+        if not routes and catalog is None:
+            return kenv.error(404, "EGW00300", tr_id or None)
+        failed = _authenticate(state, env, request, tr_id)
+        if failed is not None:
+            return failed
+        spec = routes.get(tr_id)
+        if spec is not None:  # a dedicated simulation
+            if env.name not in spec.envs:
+                return kenv.error(500, spec.unsupported, tr_id)
+            if request.method != spec.method:
+                return kenv.error(405, "EGW00101", tr_id)
+            return spec.handler(call())
+        found = resolve_kis(catalog, tr_id, env.name) if catalog else Resolution(None, "OPSQ0002")
+        if found.spec is None:
+            return kenv.error(500, found.code, tr_id or None)
+        if request.method != found.spec.method:
+            return kenv.error(405, "EGW00101", tr_id)
+        return generic_kis.serve(call(), found.spec)
 
     return await gate(request, state, env.env_id, appkey, tr_id or path, _Answers(state), handle)
 

@@ -7,12 +7,14 @@ official client sends none). Kiwoom publishes no issuance limit; the sandbox app
 ``token_issue_interval_s`` to Kiwoom too and refuses early attempts like a throttled call (``5`` +
 ``[1700:... API ID=au10001]``), and mints a new token on each issuance unless ``kiwoom_token_reuse_s``.
 
-Every TR is ``POST /api/dostk/{group}`` routed by the ``api-id`` header: a missing one answers ``1501``,
-an unknown one ``1505``, one of another group ``1504``. Order of checks: referee (arrival, attributed to
+Every TR is ``POST /api/{dostk|us}/{group}`` routed by the ``api-id`` header over the catalog
+(endpoints.py): a missing one answers ``1501``, an unknown one ``1505``, one of another group ``1504``, a
+planned overseas one ``1505`` saying it is not live. Order of checks: referee (arrival, attributed to
 the appkey that owns the bearer token), faults, per-second limit (``5`` + ``[1700:...]``, HTTP 429), api-id,
 token (``3`` + ``[8005:...]``; a token of the sibling server ``[8031:...]``), body, then the TR.
 Charts live in kiwoom_charts.py; orders ``kt10000`` (buy) / ``kt10001`` (sell) are here: with the
-order-timeout fault an accepted order is recorded and its connection is cut after the delay.
+order-timeout fault an accepted order is recorded and its connection is cut after the delay. Every other
+catalog api-id is answered by generic_kiwoom.py.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
+from services.sandbox import generic_kiwoom
 from services.sandbox import kiwoom_envelope as kw
+from services.sandbox.endpoints import kiwoom_groups, kiwoom_index, resolve_kiwoom
 from services.sandbox.kiwoom_charts import CHART_APIS
 from services.sandbox.kiwoom_envelope import CONTENT_TYPE, Handler, KiwoomCall
 from services.sandbox.referee import Arrival, Environment
@@ -104,25 +108,8 @@ def order(call: KiwoomCall) -> Reply:
     return kw.ok(call.api_id, {"ord_no": order_no, "dmst_stex_tp": body["dmst_stex_tp"]})
 
 
-# group -> api-id -> handler; KNOWN lists real api-ids the sandbox does not simulate (for 1504 vs 1505)
-GROUPS: dict[str, dict[str, Handler]] = {
-    "chart": CHART_APIS,
-    "ordr": {"kt10000": order, "kt10001": order},
-}
-KNOWN: dict[str, str] = {
-    "ka10001": "stkinfo",
-    "ka10099": "stkinfo",
-    "ka10095": "stkinfo",
-    "ka00001": "acnt",
-    "kt00018": "acnt",
-    "kt10002": "ordr",
-    "kt10003": "ordr",
-    "ka10029": "rkinfo",
-    "au10001": "oauth2",
-    "au10002": "oauth2",
-    **{api_id: group for group, apis in GROUPS.items() for api_id in apis},
-}
-PATH_GROUPS = ("chart", "ordr", "stkinfo", "acnt", "mrkcond", "rkinfo")
+# api-id -> dedicated simulation; every other catalog api-id is answered by generic_kiwoom
+DEDICATED: dict[str, Handler] = {**CHART_APIS, "kt10000": order, "kt10001": order}
 
 
 class _Answers:
@@ -223,9 +210,9 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 async def dostk(request: web.Request) -> web.Response:
-    """POST /api/dostk/{group}: route by api-id, authenticate, serve."""
+    """POST /api/{dostk,us}/{group}: route by api-id, authenticate, serve."""
     state, env = _env(request)
-    group = request.match_info["group"]
+    group = request.match_info["group"]  # dostk/chart, us/ordr, ...
     api_id = request.headers.get("api-id", "")
     scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
     bearer = bearer.strip() if scheme.lower() == "bearer" else ""
@@ -234,20 +221,15 @@ async def dostk(request: web.Request) -> web.Response:
     body = await read_json(request)
 
     async def handle(arrival: Arrival) -> Reply:
-        if not api_id:
-            return kw.error(1501)
-        if api_id not in KNOWN:
-            return kw.error(1505, api_id)
-        if KNOWN[api_id] != group:
-            return kw.error(1504, api_id)
+        found = resolve_kiwoom(kiwoom_index(), group, api_id)
+        if found.spec is None:
+            return kw.error(int(found.code), api_id, extra=found.detail)
+        spec = found.spec
         status, record = state.kiwoom_tokens.check(env.name, bearer)
         if status is TokenStatus.OTHER_ENVIRONMENT:
             return kw.error(8031, api_id)
         if status is not TokenStatus.OK or record is None:
             return kw.error(8005, api_id)
-        handler = GROUPS.get(group, {}).get(api_id)
-        if handler is None:
-            return kw.error(1999, api_id, extra="not simulated by the sandbox")
         if body is None:
             return kw.error(1517, api_id, extra="body")
         if request.headers.get("cont-yn", "") == "Y" and not request.headers.get("next-key"):
@@ -261,7 +243,8 @@ async def dostk(request: web.Request) -> web.Response:
             headers=request.headers,
             now=state.clock.now(),
         )
-        return handler(call)
+        handler = DEDICATED.get(api_id)
+        return handler(call) if handler is not None else generic_kiwoom.serve(call, spec)
 
     return await gate(
         request, state, env.env_id, appkey, api_id or "(none)", _Answers(state), handle, True, CONTENT_TYPE
@@ -273,4 +256,5 @@ def add_routes(app: web.Application) -> None:
     prefix = f"/kiwoom/{ENV_PATTERN}"
     app.router.add_post(f"{prefix}/oauth2/token", token)
     app.router.add_post(f"{prefix}/oauth2/revoke", revoke)
-    app.router.add_post(prefix + "/api/dostk/{group:" + "|".join(PATH_GROUPS) + "}", dostk)
+    groups = "|".join(sorted(kiwoom_groups()))
+    app.router.add_post(prefix + "/api/{group:" + groups + "}", dostk)

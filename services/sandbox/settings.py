@@ -6,6 +6,8 @@ the stated default, so a test or a demo can switch them. ``FaultSettings`` is th
 endpoint ``POST /_sandbox/faults`` accepts, so every fault can be set at start-up (group ``faults``, e.g.
 ``APIHUB_SANDBOX__FAULTS__ARRIVAL_JITTER_MS=40``) or at runtime.
 ``FeedSettings`` (group ``feed``, e.g. ``APIHUB_SANDBOX__FEED__GAP_RATE``) configures the market feed.
+``generic_rows`` / ``generic_rows_per_page`` size the lists of the catalog endpoints answered generically
+(generic_kis.py, generic_kiwoom.py), e.g. ``APIHUB_SANDBOX__GENERIC_ROWS=45``.
 """
 
 from __future__ import annotations
@@ -210,6 +212,14 @@ class SandboxSettings(BaseSettings):
     kiwoom_tick_rows_per_page: int = Field(default=900, ge=1)
     kiwoom_minute_rows_per_page: int = Field(default=900, ge=1)
     kiwoom_daily_rows_per_page: int = Field(default=600, ge=1)
+    generic_rows: int = Field(
+        default=45, ge=1, description="rows of a generic list answer over all its pages (generic_kis/kiwoom)"
+    )
+    generic_rows_per_page: int = Field(
+        default=20,
+        ge=1,
+        description="rows per page of a generic list answer, and all rows of one that does not page",
+    )
 
     # Market.
     market_seed: int = 20_260_101

@@ -34,7 +34,7 @@ class Order:
     order_no: str
     tr_id: str
     symbol: str
-    side: str  # buy | sell
+    side: str  # buy | sell; generic endpoints also modify | cancel | order
     quantity: int
     price: int  # KRW, 0 for market orders
     accepted_at: datetime

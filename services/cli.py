@@ -1,5 +1,5 @@
 """``apihub``: the command line of API Hub (gateway, worker, history, sandbox, topics, schemas, call, feed,
-demo)."""
+demo, catalog)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
+from services.catalog_cli import add_parser as add_catalog_parser
 from services.logs import configure_logging
 from services.settings import ClientSettings
 
@@ -276,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-repair", action="store_true", help="skip the repair loop (workers on the hub)")
     demo.add_argument("--sandbox-url", help="the sandbox, for the referee's figures (default: $SANDBOX_URL)")
     demo.set_defaults(func=cmd_demo)
+    add_catalog_parser(sub)
     return parser
 
 

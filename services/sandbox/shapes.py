@@ -133,7 +133,7 @@ _ORDERABLE = (
 
 
 def _kis_account(spec: TrSpec) -> tuple[Part, ...]:
-    if _has(spec, "가능", "psbl"):
+    if _has(spec, "가능", "psbl") and not spec.paging_keys:  # a paged one lists orders, below
         return (Part("output", Layout.OBJECT, _ORDERABLE),)
     rows: tuple[str, ...]
     if _has(spec, "체결", "주문", "ccld", "ccnl", "내역", "ord"):
@@ -215,7 +215,20 @@ _SINGLE_WORDS = (
     "가능",
     "예상체결",
 )
-_LIST_HINTS = ("리스트", "상위", "순위", "일별", "일자별", "추이", "차트", "목록", "내역", "별")
+_LIST_HINTS = (
+    "리스트",
+    "상위",
+    "순위",
+    "급증",
+    "일별",
+    "일자별",
+    "추이",
+    "차트",
+    "목록",
+    "내역",
+    "별",
+    "종목요청",
+)
 
 _K_QUOTE = ("stk_cd", "stk_nm", "cur_prc", "pred_pre_sig", "pred_pre", "flu_rt", "trde_qty", "trde_prica")
 _K_FAMILIES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (

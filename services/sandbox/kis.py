@@ -56,6 +56,10 @@ class _Answers:
             return kenv.oauth_error("EGW00201", status)
         return kenv.error(status, "EGW00201", tr_id)
 
+    def class_throttled(self, tr_id: str, limit_class: str, rate_per_s: int) -> Reply:
+        del limit_class, rate_per_s  # KIS's one class limit is the ledger's
+        return kenv.ledger_throttled(self._state.settings.kis_throttle_status, tr_id)
+
     def server_error(self, status: int) -> Reply:
         if self._oauth:
             return kenv.oauth_error("EGW00002", status)

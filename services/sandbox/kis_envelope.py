@@ -3,7 +3,8 @@
 As the real servers do: every number is a string; ``msg1`` of a normal answer is right-padded with spaces
 to 80 bytes (EUC-KR width, as the KIS field is defined); gateway errors (``EGW*``) carry an unpadded
 ``msg1``; throttling and token errors come as HTTP 500 with a normal envelope (status configurable);
-``/oauth2/*`` errors use ``{"error_code", "error_description"}`` with HTTP 403.
+``/oauth2/*`` errors use ``{"error_code", "error_description"}`` with HTTP 403. Account and order calls
+over the ledger's limit answer ``EGW00215`` the way throttled calls answer ``EGW00201``.
 
 Codes whose exact form the reference could not confirm ([U] there) and that the sandbox therefore fixes
 by choice: input-validation failures answer HTTP 200 with ``rt_cd "2"`` and ``OPSQ2001``; an unknown
@@ -44,6 +45,7 @@ MESSAGES = {
     "EGW00131": "유효하지 않은 hashkey입니다.",
     "EGW00133": "접근토큰 발급 잠시 후 다시 시도하세요(1분당 1회)",
     "EGW00201": "초당 거래건수를 초과하였습니다.",
+    "EGW00215": "원장에서 허용 가능한 초당 거래건수를 초과하였습니다.",
     "EGW00205": "credentials_type이 유효하지 않습니다.(Bearer)",
     "EGW00208": "고객유형(custtype)이 유효하지 않습니다.",
     "EGW00300": "Gateway 라우팅 오류가 발생했습니다.",
@@ -89,6 +91,11 @@ def error(status: int, msg_cd: str, tr_id: str | None = None, message: str | Non
     """A gateway or business error in the normal envelope (``rt_cd "1"``, unpadded ``msg1``)."""
     body = {"rt_cd": "1", "msg_cd": msg_cd.split("/")[0], "msg1": message or MESSAGES[msg_cd]}
     return Reply(status, body, msg_cd.split("/")[0], headers(tr_id))
+
+
+def ledger_throttled(status: int, tr_id: str) -> Reply:
+    """An account or order call over the ledger's per-second limit (``EGW00215``, HTTP 500 like EGW00201)."""
+    return error(status, "EGW00215", tr_id)
 
 
 def input_error(tr_id: str, field_name: str) -> Reply:

@@ -119,6 +119,10 @@ class _Answers:
     def throttled(self, tr_id: str) -> Reply:
         return kw.error(1700, tr_id, self._state.settings.kiwoom_throttle_status)
 
+    def class_throttled(self, tr_id: str, limit_class: str, rate_per_s: int) -> Reply:
+        del limit_class
+        return kw.class_throttled(tr_id, self._state.settings.kiwoom_throttle_status, rate_per_s)
+
     def server_error(self, status: int) -> Reply:
         return kw.error(1999, status=status)
 

@@ -62,6 +62,14 @@ def error(detail: int, api_id: str = "", status: int = 200, extra: str = "") -> 
     return Reply(status, body, str(detail), headers)
 
 
+def class_throttled(api_id: str, status: int, quota_per_s: int) -> Reply:
+    """A call over its class's limit (orders, reads): ``1700`` naming the quota, as live answers do
+    (``[1700:허용된 요청 개수를 초과하였습니다. 유량=1, API ID=kt10001]``)."""
+    reply = error(1700, api_id, status)
+    reply.body["return_msg"] = reply.body["return_msg"].replace(". API ID=", f". 유량={quota_per_s}, API ID=")
+    return reply
+
+
 def ok(api_id: str, body: dict[str, Any], next_key: str | None = None) -> Reply:
     """A successful answer with paging headers (``cont-yn: Y`` + ``next-key`` when more follow)."""
     headers = {"api-id": api_id, "cont-yn": "Y" if next_key else "N", "next-key": next_key or ""}

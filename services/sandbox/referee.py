@@ -8,6 +8,12 @@ over every possible one-second window. An arrival that makes the count exceed th
 counted in ``over_limit``. Token endpoints are tallied but do not enter the per-second window: they have
 their own limit (the issuance interval, see tokens.py).
 
+Limit classes: every arrival of a catalog endpoint (by its real or mock id) is also counted in a window of
+its ``hubclient.catalog`` limit class (``query``, ``ledger`` for KIS account and order calls, ``order`` for
+Kiwoom orders), per appkey. Where the environment sets a rate for the class (``Environment.class_rates``)
+an arrival over it is refused (``Arrival.over_class``: KIS answers ``EGW00215``, Kiwoom ``1700``) and
+counted in the class's ``over_limit``; the key's own limit is judged first.
+
 Times come from the sandbox clock's monotonic source, so tests can freeze or advance them.
 
 Because an arrival is counted when its handler starts, a stall of the sandbox's own event loop (GC, a busy
@@ -30,8 +36,11 @@ upper edge: 0.1 ms below 10 ms, within 10 % above), ``over_Nms`` count wake-ups 
          "orders_accepted": 0, "orders_timed_out": 0, "faults": {"arrival_jitter": 0, "latency": 0,
          "error": 0, "drop": 0},
          "by_tr_id": {"FHKST01010100": 0}, "by_code": {"ok": 0, "EGW00201": 0},
+         "classes": {"ledger": {"rate_per_s": 0, "requests": 0, "max_in_window": 0, "over_limit": 0}},
          "appkeys": {"<appkey>": {same counters, without provider/environment/rate_per_s/appkeys}}},
       ...}}
+
+(``rate_per_s`` of a class is 0 where the environment does not limit it.)
 
 At environment level ``max_in_window`` is the largest of its appkeys' values (the number to compare with
 the per-appkey limit) and ``max_in_window_combined`` the same measure over all appkeys together.
@@ -41,13 +50,54 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
+from hubclient.catalog import entries
 from services.sandbox.clock import SimClock
 from services.sandbox.looplag import LoopLag
 
 WINDOW_NS = 1_000_000_000  # one second
 UNKNOWN_APPKEY = "(unknown)"
+
+
+@cache
+def limit_classes() -> dict[tuple[str, str], str]:
+    """(provider, tr_id) -> the catalog's limit class, for real and mock ids alike."""
+    out: dict[tuple[str, str], str] = {}
+    for spec in entries():
+        for tr_id in (spec.tr_id, spec.mock_tr_id):
+            if tr_id:
+                out.setdefault((spec.provider.value, tr_id), spec.limit_class.value)
+    return out
+
+
+@dataclass
+class _Window:
+    """Arrivals of the last second, and the most ever seen in one."""
+
+    times: deque[int] = field(default_factory=deque)
+    requests: int = 0
+    max_in_window: int = 0
+    over_limit: int = 0
+
+    def arrive(self, now_ns: int) -> int:
+        self.requests += 1
+        self.times.append(now_ns)
+        horizon = now_ns - WINDOW_NS
+        while self.times and self.times[0] <= horizon:
+            self.times.popleft()
+        count = len(self.times)
+        self.max_in_window = max(self.max_in_window, count)
+        return count
+
+    def as_dict(self, rate_per_s: int) -> dict[str, int]:
+        return {
+            "rate_per_s": rate_per_s,
+            "requests": self.requests,
+            "max_in_window": self.max_in_window,
+            "over_limit": self.over_limit,
+        }
 
 
 @dataclass
@@ -65,6 +115,7 @@ class _Tally:
     by_tr_id: Counter[str] = field(default_factory=Counter)
     by_code: Counter[str] = field(default_factory=Counter)
     window: deque[int] = field(default_factory=deque)
+    classes: dict[str, _Window] = field(default_factory=dict)
 
     def arrive(self, now_ns: int, tr_id: str, in_window: bool) -> int:
         self.requests += 1
@@ -81,7 +132,7 @@ class _Tally:
         self.max_in_window = max(self.max_in_window, count)
         return count
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, class_rates: dict[str, int]) -> dict[str, Any]:
         return {
             "requests": self.requests,
             "window_requests": self.window_requests,
@@ -95,6 +146,10 @@ class _Tally:
             "faults": dict(self.faults),
             "by_tr_id": dict(self.by_tr_id),
             "by_code": dict(self.by_code),
+            "classes": {
+                name: window.as_dict(class_rates.get(name, 0))
+                for name, window in sorted(self.classes.items())
+            },
         }
 
 
@@ -105,6 +160,7 @@ class Environment:
     provider: str
     name: str
     rate_per_s: int
+    class_rates: tuple[tuple[str, int], ...] = ()  # (limit class, per-appkey rate); 0 or absent = unlimited
 
     @property
     def env_id(self) -> str:
@@ -120,6 +176,8 @@ class Arrival:
     appkey: str
     in_window: int  # requests of this appkey in the window ending now, this one included (0 = not counted)
     over_limit: bool
+    over_class: str | None = None  # the limit class whose rate this arrival exceeds (the key's was not)
+    class_rate_per_s: int = 0  # that class's rate
 
 
 class Referee:
@@ -153,10 +211,19 @@ class Referee:
         tally = self._tally(env_id, key)
         count = tally.arrive(now_ns, tr_id, in_window)
         self._combined[env_id].arrive(now_ns, tr_id, in_window)
-        over = in_window and count > self._envs[env_id].rate_per_s
+        env = self._envs[env_id]
+        over = in_window and count > env.rate_per_s
         if over:
             tally.over_limit += 1
-        return Arrival(env_id, key, count, over)
+        limit_class = limit_classes().get((env.provider, tr_id)) if in_window else None
+        if limit_class is None:
+            return Arrival(env_id, key, count, over)
+        window = tally.classes.setdefault(limit_class, _Window())
+        rate = dict(env.class_rates).get(limit_class, 0)
+        over_class = window.arrive(now_ns) > rate > 0 and not over
+        if over_class:
+            window.over_limit += 1
+        return Arrival(env_id, key, count, over, limit_class if over_class else None, rate)
 
     def outcome(self, arrival: Arrival, code: str) -> None:
         """Record the answer's code (``ok``, ``EGW00201``, ``1700``, ...)."""
@@ -204,13 +271,19 @@ class Referee:
                 total.faults.update(tally.faults)
                 total.by_tr_id.update(tally.by_tr_id)
                 total.by_code.update(tally.by_code)
+                for name, window in tally.classes.items():  # per appkey: the worst key, summed counts
+                    merged = total.classes.setdefault(name, _Window())
+                    merged.requests += window.requests
+                    merged.over_limit += window.over_limit
+                    merged.max_in_window = max(merged.max_in_window, window.max_in_window)
+            rates = dict(env.class_rates)
             environments[env_id] = {
                 "provider": env.provider,
                 "environment": env.name,
                 "rate_per_s": env.rate_per_s,
-                **total.as_dict(),
+                **total.as_dict(rates),
                 "max_in_window_combined": self._combined[env_id].max_in_window,
-                "appkeys": {key: tally.as_dict() for key, tally in sorted(keys.items())},
+                "appkeys": {key: tally.as_dict(rates) for key, tally in sorted(keys.items())},
             }
         return {
             "clock": self._clock.snapshot(),

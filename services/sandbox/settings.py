@@ -185,6 +185,14 @@ class SandboxSettings(BaseSettings):
     kis_mock_rate_per_s: int = Field(default=2, ge=1)
     kiwoom_real_rate_per_s: int = Field(default=5, ge=1)
     kiwoom_mock_rate_per_s: int = Field(default=5, ge=1)
+    # Per-appkey limits of a limit class, inside the key's (counted per class by the referee either way).
+    # The brokers publish no per-key figure (KIS: 120 TPS for its whole ledger), so 0 = not limited.
+    kis_ledger_rate_per_s: int = Field(
+        default=0, ge=0, description="KIS account and order calls per second (EGW00215 above); 0 = unlimited"
+    )
+    kiwoom_order_rate_per_s: int = Field(
+        default=0, ge=0, description="Kiwoom orders per second (1700 naming 유량 above); 0 = unlimited"
+    )
 
     # Token rules.
     token_issue_interval_s: float = Field(default=60.0, ge=0, description="min gap between issuances")

@@ -68,13 +68,15 @@ class SandboxState:
             settings.market_holidays,
             settings.market_cache_days,
         )
+        kis_classes = (("ledger", settings.kis_ledger_rate_per_s),)
+        kiwoom_classes = (("order", settings.kiwoom_order_rate_per_s),)
         self.environments = {
             env.env_id: env
             for env in (
-                Environment("KIS", "real", settings.kis_real_rate_per_s),
-                Environment("KIS", "mock", settings.kis_mock_rate_per_s),
-                Environment("KIWOOM", "real", settings.kiwoom_real_rate_per_s),
-                Environment("KIWOOM", "mock", settings.kiwoom_mock_rate_per_s),
+                Environment("KIS", "real", settings.kis_real_rate_per_s, kis_classes),
+                Environment("KIS", "mock", settings.kis_mock_rate_per_s, kis_classes),
+                Environment("KIWOOM", "real", settings.kiwoom_real_rate_per_s, kiwoom_classes),
+                Environment("KIWOOM", "mock", settings.kiwoom_mock_rate_per_s, kiwoom_classes),
             )
         }
         self.referee = Referee(self.clock, list(self.environments.values()))

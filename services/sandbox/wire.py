@@ -3,8 +3,8 @@
 The gate is where the referee sees a request: after the arrival jitter (a real wait of uniform [0, J] ms
 when ``arrival_jitter_ms`` is set, so concurrent requests overtake each other) it counts the arrival
 (before anything can refuse it), runs due maintenance, rolls the faults (cut connection, added latency,
-5xx), refuses arrivals over the per-second limit with the provider's own throttle answer, and otherwise
-runs the endpoint's handler.
+5xx), refuses arrivals over the per-second limit, or over their limit class's (referee.py), with the
+provider's own throttle answer, and otherwise runs the endpoint's handler.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ class ProviderAnswers(Protocol):
 
     def throttled(self, tr_id: str) -> Reply:
         """Answer for an arrival over the per-second limit."""
+
+    def class_throttled(self, tr_id: str, limit_class: str, rate_per_s: int) -> Reply:
+        """Answer for an arrival over its limit class's per-second limit (KIS ledger, Kiwoom orders)."""
 
     def server_error(self, status: int) -> Reply:
         """Answer for an injected 5xx."""
@@ -107,6 +110,8 @@ async def gate(
         reply = answers.server_error(state.faults.settings.error_status)
     elif arrival.over_limit:
         reply = answers.throttled(tr_id)
+    elif arrival.over_class is not None:
+        reply = answers.class_throttled(tr_id, arrival.over_class, arrival.class_rate_per_s)
     else:
         reply = await handler(arrival)
     state.referee.outcome(arrival, reply.code)

@@ -22,10 +22,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.history.job import HistoryJob, parse_job
-from services.history.progress import open_reader
 from services.history.records import job_key
 from services.settings import WorkerSettings
 from services.worker.errors import MalformedTask
+from services.worker.reader import open_reader
 
 EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 BAR_WIDTH = 30

@@ -10,10 +10,8 @@ commit, so a job never asks twice for a day it has just written.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Sequence
 from datetime import date
 from typing import Protocol
 
@@ -22,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.history.records import DayHeld
 from services.logs import log_event
+from services.worker.reader import open_reader
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +28,6 @@ logger = logging.getLogger(__name__)
 CATCH_UP_S = 30.0
 POLL_MS = 200
 #: How long a topic may take to appear in the cluster's metadata (seconds).
-TOPIC_WAIT_S = 10.0
 
 
 class ProgressBook:
@@ -83,36 +81,6 @@ class ProgressBook:
             self._held[name] = held
         else:
             self.unreadable += 1
-
-
-async def open_reader(
-    bootstrap_servers: str, topics: Sequence[str], *, client_id: str, wait_s: float = TOPIC_WAIT_S
-) -> AIOKafkaConsumer:
-    """A started consumer without a group (``read_committed``) holding every partition of ``topics``.
-
-    Without a group the consumer is given all partitions of the topics it subscribes to as soon as their
-    metadata arrives; a topic still unknown after ``wait_s`` seconds is an error naming it.
-    """
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        client_id=client_id,
-    )
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + wait_s
-        while missing := sorted(set(topics) - {tp.topic for tp in consumer.assignment()}):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topics {missing} do not exist (create them: apihub topics ensure)")
-            await asyncio.sleep(0.1)
-    except BaseException:
-        await consumer.stop()
-        raise
-    return consumer
 
 
 class ProgressSource(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,10 +12,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka import ConsumerRecord
 
 from services.gateway.app import GatewayApp
-from services.settings import GatewaySettings, KafkaSettings, KisSettings, KiwoomSettings, RedisSettings
+from services.settings import (
+    GatewaySettings,
+    KafkaSettings,
+    KisSettings,
+    KiwoomSettings,
+    RedisSettings,
+    WorkerTopics,
+)
 from services.topics import ensure_topics, load_topics
+from services.worker.reader import open_reader, read_to_end
 from tests import processes
 from tests.conftest import Services
 from tests.processes import free_port
@@ -76,6 +86,36 @@ async def referee(sandbox_url: str, environment: str, appkey: str) -> dict[str, 
 
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[GatewayApp]]
+
+
+async def private_worker_topics(bootstrap: str, prefix: str, *fields: str) -> WorkerTopics:
+    """``WorkerTopics`` whose ``fields`` name this test's own copies (``{prefix}.{declared name}``),
+    created now with their declared partitions and config; the other fields keep the declared names."""
+    declared = WorkerTopics()
+    rename = {getattr(declared, field): f"{prefix}.{getattr(declared, field)}" for field in fields}
+    specs = [s for s in load_topics(rename=rename) if s.name in rename.values()]
+    assert len(specs) == len(fields), f"not all of {fields} are declared in schemas/topics.yaml"
+    await ensure_topics(bootstrap, specs)
+    return declared.model_copy(update={field: rename[getattr(declared, field)] for field in fields})
+
+
+async def read_committed(
+    bootstrap: str, topic: str, *, count: int | None = None, timeout_s: float = 30
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Committed records of ``topic`` (all partitions) from the beginning: the first ``count`` (waiting for
+    them up to ``timeout_s``), or without ``count`` every one up to the end offsets taken now."""
+    consumer = await open_reader(bootstrap, [topic], client_id="test-reader")
+    try:
+        if count is None:
+            return await read_to_end(consumer, timeout_s)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        async with asyncio.timeout(timeout_s):
+            while len(records) < count:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
 
 
 def appkey(settings: GatewaySettings, provider: str = "KIS") -> str:

@@ -20,33 +20,30 @@ import pytest
 
 from hubclient.market import KST
 from services.history.collect import EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT, collect, make_job, publish
-from services.history.progress import open_reader
 from services.history.records import job_key
 from services.sandbox.market import Market
 from services.sandbox.settings import SandboxSettings
 from services.settings import GatewaySettings, KafkaSettings, WorkerSettings, WorkerTopics
-from services.topics import ensure_topics, load_topics
 from services.worker.main import run_worker
 from tests import processes
 from tests.conftest import Services
-from tests.integration.conftest import GatewayFactory, Topics, free_port, referee
+from tests.integration.conftest import (
+    GatewayFactory,
+    Topics,
+    free_port,
+    private_worker_topics,
+    read_committed,
+    referee,
+)
 
 SYMBOLS = ["005930", "000660"]
-NAMES = {
-    "history.jobs": "history_jobs",
-    "history.progress": "history_progress",
-    "market.candles": "candles",
-    "workers.dlq": "dlq",
-}
 
 
 @pytest.fixture
 async def worker_topics(services: Services, unique: str) -> WorkerTopics:
     """This test's own copies of the topics the history-collector reads and writes."""
-    rename = {name: f"h{unique}.{name}" for name in NAMES}
-    specs = [s for s in load_topics(rename=rename) if s.name in rename.values()]
-    await ensure_topics(services.kafka_bootstrap, specs)
-    return WorkerTopics(**{field: rename[name] for name, field in NAMES.items()})
+    fields = ("history_jobs", "history_progress", "candles", "dlq")
+    return await private_worker_topics(services.kafka_bootstrap, f"h{unique}", *fields)
 
 
 @pytest.fixture
@@ -105,23 +102,6 @@ def expected_minutes(first: date, last: date) -> dict[str, tuple[int, int, int, 
                 key = f"{symbol}|1m|{bar.start:%Y-%m-%dT%H:%M}"
                 out[key] = (bar.open, bar.high, bar.low, bar.close, bar.volume)
     return out
-
-
-async def read_committed(bootstrap: str, topic: str, timeout_s: float = 20) -> list[Any]:
-    """Every committed record of ``topic`` (all partitions), up to its end offsets now."""
-    consumer = await open_reader(bootstrap, [topic], client_id="test-history-reader")
-    records: list[Any] = []
-    try:
-        tps = sorted(consumer.assignment())
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        async with asyncio.timeout(timeout_s):
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def job_progress(settings: WorkerSettings, job_id: str) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hubclient import HubClient
 from hubclient.market import KST
@@ -18,10 +18,9 @@ from services.recovery.worker import NAME, build
 from services.sandbox.feed import sandbox_market
 from services.sandbox.settings import SandboxSettings
 from services.settings import KafkaSettings, WorkerSettings, WorkerTopics
-from services.topics import ensure_topics, load_topics
 from services.worker.runtime import TaskLoop
 from tests.conftest import Services
-from tests.integration.conftest import GatewayFactory, Topics
+from tests.integration.conftest import GatewayFactory, Topics, private_worker_topics, read_committed
 
 SYMBOL = "005930"
 START, END = "10:00", "10:05"
@@ -30,21 +29,8 @@ START, END = "10:00", "10:05"
 @pytest.fixture
 async def worker_topics(services: Services, unique: str) -> WorkerTopics:
     """The recovery worker's task, output and dead-letter topics, private to this test."""
-    names = {
-        "recovery.tasks": f"r{unique}.recovery",
-        "market.ticks.recovered": f"r{unique}.recovered",
-        "verification.tasks": f"r{unique}.verify",
-        "workers.dlq": f"r{unique}.wdlq",
-    }
-    specs = [s for s in load_topics(rename=names) if s.name in names.values()]
-    assert len(specs) == len(names)
-    await ensure_topics(services.kafka_bootstrap, specs)
-    return WorkerTopics(
-        recovery_tasks=names["recovery.tasks"],
-        ticks_recovered=names["market.ticks.recovered"],
-        verification_tasks=names["verification.tasks"],
-        dlq=names["workers.dlq"],
-    )
+    fields = ("recovery_tasks", "ticks_recovered", "verification_tasks", "dlq")
+    return await private_worker_topics(services.kafka_bootstrap, f"r{unique}", *fields)
 
 
 async def sandbox_now(sandbox_url: str) -> datetime:
@@ -63,29 +49,6 @@ def window_day(now: datetime) -> date:
         day = market.previous_trading_day(day)
         assert day is not None
     return day
-
-
-async def read_committed(services: Services, topic: str, count: int, timeout_s: float = 40) -> list[Any]:
-    """The first ``count`` committed records of ``topic`` (all partitions), from the beginning."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=services.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        fetch_max_wait_ms=100,
-    )
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        async with asyncio.timeout(timeout_s):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def end_offset(services: Services, topic: str) -> int:
@@ -147,8 +110,8 @@ async def test_recovery_task_repairs_the_window_and_asks_for_a_recheck(
                     await producer.send_and_wait(worker_topics.recovery_tasks, orjson.dumps(task), key=b"k")
             finally:
                 await producer.stop()
-            windows = await read_committed(services, worker_topics.ticks_recovered, 2)
-            checks = await read_committed(services, worker_topics.verification_tasks, 2)
+            windows = await read_committed(services.kafka_bootstrap, worker_topics.ticks_recovered, count=2)
+            checks = await read_committed(services.kafka_bootstrap, worker_topics.verification_tasks, count=2)
         finally:
             stop.set()
             await asyncio.wait_for(running, 15)

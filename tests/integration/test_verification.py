@@ -26,12 +26,11 @@ from hubclient.market import KST
 from services.sandbox.feed import FeedReport, publish_day, sandbox_market
 from services.sandbox.settings import FeedSettings, SandboxSettings
 from services.settings import KafkaSettings, WorkerSettings, WorkerTopics
-from services.topics import ensure_topics, load_topics
 from services.verification.minutes import hhmm, parse_hhmm
 from services.verification.worker import build
 from services.worker.runtime import TaskLoop
 from tests.conftest import Services
-from tests.integration.conftest import GatewayFactory, Topics
+from tests.integration.conftest import GatewayFactory, Topics, private_worker_topics
 
 SYMBOL = "005930"
 MARKET = sandbox_market(SandboxSettings())
@@ -53,25 +52,15 @@ READ_TIMEOUT_S = 40.0
 @pytest.fixture
 async def worker_topics(services: Services, unique: str) -> WorkerTopics:
     """This test's own copies of the topics the verification worker reads and writes."""
-    names = {
-        "market.ticks": f"v{unique}.ticks",
-        "market.ticks.recovered": f"v{unique}.ticks.recovered",
-        "verification.tasks": f"v{unique}.verification.tasks",
-        "verification.results": f"v{unique}.verification.results",
-        "recovery.tasks": f"v{unique}.recovery.tasks",
-        "workers.dlq": f"v{unique}.workers.dlq",
-    }
-    await ensure_topics(
-        services.kafka_bootstrap, [s for s in load_topics(rename=names) if s.name in names.values()]
+    fields = (
+        "ticks",
+        "ticks_recovered",
+        "verification_tasks",
+        "verification_results",
+        "recovery_tasks",
+        "dlq",
     )
-    return WorkerTopics(
-        ticks=names["market.ticks"],
-        ticks_recovered=names["market.ticks.recovered"],
-        verification_tasks=names["verification.tasks"],
-        verification_results=names["verification.results"],
-        recovery_tasks=names["recovery.tasks"],
-        dlq=names["workers.dlq"],
-    )
+    return await private_worker_topics(services.kafka_bootstrap, f"v{unique}", *fields)
 
 
 def minute_of(ts_ms: int) -> int:

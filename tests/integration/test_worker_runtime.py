@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -13,29 +13,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from services.settings import KafkaSettings, WorkerSettings, WorkerTopics
 from services.worker.runtime import TaskLoop
 from tests.conftest import Services
+from tests.integration.conftest import read_committed
 from tests.unit.test_worker_runtime import EchoHandler
 
 
-async def read_all(bootstrap: str, topic: str, count: int, timeout_s: float = 20) -> list[tuple[str, dict]]:
-    """The first ``count`` committed records of ``topic`` (bounded wait)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
-    )
-    await consumer.start()
-    out: list[tuple[str, dict]] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(out) < count and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                out.extend((r.key.decode(), orjson.loads(r.value)) for r in records)
-    finally:
-        await consumer.stop()
-    return out
+async def read_all(bootstrap: str, topic: str, count: int) -> list[tuple[str, Any]]:
+    """The first ``count`` committed records of ``topic`` as (key, parsed JSON value)."""
+    return [
+        (r.key.decode(), orjson.loads(r.value)) for r in await read_committed(bootstrap, topic, count=count)
+    ]
 
 
 async def test_tasks_and_dead_letters_commit_with_their_offsets(services: Services, unique: str) -> None:

@@ -21,6 +21,7 @@ servers serve every live api-id.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
@@ -57,8 +58,13 @@ def path_group(path: str) -> str:
 @cache
 def kis_index() -> dict[str, KisPath]:
     """Every KIS catalog path with its entries (built once)."""
+    return build_kis_index(entries(Provider.KIS))
+
+
+def build_kis_index(specs: Iterable[TrSpec]) -> dict[str, KisPath]:
+    """KIS entries by path, each path's entries by the id each server accepts."""
     index: dict[str, KisPath] = {}
-    for spec in entries(Provider.KIS):
+    for spec in specs:
         routes = index.setdefault(spec.path, KisPath({}, {}, {}))
         routes.real[spec.tr_id] = spec
         if spec.mock_supported:

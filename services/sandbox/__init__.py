@@ -13,6 +13,10 @@ Modules, in the order a request meets them:
 - ``faults``: arrival jitter, latency, 5xx, dropped connections, maintenance, timed-out orders
 - ``kis`` (routing and OAuth), ``kis_envelope``, ``kis_quotes``, ``kis_trading``
 - ``kiwoom`` (routing, OAuth, orders), ``kiwoom_envelope``, ``kiwoom_charts``
+- ``endpoints``: which ``hubclient.catalog`` entry a request names and whether its server (real or mock)
+  serves it; ``generic_kis`` / ``generic_kiwoom`` answer every entry without a dedicated simulation, with
+  ``generic`` (the request's basis, filling the parts), ``shapes`` (what an answer holds, by endpoint) and
+  ``fake_data`` (values by field name)
 - ``clock``: simulated KST wall time and the monotonic source of the limiter
 - ``market`` (the seeded generator, public ``Market.ticks/minute_bars/daily_bars``), ``bars`` (value
   types and KRX price rules), ``symbols`` (the symbol master)

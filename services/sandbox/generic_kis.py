@@ -14,9 +14,10 @@
   to their published width (100 when unnumbered), and the next page is asked for with header
   ``tr_cont: N`` and both keys sent back. A key that does not belong to the request is ``OPSQ2001`` on it.
   An entry that pages by ``tr_cont`` alone has no context to continue from and answers one page (D);
-- orders (kind ``order``) need the ``custtype`` header (``EGW00208``), answer ``APBK0013`` with a fresh
-  ``ODNO`` and go to the order ledger (``GET /_sandbox/orders``); with the order-timeout fault an accepted
-  order is answered, after the delay, with HTTP 500 ``EGW00301``.
+- orders (kind ``order``) need the ``custtype`` header (``EGW00208``) and a ``hashkey`` header, when sent,
+  matching ``/uapi/hashkey`` (``EGW00131``); they answer ``APBK0013`` with a fresh ``ODNO`` and go to the
+  order ledger (``GET /_sandbox/orders``); with the order-timeout fault an accepted order is answered,
+  after the delay, with HTTP 500 ``EGW00301``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from hubclient.catalog import TrSpec
 from services.sandbox.fake_data import Basis, Style
 from services.sandbox.generic import Page, fill, has_rows, order_side, request_basis
-from services.sandbox.kis_envelope import KisCall, error, input_error, ok
+from services.sandbox.kis_envelope import KisCall, error, hash_of, input_error, ok
 from services.sandbox.shapes import kis_parts
 from services.sandbox.state import Order
 from services.sandbox.wire import Reply
@@ -117,6 +118,9 @@ def serve(call: KisCall, spec: TrSpec) -> Reply:
     if spec.kind == "order":
         if call.headers.get("custtype") is None:
             return error(500, "EGW00208", call.tr_id)
+        sent_hash = call.headers.get("hashkey")
+        if sent_hash is not None and call.body is not None and sent_hash != hash_of(call.body):
+            return error(500, "EGW00131", call.tr_id)
         return _order(call, spec, basis, params)
     parts = kis_parts(spec)
     settings = call.state.settings

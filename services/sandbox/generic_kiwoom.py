@@ -4,7 +4,7 @@
 
 - every field of the entry's ``required`` (``required_body_fields``) must be in the body as a string: a
   missing one answers ``return_code 2`` + ``[1511:필수 입력 값에 값이 존재하지 않습니다(<name>)]``, a
-  non-string one ``[1517:...]``;
+  non-string one ``[1517:...]``; an empty string counts as present, as the hub's own check counts it;
 - reads answer ``return_code 0`` with top-level fields and, for list answers, one Kiwoom-style named list
   (shapes.py, values from fake_data.py, stable for the same request). Every list pages: ``generic_rows``
   rows in pages of ``generic_rows_per_page``, response headers ``cont-yn: Y`` and an opaque ``next-key``

@@ -408,3 +408,19 @@ async def test_generic_orders_go_to_the_ledger(wide: tuple[Sandbox, Tokens]) -> 
     assert numbers[0] != numbers[1]
     orders = [o for o in sandbox.state.orders if o.tr_id == "kt10003"]
     assert [(o.side, o.quantity, o.order_no) for o in orders] == [("cancel", 3, n) for n in numbers]
+
+
+async def test_generic_kis_order_checks_custtype_and_hashkey(wide: tuple[Sandbox, Tokens]) -> None:
+    """A generic KIS order without custtype is EGW00208, with a wrong hashkey EGW00131; neither is booked."""
+    sandbox, tokens = wide
+    spec = next(s for s in KIS if s.key == "TTTC0013U")
+    token = tokens.kis_real
+    headers = {k: v for k, v in sandbox.kis_headers(spec.tr_id, token).items() if k != "custtype"}
+    resp = await sandbox.client.post(f"/kis/real{spec.path}", json=params_of(spec), headers=headers)
+    assert resp.status == 500 and (await resp.json())["msg_cd"] == "EGW00208"
+    _, body, _ = await kis_call(sandbox, tokens, spec, params_of(spec), headers={"hashkey": "0" * 64})
+    assert body["msg_cd"] == "EGW00131"
+    assert not [o for o in sandbox.state.orders if o.tr_id == spec.tr_id]
+    _, body, _ = await kis_call(sandbox, tokens, spec, params_of(spec))
+    assert body["msg_cd"] == "APBK0013"
+    assert [o.side for o in sandbox.state.orders if o.tr_id == spec.tr_id] == ["modify"]

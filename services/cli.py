@@ -1,5 +1,5 @@
 """``apihub``: the command line of API Hub (gateway, worker, history, sandbox, topics, schemas, call, feed,
-demo, catalog)."""
+demo, catalog, config)."""
 
 from __future__ import annotations
 
@@ -217,6 +217,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Check an env file against the gateway's and the workers' settings (0 ok, 1 problems, 2 unreadable)."""
+    from services.config_check import run
+
+    return run(args.file, sys.stdout, sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``apihub``."""
     parser = argparse.ArgumentParser(prog="apihub", description=__doc__)
@@ -272,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--corrupt-rate", type=float, help="share of ticks published with a corrupted value")
     feed.add_argument("--seed", type=int)
     feed.set_defaults(func=cmd_feed)
+    config = sub.add_parser("config", help="deployment configuration")
+    config_actions = config.add_subparsers(dest="action", required=True)
+    check = config_actions.add_parser(
+        "check",
+        help="validate an env file: what is missing, malformed or unknown, per variable; secrets never "
+        "printed (exit 0 ok, 1 problems, 2 unreadable)",
+    )
+    check.add_argument("file", nargs="?", default=".env", help="the env file (default .env)")
+    check.set_defaults(func=cmd_config_check)
     demo = sub.add_parser("demo", help="run the demo workload and print a summary")
     demo.add_argument("--rounds", type=int, default=2)
     demo.add_argument("--no-repair", action="store_true", help="skip the repair loop (workers on the hub)")

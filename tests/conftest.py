@@ -2,7 +2,8 @@
 
 Where they come from, in this order:
 1. addresses in the environment (``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL``);
-2. testcontainers (Confluent Kafka in KRaft mode, Redis) when a Docker daemon answers;
+2. testcontainers (the official ``apache/kafka`` image in KRaft mode, the same Kafka 4.x and pinned image as
+   docker-compose.yml and the local stack's ops/kafka/pom.xml; Redis) when a Docker daemon answers;
 3. the local stack (``ops/stack.sh up kafka redis``), stopped again at the end if the tests started it.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import uuid
@@ -17,13 +19,15 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "ops" / "stack.sh"
-CONFLUENT_IMAGE = "confluentinc/cp-kafka:7.6.1"
-REDIS_IMAGE = "redis:7-alpine"
+# The images of docker-compose.yml (tests/unit/test_deployment.py checks that they stay the same).
+KAFKA_IMAGE = "apache/kafka:4.1.1@sha256:0bc1bb2478f45b6cea78864df86acdc11e8df2c5172477819a4d12942cbe5d40"
+REDIS_IMAGE = "redis:7.4.5-alpine@sha256:bb186d083732f669da90be8b0f975a37812b15e913465bb14d845db72a4e3e08"
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,74 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
-def _from_testcontainers(stack: ExitStack) -> Services:
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.redis import RedisContainer
+#: Broker settings of the Kafka container: one KRaft node configured like ops/stack.sh's local broker.
+KAFKA_CONTAINER_ENV = {
+    "CLUSTER_ID": "esEQOtRrQeGcfNgit9jHZw",
+    "KAFKA_NODE_ID": "1",
+    "KAFKA_PROCESS_ROLES": "broker,controller",
+    "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+    "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+    # PLAINTEXT is published to the tests; BROKER is the broker's own (transaction markers go through it).
+    "KAFKA_LISTENERS": "PLAINTEXT://:9092,BROKER://:19092,CONTROLLER://:9093",
+    "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,BROKER:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    "KAFKA_INTER_BROKER_LISTENER_NAME": "BROKER",
+    "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+    "KAFKA_NUM_PARTITIONS": "1",
+    "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+    "KAFKA_OFFSETS_TOPIC_NUM_PARTITIONS": "1",
+    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+    "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+    "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+    "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+    "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+}
+KAFKA_STARTER = "/apihub-kafka-start.sh"
 
-    kafka = stack.enter_context(KafkaContainer(CONFLUENT_IMAGE).with_kraft())
+
+def kafka_start_script(host: str, port: int) -> str:
+    """The container's start script, written once the published port is known: advertise it, then run the
+    image's own entry point (``/etc/kafka/docker/run``)."""
+    listeners = f"PLAINTEXT://{host}:{port},BROKER://localhost:19092"
+    return f"export KAFKA_ADVERTISED_LISTENERS='{listeners}'\nexec /etc/kafka/docker/run\n"
+
+
+def apache_kafka_container(image: str = KAFKA_IMAGE) -> Any:
+    """A KRaft ``apache/kafka`` container; ``get_bootstrap_server()`` gives its address.
+
+    testcontainers' ``community.kafka.KafkaContainer`` drives Confluent's start scripts (``/etc/confluent``),
+    which the official image does not have; this one uses the same trick (wait for a script, written after
+    the port is published) with the official image's entry point.
+    """
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    class ApacheKafkaContainer(DockerContainer):
+        def __init__(self) -> None:
+            super().__init__(image)
+            self.with_exposed_ports(9092)
+            self.with_envs(**KAFKA_CONTAINER_ENV)
+            self.with_command(
+                ["sh", "-c", f"while [ ! -f {KAFKA_STARTER} ]; do sleep 0.1; done; exec sh {KAFKA_STARTER}"]
+            )
+
+        def get_bootstrap_server(self) -> str:
+            return f"{self.get_container_host_ip()}:{self.get_exposed_port(9092)}"
+
+        def start(self) -> Any:
+            super().start()
+            host, port = self.get_container_host_ip(), self.get_exposed_port(9092)
+            self.copy_into_container(kafka_start_script(host, port).encode(), KAFKA_STARTER)
+            started = LogMessageWaitStrategy(re.compile(r"Kafka Server started")).with_startup_timeout(120)
+            started.wait_until_ready(self)
+            return self
+
+    return ApacheKafkaContainer()
+
+
+def _from_testcontainers(stack: ExitStack) -> Services:
+    from testcontainers.community.redis import RedisContainer
+
+    kafka = stack.enter_context(apache_kafka_container())
     redis = stack.enter_context(RedisContainer(REDIS_IMAGE))
     redis_url = f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0"
     return Services(kafka.get_bootstrap_server(), redis_url, "testcontainers")

@@ -1,0 +1,390 @@
+"""``apihub config check [FILE]``: is an env file a working configuration for the gateway and the workers?
+
+The file is read the way Docker Compose's ``env_file`` and pydantic-settings read one (``KEY=VALUE`` lines,
+``#`` comments, optional ``export``, single or double quotes). Every problem is reported per variable with
+its reason, in one of five kinds:
+
+- ``syntax``: a line that is not ``KEY=VALUE`` (the line is named by number, never echoed);
+- ``duplicate``: a variable set twice (the last one wins, which is rarely what was meant);
+- ``unknown``: an ``APIHUB_*`` name that no API Hub process reads, with the nearest known name;
+- ``missing``: a setting a deployment cannot do without (each provider's base URL and credentials);
+- ``malformed``: a value the settings reject (pydantic's reason), or one that breaks a documented rule
+  (KIS key lengths, a mock server named with ``environment=real``, an unknown log level, ...).
+
+Secrets (``SecretStr`` settings) are never printed: the report says only "set" or "missing" for them. Other
+values appear in a reason with any URL password masked; values of unknown names never appear.
+Policy is pure (``parse_env``, ``check_env``); ``run`` does the I/O and returns the exit code:
+0 no problem, 1 problems, 2 the file cannot be read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO, cast, get_args
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsError
+
+from services.sandbox.settings import SandboxSettings
+from services.settings import ClientSettings, GatewaySettings, WorkerSettings
+
+ProblemKind = Literal["syntax", "duplicate", "unknown", "missing", "malformed"]
+PREFIX = "APIHUB_"
+
+#: What a deployment cannot leave to the defaults (which point at the local sandbox), and why.
+REQUIRED: dict[str, str] = {
+    "APIHUB_KIS__BASE_URL": "the KIS server to call; unset, the gateway calls the local sandbox",
+    "APIHUB_KIS__APPKEY": "the gateway cannot obtain a KIS token without it",
+    "APIHUB_KIS__APPSECRET": "the gateway cannot obtain a KIS token without it",
+    "APIHUB_KIWOOM__BASE_URL": "the Kiwoom server to call; unset, the gateway calls the local sandbox",
+    "APIHUB_KIWOOM__APPKEY": "the gateway cannot obtain a Kiwoom token without it",
+    "APIHUB_KIWOOM__SECRETKEY": "the gateway cannot obtain a Kiwoom token without it",
+}
+
+#: The brokers' own hosts and the environment each one is (reference/broker-apis.md).
+BROKER_HOSTS: dict[str, dict[str, str]] = {
+    "KIS": {"openapi.koreainvestment.com": "real", "openapivts.koreainvestment.com": "mock"},
+    "KIWOOM": {"api.kiwoom.com": "real", "mockapi.kiwoom.com": "mock"},
+}
+
+#: Documented KIS credential lengths (KIS token page; PYKIS ``APPKEY_LENGTH``/``SECRETKEY_LENGTH``).
+KIS_LENGTHS = {"APIHUB_KIS__APPKEY": 36, "APIHUB_KIS__APPSECRET": 180}
+
+LOG_LEVELS = frozenset(logging.getLevelNamesMapping())
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_PLACEHOLDER = re.compile(r"^(<.*>|\$\{.*\}|changeme|change-me|change_me|todo|fixme|secret|password)$", re.I)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the file: the variable (or ``line N``), the kind and the reason."""
+
+    name: str
+    kind: ProblemKind
+    reason: str
+
+
+@dataclass(frozen=True)
+class EnvFile:
+    """The variables of an env file, the line each was (last) set on, and its syntax problems."""
+
+    values: dict[str, str]
+    lines: dict[str, int]
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A variable an API Hub process reads: which settings classes read it, and whether it is a secret."""
+
+    name: str
+    owners: tuple[type[BaseSettings], ...]
+    secret: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    """What ``check_env`` found: the problems, each secret's state (set or not), how many were read."""
+
+    problems: list[Problem]
+    secrets: dict[str, bool]
+    checked: int
+    ignored: int
+
+    @property
+    def ok(self) -> bool:
+        """True when there is nothing to fix."""
+        return not self.problems
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+def _unquote(raw: str) -> tuple[str, str | None]:
+    """The value of the text after ``=``, or an error; quotes as Compose reads them, comments dropped."""
+    text = raw.strip()
+    if text[:1] in ("'", '"'):
+        quote = text[0]
+        end = text.find(quote, 1)
+        while quote == '"' and end > 0 and text[end - 1] == "\\":
+            end = text.find(quote, end + 1)
+        if end < 0:
+            return "", "the quote is not closed on this line (values spanning lines are not supported)"
+        rest = text[end + 1 :].strip()
+        if rest and not rest.startswith("#"):
+            return "", "text follows the closing quote"
+        value = text[1:end]
+        if quote == '"':
+            value = value.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
+        return value, None
+    comment = re.search(r"\s#", text)
+    return (text[: comment.start()] if comment else text).rstrip(), None
+
+
+def parse_env(text: str) -> EnvFile:
+    """Parse env-file text; lines that are not ``KEY=VALUE`` and repeated names become problems."""
+    values: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    problems: list[Problem] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export ") :].lstrip()
+        key, sep, raw = stripped.partition("=")
+        key = key.strip()
+        # Never echo the line: a secret pasted on a line of its own must not reach a terminal or a CI log.
+        if not sep:
+            problems.append(Problem(f"line {number}", "syntax", "not KEY=VALUE (no '=')"))
+            continue
+        if not _NAME.fullmatch(key):
+            problems.append(Problem(f"line {number}", "syntax", "the text before '=' is not a variable name"))
+            continue
+        value, error = _unquote(raw)
+        if error:
+            problems.append(Problem(key, "syntax", f"line {number}: {error}"))
+            continue
+        if key in lines:
+            problems.append(
+                Problem(key, "duplicate", f"set on lines {lines[key]} and {number}; the last one wins")
+            )
+        values[key] = value
+        lines[key] = number
+    return EnvFile(values, lines, problems)
+
+
+# --- what the processes read ----------------------------------------------------------------------
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in get_args(annotation)
+
+
+def _names(model: type[BaseModel], prefix: str) -> dict[str, bool]:
+    """Every variable a settings model reads (nested groups joined by ``__``), with its secrecy."""
+    names: dict[str, bool] = {}
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= _names(annotation, f"{prefix}{name.upper()}__")
+        else:
+            names[f"{prefix}{name.upper()}"] = _is_secret(annotation)
+    return names
+
+
+def catalog() -> dict[str, Setting]:
+    """Every ``APIHUB_*`` variable read by the gateway, the workers, the CLI clients and the sandbox."""
+    owners: dict[str, list[type[BaseSettings]]] = {}
+    secrets: dict[str, bool] = {}
+    for settings_cls in (GatewaySettings, WorkerSettings, ClientSettings, SandboxSettings):
+        prefix = str(settings_cls.model_config.get("env_prefix") or "")
+        for name, secret in _names(settings_cls, prefix).items():
+            owners.setdefault(name, []).append(settings_cls)
+            secrets[name] = secrets.get(name, False) or secret
+    return {name: Setting(name, tuple(owners[name]), secrets[name]) for name in sorted(owners)}
+
+
+class _MappingSource(EnvSettingsSource):
+    """pydantic-settings' own environment parsing, over the file's variables instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = dict(env)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            (key if self.case_sensitive else key.lower()): value
+            for key, value in self._mapping.items()
+            if not (self.env_ignore_empty and value == "")
+        }
+
+
+@functools.cache
+def _isolated(settings_cls: type[BaseSettings]) -> type[BaseSettings]:
+    """``settings_cls`` built from its constructor's arguments only: no process environment, no .env file."""
+
+    def sources(
+        cls: type[BaseSettings], /, settings_cls: type[BaseSettings], init_settings: Any, **_: Any
+    ) -> tuple[Any, ...]:
+        return (init_settings,)
+
+    namespace = {"settings_customise_sources": classmethod(sources), "__module__": __name__}
+    return cast(type[BaseSettings], type(f"Isolated{settings_cls.__name__}", (settings_cls,), namespace))
+
+
+def _validation_errors(settings_cls: type[BaseSettings], name: str, value: str) -> list[str]:
+    """Why ``settings_cls`` rejects ``name=value`` (empty when it accepts it); never quotes the value."""
+    try:
+        data = _MappingSource(settings_cls, {name: value})()
+        _isolated(settings_cls)(**data)
+    except SettingsError:
+        return ['not valid JSON (lists and objects are written as JSON, e.g. ["a", "b"])']
+    except ValidationError as exc:
+        return [str(error["msg"]) for error in exc.errors(include_url=False, include_input=False)]
+    return []
+
+
+# --- the rules ------------------------------------------------------------------------------------
+
+
+def _shown(value: str) -> str:
+    """A non-secret value as it may be printed: a URL's password masked."""
+    try:
+        parts = urlsplit(value)
+        if parts.password:
+            return value.replace(f":{parts.password}@", ":***@", 1)
+    except ValueError:
+        pass
+    return value
+
+
+def _url_problem(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL with a host"
+    return None
+
+
+def _bootstrap_problem(value: str) -> str | None:
+    for server in value.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return "expected host:port[,host:port...]"
+    return None
+
+
+def _provider_problems(provider: str, env: Mapping[str, str]) -> list[Problem]:
+    """Base URL against the broker's known hosts and the chosen environment (real or mock)."""
+    group = f"{PREFIX}{provider}__"
+    url = env.get(f"{group}BASE_URL", "")
+    if not url or _url_problem(url):
+        return []
+    host = (urlsplit(url).hostname or "").lower()
+    expected = BROKER_HOSTS[provider].get(host)
+    if expected is None:
+        return []
+    problems = []
+    environment = env.get(f"{group}ENVIRONMENT") or "real"
+    if environment != expected:
+        problems.append(
+            Problem(
+                f"{group}ENVIRONMENT",
+                "malformed",
+                f"is {environment!r} but {group}BASE_URL is {provider}'s {expected} server ({host}); "
+                f"tr_ids and limits follow the environment, so set it to {expected!r}",
+            )
+        )
+    if urlsplit(url).scheme != "https":
+        problems.append(Problem(f"{group}BASE_URL", "malformed", f"{host} is served over https only"))
+    return problems
+
+
+def _secret_problem(name: str, value: str) -> str | None:
+    if _PLACEHOLDER.match(value.strip()):
+        return "looks like a placeholder, not a credential"
+    if value != value.strip():
+        return "has leading or trailing whitespace"
+    if any(char.isspace() for char in value):
+        return "contains whitespace"
+    length = KIS_LENGTHS.get(name)
+    if length is not None and len(value) != length:
+        return f"is not {length} characters long, as KIS issues them"
+    return None
+
+
+def _value_problem(name: str, value: str) -> str | None:
+    """Rules the settings' types do not express; ``None`` when the value passes them."""
+    if name.endswith("__BASE_URL"):
+        return _url_problem(value)
+    if name == "APIHUB_KAFKA__BOOTSTRAP_SERVERS":
+        return _bootstrap_problem(value)
+    if name == "APIHUB_REDIS__URL" and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        return "expected redis://, rediss:// or unix:// URL"
+    if name == "APIHUB_LOG_LEVEL" and value.upper() not in LOG_LEVELS:
+        return f"not a log level ({', '.join(sorted(LOG_LEVELS - {'NOTSET', 'WARN', 'FATAL'}))})"
+    if name in ("APIHUB_METRICS_PORT", "APIHUB_HEALTH_PORT") and value.isdigit() and int(value) > 65535:
+        return "not a TCP port (0-65535)"
+    return None
+
+
+def check_env(env: Mapping[str, str], known: Mapping[str, Setting] | None = None) -> Report:
+    """Check the variables of an env file against what the gateway and the workers read (pure)."""
+    known = catalog() if known is None else known
+    ours = {key.upper(): value for key, value in env.items() if key.upper().startswith(PREFIX)}
+    problems: list[Problem] = []
+    for name, value in ours.items():
+        setting = known.get(name)
+        if setting is None:
+            near = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            problems.append(Problem(name, "unknown", f"no API Hub process reads it{hint}"))
+            continue
+        if value == "":
+            continue
+        shown = "" if setting.secret else f" (got {_shown(value)!r})"
+        reasons = dict.fromkeys(
+            reason for owner in setting.owners for reason in _validation_errors(owner, name, value)
+        )
+        extra = _secret_problem(name, value) if setting.secret else _value_problem(name, value)
+        if extra:
+            reasons[extra] = None
+        problems.extend(Problem(name, "malformed", f"{reason}{shown}") for reason in reasons)
+    for name, reason in REQUIRED.items():
+        if not ours.get(name):
+            problems.append(Problem(name, "missing", reason))
+    for provider in BROKER_HOSTS:
+        problems.extend(_provider_problems(provider, ours))
+    secrets = {
+        name: bool(ours.get(name))
+        for name, setting in known.items()
+        if setting.secret and GatewaySettings in setting.owners
+    }
+    ignored = sum(1 for key in env if not key.upper().startswith(PREFIX))
+    return Report(problems, secrets, len(ours), ignored)
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def format_report(path: str, report: Report, lines: Mapping[str, int] | None = None) -> str:
+    """The report as printed: problems in file order, then the secrets' states; no secret value."""
+    lines = lines or {}
+
+    def order(problem: Problem) -> tuple[int, str]:
+        if problem.name.startswith("line "):
+            return int(problem.name.split()[1]), problem.name
+        return lines.get(problem.name, 1 << 30), problem.name
+
+    count = len(report.problems)
+    head = "ok" if report.ok else f"{count} problem{'s' if count != 1 else ''}"
+    out = [f"{path}: {head} ({report.checked} APIHUB_* settings read, {report.ignored} other names ignored)"]
+    width = max((len(p.name) for p in report.problems), default=0)
+    out += [f"  {p.kind:<9}  {p.name:<{width}}  {p.reason}" for p in sorted(report.problems, key=order)]
+    states = ", ".join(f"{name} {'set' if ok else 'missing'}" for name, ok in report.secrets.items())
+    out.append(f"secrets: {states}")
+    return "\n".join(out)
+
+
+def run(path: str, out: TextIO, err: TextIO) -> int:
+    """Check the env file at ``path`` and print the report: 0 ok, 1 problems, 2 unreadable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        if isinstance(exc, UnicodeDecodeError):
+            reason = "not UTF-8 text"
+        print(f"apihub config check: cannot read {path}: {reason}", file=err)
+        return 2
+    parsed = parse_env(text)
+    report = check_env(parsed.values)
+    report = Report(parsed.problems + report.problems, report.secrets, report.checked, report.ignored)
+    print(format_report(path, report, parsed.lines), file=out)
+    return 0 if report.ok else 1

@@ -16,7 +16,17 @@ import orjson
 
 #: Field names whose values are replaced before a line is written.
 SECRET_FIELDS = frozenset(
-    {"appkey", "appsecret", "secretkey", "token", "access_token", "authorization", "password"}
+    {
+        "appkey",
+        "appsecret",
+        "secretkey",
+        "token",
+        "access_token",
+        "approval_key",  # KIS's WebSocket key
+        "secret",  # a lent WebSocket credential (hubclient.models.WebSocketCredentials)
+        "authorization",
+        "password",
+    }
 )
 REDACTED = "***"
 

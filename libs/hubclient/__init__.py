@@ -17,7 +17,17 @@ from hubclient.errors import (
     UpstreamError,
 )
 from hubclient.ids import new_request_id
-from hubclient.models import SCHEMA_VERSION, ApiRequest, ApiResponse, Priority, Provider, Status, Timing
+from hubclient.models import (
+    SCHEMA_VERSION,
+    ApiRequest,
+    ApiResponse,
+    Priority,
+    Provider,
+    RequestKind,
+    Status,
+    Timing,
+    WebSocketCredentials,
+)
 from hubclient.paging import paginate
 from hubclient.transport import KafkaTransport, Transport
 
@@ -39,6 +49,7 @@ __all__ = [
     "Priority",
     "Provider",
     "RequestExpired",
+    "RequestKind",
     "RequestRejected",
     "Status",
     "Timing",
@@ -47,6 +58,7 @@ __all__ = [
     "UnknownOutcome",
     "UnknownTrId",
     "UpstreamError",
+    "WebSocketCredentials",
     "lookup",
     "new_request_id",
     "paginate",

@@ -23,13 +23,23 @@ from hubclient.errors import (
     HubNotStarted,
     HubTimeout,
     InvalidRequest,
+    MalformedPayload,
     RequestExpired,
     RequestRejected,
     UnknownOutcome,
     UpstreamError,
 )
 from hubclient.ids import new_request_id
-from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
+from hubclient.models import (
+    WEBSOCKET_CREDENTIALS_TR_ID,
+    ApiRequest,
+    ApiResponse,
+    Priority,
+    Provider,
+    RequestKind,
+    Status,
+    WebSocketCredentials,
+)
 from hubclient.transport import KafkaTransport, Transport
 
 logger = logging.getLogger(__name__)
@@ -161,17 +171,12 @@ class HubClient:
         Raises ``UnknownTrId`` for an id the catalog lacks and ``InvalidRequest`` for a planned endpoint or a
         call without a parameter the broker requires (naming it), before anything is sent.
         """
-        if not self._started:
-            raise HubNotStarted("start the HubClient (async with / await start()) before sending")
+        self._check_ready()
         spec = lookup(provider, tr_id)
         problem = refusal(spec, params, continuation)
         if problem is not None:
             raise InvalidRequest(f"invalid: {problem.reason} {problem.message}")
-        if len(self._pending) >= self._max_pending:
-            raise HubBackpressure(f"{len(self._pending)} requests already pending (max {self._max_pending})")
-        timeout_s = self._default_timeout_s if timeout is None else timeout
-        if timeout_s <= 0:
-            raise InvalidRequest("timeout must be positive")
+        timeout_s = self._timeout_s(timeout)
         now_ms = int(time.time() * 1000)
         try:
             request = ApiRequest(
@@ -191,6 +196,54 @@ class HubClient:
             )
         except (ValidationError, ValueError) as exc:
             raise InvalidRequest(f"invalid request: {exc}") from exc
+        return await self._round_trip(request, timeout_s)
+
+    async def websocket_credentials(
+        self, provider: Provider | str, *, timeout: float | None = None
+    ) -> WebSocketCredentials:
+        """The credential a WebSocket collector of ``provider`` needs, lent by the gateway's token store
+        (KIS: the approval key; Kiwoom: the access token) with its expiry; ask again before it expires.
+
+        The one token authority: a collector never issues its own and so never invalidates the gateway's.
+        ``timeout`` in seconds as for ``execute``; raises a ``HubError`` (``RequestRejected`` with reason
+        ``token_unavailable`` while none can be had). The secret is in the answer only: do not log it.
+        """
+        self._check_ready()
+        timeout_s = self._timeout_s(timeout)
+        now_ms = int(time.time() * 1000)
+        request = ApiRequest(
+            request_id=new_request_id(now_ms),
+            provider=Provider(provider),
+            tr_id=WEBSOCKET_CREDENTIALS_TR_ID,
+            caller=self._caller,
+            priority=Priority.INTERACTIVE,
+            deadline_ms=now_ms + int(timeout_s * 1000),
+            created_at_ms=now_ms,
+            reply_topic=self._transport.reply_topic,
+            reply_partition=self._transport.reply_partition,
+            kind=RequestKind.WEBSOCKET_CREDENTIALS,
+        )
+        response = await self._round_trip(request, timeout_s)
+        raise_for_status(response)
+        try:
+            return WebSocketCredentials.model_validate(response.data)
+        except ValidationError as exc:
+            raise MalformedPayload(WEBSOCKET_CREDENTIALS_TR_ID, "data", f"is no credential: {exc}") from exc
+
+    def _check_ready(self) -> None:
+        if not self._started:
+            raise HubNotStarted("start the HubClient (async with / await start()) before sending")
+        if len(self._pending) >= self._max_pending:
+            raise HubBackpressure(f"{len(self._pending)} requests already pending (max {self._max_pending})")
+
+    def _timeout_s(self, timeout: float | None) -> float:
+        timeout_s = self._default_timeout_s if timeout is None else timeout
+        if timeout_s <= 0:
+            raise InvalidRequest("timeout must be positive")
+        return timeout_s
+
+    async def _round_trip(self, request: ApiRequest, timeout_s: float) -> ApiResponse:
+        """Send ``request`` and wait up to ``timeout_s`` seconds for its one terminal response."""
         future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
         self._pending[request.request_id] = future
         try:
@@ -199,7 +252,9 @@ class HubClient:
                 return await future
         except TimeoutError as exc:
             self._remember_timeout(request.request_id)
-            raise HubTimeout(f"no response to {tr_id} {request.request_id} within {timeout_s:.3f}s") from exc
+            raise HubTimeout(
+                f"no response to {request.tr_id} {request.request_id} within {timeout_s:.3f}s"
+            ) from exc
         finally:
             self._pending.pop(request.request_id, None)
 

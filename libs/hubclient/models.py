@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -47,6 +47,17 @@ class Status(StrEnum):
     UNKNOWN_OUTCOME = "unknown_outcome"
 
 
+class RequestKind(StrEnum):
+    """What a request asks for."""
+
+    CALL = "call"  # a broker call: ``tr_id`` with ``params``
+    WEBSOCKET_CREDENTIALS = "websocket_credentials"  # lend the provider's WebSocket credential
+
+
+#: The ``tr_id`` a ``websocket_credentials`` request carries (the gateway does not read it).
+WEBSOCKET_CREDENTIALS_TR_ID = "websocket_credentials"
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
@@ -77,6 +88,13 @@ class ApiRequest(_Envelope):
     continuation: dict[str, str] | None = Field(default=None, description="paging state from a response")
     credential: str | None = Field(
         default=None, pattern=_NAME_PATTERN, description="pool member name, never a secret"
+    )
+    kind: RequestKind = Field(
+        default=RequestKind.CALL,
+        description="call (the default): a broker call. websocket_credentials: the gateway answers from "
+        "its token store with the provider's WebSocket credential in data (see "
+        "websocket-credentials.schema.json; KIS: the approval key, Kiwoom: the access token); tr_id is then "
+        "'websocket_credentials' and params are empty",
     )
 
     @model_validator(mode="after")
@@ -129,3 +147,16 @@ class ApiResponse(_Envelope):
     def ok(self) -> bool:
         """True when the broker call succeeded."""
         return self.status is Status.OK
+
+
+class WebSocketCredentials(BaseModel):
+    """The ``data`` of an ``ok`` answer to a ``websocket_credentials`` request: a secret, lent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Provider
+    kind: Literal["approval_key", "access_token"] = Field(
+        description="approval_key (KIS: the WebSocket approval key) or access_token (Kiwoom's REST token)"
+    )
+    secret: str = Field(repr=False, description="the key or token itself; never log it")
+    expires_at_ms: int = Field(gt=0, description="epoch ms; ask again before then (the gateway renews early)")

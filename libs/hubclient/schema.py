@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hubclient.models import SCHEMA_VERSION, ApiRequest, ApiResponse
+from hubclient.models import SCHEMA_VERSION, ApiRequest, ApiResponse, WebSocketCredentials
 
 _BASE_ID = "https://apihub.local/schemas"
 _HEADERS = {
@@ -25,6 +25,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     for name, model, topic, mode in (
         ("api-request", ApiRequest, "api.requests", "validation"),
         ("api-response", ApiResponse, "api.responses", "serialization"),
+        # not a message of its own: the `data` of an ok answer to a websocket_credentials request
+        ("websocket-credentials", WebSocketCredentials, "api.responses (data)", "serialization"),
     ):
         schema = model.model_json_schema(mode=mode)  # type: ignore[arg-type]
         doc = {
@@ -32,7 +34,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
             "$id": f"{_BASE_ID}/{name}-v{SCHEMA_VERSION}.json",
             "x-apihub-schema-version": SCHEMA_VERSION,
             "x-apihub-topic": topic,
-            "x-apihub-headers": _HEADERS,
+            **({"x-apihub-headers": _HEADERS} if model is not WebSocketCredentials else {}),
             **schema,
         }
         out[f"{name}.schema.json"] = doc

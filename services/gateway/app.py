@@ -64,14 +64,16 @@ class GatewayApp:
         }
         clock = SystemClock()
         appkeys = {p: s.appkey.get_secret_value() for p, s in providers.items() if s.appkey is not None}
+        prefix = settings.redis.key_prefix
         self.gateway = Gateway(
             instance_id=settings.instance_id,
             providers=providers,
             adapters=adapters,
             dispatcher=self.dispatcher,
             slots=RedisSlots(self.pacing_redis, key_prefix=settings.redis.key_prefix),
-            token_store=RedisTokenStore(
-                self.redis, key_prefix=settings.redis.key_prefix, appkeys=appkeys, clock=clock
+            token_store=RedisTokenStore(self.redis, key_prefix=prefix, appkeys=appkeys, clock=clock),
+            approval_store=RedisTokenStore(
+                self.redis, key_prefix=prefix, appkeys=appkeys, clock=clock, kind="approval"
             ),
             idempotency=IdempotencyStore(self.redis, key_prefix=settings.redis.key_prefix),
             clock=clock,

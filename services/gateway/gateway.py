@@ -1,12 +1,14 @@
 """One request's way through the gateway: admit, queue, pace, call, answer.
 
 ``Gateway.handle`` returns exactly one terminal ``ApiResponse`` for every request; it never raises for
-anything a request, Redis or a broker can do. Admission (``admission``) answers at once what cannot be
-served; a redelivery is answered from its idempotency record or joins its twin still in flight;
-everything else becomes a ``Flight`` in its limit domain's pacer (``pacing``), whose loop gives each
-recorded slot to the best queued request and hands it to the ``Caller`` (``call``) for the upstream
-attempt. The parts are built here from settings and the seams: a ``Dispatcher``, a ``SlotStore``, a
-``TokenStore``, idempotency ``Records`` and a ``Clock``, so the whole path runs in memory in unit tests.
+anything a request, Redis or a broker can do. A ``websocket_credentials`` request is answered from the
+token store (``websocket``). Admission (``admission``) answers at once what cannot be served; a
+redelivery is answered from its idempotency record or joins its twin still in flight; everything else
+becomes a ``Flight`` in the pacer of its provider and limit class (``pacing``, ``classes``), whose loop
+gives each recorded slot to the best queued request and hands it to the ``Caller`` (``call``) for the
+upstream attempt. The parts are built here from settings and the seams: a ``Dispatcher``, a
+``SlotStore``, ``TokenStore``s (tokens, approval keys), idempotency ``Records`` and a ``Clock``, so the
+whole path runs in memory in unit tests.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Mapping
 from redis.exceptions import RedisError
 
 from hubclient.catalog import TrSpec, entries
-from hubclient.models import ApiRequest, ApiResponse, Provider, Status
+from hubclient.models import ApiRequest, ApiResponse, Provider, RequestKind, Status
 from services.gateway.admission import check_deadline, check_request, log_rejection
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.call import Caller
@@ -32,11 +34,13 @@ from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
 from services.gateway.pacing import DomainPacer, ReplyPath
 from services.gateway.providers.base import ProviderAdapter
+from services.gateway.providers.kis import KisAdapter
 from services.gateway.responses import Responder
 from services.gateway.scheduler import Queued, Scheduler
 from services.gateway.slots import SlotStore
 from services.gateway.token_store import TokenStore
 from services.gateway.tokens import TokenManager
+from services.gateway.websocket import ApprovalIssuer, CredentialLender
 from services.logs import log_event
 from services.settings import ProviderSettings
 
@@ -55,6 +59,7 @@ class Gateway:
         dispatcher: Dispatcher,
         slots: SlotStore | None,
         token_store: TokenStore,
+        approval_store: TokenStore,
         idempotency: Records | None,
         clock: Clock | None = None,
         max_backlog: int = 10_000,
@@ -88,6 +93,22 @@ class Gateway:
         }
         self.tokens = TokenManager(
             dict(adapters), dispatcher, token_store, clock=self.clock, limiters=self.limiters
+        )
+        kis = adapters.get(Provider.KIS)
+        self.approvals = TokenManager(  # KIS's WebSocket approval key, issued by the same rules
+            {Provider.KIS: ApprovalIssuer(kis, self.clock)} if isinstance(kis, KisAdapter) else {},
+            dispatcher,
+            approval_store,
+            clock=self.clock,
+            limiters=self.limiters,
+            credential="approval_key",
+        )
+        self.lender = CredentialLender(
+            tokens=self.tokens,
+            approvals=self.approvals,
+            responder=self.responder,
+            clock=self.clock,
+            reply_budget_s=self._reply.budget_s,
         )
         caller = Caller(
             adapters=dict(adapters),
@@ -143,6 +164,8 @@ class Gateway:
         settings = self._providers.get(request.provider)
         if settings is None:
             return self.answer(request, Status.INVALID, reason="unknown_provider")
+        if request.kind is RequestKind.WEBSOCKET_CREDENTIALS:
+            return await self.lender.lend(request)  # from the token store: no slot, no idempotency record
         try:
             spec = check_request(request, mock=settings.mock, now_ms=self._now_ms())
             pacer = self.pacers[request.provider, spec.limit_class]

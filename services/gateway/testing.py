@@ -93,11 +93,11 @@ class FakeBroker:
     script: deque[tuple[str, Reply, float]] = field(default_factory=deque)
     tokens_issued: int = 0
 
-    def scripted(self, request: UpstreamRequest) -> tuple[Reply, float] | None:
-        """The first queued answer meant for this call, if any."""
+    def scripted(self, request: UpstreamRequest, *, named_only: bool = False) -> tuple[Reply, float] | None:
+        """The first queued answer meant for this call (``named_only``: queued with a matching path)."""
         for item in self.script:
             path, reply, latency_s = item
-            if path in request.url:
+            if path in request.url and (path or not named_only):
                 self.script.remove(item)
                 return reply, latency_s
         return None
@@ -123,6 +123,9 @@ class FakeKis(FakeBroker):
             body = {"access_token": f"token-{self.tokens_issued}", "access_token_token_expired": expires}
             return UpstreamAnswer(200, {}, body), self.latency_s
         if request.url.endswith("/oauth2/Approval"):
+            scripted = self.scripted(request, named_only=True)  # then(..., path="/oauth2/Approval")
+            if scripted is not None:
+                return scripted
             self.approvals_issued += 1
             body = {"approval_key": f"approval-{self.approvals_issued}"}
             return UpstreamAnswer(200, {}, body), self.latency_s
@@ -214,6 +217,7 @@ def build_gateway(
         dispatcher=dispatcher,
         slots=MemorySlots(clock),
         token_store=MemoryTokenStore(clock),
+        approval_store=MemoryTokenStore(clock),
         idempotency=records,
         clock=clock,
         max_backlog=max_backlog,

@@ -1,10 +1,11 @@
 """Where tokens, the refresh lock and the issuance permit live, shared by every gateway instance.
 
-``RedisTokenStore`` keeps, per provider, a hash ``<prefix>token:<provider>:<fingerprint>`` (the token,
+``RedisTokenStore`` keeps, per provider, a hash ``<prefix><kind>:<provider>:<fingerprint>`` (the token,
 its absolute expiry, a generation number), a lock beside it (``SET NX PX`` with a fresh lock object per
 acquisition) and a permit key (``SET NX PX``, 61 s: the brokers refuse a second issuance within a
-minute). The fingerprint is a hash of the appkey, never the key. ``MemoryTokenStore`` does the same on a
-``Clock``, for unit tests.
+minute). The fingerprint is a hash of the appkey, never the key; ``kind`` is ``token`` for access tokens and
+``approval`` for KIS's WebSocket approval key. ``MemoryTokenStore`` does the same on a ``Clock``, for unit
+tests.
 """
 
 from __future__ import annotations
@@ -76,12 +77,20 @@ def _text(value: bytes | str) -> str:
 class RedisTokenStore:
     """The shared store in Redis."""
 
-    def __init__(self, redis: Redis, *, key_prefix: str, appkeys: dict[Provider, str], clock: Clock) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        key_prefix: str,
+        appkeys: dict[Provider, str],
+        clock: Clock,
+        kind: str = "token",
+    ) -> None:
         self._redis = redis
         self._clock = clock
         self._write_script = redis.register_script(_WRITE_IF_NEWER)
         fingerprint = {p: hashlib.sha256(k.encode()).hexdigest()[:16] for p, k in appkeys.items()}
-        self._base = {p: f"{key_prefix}token:{p.value}:{fingerprint.get(p, 'none')}" for p in Provider}
+        self._base = {p: f"{key_prefix}{kind}:{p.value}:{fingerprint.get(p, 'none')}" for p in Provider}
 
     def lock_name(self, provider: Provider) -> str:
         """The lock's key (logged in ``redlock.contention``)."""

@@ -13,6 +13,10 @@ The token call takes a slot of the provider's limiter like any other call. ``Tok
 ``RedisTokenStore`` shares tokens between instances (keys carry a fingerprint of the appkey, never the
 key); ``MemoryTokenStore`` keeps them on a ``Clock`` for unit tests. A token the broker rejects is
 dropped once (``invalidate``) and replaced by the next ``get``.
+
+The same rules serve any credential a broker issues this way: a second manager with its own store
+(``credential="approval_key"``) issues and shares KIS's WebSocket approval key (``websocket``). Its
+issuer is anything with ``token_request`` and ``parse_token`` (``TokenIssuer``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
@@ -29,7 +35,7 @@ from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import DispatchError, TokenIssueError, TokenUnavailable
 from services.gateway.limiter import DomainLimiter
 from services.gateway.metrics import LOCK_CONTENTION, TOKEN_REFRESHES
-from services.gateway.providers.base import ProviderAdapter, TokenGrant
+from services.gateway.providers.base import TokenGrant, UpstreamAnswer, UpstreamRequest
 from services.gateway.token_store import ISSUE_PERMIT_S, LOCK_TTL_S, Stored, TokenStore
 from services.logs import log_event
 
@@ -40,20 +46,30 @@ POLL_S = 0.1
 STALE_RETRY_S = 1.0  # between refresh attempts while a token due for refresh still serves
 
 
+class TokenIssuer(Protocol):
+    """How a credential is issued: the call, and reading its answer (a provider adapter is one)."""
+
+    def token_request(self) -> UpstreamRequest: ...
+
+    def parse_token(self, answer: UpstreamAnswer) -> TokenGrant: ...
+
+
 class TokenManager:
-    """Hands out valid tokens per provider."""
+    """Hands out valid tokens (or another credential issued by the same rules) per provider."""
 
     def __init__(
         self,
-        adapters: dict[Provider, ProviderAdapter],
+        adapters: Mapping[Provider, TokenIssuer],
         dispatcher: Dispatcher,
         store: TokenStore,
         *,
         clock: Clock,
         limiters: dict[Provider, DomainLimiter] | None = None,
         call_timeout_s: float = 10.0,
+        credential: str = "access_token",
     ) -> None:
-        self._adapters = adapters
+        self.credential = credential  # what is issued, in log lines
+        self._adapters = dict(adapters)
         self._dispatcher = dispatcher
         self._store = store
         self._clock = clock
@@ -83,15 +99,19 @@ class TokenManager:
 
     async def get(self, provider: Provider) -> str:
         """A valid access token for ``provider``; raises ``TokenUnavailable``."""
+        return (await self.grant(provider)).access_token
+
+    async def grant(self, provider: Provider) -> TokenGrant:
+        """A valid token for ``provider`` with its absolute expiry; raises ``TokenUnavailable``."""
         grant = self._cache.get(provider)
         if grant is not None and (self._fresh(grant) or self._waiting_to_retry(provider, grant)):
-            return grant.access_token
+            return grant
         async with self._flight[provider]:
             grant = self._cache.get(provider)
             if grant is None or not self._fresh(grant):
                 grant = await self._refresh(provider, stale=grant)
                 self._cache[provider] = grant
-            return grant.access_token
+            return grant
 
     async def invalidate(self, provider: Provider, access_token: str) -> None:
         """Forget ``access_token`` after the broker rejected it (a newer token is kept)."""
@@ -100,7 +120,9 @@ class TokenManager:
             del self._cache[provider]
         with contextlib.suppress(RedisError, OSError):
             await self._store.delete_if(provider, access_token)
-        log_event(logger, "token.invalidated", logging.WARNING, provider=provider.value)
+        log_event(
+            logger, "token.invalidated", logging.WARNING, provider=provider.value, credential=self.credential
+        )
 
     async def _refresh(self, provider: Provider, *, stale: TokenGrant | None) -> TokenGrant:
         try:
@@ -152,6 +174,7 @@ class TokenManager:
             logging.WARNING,
             lock=self._store.lock_name(provider),
             provider=provider.value,
+            credential=self.credential,
             waited_ms=round((self._clock.monotonic() - started) * 1000),
             holder_ttl_ms=holder_ttl_ms,
             got_token=grant is not None,
@@ -200,6 +223,7 @@ class TokenManager:
                 "token.refused",
                 logging.WARNING,
                 provider=provider.value,
+                credential=self.credential,
                 code=exc.code,
                 by_rate=exc.refused_by_rate,
             )
@@ -209,6 +233,7 @@ class TokenManager:
             logger,
             "token.issued",
             provider=provider.value,
+            credential=self.credential,
             expires_in_s=round(grant.expires_at_s - self._clock.time()),
         )
         return grant

@@ -27,6 +27,9 @@ TOKEN_RATE_CODE = "EGW00133"  # noqa: S105 - a code, not a secret
 UNKNOWN_ORDER_CODES = frozenset({"EGW00301", "EGW00302"})
 #: Gateway-side server faults (HTTP 5xx in the normal envelope): no definite answer was given.
 SERVER_ERROR_CODES = frozenset({"EGW00001", "EGW00002"})
+#: The WebSocket approval key's answer carries no expiry; KIS's clients (and its portal, as they quote it)
+#: take it to live 24 h. The gateway renews it ten minutes before, like a token.
+APPROVAL_KEY_LIFETIME_S = 86_400.0
 _ROWS_PER_PAGE = {"FHKST03010200": 30, "FHKST03010230": 120, "FHKST03010100": 100}
 _MARKET_OPEN = "090000"
 
@@ -66,6 +69,25 @@ class KisAdapter:
         raise TokenIssueError(
             f"KIS token refused: {code} {text}", refused_by_rate=code == TOKEN_RATE_CODE, code=code or None
         )
+
+    def approval_request(self) -> UpstreamRequest:
+        """``POST /oauth2/Approval``: the WebSocket approval key (the secret goes as ``secretkey`` there)."""
+        appkey, appsecret = self._secrets()
+        return UpstreamRequest(
+            "POST",
+            f"{self._base}/oauth2/Approval",
+            {"content-type": "application/json; charset=utf-8"},
+            json_body={"grant_type": "client_credentials", "appkey": appkey, "secretkey": appsecret},
+        )
+
+    def parse_approval(self, answer: UpstreamAnswer, now_s: float) -> TokenGrant:
+        """Read the approval key; its answer has no expiry, so it is taken to live a day from ``now_s``."""
+        body = answer.body if isinstance(answer.body, dict) else {}
+        if answer.status == 200 and body.get("approval_key"):
+            return TokenGrant(str(body["approval_key"]), now_s + APPROVAL_KEY_LIFETIME_S)
+        code = str(body.get("error_code") or body.get("msg_cd") or "")
+        text = str(body.get("error_description") or body.get("msg1") or f"HTTP {answer.status}").strip()
+        raise TokenIssueError(f"KIS approval key refused: {code} {text}", code=code or None)
 
     def build(self, spec: TrSpec, request: ApiRequest, access_token: str) -> UpstreamRequest:
         """The HTTP call for ``request``, continuing from its ``continuation`` when it has one."""

@@ -90,22 +90,24 @@ async def test_mock_credential_maps_ids_and_refuses_what_the_mock_server_lacks(
     services: Services, topics: Topics, gateway: GatewayFactory, gateway_settings: GatewaySettings
 ) -> None:
     """With a mock credential a balance request (real id TTTC8434R) reaches the mock server as VTTC8434R
-    and is served; a real-only endpoint is answered rejected/not_in_mock and never reaches the sandbox."""
+    and is served; a real-only quote and order are answered rejected/not_in_mock and never reach it."""
     key, secret = fake_credentials()
     async with limited_sandbox() as url:
         kis = KisSettings(
             base_url=f"{url}/kis/mock", environment="mock", appkey=key, appsecret=secret, rate_per_s=2
         )
-        spec = lookup("KIS", "FHKST03010230")
-        real_only = dict.fromkeys(spec.required, "")
+        real_only = ["FHKST03010230", "TTTC0051U"]  # a quote and an order the mock server lacks
         async with gateway(kis=kis), hub(services, topics) as client:
             balance = await client.submit("KIS", "TTTC8434R", BALANCE, timeout=30)
-            refused = await client.submit("KIS", "FHKST03010230", real_only, timeout=30)
+            refused = [
+                await client.submit("KIS", t, dict.fromkeys(lookup("KIS", t).required, ""), timeout=30)
+                for t in real_only
+            ]
         counters = await referee(url, "kis/mock", key)
     assert balance.ok and balance.data["rt_cd"] == "0"
-    assert (refused.status, refused.reason) == (Status.REJECTED, "not_in_mock")
+    assert [(r.status, r.reason) for r in refused] == [(Status.REJECTED, "not_in_mock")] * 2
     assert counters["by_tr_id"].get("VTTC8434R") == 1
-    assert "FHKST03010230" not in counters["by_tr_id"] and "TTTC8434R" not in counters["by_tr_id"]
+    assert not {*real_only, "TTTC8434R"} & set(counters["by_tr_id"])
 
 
 async def test_websocket_credentials_for_both_providers(

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from hubclient import RequestRejected
+from hubclient import RequestRejected, paginate
 from hubclient.catalog import TrSpec, entries
 from hubclient.models import Provider, Status
 from services.settings import GatewaySettings
@@ -127,3 +127,17 @@ async def test_an_order_the_mock_server_lacks_is_refused_before_the_upstream(
     assert after.get("by_tr_id", {}).get(order.upstream_tr_id(mock=True), 0) == before.get(
         "by_tr_id", {}
     ).get(order.upstream_tr_id(mock=True), 0)
+
+
+async def test_an_endpoint_with_its_own_context_keys_pages_through_the_hub(
+    services: Services, topics: Topics, gateway: GatewayFactory
+) -> None:
+    """A KIS account call paged with CTX_AREA_FK200/NK200 walks every page through the hub with paginate:
+    the gateway carries that endpoint's own keys, so the sandbox accepts each continuation."""
+    spec = next(s for s in entries(Provider.KIS) if "CTX_AREA_FK200" in s.paging_keys and s.idempotent)
+    params = {name: value_for(name) for name in spec.required}
+    async with gateway(), hub(services, topics) as client:
+        pages = [page async for page in paginate(client, "KIS", spec.key, params, timeout=20, max_pages=10)]
+    assert len(pages) >= 2, f"{spec.key} answered one page"
+    assert pages[-1].continuation is None and all(p.continuation for p in pages[:-1])
+    assert all(p.data["rt_cd"] == "0" for p in pages)

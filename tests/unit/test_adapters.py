@@ -6,7 +6,7 @@ from datetime import UTC
 
 import pytest
 
-from hubclient.catalog import lookup
+from hubclient.catalog import TrSpec, entries, lookup
 from hubclient.models import ApiRequest, Provider
 from services.gateway.errors import TokenIssueError
 from services.gateway.providers.base import KST, Outcome, UpstreamAnswer
@@ -117,6 +117,29 @@ def test_kis_tr_cont_paging() -> None:
         and follow.query is not None
         and follow.query["CTX_AREA_NK100"] == "NK "
     )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        s
+        for s in entries(Provider.KIS)
+        if s.paging_keys and s.paging_keys != ("CTX_AREA_FK100", "CTX_AREA_NK100")
+    ],
+    ids=lambda s: s.key,
+)
+def test_kis_tr_cont_paging_carries_the_endpoints_own_context_keys(spec: TrSpec) -> None:
+    """An endpoint whose context keys are 200, 50 or otherwise named continues with those keys, read from
+    the body's lower-case fields, and the next request sends them."""
+    body = {"rt_cd": "0", **{key.lower(): f"{key}-value" for key in spec.paging_keys}}
+    more = kis().classify(spec, kis_request(spec.key), UpstreamAnswer(200, {"tr_cont": "F"}, body))
+    assert more.continuation == {"tr_cont": "N", **{key: f"{key}-value" for key in spec.paging_keys}}
+    follow = kis().build(spec, kis_request(spec.key, continuation=more.continuation), "T")
+    if follow.query is not None:  # GET: as named; POST: the body's names are upper case
+        assert all(follow.query[key] == f"{key}-value" for key in spec.paging_keys)
+    else:
+        assert follow.json_body is not None
+        assert all(follow.json_body[key.upper()] == f"{key}-value" for key in spec.paging_keys)
 
 
 def test_kis_time_cursor() -> None:

@@ -148,14 +148,19 @@ class KisAdapter:
         if spec.paging is Paging.KIS_TR_CONT:
             if answer.headers.get("tr_cont", "") not in ("F", "M"):
                 return None
-            return {
-                "tr_cont": "N",
-                "CTX_AREA_FK100": str(body.get("ctx_area_fk100", "")),
-                "CTX_AREA_NK100": str(body.get("ctx_area_nk100", "")),
-            }
+            cursor = {"tr_cont": "N"}
+            for key in spec.paging_keys or _DEFAULT_CONTEXT_KEYS:
+                cursor[key] = str(
+                    body.get(key.lower(), body.get(key, ""))
+                )  # the body names them in lower case
+            return cursor
         if spec.paging is Paging.KIS_TIME_CURSOR:
             return _time_cursor(spec.tr_id, request, body)
         return None
+
+
+#: The context keys of a tr_cont call whose row names none (the common 100-wide pair).
+_DEFAULT_CONTEXT_KEYS = ("CTX_AREA_FK100", "CTX_AREA_NK100")
 
 
 def _time_cursor(tr_id: str, request: ApiRequest, body: dict[str, Any]) -> dict[str, str] | None:

@@ -37,9 +37,10 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
         logger.log(level, event, extra={"fields": fields})
 
 
-def _clean(value: Any) -> Any:
+def redact(value: Any) -> Any:
+    """``value`` with every secret field (``SECRET_FIELDS``, at any depth of dicts) replaced."""
     if isinstance(value, dict):
-        return {k: REDACTED if str(k).lower() in SECRET_FIELDS else _clean(v) for k, v in value.items()}
+        return {k: REDACTED if str(k).lower() in SECRET_FIELDS else redact(v) for k, v in value.items()}
     return value
 
 
@@ -56,7 +57,7 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            line.update(_clean(fields))
+            line.update(redact(fields))
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()

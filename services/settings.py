@@ -28,6 +28,9 @@ class KafkaSettings(BaseModel):
     request_topic: str = "api.requests"
     response_topic: str = "api.responses"
     dlq_topic: str = "api.requests.dlq"
+    events_topic: str = Field(
+        default="apihub.events", description="ratelimit.rejected and redlock.contention, for any watcher"
+    )
     group_id: str = "apihub-gateway"
     session_timeout_ms: int = Field(
         default=10_000,

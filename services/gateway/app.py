@@ -28,6 +28,7 @@ from services.gateway.metrics import ANSWERED_LATE, REQUESTS
 from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.providers.kiwoom import KiwoomAdapter
+from services.gateway.events import EventForwarder
 from services.gateway.publisher import Publisher
 from services.gateway.slots import RedisSlots
 from services.gateway.token_store import RedisTokenStore
@@ -84,6 +85,9 @@ class GatewayApp:
             dlq_topic=settings.kafka.dlq_topic,
             client_id=f"apihub-gateway-{settings.instance_id}",
         )
+        self.events = EventForwarder(
+            self.publisher.event, topic=settings.kafka.events_topic, instance_id=settings.instance_id
+        )
         self.consumer = RequestConsumer(
             settings.kafka,
             self.handle_record,
@@ -102,6 +106,7 @@ class GatewayApp:
         await self.redis.ping()
         await self.dispatcher.start()
         await self.publisher.start()
+        await self.events.start()
         await self.consumer.start()
         self._run_task = asyncio.create_task(self.consumer.run(), name="gateway-consumer")
         log_event(
@@ -119,6 +124,7 @@ class GatewayApp:
         if self._run_task is not None:
             await asyncio.gather(self._run_task, return_exceptions=True)
         await self.gateway.stop()
+        await self.events.stop()
         await self.publisher.stop()
         await self.dispatcher.stop()
         await self.redis.aclose()

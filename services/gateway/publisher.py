@@ -64,6 +64,12 @@ class Publisher:
             headers=response_headers(response, request),
         )
 
+    async def event(self, topic: str, key: bytes, value: bytes) -> None:
+        """Produce one operational event (``events.EventForwarder``)."""
+        if not self._started:
+            raise RuntimeError("Publisher.start() was not called")
+        await self._producer.send_and_wait(topic, value=value, key=key)
+
     async def dead_letter(self, value: bytes | None, headers: Headers, *, reason: str, source: str) -> None:
         """Keep an unusable message, with why and where it came from, on the dead-letter topic."""
         if not self._started:

@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 COV_FLOOR ?= 85
 
-.PHONY: help setup up down status run test test-unit test-integration lint typecheck schemas bench clean
+.PHONY: help setup up up-monitoring down status run test test-unit test-integration lint typecheck schemas bench clean
 
 help:
 	@echo "make run     set up everything, start the local stack, send the demo workload, print a summary"
 	@echo "make test    set up everything, run the unit and integration tests (starts Kafka and Redis)"
 	@echo "make up | down | status   manage the local stack (Kafka, Redis, sandbox, gateway, workers) under .local/"
+	@echo "make up-monitoring        make up plus Prometheus on 127.0.0.1:19090 (alerts), see docs/MONITORING.md"
 	@echo "make lint | typecheck | schemas"
 	@echo "make bench   nine benchmarks x 3 runs against the sandbox referee (~30 min, starts Kafka and Redis);"
 	@echo "             docs/BENCHMARKS.md only from a clean tree, else .local/bench/BENCHMARKS.md"
@@ -28,6 +29,10 @@ up: setup
 	bash ops/stack.sh up kafka redis
 	set -a && source .local/stack.env && set +a && $(BIN)/apihub topics ensure
 	bash ops/stack.sh up sandbox gateway history verification recovery
+
+# Prometheus (Debian's package, installed when missing) scraping the stack, with the alert rules.
+up-monitoring: up
+	bash ops/stack.sh up prometheus
 
 down:
 	bash ops/stack.sh down

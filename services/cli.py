@@ -1,5 +1,5 @@
 """``apihub``: the command line of API Hub (gateway, worker, history, sandbox, topics, schemas, call, feed,
-demo, catalog, config)."""
+demo, catalog, config, status)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from services.catalog_cli import add_parser as add_catalog_parser
 from services.logs import configure_logging
 from services.settings import ClientSettings
+from services.status.command import add_parser as add_status_parser
 
 
 def _run_until_signal(main: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sandbox-url", help="the sandbox, for the referee's figures (default: $SANDBOX_URL)")
     demo.set_defaults(func=cmd_demo)
     add_catalog_parser(sub)
+    add_status_parser(sub)
     return parser
 
 

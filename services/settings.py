@@ -142,6 +142,10 @@ class GatewaySettings(BaseSettings):
     )
     max_inflight: int = Field(default=25_000, gt=0, description="records read and unanswered in total")
     log_level: str = "INFO"
+    permissions_file: str | None = Field(
+        default=None,
+        description="YAML file of caller permissions; unset: every caller may make every call",
+    )
 
     def provider(self, provider: Provider) -> KisSettings | KiwoomSettings:
         """The settings of one provider."""

@@ -1,6 +1,8 @@
 """Admission: what is refused at once, before a request waits for a slot.
 
-In order: an unknown tr_id, a planned endpoint, a call missing a required parameter (``invalid``); an
+In order: params with more than ``max_param_keys`` keys or a value longer than ``max_param_value_chars``
+characters (``invalid`` / ``params_too_large``: no broker field comes near, and such a call would only
+fail upstream), an unknown tr_id, a planned endpoint, a call missing a required parameter (``invalid``); an
 endpoint the mock server does not offer, for a mock credential (``rejected`` / ``not_in_mock``, before any
 upstream call); a credential that is not configured (``invalid``); a deadline already passed
 (``expired``); a deadline out of reach at the current pace (``rejected`` / ``deadline_unreachable``, logged
@@ -10,6 +12,9 @@ as ``ratelimit.rejected``). The estimate of the wait comes from the domain's pac
 from __future__ import annotations
 
 import logging
+from typing import Any
+
+import orjson
 
 from hubclient.catalog import TrSpec, lookup, refusal
 from hubclient.errors import UnknownTrId
@@ -21,8 +26,40 @@ from services.logs import log_event
 logger = logging.getLogger(__name__)
 
 
-def check_request(request: ApiRequest, *, mock: bool, now_ms: int) -> TrSpec:
+MAX_PARAM_KEYS = 64  # the default of ``GatewaySettings.max_param_keys``
+MAX_PARAM_VALUE_CHARS = 4_096  # the default of ``GatewaySettings.max_param_value_chars``
+
+
+def check_params_size(
+    params: dict[str, Any] | None,
+    *,
+    max_keys: int = MAX_PARAM_KEYS,
+    max_value_chars: int = MAX_PARAM_VALUE_CHARS,
+) -> None:
+    """Raise ``Invalid("params_too_large")`` naming the key when params exceed either limit."""
+    if not params:
+        return
+    if len(params) > max_keys:
+        raise Invalid("params_too_large", f"params hold {len(params)} keys, more than {max_keys}")
+    for key, value in params.items():
+        size = len(value) if isinstance(value, str) else len(orjson.dumps(value, default=str))
+        if size > max_value_chars:
+            raise Invalid(
+                "params_too_large",
+                f"params[{str(key)[:64]!r}] holds {size} characters, more than {max_value_chars}",
+            )
+
+
+def check_request(
+    request: ApiRequest,
+    *,
+    mock: bool,
+    now_ms: int,
+    max_param_keys: int = MAX_PARAM_KEYS,
+    max_param_value_chars: int = MAX_PARAM_VALUE_CHARS,
+) -> TrSpec:
     """The request's catalog entry; raises ``Invalid``, ``Refused`` (``not_in_mock``) or ``Expired``."""
+    check_params_size(request.params, max_keys=max_param_keys, max_value_chars=max_param_value_chars)
     try:
         spec = lookup(request.provider, request.tr_id)
     except UnknownTrId as exc:

@@ -3,12 +3,20 @@
 Closed: calls flow. After ``failure_threshold`` consecutive failures (no answer, or 5xx without an
 envelope) it opens for ``open_s`` seconds, during which calls are refused without touching the network.
 Then one probe is let through (half-open): success closes it, failure opens it again.
+``counts_against_health`` says which answers are such failures: never a business error, a 4xx about
+the request, or a refusal of the gateway's own (those never reach ``record_failure``).
 """
 
 from __future__ import annotations
 
 import time
 from enum import StrEnum
+
+
+def counts_against_health(http_status: int | None) -> bool:
+    """True when an answer without a usable envelope says the broker is unwell: no HTTP status at all
+    (no answer, a dropped connection) or a 5xx; a 4xx speaks of the request, not of the broker."""
+    return http_status is None or http_status >= 500 or http_status < 400
 
 
 class BreakerState(StrEnum):

@@ -5,6 +5,7 @@ GatewayError                     root; ``status`` and ``reason`` go straight int
 ├── Expired                      its deadline passed, or is too close to answer in time (``expired``)
 ├── Refused                      refused for now (``rejected``); ``retriable`` when load or time clears it
 │   ├── BacklogFull              the domain's queue is full
+│   ├── NotPermitted             the caller has no grant for this call (``not_permitted``, ``permissions``)
 │   └── TokenUnavailable         no valid access token can be had now (``retry_after_s``)
 │       └── TokenIssueError      the token endpoint refused (``refused_by_rate``, ``code``)
 └── DispatchError                the broker gave no HTTP answer (``upstream_error``); ``sent`` says
@@ -59,6 +60,13 @@ class BacklogFull(Refused):
 
     def __init__(self, message: str) -> None:
         super().__init__("backlog_full", message, retriable=True)
+
+
+class NotPermitted(Refused):
+    """The permissions file gives the caller no grant for this provider and tr_id; never retriable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("not_permitted", message)
 
 
 class TokenUnavailable(Refused):

@@ -3,6 +3,8 @@
 A record that cannot be parsed or validated is dead-lettered with the reason, and still answered
 ``invalid`` when a reply address (and a usable request id) can be read from the body or the headers.
 Replies go only to allowed topics, so a crafted request cannot make the gateway write elsewhere.
+A record larger than ``max_request_bytes`` is not parsed at all (reason ``too_large``); its reply address
+then comes from the headers only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import ValidationError
 from hubclient.headers import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, decode_partition, header_value
 from hubclient.models import ApiRequest
 
+MAX_REQUEST_BYTES = 65_536  # the default of ``GatewaySettings.max_request_bytes``
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -39,10 +42,20 @@ class Intake:
     reply: ReplyAddress | None = None
 
 
-def read_record(record: ConsumerRecord[bytes, bytes], allowed_reply_topics: frozenset[str]) -> Intake:
-    """Parse and validate one record from the request topic."""
+def read_record(
+    record: ConsumerRecord[bytes, bytes],
+    allowed_reply_topics: frozenset[str],
+    *,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+) -> Intake:
+    """Parse and validate one record from the request topic (at most ``max_request_bytes`` bytes)."""
     headers = list(record.headers or ())
     body: Any = None
+    if record.value is not None and len(record.value) > max_request_bytes:
+        reason = f"too_large: {len(record.value)} bytes exceed the limit of {max_request_bytes}"
+        reply = _reply_address({}, headers)
+        allowed = reply is not None and reply.topic in allowed_reply_topics
+        return Intake(None, reason, reply if allowed else None)
     try:
         body = orjson.loads(record.value) if record.value is not None else None
     except orjson.JSONDecodeError as exc:

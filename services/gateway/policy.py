@@ -15,6 +15,11 @@ The call module performs the I/O the decision names; the table is tested row by 
 | no_answer (sent)            | back off, requeue*              | unknown_outcome                 |
 | cut by the deadline (sent)  | expired                         | unknown_outcome                 |
 
+Only an outcome that says something about the broker's health counts toward its circuit breaker
+(``breaker.counts_against_health``): no answer, a connection failure, a 5xx without a usable envelope.
+A ``transient`` outcome whose HTTP status is a 4xx (an error page about the request itself, say a URL
+too long) is not retried and never counts; 408 and 429 are still retried, without counting.
+
 \\* while ``attempts < max_attempts``; after that ``upstream_error`` with the outcome as reason
 (``unreachable`` for both connection failures). Requeued requests wait for a new slot like any other.
 """
@@ -25,9 +30,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from hubclient.models import Status
+from services.gateway.breaker import counts_against_health
 
 MAX_ATTEMPTS = 4  # upstream calls per request, retries included
 RETRY_BASE_S = 0.05
+RETRIED_4XX = frozenset({408, 429})  # a timeout or throttling page: worth another try, not a health signal
 
 
 class Result(StrEnum):
@@ -93,9 +100,13 @@ def decide(
     attempts: int,
     token_replaced: bool,
     max_attempts: int = MAX_ATTEMPTS,
+    http_status: int | None = None,
 ) -> Decision:
-    """The decision for one attempt's ``result`` (``attempts`` counts this one)."""
+    """The decision for one attempt's ``result`` (``attempts`` counts this one; ``http_status`` when the
+    broker answered at all)."""
     more = attempts < max_attempts
+    if result is Result.TRANSIENT and not counts_against_health(http_status):
+        return _about_the_request(result, idempotent=idempotent, more=more, http_status=http_status)
     if result is Result.OK:
         return _finish(Status.OK, None, SUCCESS)
     if result is Result.TOKEN_REJECTED:
@@ -128,6 +139,15 @@ def decide(
     return _finish(
         Status.UPSTREAM_ERROR, "unreachable" if result is Result.NO_ANSWER else result.value, FAILURE
     )
+
+
+def _about_the_request(result: Result, *, idempotent: bool, more: bool, http_status: int | None) -> Decision:
+    """A 4xx without an envelope: the broker is well, the request is not (or it is too early, 408/429)."""
+    if not idempotent:
+        return _finish(Status.UNKNOWN_OUTCOME, result.value)
+    if http_status in RETRIED_4XX and more:
+        return _requeue(result.value, Effects(backoff=True))
+    return _finish(Status.UPSTREAM_ERROR, result.value)
 
 
 def backoff_s(attempt: int, unit: float) -> float:

@@ -1,0 +1,190 @@
+"""Bad input is refused before it is queued or sent: record size, params size, and one caller's oversized
+calls never open the breaker for the others (issue 10)."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+from aiokafka import ConsumerRecord
+
+from hubclient.headers import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, encode_partition
+from hubclient.models import Status
+from services.gateway.admission import check_params_size
+from services.gateway.breaker import counts_against_health
+from services.gateway.errors import Invalid
+from services.gateway.intake import read_record
+from services.gateway.policy import Action, Result, decide
+from services.gateway.providers.base import UpstreamAnswer
+from services.gateway.testing import build_gateway
+from services.settings import GatewaySettings
+from tests.unit.test_gateway_core import PRICE, request, serve
+
+REPLY_TOPICS = frozenset({"api.responses"})
+
+
+def record(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> ConsumerRecord[bytes, bytes]:
+    """A request-topic record holding ``value``."""
+    return ConsumerRecord(
+        topic="api.requests",
+        partition=0,
+        offset=7,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=len(value),
+        headers=headers or [],
+    )
+
+
+def body(**params: object) -> dict[str, object]:
+    """A well-formed request body with ``params``."""
+    return {
+        "request_id": str(uuid.uuid4()),
+        "provider": "KIS",
+        "tr_id": "FHKST01010100",
+        "params": params,
+        "caller": "worker",
+        "deadline_ms": 4_000_000_000_000,
+        "created_at_ms": 1,
+        "reply_topic": "api.responses",
+        "reply_partition": 0,
+    }
+
+
+def test_record_over_the_byte_limit_is_too_large_and_answerable_from_headers() -> None:
+    """A record past the byte limit is not parsed, is too_large, and keeps its headers' reply address."""
+    request_id = str(uuid.uuid4())
+    headers = [
+        (CORRELATION_ID, request_id.encode()),
+        (REPLY_TOPIC, b"api.responses"),
+        (REPLY_PARTITION, encode_partition(0)),
+    ]
+    value = orjson.dumps(body(FID_INPUT_ISCD="x" * 70_000))
+    intake = read_record(record(value, headers), REPLY_TOPICS, max_request_bytes=65_536)
+    assert intake.request is None
+    assert intake.reason is not None and intake.reason.startswith("too_large:")
+    assert intake.reply is not None and intake.reply.request_id == request_id
+
+
+def test_record_under_the_byte_limit_is_read() -> None:
+    """A record within the limit is parsed as before."""
+    intake = read_record(record(orjson.dumps(body(**PRICE))), REPLY_TOPICS, max_request_bytes=65_536)
+    assert intake.request is not None
+
+
+@pytest.mark.parametrize(
+    ("params", "refused", "named"),
+    [
+        ({}, False, None),
+        (dict(PRICE), False, None),
+        ({f"K{i}": "1" for i in range(64)}, False, None),
+        ({f"K{i}": "1" for i in range(65)}, True, "65 keys"),
+        ({"FID_INPUT_ISCD": "x" * 4096}, False, None),
+        ({"FID_INPUT_ISCD": "x" * 4097}, True, "FID_INPUT_ISCD"),
+        ({"A": "1", "NESTED": {"v": "y" * 5000}}, True, "NESTED"),
+        ({"N": 12345}, False, None),
+    ],
+)
+def test_params_size_table(params: dict[str, object], refused: bool, named: str | None) -> None:
+    """Over 64 keys or a value over 4096 characters is invalid / params_too_large, naming the key."""
+    if not refused:
+        check_params_size(params, max_keys=64, max_value_chars=4096)
+        return
+    with pytest.raises(Invalid) as info:
+        check_params_size(params, max_keys=64, max_value_chars=4096)
+    assert info.value.reason == "params_too_large"
+    assert named is not None and named in str(info.value)
+
+
+def test_settings_defaults_match_the_module_defaults() -> None:
+    """The settings' defaults are the limits the intake and admission apply by default."""
+    settings = GatewaySettings()
+    assert (settings.max_request_bytes, settings.max_param_keys, settings.max_param_value_chars) == (
+        65_536,
+        64,
+        4_096,
+    )
+
+
+async def test_oversized_params_from_one_caller_never_open_the_breaker_for_another() -> None:
+    """Thirty calls with a 200 KB params value never reach the upstream, and another caller is served."""
+    rig = build_gateway()
+    for _ in range(150):  # what the server said to such a call: an error page without an envelope
+        rig.broker.then(UpstreamAnswer(500, {}, None), path="/inquire-price")
+    big = [
+        request(rig.clock, caller="noisy", params={**PRICE, "FID_INPUT_ISCD": "9" * 200_000})
+        for _ in range(30)
+    ]
+    daily = {**PRICE, "FID_PERIOD_DIV_CODE": "D", "FID_ORG_ADJ_PRC": "0"}
+    other = request(rig.clock, caller="other", tr_id="FHKST01010400", params=daily)
+    answers = await serve(rig, [*big, other])
+    assert {(a.response.status, a.response.reason) for a in answers[:30]} == {
+        (Status.INVALID, "params_too_large")
+    }
+    assert (answers[30].response.status, answers[30].response.reason) == (Status.OK, None)
+
+
+@pytest.mark.parametrize(
+    ("http_status", "counts"),
+    [
+        (None, True),
+        (500, True),
+        (503, True),
+        (200, True),
+        (400, False),
+        (404, False),
+        (414, False),
+        (429, False),
+    ],
+)
+def test_what_counts_against_the_brokers_health(http_status: int | None, counts: bool) -> None:
+    """No answer, a 5xx or garbage counts toward the breaker; a 4xx about the request never does."""
+    assert counts_against_health(http_status) is counts
+
+
+@pytest.mark.parametrize(
+    ("http_status", "idempotent", "attempts", "action", "status", "failure"),
+    [
+        (500, True, 1, Action.REQUEUE, None, True),
+        (None, True, 1, Action.REQUEUE, None, True),
+        (500, False, 1, Action.FINISH, Status.UNKNOWN_OUTCOME, True),
+        (414, True, 1, Action.FINISH, Status.UPSTREAM_ERROR, False),
+        (400, True, 1, Action.FINISH, Status.UPSTREAM_ERROR, False),
+        (414, False, 1, Action.FINISH, Status.UNKNOWN_OUTCOME, False),
+        (429, True, 1, Action.REQUEUE, None, False),
+        (408, True, 4, Action.FINISH, Status.UPSTREAM_ERROR, False),
+    ],
+)
+def test_transient_answers_count_only_when_the_broker_is_unwell(
+    http_status: int | None,
+    idempotent: bool,
+    attempts: int,
+    action: Action,
+    status: Status | None,
+    failure: bool,
+) -> None:
+    """A transient answer with a 4xx status is finished or retried without a breaker failure."""
+    decision = decide(
+        Result.TRANSIENT,
+        idempotent=idempotent,
+        attempts=attempts,
+        token_replaced=False,
+        http_status=http_status,
+    )
+    assert (decision.action, decision.status, decision.effects.breaker_failure) == (action, status, failure)
+
+
+@pytest.mark.parametrize(
+    "result",
+    [Result.BUSINESS_ERROR, Result.THROTTLED, Result.TOKEN_REJECTED, Result.OK, Result.UNKNOWN_OUTCOME],
+)
+def test_answers_about_the_request_never_count(result: Result) -> None:
+    """Business errors, throttling, token and order outcomes never record a breaker failure."""
+    for attempts in (1, 4):
+        decision = decide(result, idempotent=True, attempts=attempts, token_replaced=False, http_status=400)
+        assert not decision.effects.breaker_failure

@@ -141,6 +141,11 @@ class GatewaySettings(BaseSettings):
         default=12_000, gt=0, description="records read and unanswered per partition before it is paused"
     )
     max_inflight: int = Field(default=25_000, gt=0, description="records read and unanswered in total")
+    max_request_bytes: int = Field(
+        default=65_536, gt=0, description="bytes of one request record; a larger one is dead-lettered"
+    )
+    max_param_keys: int = Field(default=64, gt=0, description="keys in a request's params")
+    max_param_value_chars: int = Field(default=4_096, gt=0, description="characters of one params value")
     log_level: str = "INFO"
     permissions_file: str | None = Field(
         default=None,

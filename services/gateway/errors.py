@@ -34,7 +34,8 @@ class GatewayError(Exception):
 
 
 class Invalid(GatewayError):
-    """Unknown tr_id, a call the environment does not offer, an unknown credential."""
+    """Unknown tr_id, a call the environment does not offer, an unknown credential, ``params_too_large``
+    (more keys or a longer value than the gateway's limits; a record over the byte limit is ``too_large``)."""
 
     status = Status.INVALID
 

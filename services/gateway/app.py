@@ -7,6 +7,7 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -25,6 +26,7 @@ from services.gateway.gateway import Gateway
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.intake import read_record
 from services.gateway.metrics import ANSWERED_LATE, REQUESTS
+from services.gateway.permissions import load_permissions
 from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.providers.kiwoom import KiwoomAdapter
@@ -66,6 +68,7 @@ class GatewayApp:
         clock = SystemClock()
         appkeys = {p: s.appkey.get_secret_value() for p, s in providers.items() if s.appkey is not None}
         prefix = settings.redis.key_prefix
+        permissions_file = settings.permissions_file
         self.gateway = Gateway(
             instance_id=settings.instance_id,
             providers=providers,
@@ -79,6 +82,7 @@ class GatewayApp:
             idempotency=IdempotencyStore(self.redis, key_prefix=settings.redis.key_prefix),
             clock=clock,
             max_backlog=settings.max_backlog,
+            permissions=load_permissions(Path(permissions_file)) if permissions_file else None,
         )
         self.publisher = Publisher(
             settings.kafka.bootstrap_servers,

@@ -33,6 +33,7 @@ from services.gateway.idempotency import Records
 from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
 from services.gateway.pacing import DomainPacer, ReplyPath
+from services.gateway.permissions import Permissions, check_permitted
 from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.responses import Responder
@@ -63,11 +64,13 @@ class Gateway:
         idempotency: Records | None,
         clock: Clock | None = None,
         max_backlog: int = 10_000,
+        permissions: Permissions | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.responder = Responder(instance_id, self.clock)
         self.flights = Flights()
         self._providers = dict(providers)
+        self._permissions = permissions  # None: every caller may make every call
         self._idempotency = idempotency
         self._reply = ReplyPath(self.clock)
         self.limiters = {  # each key's overall limit; token calls take these slots too
@@ -168,6 +171,7 @@ class Gateway:
             return await self.lender.lend(request)  # from the token store: no slot, no idempotency record
         try:
             spec = check_request(request, mock=settings.mock, now_ms=self._now_ms())
+            check_permitted(self._permissions, request, spec)  # before any upstream call or Redis lookup
             pacer = self.pacers[request.provider, spec.limit_class]
             twin = await self._join_twin(request)
             if twin is not None:

@@ -1,0 +1,133 @@
+"""Caller permissions: the grant table decides, unlisted callers get read-only quotes, files are checked."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hubclient.catalog import TrSpec, entries, lookup
+from hubclient.models import ApiRequest, Provider
+from services.gateway.errors import NotPermitted
+from services.gateway.permissions import (
+    Grant,
+    Permissions,
+    check_permitted,
+    load_permissions,
+    parse_permissions,
+    permitted,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "ops" / "permissions.example.yaml"
+KIS, KIWOOM = Provider.KIS, Provider.KIWOOM
+PRICE = lookup(KIS, "FHKST01010100")  # KIS quote
+BARS = lookup(KIWOOM, "ka10080")  # Kiwoom read
+KIS_ORDER = next(e for e in entries(KIS) if e.kind == "order")
+KIS_ACCOUNT = next(e for e in entries(KIS) if e.kind == "account")
+KIWOOM_ORDER = next(e for e in entries(KIWOOM) if e.kind == "order_write")
+KIWOOM_ACCOUNT = next(e for e in entries(KIWOOM) if e.kind == "account_read")
+
+TABLE = Permissions(
+    callers={
+        "demo": (Grant(providers=frozenset({KIS}), tr_ids=frozenset({"FHKST01010100"})),),
+        "trader": (Grant(kinds=frozenset({"quote", "read", "account", "account_read"})),),
+        "kis-orders": (Grant(providers=frozenset({KIS}), limit_classes=frozenset({"ledger"})),),
+        "nobody": (),
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("caller", "spec", "expected"),
+    [
+        ("demo", PRICE, True),  # named tr_id
+        ("demo", lookup(KIS, "FHKST03010200"), False),  # another tr_id of the same provider
+        ("demo", BARS, False),  # named tr_id, other provider
+        ("trader", KIS_ACCOUNT, True),
+        ("trader", KIWOOM_ACCOUNT, True),
+        ("trader", KIS_ORDER, False),  # account reads do not grant orders
+        ("trader", KIWOOM_ORDER, False),
+        ("kis-orders", KIS_ORDER, True),  # by limit class
+        ("kis-orders", KIS_ACCOUNT, True),
+        ("kis-orders", KIWOOM_ORDER, False),  # the grant names KIS only
+        ("stranger", PRICE, True),  # unlisted: read-only quotes
+        ("stranger", BARS, True),
+        ("stranger", KIS_ACCOUNT, False),
+        ("stranger", KIWOOM_ACCOUNT, False),
+        ("stranger", KIS_ORDER, False),
+        ("stranger", KIWOOM_ORDER, False),
+        ("nobody", PRICE, False),  # listed with no grants: nothing at all
+    ],
+)
+def test_permitted_table(caller: str, spec: TrSpec, expected: bool) -> None:
+    """Each caller may make exactly the calls one of its grants covers; unlisted callers only read quotes."""
+    assert permitted(TABLE, caller, spec) is expected
+
+
+@pytest.mark.parametrize("spec", [PRICE, KIS_ORDER, KIWOOM_ORDER, KIWOOM_ACCOUNT])
+def test_without_a_table_everything_is_permitted(spec: TrSpec) -> None:
+    """No permissions file keeps today's behaviour: every caller may make every call."""
+    assert permitted(None, "anyone", spec)
+
+
+def test_no_order_is_read_only() -> None:
+    """The read-only default covers no order and no account call of either provider."""
+    for provider in (KIS, KIWOOM):
+        for spec in entries(provider):
+            if not spec.idempotent or "account" in spec.kind:
+                assert not permitted(Permissions(), "stranger", spec), spec.key
+
+
+def test_refusal_raises_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """A refused call raises rejected/not_permitted and logs request.not_permitted with caller and tr_id."""
+    request = ApiRequest(
+        request_id=str(uuid.uuid4()),
+        caller="stranger",
+        provider=KIS,
+        tr_id=KIS_ORDER.tr_id,
+        deadline_ms=2_000_000_000_000,
+        created_at_ms=1_000_000_000_000,
+        reply_topic="api.responses",
+        reply_partition=0,
+    )
+    with caplog.at_level(logging.WARNING), pytest.raises(NotPermitted) as raised:
+        check_permitted(TABLE, request, KIS_ORDER)
+    assert raised.value.reason == "not_permitted" and raised.value.status.value == "rejected"
+    assert not raised.value.retriable
+    record = next(r for r in caplog.records if r.msg == "request.not_permitted")
+    fields = record.fields  # type: ignore[attr-defined]
+    assert (fields["caller"], fields["provider"], fields["tr_id"]) == ("stranger", "KIS", KIS_ORDER.tr_id)
+
+
+def test_example_file_gives_each_worker_and_the_demo_what_they_use() -> None:
+    """ops/permissions.example.yaml loads and grants the workers and the demo their calls, and no order."""
+    table = load_permissions(EXAMPLE)
+    uses = {
+        "history-collector": [(KIS, "FHKST03010100"), (KIS, "FHKST03010230"), (KIWOOM, "ka10081")],
+        "verification-worker": [(KIS, "FHKST03010200"), (KIWOOM, "ka10080")],
+        "recovery-worker": [(KIS, "FHKST01010300"), (KIWOOM, "ka10079")],
+        "demo": [(KIS, "FHKST01010100"), (KIS, "FHKST03010200"), (KIWOOM, "ka10080")],
+    }
+    for caller, calls in uses.items():
+        for provider, tr_id in calls:
+            assert permitted(table, caller, lookup(provider, tr_id)), (caller, tr_id)
+        assert not permitted(table, caller, KIS_ORDER) and not permitted(table, caller, KIWOOM_ACCOUNT)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [],
+        {"callers": {"a": {"kinds": ["quote"]}}},  # grants must be a list
+        {"callers": {"a": [{"kind": ["quote"]}]}},  # misspelt field
+        {"callers": {"a": [{"providers": ["NASDAQ"]}]}},
+        {"callers": {"a": [{"tr_ids": "FHKST01010100"}]}},  # a string, not a list
+        {"caller": {}},
+    ],
+)
+def test_malformed_files_are_refused(raw: object) -> None:
+    """A permissions file the gateway does not fully understand stops it rather than granting by accident."""
+    with pytest.raises(ValueError):
+        parse_permissions(raw)

@@ -1,5 +1,5 @@
 """``apihub``: the command line of API Hub (gateway, worker, history, sandbox, topics, schemas, call, feed,
-demo, catalog, config, status)."""
+demo, catalog, config, status, audit, replay)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
+from services.audit.command import add_parser as add_audit_parser
 from services.catalog_cli import add_parser as add_catalog_parser
 from services.logs import configure_logging
+from services.replay.command import add_parser as add_replay_parser
 from services.settings import ClientSettings
 from services.status.command import add_parser as add_status_parser
 
@@ -296,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     add_catalog_parser(sub)
     add_status_parser(sub)
+    add_audit_parser(sub)
+    add_replay_parser(sub)
     return parser
 
 

@@ -28,7 +28,6 @@ from services.audit.timerange import describe
 from services.logs import configure_logging
 from services.replay import ReplayError
 from services.replay.compare import compare
-from services.replay.hub import check_sandbox, ensure_hub_topics, gateway_settings, sandbox_hub
 from services.replay.options import ReplayOptions, add_arguments, options_from
 from services.replay.plan import Plan, make_plan, replay_request
 from services.replay.report import Outcome, count_lines, outcome_lines, outcome_row
@@ -57,6 +56,10 @@ async def _sender(options: ReplayOptions) -> AsyncIterator[ReplaySender]:
     target = options.target
     bootstrap = options.source.bootstrap_servers
     if target.kind == "sandbox":
+        # The replay's own gateway (and its HTTP client) loads only when a replay runs: `apihub` itself, which
+        # the workers start with, must not import the gateway.
+        from services.replay.hub import check_sandbox, ensure_hub_topics, gateway_settings, sandbox_hub
+
         await check_sandbox(target.sandbox_url)
         await ensure_hub_topics(bootstrap, target.names)
         settings = gateway_settings(

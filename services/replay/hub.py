@@ -14,47 +14,19 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import aiohttp
 
 from services.replay import ReplayError
+from services.replay.names import HubNames
 from services.settings import GatewaySettings, KafkaSettings, KisSettings, KiwoomSettings, RedisSettings
 from services.topics import ensure_topics, load_topics
 
-DEFAULT_PREFIX = "apihub.replay"
 SANDBOX_CHECK_TIMEOUT_S = 5.0
 JOIN_TIMEOUT_S = 30.0
 # Each run is a new static member; a finished run's partitions pass to the next after this long (the
 # broker's smallest session timeout by default), so back-to-back replays wait seconds, not the default 10.
 SESSION_TIMEOUT_MS = 6_000
-
-
-@dataclass(frozen=True)
-class HubNames:
-    """The replay hub's topics, consumer group and Redis key prefix, all derived from one prefix."""
-
-    requests: str
-    responses: str
-    dlq: str
-    group_id: str
-    redis_prefix: str
-
-    @classmethod
-    def from_prefix(cls, prefix: str) -> HubNames:
-        """Topics ``{prefix}.requests|responses|dlq``, group ``{prefix}.gateway``, Redis ``{prefix}:``."""
-        return cls(
-            f"{prefix}.requests", f"{prefix}.responses", f"{prefix}.dlq", f"{prefix}.gateway", f"{prefix}:"
-        )
-
-
-def check_names(names: HubNames, gateway_group: str, gateway_topics: tuple[str, ...]) -> None:
-    """Refuse names that are the running gateway's: its group, its topics (``ReplayError``)."""
-    if names.group_id == gateway_group:
-        raise ReplayError(f"the replay's consumer group may not be the gateway's ({gateway_group})")
-    shared = sorted({names.requests, names.responses, names.dlq} & set(gateway_topics))
-    if shared:
-        raise ReplayError(f"the replay hub may not use the gateway's topics: {', '.join(shared)}")
 
 
 def is_sandbox_answer(status: int, body: object) -> bool:

@@ -15,7 +15,7 @@ from services.audit.join import OUTCOMES, Filters
 from services.audit.timerange import TimeRange, parse_duration_ms, resolve_range
 from services.replay import ReplayError
 from services.replay.compare import DEFAULT_IGNORE
-from services.replay.hub import DEFAULT_PREFIX, HubNames, check_names
+from services.replay.names import DEFAULT_PREFIX, HubNames, check_names
 from services.settings import ClientSettings, KafkaSettings, RedisSettings
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:18080"

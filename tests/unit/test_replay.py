@@ -15,7 +15,8 @@ from services.audit.progress import quiet
 from services.audit.records import read_request, read_response
 from services.replay import ReplayError
 from services.replay.compare import DEFAULT_IGNORE, MISSING, NOT_RECORDED, Difference, compare
-from services.replay.hub import HubNames, check_names, gateway_settings, is_sandbox_answer
+from services.replay.hub import gateway_settings, is_sandbox_answer
+from services.replay.names import HubNames, check_names
 from services.replay.options import ReplaySettings, add_arguments, target_from
 from services.replay.plan import Decision, Send, Skip, decide, make_plan, replay_caller, replay_request
 from services.replay.report import Outcome, count_lines, outcome_lines

@@ -22,6 +22,7 @@ from hubclient.models import ApiRequest, ApiResponse, Provider, Status
 from services.gateway.clock import SystemClock
 from services.gateway.consumer import RequestConsumer
 from services.gateway.dispatcher import HttpDispatcher
+from services.gateway.events import EventForwarder
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.intake import read_record
@@ -30,7 +31,6 @@ from services.gateway.permissions import load_permissions
 from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.providers.kiwoom import KiwoomAdapter
-from services.gateway.events import EventForwarder
 from services.gateway.publisher import Publisher
 from services.gateway.slots import RedisSlots
 from services.gateway.token_store import RedisTokenStore

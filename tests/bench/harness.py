@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from hubclient.catalog import lookup
+from services.sandbox.referee import appkey_label
 from services.topics import TopicSpec, ensure_topics, load_topics
 from tests import processes
 from tests.processes import GatewayProcess, clean_env, free_port
@@ -335,7 +336,7 @@ async def referee(session: aiohttp.ClientSession, sandbox_url: str, appkey: str)
     """The referee's counters for one KIS real appkey (empty before its first arrival)."""
     async with session.get(f"{sandbox_url}/_sandbox/stats") as resp:
         stats = await resp.json()
-    counters: dict[str, Any] = stats["environments"]["kis/real"]["appkeys"].get(appkey, {})
+    counters: dict[str, Any] = stats["environments"]["kis/real"]["appkeys"].get(appkey_label(appkey), {})
     return counters
 
 

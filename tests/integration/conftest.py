@@ -15,6 +15,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from services.gateway.app import GatewayApp
+from services.sandbox.referee import appkey_label
 from services.settings import (
     GatewaySettings,
     KafkaSettings,
@@ -81,7 +82,7 @@ async def referee(sandbox_url: str, environment: str, appkey: str) -> dict[str, 
     """The sandbox referee's counters for one appkey in one environment (``kis/real`` ...)."""
     async with aiohttp.ClientSession() as session, session.get(f"{sandbox_url}/_sandbox/stats") as resp:
         stats = await resp.json()
-    counters: dict[str, Any] = stats["environments"][environment]["appkeys"].get(appkey, {})
+    counters: dict[str, Any] = stats["environments"][environment]["appkeys"].get(appkey_label(appkey), {})
     return counters
 
 

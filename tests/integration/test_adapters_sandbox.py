@@ -40,6 +40,7 @@ from services.gateway.providers.base import (
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.providers.kiwoom import KiwoomAdapter
 from services.sandbox.app import create_app
+from services.sandbox.referee import appkey_label
 from services.sandbox.settings import SandboxSettings
 from services.sandbox.state import STATE, SandboxState
 from services.settings import KisSettings, KiwoomSettings
@@ -146,7 +147,7 @@ class Sandbox:
     async def counters(self, env_id: str, appkey: str) -> dict[str, Any]:
         """The referee's counters of one appkey in one environment."""
         stats = await self.admin("GET", "stats")
-        found: dict[str, Any] = stats["environments"][env_id]["appkeys"].get(appkey, {})
+        found: dict[str, Any] = stats["environments"][env_id]["appkeys"].get(appkey_label(appkey), {})
         return found
 
 

@@ -12,6 +12,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from services.sandbox.clock import KST
+from services.sandbox.referee import appkey_label
 from services.sandbox.state import SandboxState
 
 # Friday, mid-session; the clock is frozen (rate 0) so bursts land in one instant and nothing drifts.
@@ -50,7 +51,7 @@ class Sandbox:
     async def env_stats(self, env_id: str, appkey: str | None = None) -> dict[str, Any]:
         """Referee numbers of one environment (or one appkey in it)."""
         env: dict[str, Any] = (await self.stats())["environments"][env_id]
-        return env if appkey is None else env["appkeys"][appkey]
+        return env if appkey is None else env["appkeys"][appkey_label(appkey)]
 
     async def loop_lag(self, min_samples: int = 0, timeout_s: float = 2.0) -> dict[str, Any]:
         """The referee's ``loop_lag`` object, once it holds at least ``min_samples`` samples (real time)."""

@@ -8,7 +8,7 @@ import asyncio
 from aiohttp import ClientResponse
 
 from services.sandbox.clock import SimClock
-from services.sandbox.referee import Environment, Referee
+from services.sandbox.referee import Environment, Referee, appkey_label
 from tests.sandbox.sandbox_kit import KIWOOM_KEY, SESSION_NOW, TRADING, Sandbox, SandboxFactory, kis_key
 from tests.sandbox.test_sandbox_kis_trading import BALANCE
 
@@ -118,6 +118,6 @@ def test_referee_counts_a_class_window_per_appkey() -> None:
     assert referee.arrive("kiwoom/real", "a", "au10001", in_window=False).over_class is None
     assert referee.arrive("kiwoom/real", "a", "(none)").over_class is None
     snapshot = referee.snapshot()["environments"]["kiwoom/real"]
-    assert snapshot["appkeys"]["a"]["classes"]["order"]["over_limit"] == 1
+    assert snapshot["appkeys"][appkey_label("a")]["classes"]["order"]["over_limit"] == 1
     assert snapshot["classes"]["order"]["requests"] == 4
-    assert set(snapshot["appkeys"]["a"]["classes"]) == {"order", "query"}
+    assert set(snapshot["appkeys"][appkey_label("a")]["classes"]) == {"order", "query"}

@@ -16,6 +16,8 @@ help:
 	@echo "make lint | typecheck | schemas"
 	@echo "make bench   nine benchmarks x 3 runs against the sandbox referee (~30 min, starts Kafka and Redis);"
 	@echo "             docs/BENCHMARKS.md only from a clean tree, else .local/bench/BENCHMARKS.md"
+	@echo "make soak    the production profile for SOAK_MINUTES (10) on a stack of its own, sampled and judged;"
+	@echo "             docs/soak/ only from a clean tree, else .local/soak/<run>/"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +74,16 @@ schemas: setup
 # tokens); `$(BIN)/python -m tests.bench pacing priority --quick` runs a subset once as a short smoke run.
 bench: setup
 	$(BIN)/python -m tests.bench
+
+# The production profile (gateway as gateway-worker-real, three workers, the feed, reads at 80 % of the limits)
+# for SOAK_MINUTES on its own Kafka, Redis and sandbox on free loopback ports (the shared stack is left alone),
+# sampled every 5 s: memory, lag, errors, pacing. Writes docs/soak/SOAK.md and soak.png only from a clean tree
+# (otherwise .local/soak/<run>/). Its one-minute smoke run, outside make test (about two minutes):
+# `$(BIN)/pytest -p no:cacheprovider tests/soak/smoke_soak.py`.
+SOAK_MINUTES ?= 10
+.PHONY: soak
+soak: setup
+	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES)
 
 clean: down
 	rm -rf .local

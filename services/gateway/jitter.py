@@ -7,8 +7,9 @@ the network, the broker's accept queue, the broker's own stalls. ``J`` (``arriva
 what cannot be seen.
 
 A new send is recorded with the allowance ``J`` plus the own lag a send usually has (a moving average
-plus one mean deviation); a send that turns out later than that is extended to its measured lag plus
-``J`` once its headers left, so the budget each send takes is what it needed, not a worst case. When
+plus one mean deviation, starting from ``COLD_LAG_S`` each before anything was measured, so a gateway
+started under load does not trust its first, coldest sends); a send that turns out later than that is
+extended to its measured lag plus ``J`` once its headers left, so the budget each send takes is what it needed, not a worst case. When
 ``CONTENDED_SHARE`` of the recent sends (an average over the last ``CONTENDED_SENDS``, ten seconds at 20
 req/s) ran later than ``LATE_SHARE_OF_J`` of ``J``, the host is contended (a lone pause or a short burst,
 a garbage collection, is not), and the far side is presumed to stall as long again (on a shared host it
@@ -31,6 +32,7 @@ from services.gateway.clock import Clock
 HOLD_S = 10.0
 CONTENDED_PEAK_FACTOR = 2.0  # our own peak lag, and as much again for the far side on the same host
 LAG_WEIGHT = 0.125  # of the newest lag in the moving average and deviation
+COLD_LAG_S = 0.05  # the own lag presumed before the first measurement
 LATE_SHARE_OF_J = 0.25  # a send this late (a quarter of J, 5 ms at 20 ms) counts as late
 CONTENDED_SENDS = 200  # the sends the share of late ones is averaged over (ten seconds at 20 req/s)
 CONTENDED_SHARE = 0.2  # a fifth of them late: the host is contended
@@ -62,13 +64,18 @@ class SlidingMax:
 class JitterBudget:
     """The setting, the typical own lag and the recent peak own lag."""
 
-    def __init__(self, setting_s: float, clock: Clock, *, hold_s: float = HOLD_S) -> None:
+    def __init__(
+        self, setting_s: float, clock: Clock, *, hold_s: float = HOLD_S, cold_lag_s: float = COLD_LAG_S
+    ) -> None:
         if setting_s < 0:
             raise ValueError("the jitter budget cannot be negative")
         self.setting_s = setting_s
         self._peak = SlidingMax(clock, hold_s)
-        self._mean_s = 0.0
-        self._deviation_s = 0.0
+        # Cold start: before any measurement the own lag is presumed COLD_LAG_S (plus as much deviation),
+        # as a fresh process's first sends run late (first connections, imports, a burst of intake);
+        # the moving average wears it off within some twenty sends.
+        self._mean_s = cold_lag_s
+        self._deviation_s = cold_lag_s
         self._late_share = 0.0
         self._sends = 0
 

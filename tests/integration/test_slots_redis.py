@@ -29,7 +29,7 @@ async def test_instances_share_one_window(redis: Redis, unique: str) -> None:
     clock = SystemClock()
     store = RedisSlots(redis, key_prefix=f"test:{unique}:")
     limiters = [
-        DomainLimiter("KIS", 10, jitter=JitterBudget(0.02, clock), clock=clock, shared=store)
+        DomainLimiter("KIS", 10, jitter=JitterBudget(0.02, clock, cold_lag_s=0.0), clock=clock, shared=store)
         for _ in range(3)
     ]
     starts: list[float] = []

@@ -137,7 +137,9 @@ def test_throttle_answers_name_the_limit_they_are_about(
 
 
 def limiter(clock: ManualClock, domain: str, rate: float, slots: MemorySlots) -> DomainLimiter:
-    return DomainLimiter(domain, rate, jitter=JitterBudget(0.02, clock), clock=clock, shared=slots)
+    return DomainLimiter(
+        domain, rate, jitter=JitterBudget(0.02, clock, cold_lag_s=0.0), clock=clock, shared=slots
+    )
 
 
 async def test_a_class_slot_waiting_for_the_key_moves_with_it() -> None:

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from services.gateway.clock import ManualClock
-from services.gateway.jitter import CONTENDED_SENDS, JitterBudget, SlidingMax
+from services.gateway.jitter import COLD_LAG_S, CONTENDED_SENDS, JitterBudget, SlidingMax
 from services.gateway.limiter import MIN_RATE_FACTOR, DomainLimiter, Slot
 from services.gateway.slots import Ask, MemorySlots
 
@@ -27,7 +27,9 @@ def max_in_any_second(times: list[float]) -> int:
 def limiter(
     clock: ManualClock, *, rate: float = 20, jitter_s: float = 0.02, slots: MemorySlots | None = None
 ) -> DomainLimiter:
-    return DomainLimiter("KIS", rate, jitter=JitterBudget(jitter_s, clock), clock=clock, shared=slots)
+    return DomainLimiter(
+        "KIS", rate, jitter=JitterBudget(jitter_s, clock, cold_lag_s=0.0), clock=clock, shared=slots
+    )
 
 
 async def take(pace: DomainLimiter, clock: ManualClock) -> Slot:
@@ -109,7 +111,7 @@ async def test_budget_follows_typical_lag_and_peaks_while_contended() -> None:
     sends run later than a quarter of J the host is contended and twice the recent peak is added, a calm
     moment does not end that, and a calm stretch of some hundreds of sends does."""
     clock = ManualClock()
-    budget = JitterBudget(0.02, clock, hold_s=5)
+    budget = JitterBudget(0.02, clock, hold_s=5, cold_lag_s=0.0)
     assert budget.allowance_s() == 0.02
     for _ in range(200):
         budget.observe(0.001)
@@ -138,12 +140,22 @@ async def test_budget_follows_typical_lag_and_peaks_while_contended() -> None:
 async def test_budget_sees_contention_from_the_first_sends() -> None:
     """Before two hundred sends were seen the share is their plain average, so a gateway started on a busy
     host widens its budget within its first sends."""
-    budget = JitterBudget(0.02, ManualClock())
+    budget = JitterBudget(0.02, ManualClock(), cold_lag_s=0.0)
     budget.observe(0.01)
     assert not budget.contended()  # one late first send is no sign
     for _ in range(5):
         budget.observe(0.01)
     assert budget.contended() and budget.allowance_s() == pytest.approx(0.04)
+
+
+async def test_a_cold_budget_trusts_its_first_sends_less() -> None:
+    """Before anything was measured the budget presumes a cold process's lag (COLD_LAG_S, plus as much
+    deviation); twenty-odd calm sends wear it off."""
+    budget = JitterBudget(0.02, ManualClock())
+    assert budget.allowance_s() == pytest.approx(0.02 + 2 * COLD_LAG_S)
+    for _ in range(30):
+        budget.observe(0.001)
+    assert budget.allowance_s() < 0.02 + 0.01
 
 
 async def test_sliding_max_default() -> None:

@@ -9,7 +9,8 @@ what cannot be seen.
 A new send is recorded with the allowance ``J`` plus the own lag a send usually has (a moving average
 plus one mean deviation, starting from ``COLD_LAG_S`` each before anything was measured, so a gateway
 started under load does not trust its first, coldest sends); a send that turns out later than that is
-extended to its measured lag plus ``J`` once its headers left, so the budget each send takes is what it needed, not a worst case. When
+extended to its measured lag plus ``J`` once its headers left, so the budget each send takes is what it
+needed, not a worst case. When
 ``CONTENDED_SHARE`` of the recent sends (an average over the last ``CONTENDED_SENDS``, ten seconds at 20
 req/s) ran later than ``LATE_SHARE_OF_J`` of ``J``, the host is contended (a lone pause or a short burst,
 a garbage collection, is not), and the far side is presumed to stall as long again (on a shared host it

@@ -5,6 +5,7 @@ without reaching the broker, and every valid call is answered ok."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from hubclient.headers import (
     CORRELATION_ID,
@@ -24,6 +26,11 @@ from hubclient.headers import (
     header_value,
 )
 from hubclient.models import ApiResponse, Status
+from services.settings import KafkaSettings, WorkerSettings, WorkerTopics
+from services.verification.task import VerificationTask
+from services.worker.outputs import Outputs
+from services.worker.runtime import TaskLoop
+from services.worker.task import Task, parse_task
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, read_committed
 from tests.integration.test_round_trip import PRICE, hub
@@ -273,3 +280,142 @@ async def _tally(
         if not (dead_lettered or answered):
             tally.unhandled[case.kind] += 1
     return tally
+
+
+WORKER_MALFORMED = 2_000  # one transaction per task: 10,000 take longer than the suite can give here
+WORKER_VALID = 50
+
+
+class VerificationEcho:
+    """The verification worker's task parsing (its topic, its model) with an echo for a handler: the
+    fuzz is about what reaches ``parse``, not about verifying minutes."""
+
+    name = "verification-fuzz"
+
+    def __init__(self, task_topic: str, out_topic: str) -> None:
+        self.task_topic = task_topic
+        self.out_topic = out_topic
+
+    async def start(self) -> None:
+        """Nothing to load."""
+
+    async def stop(self) -> None:
+        """Nothing to release."""
+
+    def parse(self, value: bytes | None) -> Task:
+        """Exactly as ``VerificationWorker.parse``."""
+        return parse_task(VerificationTask, value)
+
+    async def handle(self, task: Task, out: Outputs) -> None:
+        """One output per valid task."""
+        assert isinstance(task, VerificationTask)
+        out.add(self.out_topic, task.task_id, {"symbol": task.symbol})
+
+
+def verification_task(i: int) -> dict[str, object]:
+    """A valid verification task."""
+    return {
+        "task_id": f"verify|005930|2026-11-27|09:00-09:30|r{i + 1}",
+        "symbol": "005930",
+        "day": "2026-11-27",
+        "start": "09:00",
+        "end": "09:30",
+        "round": i + 1,
+    }
+
+
+def malformed_tasks(count: int = WORKER_MALFORMED, seed: int = SEED) -> list[bytes | None]:
+    """``count`` values that are not verification tasks, the same ones for the same seed."""
+    rng = random.Random(seed)
+    wrong: list[tuple[str, object]] = [
+        ("symbol", "5930"),
+        ("symbol", 5930),
+        ("day", "27/11/2026"),
+        ("day", 20261127),
+        ("start", "25:00"),
+        ("end", "08:00"),
+        ("round", 0),
+        ("round", "first"),
+        ("task_id", None),
+        ("start", "9am"),
+    ]
+    values: list[bytes | None] = []
+    for _ in range(count):
+        choice = rng.randrange(6)
+        whole = orjson.dumps(verification_task(rng.randrange(1000)))
+        if choice == 0:
+            values.append(rng.randbytes(rng.randint(0, 200)))
+        elif choice == 1:
+            values.append(whole[: rng.randint(0, len(whole) - 1)])
+        elif choice == 2:
+            field_name, value = rng.choice(wrong)
+            values.append(orjson.dumps({**verification_task(0), field_name: value}))
+        elif choice == 3:
+            body = verification_task(0)
+            del body[rng.choice(["task_id", "symbol", "day", "start", "end"])]  # "round" has a default
+            values.append(orjson.dumps(body))
+        elif choice == 4:
+            values.append(orjson.dumps(rng.choice([[1, 2], "task", 17, None, {"symbol": "005930"}])))
+        else:
+            values.append(None)  # a tombstone
+    return values
+
+
+async def test_malformed_verification_tasks_are_dead_lettered(services: Services, unique: str) -> None:
+    """Every malformed record on the verification task topic is dead-lettered as malformed, and the worker
+    keeps handling the valid tasks mixed among them."""
+    bootstrap = services.kafka_bootstrap
+    topics = WorkerTopics(
+        verification_tasks=f"f{unique}.tasks", verification_results=f"f{unique}.results", dlq=f"f{unique}.dlq"
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = (topics.verification_tasks, topics.verification_results, topics.dlq)
+        await admin.create_topics([NewTopic(t, 1, 1) for t in names])
+    finally:
+        await admin.close()
+    handler = VerificationEcho(topics.verification_tasks, topics.verification_results)
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        topics=topics,
+        group_id=f"fuzz-{unique}",
+        instance_id=f"i-{unique}",
+    )
+    bad = malformed_tasks()
+    assert malformed_tasks()[:50] == bad[:50]
+    rng = random.Random(SEED)
+    valid_at = set(rng.sample(range(len(bad) + WORKER_VALID), WORKER_VALID))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        bad_iter, valid_n, futures = iter(bad), 0, []
+        for i in range(len(bad) + WORKER_VALID):
+            if i in valid_at:
+                value: bytes | None = orjson.dumps(verification_task(valid_n))
+                valid_n += 1
+            else:
+                value = next(bad_iter)
+            futures.append(await producer.send(topics.verification_tasks, value, key=b"005930"))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    loop = TaskLoop(handler, settings)
+    stop = asyncio.Event()
+    started = time.monotonic()
+    await loop.start()
+    runner = asyncio.create_task(loop.run(stop))
+    try:
+        letters = await read_committed(bootstrap, topics.dlq, count=len(bad), timeout_s=80)
+        results = await read_committed(
+            bootstrap, topics.verification_results, count=WORKER_VALID, timeout_s=20
+        )
+        assert loop.ready and not runner.done()
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(runner, 10)
+        await loop.stop()
+    print(f"worker fuzz: {len(bad)} malformed, {WORKER_VALID} valid in {time.monotonic() - started:.1f} s")
+    assert Counter(orjson.loads(r.value)["reason"] for r in letters) == {"malformed": len(bad)}
+    assert len(results) == WORKER_VALID

@@ -43,23 +43,24 @@ PUBLISH_RETRY_S = 0.5
 REDIS_TIMEOUT_S = 2.0
 
 
+def _redis(url: str, *, connections: int, wait_s: float) -> Redis:
+    """A client on a blocking pool whose socket timeouts turn a silent Redis into errors to fall back from."""
+    timeouts = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
+    pool = BlockingConnectionPool.from_url(url, max_connections=connections, timeout=wait_s, **timeouts)
+    return Redis.from_pool(pool)
+
+
 class GatewayApp:
     """Everything one gateway instance owns; ``async with`` starts and stops it."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         providers = {Provider.KIS: settings.kis, Provider.KIWOOM: settings.kiwoom}
-        # A bounded pool that makes callers wait for a connection: hundreds of queued requests look up their
-        # idempotency records at once, and redis-py's default pool refuses beyond 100 instead of waiting.
-        # Socket timeouts turn a Redis that stops answering into errors the gateway falls back from.
-        timeouts = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
-        pool = BlockingConnectionPool.from_url(settings.redis.url, max_connections=64, timeout=5, **timeouts)
-        self.redis: Redis = Redis.from_pool(pool)
-        # Pacing has a small pool of its own, so a slot is never queued behind a burst of intake lookups.
-        pacing_pool = BlockingConnectionPool.from_url(
-            settings.redis.url, max_connections=4, timeout=1, **timeouts
-        )
-        self.pacing_redis: Redis = Redis.from_pool(pacing_pool)
+        # Bounded pools make callers wait for a connection (hundreds of queued requests look up their
+        # idempotency records at once; redis-py's default pool refuses beyond 100). Pacing has a small pool
+        # of its own, so a slot is never queued behind a burst of intake lookups.
+        self.redis: Redis = _redis(settings.redis.url, connections=64, wait_s=5)
+        self.pacing_redis: Redis = _redis(settings.redis.url, connections=4, wait_s=1)
         self.dispatcher = HttpDispatcher(dict(providers))
         adapters: dict[Provider, ProviderAdapter] = {
             Provider.KIS: KisAdapter(settings.kis),
@@ -82,6 +83,8 @@ class GatewayApp:
             idempotency=IdempotencyStore(self.redis, key_prefix=settings.redis.key_prefix),
             clock=clock,
             max_backlog=settings.max_backlog,
+            max_param_keys=settings.max_param_keys,
+            max_param_value_chars=settings.max_param_value_chars,
             permissions=load_permissions(Path(permissions_file)) if permissions_file else None,
         )
         self.publisher = Publisher(
@@ -147,7 +150,7 @@ class GatewayApp:
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Serve one record: answer it exactly once, or dead-letter it (and answer where possible)."""
-        intake = read_record(record, self._reply_topics)
+        intake = read_record(record, self._reply_topics, max_request_bytes=self.settings.max_request_bytes)
         if intake.request is None:
             await self._dead_letter(record, intake.reason or "invalid")
             if intake.reply is not None and await self.publisher.can_reply_to(
@@ -240,8 +243,6 @@ class GatewayApp:
                 log_event(logger, "publish.retry", logging.WARNING, error=str(exc))
                 await asyncio.sleep(PUBLISH_RETRY_S)
 
-    # --- health, readiness, metrics -------------------------------------------------------------
-
     async def readiness(self) -> tuple[bool, dict[str, object]]:
         """Joined the group with a running consumer and Redis reachable; tokens are reported only."""
         try:
@@ -272,9 +273,8 @@ class GatewayApp:
         async def metrics(_: web.Request) -> web.Response:
             return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-        app.router.add_get("/healthz", healthz)
-        app.router.add_get("/readyz", readyz)
-        app.router.add_get("/metrics", metrics)
+        routes = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
+        app.add_routes([web.get(path, handler) for path, handler in routes.items()])
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         await web.TCPSite(self._http, host, port).start()

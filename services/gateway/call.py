@@ -107,7 +107,11 @@ class Caller:
             result = _dispatch_result(error, cut_by_deadline=timeout_s < provider_timeout_s)
         UPSTREAM_CALLS.labels(provider.value, spec.tr_id, result.value).inc()
         decision = decide(
-            result, idempotent=spec.idempotent, attempts=flight.attempts, token_replaced=flight.token_replaced
+            result,
+            idempotent=spec.idempotent,
+            attempts=flight.attempts,
+            token_replaced=flight.token_replaced,
+            http_status=answer.status if answer is not None else None,
         )
         await self._perform(pacer, flight, decision, token, str(error) if error else None)
 

@@ -21,7 +21,13 @@ from redis.exceptions import RedisError
 
 from hubclient.catalog import TrSpec, entries
 from hubclient.models import ApiRequest, ApiResponse, Provider, RequestKind, Status
-from services.gateway.admission import check_deadline, check_request, log_rejection
+from services.gateway.admission import (
+    MAX_PARAM_KEYS,
+    MAX_PARAM_VALUE_CHARS,
+    check_deadline,
+    check_request,
+    log_rejection,
+)
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.call import Caller
 from services.gateway.classes import ClassLimiter, class_domain, class_rates, pacer_name
@@ -65,12 +71,15 @@ class Gateway:
         clock: Clock | None = None,
         max_backlog: int = 10_000,
         permissions: Permissions | None = None,
+        max_param_keys: int = MAX_PARAM_KEYS,
+        max_param_value_chars: int = MAX_PARAM_VALUE_CHARS,
     ) -> None:
         self.clock = clock or SystemClock()
         self.responder = Responder(instance_id, self.clock)
         self.flights = Flights()
         self._providers = dict(providers)
         self._permissions = permissions  # None: every caller may make every call
+        self._param_limits = (max_param_keys, max_param_value_chars)
         self._idempotency = idempotency
         self._reply = ReplyPath(self.clock)
         self.limiters = {  # each key's overall limit; token calls take these slots too
@@ -170,7 +179,13 @@ class Gateway:
         if request.kind is RequestKind.WEBSOCKET_CREDENTIALS:
             return await self.lender.lend(request)  # from the token store: no slot, no idempotency record
         try:
-            spec = check_request(request, mock=settings.mock, now_ms=self._now_ms())
+            spec = check_request(
+                request,
+                mock=settings.mock,
+                now_ms=self._now_ms(),
+                max_param_keys=self._param_limits[0],
+                max_param_value_chars=self._param_limits[1],
+            )
             check_permitted(self._permissions, request, spec)  # before any upstream call or Redis lookup
             pacer = self.pacers[request.provider, spec.limit_class]
             twin = await self._join_twin(request)

@@ -100,4 +100,3 @@ class EventForwarder(logging.Handler):
                 logger.warning("events.send_failed", extra={"fields": {"error": str(exc)[:300]}})
             finally:
                 self._queue.task_done()
-

@@ -15,7 +15,9 @@ needed, not a worst case. When
 req/s) ran later than ``LATE_SHARE_OF_J`` of ``J``, the host is contended (a lone pause or a short burst,
 a garbage collection, is not), and the far side is presumed to stall as long again (on a shared host it
 does, and the broker's process, busier than ours, often longer): every new send then gets ``J`` plus
-twice the peak own lag of the last ``hold_s`` seconds. The long average keeps the state steady: a busy
+twice the peak own lag of the last ``hold_s`` seconds, and never less than ``J`` plus
+``CONTENDED_FLOOR_S`` (100 ms: with both cores of this host busy the sandbox's own loop stalls up to
+some 95 ms while ours stalls half that). The long average keeps the state steady: a busy
 host runs about a third of its sends late, a calm one well under a tenth, and the average of two hundred
 sends moves by a few hundredths, so it neither flickers off under load nor turns on by chance. Until two
 hundred sends were seen it is the plain average of those seen and ``CALM_PRIOR_SENDS`` calm ones, so a
@@ -32,6 +34,7 @@ from services.gateway.clock import Clock
 
 HOLD_S = 10.0
 CONTENDED_PEAK_FACTOR = 2.0  # our own peak lag, and as much again for the far side on the same host
+CONTENDED_FLOOR_S = 0.1  # the far side's stall presumed at least while the host is contended
 LAG_WEIGHT = 0.125  # of the newest lag in the moving average and deviation
 COLD_LAG_S = 0.05  # the own lag presumed before the first measurement
 LATE_SHARE_OF_J = 0.25  # a send this late (a quarter of J, 5 ms at 20 ms) counts as late
@@ -105,5 +108,5 @@ class JitterBudget:
     def allowance_s(self) -> float:
         """Seconds a send recorded now may take to reach the broker's counter: the effective J."""
         if self.contended():
-            return self.setting_s + CONTENDED_PEAK_FACTOR * self.peak_lag_s()
+            return self.setting_s + max(CONTENDED_PEAK_FACTOR * self.peak_lag_s(), CONTENDED_FLOOR_S)
         return self.setting_s + self.typical_lag_s()

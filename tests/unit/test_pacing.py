@@ -8,7 +8,7 @@ import random
 import pytest
 
 from services.gateway.clock import ManualClock
-from services.gateway.jitter import COLD_LAG_S, CONTENDED_SENDS, JitterBudget, SlidingMax
+from services.gateway.jitter import COLD_LAG_S, CONTENDED_FLOOR_S, CONTENDED_SENDS, JitterBudget, SlidingMax
 from services.gateway.limiter import MIN_RATE_FACTOR, DomainLimiter, Slot
 from services.gateway.slots import Ask, MemorySlots
 
@@ -108,8 +108,8 @@ async def test_own_lag_widens_the_budget_and_late_sends_are_extended() -> None:
 
 async def test_budget_follows_typical_lag_and_peaks_while_contended() -> None:
     """Small own lags add their typical value and a lone pause only nudges it; when a fifth of the recent
-    sends run later than a quarter of J the host is contended and twice the recent peak is added, a calm
-    moment does not end that, and a calm stretch of some hundreds of sends does."""
+    sends run later than a quarter of J the host is contended and twice the recent peak is added (at least
+    the floor), a calm moment does not end that, and a calm stretch of some hundreds of sends does."""
     clock = ManualClock()
     budget = JitterBudget(0.02, clock, hold_s=5, cold_lag_s=0.0)
     assert budget.allowance_s() == 0.02
@@ -123,12 +123,13 @@ async def test_budget_follows_typical_lag_and_peaks_while_contended() -> None:
     await clock.advance(6)
     for _ in range(100):
         budget.observe(0.006)  # every send late: the host is busy
-    assert budget.contended() and budget.allowance_s() == pytest.approx(0.032, abs=1e-4)
-    budget.observe(0.05)
-    assert budget.contended() and budget.allowance_s() == pytest.approx(0.12)
+    # twice the peak (12 ms) is less than the floor: the far side is presumed to stall 100 ms
+    assert budget.contended() and budget.allowance_s() == pytest.approx(0.02 + CONTENDED_FLOOR_S)
+    budget.observe(0.07)
+    assert budget.contended() and budget.allowance_s() == pytest.approx(0.16)
     for _ in range(20):
         budget.observe(0.001)  # a calm moment on a busy host
-    assert budget.contended() and budget.allowance_s() == pytest.approx(0.12)
+    assert budget.contended() and budget.allowance_s() == pytest.approx(0.16)
     await clock.advance(6)
     for _ in range(CONTENDED_SENDS):
         budget.observe(0.001)
@@ -145,7 +146,7 @@ async def test_budget_sees_contention_from_the_first_sends() -> None:
     assert not budget.contended()  # one late first send is no sign
     for _ in range(5):
         budget.observe(0.01)
-    assert budget.contended() and budget.allowance_s() == pytest.approx(0.04)
+    assert budget.contended() and budget.allowance_s() == pytest.approx(0.02 + CONTENDED_FLOOR_S)
 
 
 async def test_a_cold_budget_trusts_its_first_sends_less() -> None:

@@ -20,22 +20,10 @@ from services.settings import GatewaySettings, KisSettings, KiwoomSettings
 from tests import processes
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, appkey, fake_credentials, referee
+from tests.integration.test_round_trip import PRICE
+from tests.sandbox.test_sandbox_kis_trading import BALANCE
 
 KIWOOM_ORDER = {"dmst_stex_tp": "KRX", "stk_cd": "005930", "ord_qty": "1", "ord_uv": "", "trde_tp": "3"}
-BALANCE = {
-    "CANO": "81055689",
-    "ACNT_PRDT_CD": "01",
-    "AFHR_FLPR_YN": "N",
-    "OFL_YN": "",
-    "INQR_DVSN": "02",
-    "UNPR_DVSN": "01",
-    "FUND_STTL_ICLD_YN": "N",
-    "FNCG_AMT_AUTO_RDPT_YN": "N",
-    "PRCS_DVSN": "00",
-    "CTX_AREA_FK100": "",
-    "CTX_AREA_NK100": "",
-}
-PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
 DAILY = {"stk_cd": "005930", "base_dt": "20261127", "upd_stkpc_tp": "1"}
 
 

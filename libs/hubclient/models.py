@@ -136,6 +136,19 @@ class ApiResponse(_Envelope):
     timing: Timing = Field(default_factory=lambda: Timing(queued_ms=0, upstream_ms=0, total_ms=0))
     attempts: int = Field(default=0, ge=0)
     gateway: str = Field(default="", description="id of the gateway instance that answered")
+    credential: str | None = Field(
+        default=None,
+        pattern=_NAME_PATTERN,
+        description="the pool member whose key served the call (its name, never a secret); null when no "
+        "upstream call was made for this request",
+    )
+    shared_with: str | None = Field(
+        default=None,
+        pattern=_UUID_PATTERN,
+        description="set when this answer shares another request's upstream call (an identical read in "
+        "flight at the same moment, or a cached read of immutable data): that request's request_id, whose "
+        "response on the response topic is the audit record of the one upstream call",
+    )
 
     @model_validator(mode="after")
     def _reason_for_failures(self) -> Self:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Literal
+from pathlib import Path
+from typing import ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+import orjson
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hubclient.models import Provider
@@ -54,16 +56,52 @@ class RedisSettings(BaseModel):
     key_prefix: str = "apihub:"
 
 
+#: The name of the member the provider's own ``appkey`` makes (its limit domain is the provider's name).
+DEFAULT_MEMBER = "default"
+
+
+class CredentialSettings(BaseModel):
+    """One member of a provider's credential pool: a key, its secret, its account and its own limit."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="how requests name it")
+    appkey: SecretStr
+    secret: SecretStr = Field(
+        validation_alias=AliasChoices("secret", "appsecret", "secretkey"),
+        description="KIS appsecret or Kiwoom secretkey (either name is accepted)",
+    )
+    account: str | None = Field(
+        default=None, max_length=32, description="account number (KIS CANO); requests may name it instead"
+    )
+    product_code: str | None = Field(default=None, max_length=8, description="KIS ACNT_PRDT_CD")
+    environment: Literal["real", "mock"] | None = Field(default=None, description="default: the provider's")
+    base_url: str | None = Field(default=None, description="default: the provider's")
+    rate_per_s: float | None = Field(default=None, gt=0, description="default: the provider's")
+
+
 class ProviderSettings(BaseModel):
     """One broker: endpoint, credentials and limits."""
+
+    secret_field: ClassVar[str] = "secret"  # noqa: S105 - the name of the secret's setting
 
     base_url: str
     environment: Literal["real", "mock"] = "real"
     appkey: SecretStr | None = None
+    credentials: list[CredentialSettings] = Field(
+        default_factory=list,
+        description="the credential pool besides appkey (JSON list: name, appkey, secret, account, "
+        "product_code, environment, base_url, rate_per_s); each member is a limit domain with its own token",
+    )
+    credentials_file: str | None = Field(
+        default=None, description="a JSON file holding such a list, read at start (added to credentials)"
+    )
     rate_per_s: float = Field(gt=0)
     timeout_s: float = Field(default=10.0, gt=0, description="upper bound of one upstream HTTP call")
     verify_tls: bool = True
     ca_bundle: str | None = Field(default=None, description="PEM file for a private or self-signed chain")
+    account: str | None = Field(default=None, max_length=32, description="the appkey's account (KIS CANO)")
+    product_code: str | None = Field(default=None, max_length=8, description="KIS ACNT_PRDT_CD")
     arrival_jitter_ms: float | None = Field(
         default=None,
         ge=0,
@@ -73,10 +111,50 @@ class ProviderSettings(BaseModel):
         "this host (the sandbox)",
     )
 
+    @model_validator(mode="after")
+    def _members_named_once(self) -> Self:
+        names = [c.name for c in self.credentials]
+        clash = {n for n in names if names.count(n) > 1 or n == DEFAULT_MEMBER}
+        if clash:
+            raise ValueError(f"credential names must be unique and not {DEFAULT_MEMBER!r}: {sorted(clash)}")
+        return self
+
     @property
     def mock(self) -> bool:
         """True for the broker's mock (virtual trading) server."""
         return self.environment == "mock"
+
+    def pool(self) -> dict[str, Self]:
+        """Every member of the credential pool by name, each as the settings of a provider of its own.
+
+        ``appkey`` (with its secret) makes the member ``default``; ``credentials`` and ``credentials_file``
+        add one member each, inheriting what they do not set. Without any key the pool is ``default``
+        alone, whose token calls fail with a clear error (the sandbox-less, credential-less start).
+        """
+        listed = list(self.credentials)
+        if self.credentials_file:
+            raw = orjson.loads(Path(self.credentials_file).read_bytes())
+            listed += [CredentialSettings.model_validate(item) for item in raw]
+        members: dict[str, Self] = {}
+        if self.appkey is not None or not listed:
+            members[DEFAULT_MEMBER] = self.model_copy(update={"credentials": [], "credentials_file": None})
+        for cred in listed:
+            if cred.name in members:
+                raise ValueError(f"credential {cred.name!r} is configured twice")
+            members[cred.name] = self.model_copy(
+                update={
+                    "appkey": cred.appkey,
+                    self.secret_field: cred.secret,
+                    "environment": cred.environment or self.environment,
+                    "base_url": cred.base_url or self.base_url,
+                    "rate_per_s": cred.rate_per_s or self.rate_per_s,
+                    "credentials": [],
+                    "credentials_file": None,
+                    "account": cred.account,
+                    "product_code": cred.product_code,
+                }
+            )
+        return members
 
     @property
     def arrival_jitter_s(self) -> float:
@@ -91,6 +169,8 @@ class ProviderSettings(BaseModel):
 class KisSettings(ProviderSettings):
     """KIS Open API; the secret is called ``appsecret`` there."""
 
+    secret_field: ClassVar[str] = "appsecret"  # noqa: S105 - a field name
+
     base_url: str = "http://127.0.0.1:18080/kis/real"
     appsecret: SecretStr | None = None
     rate_per_s: float = Field(default=20.0, gt=0)
@@ -104,6 +184,8 @@ class KisSettings(ProviderSettings):
 
 class KiwoomSettings(ProviderSettings):
     """Kiwoom REST API; the secret is called ``secretkey`` there."""
+
+    secret_field: ClassVar[str] = "secretkey"  # noqa: S105 - a field name
 
     base_url: str = "http://127.0.0.1:18080/kiwoom/real"
     secretkey: SecretStr | None = None
@@ -146,6 +228,11 @@ class GatewaySettings(BaseSettings):
     )
     max_param_keys: int = Field(default=64, gt=0, description="keys in a request's params")
     max_param_value_chars: int = Field(default=4_096, gt=0, description="characters of one params value")
+    shared_cache_entries: int = Field(
+        default=1000,
+        ge=0,
+        description="answers of immutable reads (past sessions' unadjusted bars) kept to share; 0: none",
+    )
     log_level: str = "INFO"
     permissions_file: str | None = Field(
         default=None,

@@ -2,10 +2,11 @@
 
 In order: params with more than ``max_param_keys`` keys or a value longer than ``max_param_value_chars``
 characters (``invalid`` / ``params_too_large``: no broker field comes near, and such a call would only
-fail upstream), an unknown tr_id, a planned endpoint, a call missing a required parameter (``invalid``); an
-endpoint the mock server does not offer, for a mock credential (``rejected`` / ``not_in_mock``, before any
-upstream call); a credential that is not configured (``invalid``); a deadline already passed
-(``expired``); a deadline out of reach at the current pace (``rejected`` / ``deadline_unreachable``, logged
+fail upstream), an unknown tr_id, a planned endpoint, a call missing a required parameter (``invalid``); a
+deadline already passed (``expired``); then, once ``pool`` chose the credential (``unknown_credential``,
+``credential_required``, ``account_mismatch``), an endpoint the mock server does not offer, for a mock
+credential (``check_environment``: ``rejected`` / ``not_in_mock``, before any upstream call); last a
+deadline out of reach at the current pace (``rejected`` / ``deadline_unreachable``, logged
 as ``ratelimit.rejected``). The estimate of the wait comes from the domain's pacer; these checks are pure.
 """
 
@@ -53,12 +54,11 @@ def check_params_size(
 def check_request(
     request: ApiRequest,
     *,
-    mock: bool,
     now_ms: int,
     max_param_keys: int = MAX_PARAM_KEYS,
     max_param_value_chars: int = MAX_PARAM_VALUE_CHARS,
 ) -> TrSpec:
-    """The request's catalog entry; raises ``Invalid``, ``Refused`` (``not_in_mock``) or ``Expired``."""
+    """The request's catalog entry; raises ``Invalid`` or ``Expired``."""
     check_params_size(request.params, max_keys=max_param_keys, max_value_chars=max_param_value_chars)
     try:
         spec = lookup(request.provider, request.tr_id)
@@ -67,13 +67,15 @@ def check_request(
     problem = refusal(spec, request.params, request.continuation)  # the client's own check, for any client
     if problem is not None:
         raise Invalid(problem.reason, problem.message)
-    if mock and not spec.mock_supported:  # refused before any upstream call, as the mock server would
-        raise Refused("not_in_mock", f"{spec.provider}/{spec.key} is not offered by the mock server")
-    if request.credential is not None:
-        raise Invalid("unknown_credential", f"no credential {request.credential!r} is configured")
     if request.deadline_ms <= now_ms:
         raise Expired("deadline_passed")
     return spec
+
+
+def check_environment(spec: TrSpec, *, mock: bool) -> None:
+    """Raise ``Refused("not_in_mock")`` for a call the mock server does not offer, sent with a mock key."""
+    if mock and not spec.mock_supported:  # refused before any upstream call, as the mock server would
+        raise Refused("not_in_mock", f"{spec.provider}/{spec.key} is not offered by the mock server")
 
 
 def check_deadline(request: ApiRequest, *, now_ms: int, wait_s: float) -> None:

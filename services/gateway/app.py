@@ -28,9 +28,7 @@ from services.gateway.idempotency import IdempotencyStore
 from services.gateway.intake import read_record
 from services.gateway.metrics import ANSWERED_LATE, REQUESTS
 from services.gateway.permissions import load_permissions
-from services.gateway.providers.base import ProviderAdapter
-from services.gateway.providers.kis import KisAdapter
-from services.gateway.providers.kiwoom import KiwoomAdapter
+from services.gateway.pool import domain_of
 from services.gateway.publisher import Publisher
 from services.gateway.slots import RedisSlots
 from services.gateway.token_store import RedisTokenStore
@@ -62,18 +60,18 @@ class GatewayApp:
         self.redis: Redis = _redis(settings.redis.url, connections=64, wait_s=5)
         self.pacing_redis: Redis = _redis(settings.redis.url, connections=4, wait_s=1)
         self.dispatcher = HttpDispatcher(dict(providers))
-        adapters: dict[Provider, ProviderAdapter] = {
-            Provider.KIS: KisAdapter(settings.kis),
-            Provider.KIWOOM: KiwoomAdapter(settings.kiwoom),
-        }
         clock = SystemClock()
-        appkeys = {p: s.appkey.get_secret_value() for p, s in providers.items() if s.appkey is not None}
+        appkeys = {  # by limit domain: each pool member's token is its appkey's
+            domain_of(p, name): member.appkey.get_secret_value()
+            for p, s in providers.items()
+            for name, member in s.pool().items()
+            if member.appkey is not None
+        }
         prefix = settings.redis.key_prefix
         permissions_file = settings.permissions_file
         self.gateway = Gateway(
             instance_id=settings.instance_id,
             providers=providers,
-            adapters=adapters,
             dispatcher=self.dispatcher,
             slots=RedisSlots(self.pacing_redis, key_prefix=settings.redis.key_prefix),
             token_store=RedisTokenStore(self.redis, key_prefix=prefix, appkeys=appkeys, clock=clock),
@@ -85,6 +83,7 @@ class GatewayApp:
             max_backlog=settings.max_backlog,
             max_param_keys=settings.max_param_keys,
             max_param_value_chars=settings.max_param_value_chars,
+            shared_cache_entries=settings.shared_cache_entries,
             permissions=load_permissions(Path(permissions_file)) if permissions_file else None,
         )
         self.publisher = Publisher(
@@ -254,7 +253,7 @@ class GatewayApp:
             "kafka_consuming": kafka_ok,
             "assigned_partitions": len(self.consumer.assignment),
             "redis": redis_ok,
-            "tokens_valid": {p.value: self.gateway.tokens.cached_valid(p) for p in Provider},
+            "tokens_valid": {d: self.gateway.tokens.cached_valid(d) for d in self.gateway.members},
             "checked_at_ms": int(time.time() * 1000),
         }
         return kafka_ok and redis_ok, detail

@@ -36,7 +36,7 @@ class Caller:
     def __init__(
         self,
         *,
-        adapters: dict[Provider, ProviderAdapter],
+        adapters: dict[str, ProviderAdapter],  # by limit domain: each credential builds its own calls
         dispatcher: Dispatcher,
         tokens: TokenManager,
         idempotency: Records | None,
@@ -75,7 +75,7 @@ class Caller:
                 await self._idempotency.mark_inflight(request.request_id)
             except (RedisError, OSError) as exc:
                 raise Refused("idempotency_unavailable", str(exc)) from exc
-        upstream = self._adapters[provider].build(spec, request, token)
+        upstream = self._adapters[pacer.domain].build(spec, request, token)
         left_s = request.deadline_ms / 1000 - self._clock.time()
         remaining_s = left_s - pacer.reply_budget_s()  # the answer must still reach the caller
         if flight.withdrawn or remaining_s <= 0:  # nothing is sent
@@ -101,7 +101,7 @@ class Caller:
             flight.upstream_s += self._clock.monotonic() - started
         if answer is not None:
             pacer.observe_call(self._clock.monotonic() - started)
-            flight.classified = self._adapters[provider].classify(spec, request, answer)
+            flight.classified = self._adapters[pacer.domain].classify(spec, request, answer)
             result = Result(flight.classified.outcome.value)
         else:
             result = _dispatch_result(error, cut_by_deadline=timeout_s < provider_timeout_s)
@@ -131,7 +131,7 @@ class Caller:
             pacer.limiter.succeeded()
         if effects.replace_token:
             flight.token_replaced = True
-            await self._tokens.invalidate(pacer.provider, token)
+            await self._tokens.invalidate(pacer.domain, token)
         if effects.clear_inflight:
             await self._clear_inflight(flight)
         if decision.action is Action.FINISH:

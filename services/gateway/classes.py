@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hubclient.catalog import LimitClass
-from hubclient.models import Provider
 from services.gateway.clock import Clock
 from services.gateway.limiter import DomainLimiter, Slot
 from services.settings import KisSettings, KiwoomSettings, ProviderSettings
@@ -36,14 +35,15 @@ def class_rates(settings: ProviderSettings) -> dict[LimitClass, float]:
     return {}
 
 
-def class_domain(provider: Provider, limit_class: LimitClass) -> str:
-    """The limit domain of a class with a limit of its own, e.g. ``KIS:ledger``."""
-    return f"{provider.value}:{limit_class.value}"
+def class_domain(domain: str, limit_class: LimitClass) -> str:
+    """The limit domain of a credential's class with a limit of its own, e.g. ``KIS:ledger``."""
+    return f"{domain}:{limit_class.value}"
 
 
-def pacer_name(provider: Provider, limit_class: LimitClass) -> str:
-    """The name of a class's queue: the provider's for reads (as before classes), else the class domain."""
-    return provider.value if limit_class is LimitClass.QUERY else class_domain(provider, limit_class)
+def pacer_name(domain: str, limit_class: LimitClass) -> str:
+    """The name of a class's queue: the credential's domain for reads (as before classes), else the
+    class domain."""
+    return domain if limit_class is LimitClass.QUERY else class_domain(domain, limit_class)
 
 
 @dataclass

@@ -38,6 +38,7 @@ class Flight:
     received_s: float  # monotonic
     future: asyncio.Future[ApiResponse]
     position: Position | None = None
+    member: str | None = None  # the pool member serving it (its name; a reroute changes it)
     stage: Stage = Stage.QUEUED
     attempts: int = 0
     upstream_s: float = 0.0

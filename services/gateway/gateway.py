@@ -4,9 +4,12 @@
 anything a request, Redis or a broker can do. A ``websocket_credentials`` request is answered from the
 token store (``websocket``). Admission (``admission``) answers at once what cannot be served; a
 redelivery is answered from its idempotency record or joins its twin still in flight; everything else
-becomes a ``Flight`` in the pacer of its provider and limit class (``pacing``, ``classes``), whose loop
-gives each recorded slot to the best queued request and hands it to the ``Caller`` (``call``) for the
-upstream attempt. The parts are built here from settings and the seams: a ``Dispatcher``, a
+becomes a ``Flight`` in the pacer of its credential and limit class (``pool`` picks the credential,
+``pacing``, ``classes``), whose loop gives each recorded slot to the best queued request and hands it
+to the ``Caller`` (``call``) for the upstream attempt. An identical read already in flight, or an
+immutable one answered lately, is answered from that call (``sharing``). A read whose credential cannot
+get a token moves to another member of the pool. The parts are built here from settings and the seams:
+a ``Dispatcher``, a
 ``SlotStore``, ``TokenStore``s (tokens, approval keys), idempotency ``Records`` and a ``Clock``, so the
 whole path runs in memory in unit tests.
 """
@@ -15,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -25,6 +29,7 @@ from services.gateway.admission import (
     MAX_PARAM_KEYS,
     MAX_PARAM_VALUE_CHARS,
     check_deadline,
+    check_environment,
     check_request,
     log_rejection,
 )
@@ -33,17 +38,20 @@ from services.gateway.call import Caller
 from services.gateway.classes import ClassLimiter, class_domain, class_rates, pacer_name
 from services.gateway.clock import Clock, SystemClock
 from services.gateway.dispatcher import Dispatcher
-from services.gateway.errors import BacklogFull, GatewayError, Refused
+from services.gateway.errors import BacklogFull, GatewayError, Refused, TokenUnavailable
 from services.gateway.flights import Flight, Flights, Position
 from services.gateway.idempotency import Records
 from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
 from services.gateway.pacing import DomainPacer, ReplyPath
 from services.gateway.permissions import Permissions, check_permitted
+from services.gateway.pool import Member, account_bound, pools
+from services.gateway.providers import make_adapter
 from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.responses import Responder
 from services.gateway.scheduler import Queued, Scheduler
+from services.gateway.sharing import SharedReads, read_key, shareable, shared_copy
 from services.gateway.slots import SlotStore
 from services.gateway.token_store import TokenStore
 from services.gateway.tokens import TokenManager
@@ -62,7 +70,6 @@ class Gateway:
         *,
         instance_id: str,
         providers: Mapping[Provider, ProviderSettings],
-        adapters: Mapping[Provider, ProviderAdapter],
         dispatcher: Dispatcher,
         slots: SlotStore | None,
         token_store: TokenStore,
@@ -73,6 +80,8 @@ class Gateway:
         permissions: Permissions | None = None,
         max_param_keys: int = MAX_PARAM_KEYS,
         max_param_value_chars: int = MAX_PARAM_VALUE_CHARS,
+        adapter_for: Callable[[ProviderSettings], ProviderAdapter] = make_adapter,
+        shared_cache_entries: int = 1000,
     ) -> None:
         self.clock = clock or SystemClock()
         self.responder = Responder(instance_id, self.clock)
@@ -82,33 +91,36 @@ class Gateway:
         self._param_limits = (max_param_keys, max_param_value_chars)
         self._idempotency = idempotency
         self._reply = ReplyPath(self.clock)
+        self.pools = pools(providers, self.clock)
+        self.members = {m.domain: m for pool in self.pools.values() for m in pool.members}
+        self.sharing = SharedReads(self.clock, cache_entries=shared_cache_entries)
+        adapters = {d: adapter_for(m.settings) for d, m in self.members.items()}
         self.limiters = {  # each key's overall limit; token calls take these slots too
-            p: DomainLimiter(
-                p.value,
-                s.rate_per_s,
-                jitter=JitterBudget(s.arrival_jitter_s, self.clock),
+            d: DomainLimiter(
+                d,
+                m.settings.rate_per_s,
+                jitter=JitterBudget(m.settings.arrival_jitter_s, self.clock),
                 clock=self.clock,
                 shared=slots,
             )
-            for p, s in providers.items()
+            for d, m in self.members.items()
         }
         self.class_limiters = {  # the classes with a limit of their own, inside their key's
-            (p, c): DomainLimiter(
-                class_domain(p, c),
+            (d, c): DomainLimiter(
+                class_domain(d, c),
                 rate,
-                jitter=JitterBudget(s.arrival_jitter_s, self.clock),
+                jitter=JitterBudget(m.settings.arrival_jitter_s, self.clock),
                 clock=self.clock,
                 shared=slots,
             )
-            for p, s in providers.items()
-            for c, rate in class_rates(s).items()
+            for d, m in self.members.items()
+            for c, rate in class_rates(m.settings).items()
         }
         self.tokens = TokenManager(
             dict(adapters), dispatcher, token_store, clock=self.clock, limiters=self.limiters
         )
-        kis = adapters.get(Provider.KIS)
         self.approvals = TokenManager(  # KIS's WebSocket approval key, issued by the same rules
-            {Provider.KIS: ApprovalIssuer(kis, self.clock)} if isinstance(kis, KisAdapter) else {},
+            {d: ApprovalIssuer(a, self.clock) for d, a in adapters.items() if isinstance(a, KisAdapter)},
             dispatcher,
             approval_store,
             clock=self.clock,
@@ -121,9 +133,10 @@ class Gateway:
             responder=self.responder,
             clock=self.clock,
             reply_budget_s=self._reply.budget_s,
+            pools=self.pools,
         )
         caller = Caller(
-            adapters=dict(adapters),
+            adapters=adapters,
             dispatcher=dispatcher,
             tokens=self.tokens,
             idempotency=idempotency,
@@ -131,23 +144,25 @@ class Gateway:
             clock=self.clock,
             call_timeout_s={p: s.timeout_s for p, s in providers.items()},
         )
-        breakers = {p: CircuitBreaker() for p in providers}
+        breakers = {p: CircuitBreaker() for p in providers}  # the broker's health, shared by its keys
         self.pacers = {
-            (p, c): DomainPacer(
-                pacer_name(p, c),
-                p,
-                limiter=ClassLimiter(c, self.limiters[p], self.class_limiters.get((p, c)), clock=self.clock),
+            (d, c): DomainPacer(
+                pacer_name(d, c),
+                m.provider,
+                domain=d,
+                limiter=ClassLimiter(c, self.limiters[d], self.class_limiters.get((d, c)), clock=self.clock),
                 scheduler=Scheduler[Queued](max_backlog=max_backlog),
-                breaker=breakers[p],
+                breaker=breakers[m.provider],
                 clock=self.clock,
                 reply=self._reply,
                 token=self.tokens.get,
                 attempt=caller.attempt,
                 finish=self._finish,
             )
-            for p in providers
-            for c in sorted({e.limit_class for e in entries(p)})
+            for d, m in self.members.items()
+            for c in sorted({e.limit_class for e in entries(m.provider)})
         }
+        self._pacer_named = {pacer.name: pacer for pacer in self.pacers.values()}
 
     async def stop(self) -> None:
         """Stop the pacing loops and calls; queued requests are left for redelivery."""
@@ -168,26 +183,101 @@ class Gateway:
         return self.responder.answer(request, status, reason=reason, message=message)
 
     def _finish(self, flight: Flight, error: GatewayError) -> None:
+        """A pacer ends ``flight`` with ``error``; a read whose credential has no token moves instead."""
+        if isinstance(error, TokenUnavailable):
+            self.pools[flight.request.provider].mark_sick(self._pacer_named[flight.domain].domain)
+            if self._reroute(flight):
+                return
         flight.finish(self.responder.error(flight.request, error, flight))
+
+    def _reroute(self, flight: Flight) -> bool:
+        """Queue an unnamed read at another member of its pool; False when there is none to take it."""
+        request, spec = flight.request, flight.spec
+        pool = self.pools[request.provider]
+        current = self._pacer_named[flight.domain].domain
+        if request.credential is not None or account_bound(spec) or not pool.can_reroute(current):
+            return False
+        member = pool.soonest(lambda m: self._wait_s(m, spec), besides=current)
+        pacer = self.pacers[member.domain, spec.limit_class]
+        try:
+            pacer.submit(flight, pacer.slot_wait_s(request))
+        except BacklogFull:
+            return False
+        flight.domain, flight.member = pacer.name, member.name
+        log_event(
+            logger, "pool.rerouted", request_id=request.request_id, source=current, target=member.domain
+        )
+        return True
+
+    def _wait_s(self, member: Member, spec: TrSpec) -> float:
+        """A cheap estimate of a member's wait for one more call of ``spec``'s class."""
+        pacer = self.pacers[member.domain, spec.limit_class]
+        return pacer.limiter.next_slot_in_s() + len(pacer.scheduler) * pacer.limiter.interval_s
 
     async def handle(self, request: ApiRequest, position: Position | None = None) -> ApiResponse:
         """Serve one validated request and return its terminal response."""
         received_s = self.clock.monotonic()
-        settings = self._providers.get(request.provider)
-        if settings is None:
+        if request.provider not in self._providers:
             return self.answer(request, Status.INVALID, reason="unknown_provider")
         if request.kind is RequestKind.WEBSOCKET_CREDENTIALS:
             return await self.lender.lend(request)  # from the token store: no slot, no idempotency record
         try:
             spec = check_request(
                 request,
-                mock=settings.mock,
                 now_ms=self._now_ms(),
                 max_param_keys=self._param_limits[0],
                 max_param_value_chars=self._param_limits[1],
             )
             check_permitted(self._permissions, request, spec)  # before any upstream call or Redis lookup
-            pacer = self.pacers[request.provider, spec.limit_class]
+            member = self.pools[request.provider].route(request, spec, lambda m: self._wait_s(m, spec))
+            check_environment(spec, mock=member.settings.mock)
+        except GatewayError as exc:
+            return self.responder.error(request, exc)
+        if not spec.idempotent or self.flights.get(request.request_id) is not None:
+            return await self._serve(request, spec, member, received_s, position)
+        key = read_key(request, spec, member.settings.environment)
+        shared = await self._shared(request, key)
+        if shared is not None:
+            return shared
+        leading = self.sharing.lead(key)  # identical reads from now on wait for this one's answer
+        response: ApiResponse | None = None
+        try:
+            response = await self._serve(request, spec, member, received_s, position)
+            return response
+        finally:
+            self.sharing.settle(key, leading, response if response and shareable(response) else None)
+            if response is not None:
+                self.sharing.remember(key, request, response)
+
+    async def _shared(self, request: ApiRequest, key: bytes) -> ApiResponse | None:
+        """The answer of an identical read (cached, or in flight: waited for within the deadline)."""
+        cached = self.sharing.cached(key)
+        if cached is not None:
+            return shared_copy(request, cached, now_ms=self.clock.time() * 1000, kind="cache")
+        while (leader := self.sharing.leader(key)) is not None:
+            left_s = request.deadline_ms / 1000 - self.clock.time() - self._reply.budget_s()
+            timer: asyncio.Future[Any] = asyncio.ensure_future(self.clock.sleep(max(left_s, 0.0)))
+            waiting: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(leader))
+            try:
+                await asyncio.wait({timer, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                timer.cancel()
+                waiting.cancel()
+            if not leader.done():
+                return self.answer(
+                    request, Status.EXPIRED, reason="deadline_too_close", message="the shared call was late"
+                )
+            if not leader.cancelled():
+                return shared_copy(request, leader.result(), now_ms=self.clock.time() * 1000, kind="inflight")
+            # the leader ended without an upstream answer: serve this one (or follow the next leader)
+        return None
+
+    async def _serve(
+        self, request: ApiRequest, spec: TrSpec, member: Member, received_s: float, position: Position | None
+    ) -> ApiResponse:
+        """Queue the request at its member's pacer and wait for its answer."""
+        try:
+            pacer = self.pacers[member.domain, spec.limit_class]
             twin = await self._join_twin(request)
             if twin is not None:
                 return twin
@@ -200,7 +290,13 @@ class Gateway:
                 return earlier
             slot_wait_s = self._admit(pacer, request)  # again, right before the push: others queued meanwhile
             flight = Flight(
-                request, spec, pacer.name, received_s, asyncio.get_running_loop().create_future(), position
+                request,
+                spec,
+                pacer.name,
+                received_s,
+                asyncio.get_running_loop().create_future(),
+                position,
+                member=member.name,
             )
             try:
                 pacer.submit(flight, slot_wait_s)
@@ -220,7 +316,7 @@ class Gateway:
             response = await asyncio.shield(flight.future)
             await self._remember(response)  # still registered: a duplicate joins, a revoke waits for it
         except asyncio.CancelledError:  # the caller let go (revoke, shutdown): never send it after this
-            pacer.withdraw(flight)
+            self._pacer_named[flight.domain].withdraw(flight)  # its pacer now (a reroute moves it)
             raise
         finally:
             self.flights.remove(flight)

@@ -62,3 +62,8 @@ ANSWERED_LATE = Counter(
     "Admitted requests whose answer was published after their deadline",
     ["provider"],
 )
+SHARED_READS = Counter(
+    "apihub_shared_reads",
+    "Reads answered with another request's upstream call: inflight (joined) or cache (immutable)",
+    ["provider", "kind"],
+)

@@ -1,11 +1,11 @@
 """One limit class's pacing loop: each slot the limiter grants goes to the best queued request.
 
-There is one pacer per provider and limit class (``classes``): its queue holds that class's requests and
-each of its slots is one of the class's and one of the key's. The loop makes sure a token is at hand
-and the breaker lets calls through, reserves the next slot (recorded before anything is sent), sleeps
-until it starts, and only then pops the request the scheduler puts first, so priorities and deadlines
-are judged at the moment of the slot. The call runs in a task of its own; a slow broker answer never
-delays the next slot.
+There is one pacer per credential (``pool``) and limit class (``classes``): its queue holds that
+class's requests and each of its slots is one of the class's and one of the key's. The loop makes sure
+a token is at hand and the breaker lets calls through, reserves the next slot (recorded before anything
+is sent), sleeps until it starts, and only then pops the request the scheduler puts first, so priorities
+and deadlines are judged at the moment of the slot. The call runs in a task of its own; a slow broker
+answer never delays the next slot.
 
 While it waits the loop keeps the deadlines: a queued request whose answer could no longer reach its
 caller in time (``now + call + reply path >= deadline``) is answered ``expired`` at once, before its
@@ -38,7 +38,7 @@ HOLD_S = 30.0
 NEAR_ESTIMATE_S = 1.0  # a slot estimated at most this far away: its lateness counts in seconds
 
 Attempt = Callable[["DomainPacer", Flight, PacedSlot, str], Coroutine[Any, Any, None]]
-TokenSource = Callable[[Provider], Awaitable[str]]
+TokenSource = Callable[[str], Awaitable[str]]  # by limit domain
 Finish = Callable[[Flight, GatewayError], None]
 
 
@@ -58,13 +58,14 @@ class ReplyPath:
 
 
 class DomainPacer:
-    """The queue, the limiter and the loop of one limit class of a provider."""
+    """The queue, the limiter and the loop of one limit class of a credential (a pool member)."""
 
     def __init__(
         self,
         name: str,
         provider: Provider,
         *,
+        domain: str | None = None,
         limiter: ClassLimiter,
         scheduler: Scheduler[Queued],
         breaker: CircuitBreaker,
@@ -76,6 +77,7 @@ class DomainPacer:
     ) -> None:
         self.name = name
         self.provider = provider
+        self.domain = domain or provider.value  # the credential's limit domain: its token and adapter
         self.limiter = limiter
         self.scheduler = scheduler
         self.breaker = breaker
@@ -187,7 +189,7 @@ class DomainPacer:
             await self._has_work.wait()
             return
         try:
-            await self._token(self.provider)  # a refresh takes a slot of its own: before ours
+            await self._token(self.domain)  # a refresh takes a slot of its own: before ours
         except GatewayError as exc:  # no token: the best queued request gets that answer, no slot used
             self._fail_first(exc)
             return
@@ -203,7 +205,7 @@ class DomainPacer:
         if flight is None:
             return  # everything expired meanwhile: the recorded slot stays unused
         try:
-            token = await self._token(self.provider)  # the token now, not the one before the wait
+            token = await self._token(self.domain)  # the token now, not the one before the wait
         except GatewayError as exc:
             self._finish(flight, exc)
             return

@@ -43,6 +43,7 @@ class Responder:
             ),
             attempts=flight.attempts if flight else 0,
             gateway=self.instance_id,
+            credential=flight.member if flight and flight.attempts else None,
         )
 
     def error(self, request: ApiRequest, error: GatewayError, flight: Flight | None = None) -> ApiResponse:

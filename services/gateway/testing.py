@@ -24,9 +24,7 @@ from services.gateway.clock import Clock, ManualClock
 from services.gateway.errors import DispatchError, UpstreamNoAnswer
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import MemoryRecords
-from services.gateway.providers.base import KST, ProviderAdapter, UpstreamAnswer, UpstreamRequest
-from services.gateway.providers.kis import KisAdapter
-from services.gateway.providers.kiwoom import KiwoomAdapter
+from services.gateway.providers.base import KST, UpstreamAnswer, UpstreamRequest
 from services.gateway.slots import MemorySlots
 from services.gateway.token_store import MemoryTokenStore
 from services.settings import KisSettings, KiwoomSettings, ProviderSettings
@@ -196,7 +194,6 @@ def build_gateway(
         arrival_jitter_ms=jitter_ms,
     )
     providers: dict[Provider, ProviderSettings] = {Provider.KIS: settings}
-    adapters: dict[Provider, ProviderAdapter] = {Provider.KIS: KisAdapter(settings)}
     if kiwoom is not None:
         kiwoom = kiwoom.model_copy(
             update={
@@ -208,12 +205,10 @@ def build_gateway(
             }
         )
         providers[Provider.KIWOOM] = kiwoom
-        adapters[Provider.KIWOOM] = KiwoomAdapter(kiwoom)
     records = MemoryRecords()
     gateway = Gateway(
         instance_id="gw-test",
         providers=providers,
-        adapters=adapters,
         dispatcher=dispatcher,
         slots=MemorySlots(clock),
         token_store=MemoryTokenStore(clock),

@@ -1,6 +1,7 @@
 """Where tokens, the refresh lock and the issuance permit live, shared by every gateway instance.
 
-``RedisTokenStore`` keeps, per provider, a hash ``<prefix><kind>:<provider>:<fingerprint>`` (the token,
+Everything is keyed by the credential's limit domain (``KIS``, ``KIS/<member>``, see ``pool``).
+``RedisTokenStore`` keeps, per appkey, a hash ``<prefix><kind>:<provider>:<fingerprint>`` (the token,
 its absolute expiry, a generation number), a lock beside it (``SET NX PX`` with a fresh lock object per
 acquisition) and a permit key (``SET NX PX``, 61 s: the brokers refuse a second issuance within a
 minute). The fingerprint is a hash of the appkey, never the key; ``kind`` is ``token`` for access tokens and
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,8 +21,8 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError
 
-from hubclient.models import Provider
 from services.gateway.clock import Clock
+from services.gateway.pool import provider_of
 from services.gateway.providers.base import TokenGrant
 
 ISSUE_PERMIT_S = 61.0
@@ -36,6 +38,10 @@ return 1
 """
 
 
+def _fingerprint(appkey: str) -> str:
+    return hashlib.sha256(appkey.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Stored:
     """The shared token and its generation."""
@@ -45,29 +51,29 @@ class Stored:
 
 
 class TokenStore(Protocol):
-    """Shared tokens, refresh locks and issuance permits, per provider."""
+    """Shared tokens, refresh locks and issuance permits, per domain."""
 
-    def lock_name(self, provider: Provider) -> str: ...
+    def lock_name(self, domain: str) -> str: ...
 
-    async def load(self, provider: Provider) -> Stored | None: ...
+    async def load(self, domain: str) -> Stored | None: ...
 
-    async def write(self, provider: Provider, stored: Stored) -> bool: ...
+    async def write(self, domain: str, stored: Stored) -> bool: ...
 
-    async def delete_if(self, provider: Provider, access_token: str) -> None: ...
+    async def delete_if(self, domain: str, access_token: str) -> None: ...
 
-    async def acquire_lock(self, provider: Provider, ttl_s: float) -> object | None: ...
+    async def acquire_lock(self, domain: str, ttl_s: float) -> object | None: ...
 
     async def release_lock(self, lock: object) -> None: ...
 
-    async def lock_held(self, provider: Provider) -> bool: ...
+    async def lock_held(self, domain: str) -> bool: ...
 
-    async def lock_ttl_s(self, provider: Provider) -> float: ...
+    async def lock_ttl_s(self, domain: str) -> float: ...
 
-    async def take_permit(self, provider: Provider, ttl_s: float) -> bool: ...
+    async def take_permit(self, domain: str, ttl_s: float) -> bool: ...
 
-    async def permit_ttl_s(self, provider: Provider) -> float: ...
+    async def permit_ttl_s(self, domain: str) -> float: ...
 
-    async def drop_permit(self, provider: Provider) -> None: ...
+    async def drop_permit(self, domain: str) -> None: ...
 
 
 def _text(value: bytes | str) -> str:
@@ -82,48 +88,56 @@ class RedisTokenStore:
         redis: Redis,
         *,
         key_prefix: str,
-        appkeys: dict[Provider, str],
+        appkeys: Mapping[str, str],
         clock: Clock,
         kind: str = "token",
     ) -> None:
         self._redis = redis
         self._clock = clock
         self._write_script = redis.register_script(_WRITE_IF_NEWER)
-        fingerprint = {p: hashlib.sha256(k.encode()).hexdigest()[:16] for p, k in appkeys.items()}
-        self._base = {p: f"{key_prefix}{kind}:{p.value}:{fingerprint.get(p, 'none')}" for p in Provider}
+        self._prefix = f"{key_prefix}{kind}"
+        self._base = {d: self._key(d, _fingerprint(k)) for d, k in appkeys.items()}
 
-    def lock_name(self, provider: Provider) -> str:
+    def _key(self, domain: str, fingerprint: str) -> str:
+        # by the appkey, not the member's name: one appkey has one token and one issuance a minute
+        return f"{self._prefix}:{provider_of(domain).value}:{fingerprint}"
+
+    def _hash(self, domain: str) -> str:
+        base = self._base.get(domain)
+        return base if base is not None else self._key(domain, "none")
+
+    def lock_name(self, domain: str) -> str:
         """The lock's key (logged in ``redlock.contention``)."""
-        return f"{self._base[provider]}:lock"
+        return f"{self._hash(domain)}:lock"
 
-    async def load(self, provider: Provider) -> Stored | None:
+    async def load(self, domain: str) -> Stored | None:
         """The shared token, or None."""
-        raw = await self._redis.hgetall(self._base[provider])
+        raw = await self._redis.hgetall(self._hash(domain))
         if not raw:
             return None
         doc = {_text(k): _text(v) for k, v in raw.items()}
         return Stored(TokenGrant(doc["access_token"], float(doc["expires_at_s"])), int(doc["generation"]))
 
-    async def write(self, provider: Provider, stored: Stored) -> bool:
+    async def write(self, domain: str, stored: Stored) -> bool:
         """Store a token unless a newer generation is there; False when it was not written."""
         ttl_ms = int((stored.grant.expires_at_s - self._clock.time()) * 1000)
         if ttl_ms <= 0:
             return False
         written = await self._write_script(
-            keys=[self._base[provider]],
+            keys=[self._hash(domain)],
             args=[stored.generation, stored.grant.access_token, repr(stored.grant.expires_at_s), ttl_ms],
         )
         return bool(written)
 
-    async def delete_if(self, provider: Provider, access_token: str) -> None:
+    async def delete_if(self, domain: str, access_token: str) -> None:
         """Drop the shared token if it is still ``access_token``."""
-        stored = await self.load(provider)
+        stored = await self.load(domain)
         if stored is not None and stored.grant.access_token == access_token:
-            await self._redis.delete(self._base[provider])
+            await self._redis.delete(self._hash(domain))
 
-    async def acquire_lock(self, provider: Provider, ttl_s: float) -> object | None:
+    async def acquire_lock(self, domain: str, ttl_s: float) -> object | None:
         """The refresh lock, or None while another instance holds it."""
-        lock = self._redis.lock(self.lock_name(provider), timeout=ttl_s, blocking=False)
+        lock = self._redis.lock(self.lock_name(domain), timeout=ttl_s, blocking=False)
         return lock if await lock.acquire() else None
 
     async def release_lock(self, lock: object) -> None:
@@ -132,27 +146,27 @@ class RedisTokenStore:
         with contextlib.suppress(LockError):
             await lock.release()
 
-    async def lock_held(self, provider: Provider) -> bool:
+    async def lock_held(self, domain: str) -> bool:
         """True while someone holds the refresh lock."""
-        return bool(await self._redis.exists(self.lock_name(provider)))
+        return bool(await self._redis.exists(self.lock_name(domain)))
 
-    async def lock_ttl_s(self, provider: Provider) -> float:
+    async def lock_ttl_s(self, domain: str) -> float:
         """Seconds left on the holder's lock (negative when none)."""
-        return float(await self._redis.pttl(self.lock_name(provider))) / 1000
+        return float(await self._redis.pttl(self.lock_name(domain))) / 1000
 
-    async def take_permit(self, provider: Provider, ttl_s: float) -> bool:
+    async def take_permit(self, domain: str, ttl_s: float) -> bool:
         """Take the issuance permit for ``ttl_s`` seconds; False while an earlier one runs."""
         return bool(
-            await self._redis.set(f"{self._base[provider]}:permit", b"1", nx=True, px=int(ttl_s * 1000))
+            await self._redis.set(f"{self._hash(domain)}:permit", b"1", nx=True, px=int(ttl_s * 1000))
         )
 
-    async def permit_ttl_s(self, provider: Provider) -> float:
+    async def permit_ttl_s(self, domain: str) -> float:
         """Seconds until the next issuance is allowed."""
-        return float(await self._redis.pttl(f"{self._base[provider]}:permit")) / 1000
+        return float(await self._redis.pttl(f"{self._hash(domain)}:permit")) / 1000
 
-    async def drop_permit(self, provider: Provider) -> None:
+    async def drop_permit(self, domain: str) -> None:
         """Give the permit back (the issuance never reached the broker)."""
-        await self._redis.delete(f"{self._base[provider]}:permit")
+        await self._redis.delete(f"{self._hash(domain)}:permit")
 
 
 class MemoryTokenStore:
@@ -160,77 +174,77 @@ class MemoryTokenStore:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self.tokens: dict[Provider, Stored] = {}
-        self._locks: dict[Provider, tuple[object, float]] = {}
-        self._permits: dict[Provider, float] = {}
+        self.tokens: dict[str, Stored] = {}
+        self._locks: dict[str, tuple[object, float]] = {}
+        self._permits: dict[str, float] = {}
 
-    def lock_name(self, provider: Provider) -> str:
+    def lock_name(self, domain: str) -> str:
         """A name for logs."""
-        return f"memory:token:{provider.value}:lock"
+        return f"memory:token:{domain}:lock"
 
-    async def load(self, provider: Provider) -> Stored | None:
+    async def load(self, domain: str) -> Stored | None:
         """The stored token while it has not expired."""
-        stored = self.tokens.get(provider)
+        stored = self.tokens.get(domain)
         if stored is not None and stored.grant.expires_at_s <= self._clock.time():
             return None
         return stored
 
-    async def write(self, provider: Provider, stored: Stored) -> bool:
+    async def write(self, domain: str, stored: Stored) -> bool:
         """Store a token unless a newer generation is there."""
-        current = self.tokens.get(provider)
+        current = self.tokens.get(domain)
         if current is not None and current.generation >= stored.generation:
             return False
-        self.tokens[provider] = stored
+        self.tokens[domain] = stored
         return True
 
-    async def delete_if(self, provider: Provider, access_token: str) -> None:
+    async def delete_if(self, domain: str, access_token: str) -> None:
         """Drop the token if it is still ``access_token``."""
-        stored = self.tokens.get(provider)
+        stored = self.tokens.get(domain)
         if stored is not None and stored.grant.access_token == access_token:
-            del self.tokens[provider]
+            del self.tokens[domain]
 
     def _live_until(self, until: float | None) -> bool:
         return until is not None and until > self._clock.monotonic()
 
-    async def acquire_lock(self, provider: Provider, ttl_s: float) -> object | None:
+    async def acquire_lock(self, domain: str, ttl_s: float) -> object | None:
         """The lock, or None while it is held."""
-        held = self._locks.get(provider)
+        held = self._locks.get(domain)
         if held is not None and self._live_until(held[1]):
             return None
-        token = (provider, object())
-        self._locks[provider] = (token, self._clock.monotonic() + ttl_s)
+        token = (domain, object())
+        self._locks[domain] = (token, self._clock.monotonic() + ttl_s)
         return token
 
     async def release_lock(self, lock: object) -> None:
         """Release it if it is still ours."""
         assert isinstance(lock, tuple)
-        provider = lock[0]
-        held = self._locks.get(provider)
+        domain = lock[0]
+        held = self._locks.get(domain)
         if held is not None and held[0] is lock:
-            del self._locks[provider]
+            del self._locks[domain]
 
-    async def lock_held(self, provider: Provider) -> bool:
+    async def lock_held(self, domain: str) -> bool:
         """True while the lock is held."""
-        held = self._locks.get(provider)
+        held = self._locks.get(domain)
         return held is not None and self._live_until(held[1])
 
-    async def lock_ttl_s(self, provider: Provider) -> float:
+    async def lock_ttl_s(self, domain: str) -> float:
         """Seconds left on the lock."""
-        held = self._locks.get(provider)
+        held = self._locks.get(domain)
         return held[1] - self._clock.monotonic() if held and self._live_until(held[1]) else -1.0
 
-    async def take_permit(self, provider: Provider, ttl_s: float) -> bool:
+    async def take_permit(self, domain: str, ttl_s: float) -> bool:
         """Take the permit unless one is running."""
-        if self._live_until(self._permits.get(provider)):
+        if self._live_until(self._permits.get(domain)):
             return False
-        self._permits[provider] = self._clock.monotonic() + ttl_s
+        self._permits[domain] = self._clock.monotonic() + ttl_s
         return True
 
-    async def permit_ttl_s(self, provider: Provider) -> float:
+    async def permit_ttl_s(self, domain: str) -> float:
         """Seconds until the next permit."""
-        until = self._permits.get(provider)
+        until = self._permits.get(domain)
         return until - self._clock.monotonic() if until is not None and self._live_until(until) else -1.0
 
-    async def drop_permit(self, provider: Provider) -> None:
+    async def drop_permit(self, domain: str) -> None:
         """Give the permit back."""
-        self._permits.pop(provider, None)
+        self._permits.pop(domain, None)

@@ -16,12 +16,13 @@ only to the reply partition the request named, which is on an audit topic: see d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status, WebSocketCredentials
 from services.gateway.clock import Clock
-from services.gateway.errors import Expired, GatewayError, Invalid
+from services.gateway.errors import Expired, GatewayError
+from services.gateway.pool import Pool
 from services.gateway.providers.base import TokenGrant, UpstreamAnswer, UpstreamRequest
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.responses import Responder
@@ -57,6 +58,7 @@ class CredentialLender:
         responder: Responder,
         clock: Clock,
         reply_budget_s: Callable[[], float],
+        pools: Mapping[Provider, Pool],
     ) -> None:
         self._sources: dict[Provider, tuple[TokenManager, CredentialKind]] = {
             Provider.KIS: (approvals, "approval_key"),
@@ -65,6 +67,7 @@ class CredentialLender:
         self._responder = responder
         self._clock = clock
         self._reply_budget_s = reply_budget_s
+        self._pools = pools
         self._background: set[asyncio.Future[TokenGrant]] = set()
 
     async def lend(self, request: ApiRequest) -> ApiResponse:
@@ -83,8 +86,9 @@ class CredentialLender:
         return answer.model_copy(update={"data": credentials.model_dump(mode="json")})
 
     async def _grant(self, request: ApiRequest) -> tuple[TokenGrant, CredentialKind]:
-        if request.credential is not None:
-            raise Invalid("unknown_credential", f"no credential {request.credential!r} is configured")
+        pool = self._pools[request.provider]
+        # the named member's, else the pool's first (the provider's own key when it has one)
+        member = pool.named(request.credential) if request.credential is not None else pool.members[0]
         now_s = self._clock.time()
         if request.deadline_ms <= now_s * 1000:
             raise Expired("deadline_passed")
@@ -92,7 +96,7 @@ class CredentialLender:
         if left_s <= 0:
             raise Expired("deadline_too_close")
         manager, kind = self._sources[request.provider]
-        grant = asyncio.ensure_future(manager.grant(request.provider))
+        grant = asyncio.ensure_future(manager.grant(member.domain))
         timer = asyncio.ensure_future(self._clock.sleep(left_s))
         try:
             await asyncio.wait({grant, timer}, return_when=asyncio.FIRST_COMPLETED)

@@ -459,7 +459,7 @@ def test_gateway_answers_invalid_with_the_same_reason(
     """A client that skips the check (any language, raw Kafka) gets ``invalid`` with the client's reason."""
     request = _request(provider, tr_id, params)
     with pytest.raises(Invalid) as info:
-        check_request(request, mock=False, now_ms=request.created_at_ms)
+        check_request(request, now_ms=request.created_at_ms)
     assert info.value.reason == reason
     if reason != "unknown_tr_id":
         problem = refusal(lookup(provider, tr_id), params)
@@ -469,7 +469,7 @@ def test_gateway_answers_invalid_with_the_same_reason(
 def test_gateway_admits_a_complete_call() -> None:
     """A listed, live endpoint with every required key passes admission and yields its spec."""
     request = _request("KIS", "FHKST01010100", PRICE)
-    assert check_request(request, mock=False, now_ms=request.created_at_ms).tr_id == "FHKST01010100"
+    assert check_request(request, now_ms=request.created_at_ms).tr_id == "FHKST01010100"
 
 
 # --- the command line ------------------------------------------------------------------------------

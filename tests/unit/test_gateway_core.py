@@ -4,6 +4,7 @@ driven by a manual clock through ``FakeDispatcher`` and in-memory stores, with n
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import uuid
@@ -38,6 +39,9 @@ ORDER = {
 }
 
 
+_SYMBOLS = itertools.count(1)
+
+
 def request(
     clock: ManualClock,
     *,
@@ -52,7 +56,7 @@ def request(
         request_id=str(uuid.uuid4()),
         provider=Provider.KIS,
         tr_id=tr_id,
-        params=params or PRICE,
+        params=params or {**PRICE, "FID_INPUT_ISCD": f"{next(_SYMBOLS):06d}"},  # distinct: none shared
         caller=caller,
         priority=priority,
         deadline_ms=now_ms + int(deadline_s * 1000),

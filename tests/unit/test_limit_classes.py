@@ -30,6 +30,9 @@ KIWOOM_ORDER = "kt10000"
 KIWOOM_READ = "ka10081"
 
 
+_NONCE = itertools.count()
+
+
 def call(clock: ManualClock, provider: Provider, tr_id: str, *, deadline_s: float = 60.0) -> ApiRequest:
     """A request for a catalog entry carrying every parameter the broker requires (blank values)."""
     spec = lookup(provider, tr_id)
@@ -38,7 +41,8 @@ def call(clock: ManualClock, provider: Provider, tr_id: str, *, deadline_s: floa
         request_id=str(uuid.uuid4()),
         provider=provider,
         tr_id=tr_id,
-        params=dict.fromkeys(spec.required, ""),
+        # a distinct read each time: identical reads in flight together would share one upstream call
+        params={**dict.fromkeys(spec.required, ""), "nonce": next(_NONCE)},
         caller="worker",
         deadline_ms=now_ms + int(deadline_s * 1000),
         created_at_ms=now_ms,

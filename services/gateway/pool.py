@@ -1,0 +1,136 @@
+"""Credential pools: which member of a provider's pool serves a request.
+
+Each member (``ProviderSettings.pool``) is a limit domain of its own, with its own token and pacing: the
+``default`` member (the provider's ``appkey``) is the domain ``KIS``, a member ``a`` is ``KIS/a``. A read
+that names no credential goes to the member whose slot comes soonest among the provider's environment
+(members that failed to get a token lately are passed over while others can serve); a call bound to an
+account (an order, an account query) must name its member, by name or by account, unless the pool has
+only one member to mean. Naming a member that does not exist is ``invalid`` / ``unknown_credential``; an
+account call without a name in a pool of several is ``invalid`` / ``credential_required``; a KIS call whose
+``CANO`` differs from the named member's account is ``invalid`` / ``account_mismatch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from hubclient.catalog import TrSpec
+from hubclient.models import ApiRequest, Provider
+from services.gateway.clock import Clock
+from services.gateway.errors import Invalid
+from services.settings import DEFAULT_MEMBER, ProviderSettings
+
+#: Catalog kinds of calls bound to an account (KIS quote/account/order; Kiwoom read/account_read/order_write).
+ACCOUNT_KINDS = frozenset({"account", "order", "account_read", "order_write"})
+SICK_S = 10.0  # a member whose token failed is passed over this long while others can serve
+
+
+def domain_of(provider: Provider, name: str) -> str:
+    """The limit domain of a member: the provider's name for ``default``, else ``<provider>/<name>``."""
+    return provider.value if name == DEFAULT_MEMBER else f"{provider.value}/{name}"
+
+
+def provider_of(domain: str) -> Provider:
+    """The provider a limit domain belongs to."""
+    return Provider(domain.split("/", 1)[0])
+
+
+def account_bound(spec: TrSpec) -> bool:
+    """True for calls whose answer depends on the account (orders, balances, fills)."""
+    return not spec.idempotent or spec.kind in ACCOUNT_KINDS
+
+
+@dataclass(frozen=True)
+class Member:
+    """One credential of a pool; ``settings`` are the provider's with this member's key, account and rate."""
+
+    provider: Provider
+    name: str
+    settings: ProviderSettings
+
+    @property
+    def domain(self) -> str:
+        """Its limit domain (Redis keys, pacer names, partition key)."""
+        return domain_of(self.provider, self.name)
+
+
+class Pool:
+    """The members of one provider and the choice among them."""
+
+    def __init__(self, provider: Provider, settings: ProviderSettings, clock: Clock) -> None:
+        self.provider = provider
+        self.members = [Member(provider, name, s) for name, s in settings.pool().items()]
+        self._by_name = {m.name: m for m in self.members}
+        self._by_account = {m.settings.account: m for m in self.members if m.settings.account}
+        # unnamed reads go to the members of the provider's own environment
+        self._readers = [m for m in self.members if m.settings.environment == settings.environment]
+        self._readers = self._readers or list(self.members)
+        self._clock = clock
+        self._sick_until: dict[str, float] = {}
+        self._turn = 0
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def named(self, credential: str) -> Member:
+        """The member a request names, by name or by account; raises ``Invalid("unknown_credential")``."""
+        member = self._by_name.get(credential) or self._by_account.get(credential)
+        if member is None:
+            raise Invalid(
+                "unknown_credential", f"no {self.provider.value} credential {credential!r} is configured"
+            )
+        return member
+
+    def route(self, request: ApiRequest, spec: TrSpec, wait_s: Callable[[Member], float]) -> Member:
+        """The member that serves ``request``; ``wait_s`` estimates a member's wait for it."""
+        if request.credential is not None:
+            member = self.named(request.credential)
+            _check_account(member, request)
+            return member
+        if account_bound(spec):
+            if len(self.members) > 1:
+                raise Invalid(
+                    "credential_required",
+                    f"{spec.key} is bound to an account: name the credential (or its account) of the "
+                    f"{self.provider.value} pool ({len(self.members)} members)",
+                )
+            return self.members[0]
+        return self.soonest(wait_s)
+
+    def soonest(self, wait_s: Callable[[Member], float], *, besides: str | None = None) -> Member:
+        """The reader whose slot comes first (healthy ones before sick ones; ties in turn)."""
+        now = self._clock.monotonic()
+        candidates = [m for m in self._readers if m.domain != besides] or self._readers
+        healthy = [m for m in candidates if self._sick_until.get(m.domain, 0.0) <= now] or candidates
+        if len(healthy) == 1:
+            return healthy[0]
+        self._turn = (self._turn + 1) % len(healthy)
+        ordered = healthy[self._turn :] + healthy[: self._turn]
+        return min(ordered, key=wait_s)
+
+    def can_reroute(self, member_domain: str) -> bool:
+        """True when another healthy reader could take over from ``member_domain``."""
+        now = self._clock.monotonic()
+        return any(
+            m.domain != member_domain and self._sick_until.get(m.domain, 0.0) <= now for m in self._readers
+        )
+
+    def mark_sick(self, domain: str) -> None:
+        """``domain`` could not get a token: pass it over for a while."""
+        self._sick_until[domain] = self._clock.monotonic() + SICK_S
+
+
+def _check_account(member: Member, request: ApiRequest) -> None:
+    account = member.settings.account
+    named = request.params.get("CANO") if member.provider is Provider.KIS else None
+    if account and isinstance(named, str) and named and named != account.split("-")[0]:
+        raise Invalid(
+            "account_mismatch",
+            f"params CANO is not the account of credential {member.name!r}; name the account's credential",
+        )
+
+
+def pools(providers: Mapping[Provider, ProviderSettings], clock: Clock) -> dict[Provider, Pool]:
+    """The pool of every configured provider."""
+    return {p: Pool(p, s, clock) for p, s in providers.items()}

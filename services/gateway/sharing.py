@@ -1,0 +1,146 @@
+"""Shared reads: identical reads share one upstream call, and past sessions' bars come from a cache.
+
+Two idempotent requests are identical when provider, environment, tr_id, params, continuation and the
+named credential (if any) are equal (``read_key``). The first becomes the leader; the ones that arrive
+while it is served wait for its answer and get a copy of it with their own ``request_id`` and
+``shared_with`` set to the leader's. Only answers that came from an upstream call are shared (also a
+failed one: every waiter gets the same answer); a leader that ends without a call (expired, refused,
+withdrawn) leaves its followers to serve themselves, one of them leading next.
+
+Immutable reads (``immutable``: a closed past session's unadjusted bars) answered ``ok`` are also kept
+in a bounded LRU cache for ``cache_ttl_s``, and answered from there with the original request's id in
+``shared_with`` (its response on the response topic is the audit record of the one upstream call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+
+from hubclient.catalog import TrSpec
+from hubclient.models import ApiRequest, ApiResponse, Provider, Status
+from services.gateway.clock import Clock
+from services.gateway.metrics import SHARED_READS
+from services.gateway.providers.base import KST
+
+#: tr_id -> (the param holding the session date, the param and value meaning unadjusted prices).
+IMMUTABLE_READS: dict[tuple[Provider, str], tuple[str, tuple[str, str] | None]] = {
+    (Provider.KIS, "FHKST03010230"): ("FID_INPUT_DATE_1", None),  # one past day's minute bars
+    (Provider.KIS, "FHKST03010100"): ("FID_INPUT_DATE_2", ("FID_ORG_ADJ_PRC", "1")),  # daily, to a past day
+    (Provider.KIWOOM, "ka10081"): ("base_dt", ("upd_stkpc_tp", "0")),  # daily bars up to a past day
+}
+
+
+def read_key(request: ApiRequest, spec: TrSpec, environment: str) -> bytes:
+    """What makes two reads identical."""
+    return orjson.dumps(
+        [
+            request.provider.value,
+            environment,
+            request.credential or "",
+            spec.key,
+            request.params,
+            request.continuation or {},
+        ],
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def immutable(request: ApiRequest, today: str) -> bool:
+    """True for a read of a closed past session's bars, whose answer cannot change (``today``: YYYYMMDD)."""
+    rule = IMMUTABLE_READS.get((request.provider, request.tr_id))
+    if rule is None:
+        return False
+    date_param, unadjusted = rule
+    day = str(request.params.get(date_param, ""))
+    if not (len(day) == 8 and day.isdigit() and day < today):
+        return False
+    return unadjusted is None or str(request.params.get(unadjusted[0], "")) == unadjusted[1]
+
+
+def shareable(response: ApiResponse) -> bool:
+    """True for an answer that came from an upstream call (whatever it said)."""
+    return response.attempts > 0 and response.status is not Status.EXPIRED
+
+
+@dataclass
+class _Cached:
+    response: ApiResponse
+    until_s: float  # monotonic
+
+
+class SharedReads:
+    """Leaders of identical reads in flight, and the cache of immutable answers."""
+
+    def __init__(self, clock: Clock, *, cache_entries: int = 1000, cache_ttl_s: float = 3600.0) -> None:
+        self._clock = clock
+        self._leaders: dict[bytes, asyncio.Future[ApiResponse]] = {}
+        self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
+        self._cache_entries = cache_entries
+        self._cache_ttl_s = cache_ttl_s
+
+    def leader(self, key: bytes) -> asyncio.Future[ApiResponse] | None:
+        """The answer-to-be of the identical read being served, if there is one."""
+        return self._leaders.get(key)
+
+    def lead(self, key: bytes) -> asyncio.Future[ApiResponse]:
+        """Become the leader of ``key`` (synchronously: no identical read can slip in between)."""
+        future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
+        self._leaders[key] = future
+        return future
+
+    def settle(self, key: bytes, future: asyncio.Future[ApiResponse], response: ApiResponse | None) -> None:
+        """The leader is done: hand its answer to the followers (None: they serve themselves)."""
+        if self._leaders.get(key) is future:
+            del self._leaders[key]
+        if future.done():
+            return
+        if response is None:
+            future.cancel()
+        else:
+            future.set_result(response)
+
+    def today(self) -> str:
+        """The date in Korea, YYYYMMDD (the brokers' sessions are KST)."""
+        return datetime.fromtimestamp(self._clock.time(), KST).strftime("%Y%m%d")
+
+    def cached(self, key: bytes) -> ApiResponse | None:
+        """A fresh cached answer, if any."""
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        if entry.until_s <= self._clock.monotonic():
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return entry.response
+
+    def remember(self, key: bytes, request: ApiRequest, response: ApiResponse) -> None:
+        """Keep an ``ok`` answer of an immutable read (evicting the least recently used)."""
+        if self._cache_entries <= 0 or response.status is not Status.OK:
+            return
+        if not immutable(request, self.today()):
+            return
+        self._cache[key] = _Cached(response, self._clock.monotonic() + self._cache_ttl_s)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
+
+
+def shared_copy(request: ApiRequest, original: ApiResponse, *, now_ms: float, kind: str) -> ApiResponse:
+    """``original`` as the answer to ``request``: its own id and timing, the original's in ``shared_with``."""
+    SHARED_READS.labels(request.provider.value, kind).inc()
+    total_ms = round(max(0.0, now_ms - request.created_at_ms), 3)
+    timing = original.timing.model_copy(update={"queued_ms": 0.0, "upstream_ms": 0.0, "total_ms": total_ms})
+    return original.model_copy(
+        update={
+            "request_id": request.request_id,
+            "shared_with": original.shared_with or original.request_id,
+            "timing": timing,
+            "attempts": 0,
+        }
+    )

@@ -27,7 +27,7 @@ from services.gateway.idempotency import MemoryRecords
 from services.gateway.providers.base import KST, UpstreamAnswer, UpstreamRequest
 from services.gateway.slots import MemorySlots
 from services.gateway.token_store import MemoryTokenStore
-from services.settings import KisSettings, KiwoomSettings, ProviderSettings
+from services.settings import CredentialSettings, KisSettings, KiwoomSettings, ProviderSettings
 
 Reply = UpstreamAnswer | DispatchError
 
@@ -112,10 +112,14 @@ class FakeKis(FakeBroker):
 
     approvals_issued: int = 0
     expiry_format: str = "%Y-%m-%d %H:%M:%S"  # of access_token_token_expired, as KIS writes it
+    refused_appkeys: set[str] = field(default_factory=set)  # token calls with these keys are refused
 
     def __call__(self, provider: Provider, request: UpstreamRequest) -> tuple[Reply, float]:
         """Answer one call."""
         if request.url.endswith("/oauth2/tokenP"):
+            if (request.json_body or {}).get("appkey") in self.refused_appkeys:
+                body = {"error_code": "EGW00103", "error_description": "유효하지 않은 AppKey입니다."}
+                return UpstreamAnswer(403, {}, body), self.latency_s
             self.tokens_issued += 1
             expires = datetime.fromtimestamp(self.clock.time() + 86_400, KST).strftime(self.expiry_format)
             body = {"access_token": f"token-{self.tokens_issued}", "access_token_token_expired": expires}
@@ -173,9 +177,12 @@ def build_gateway(
     ledger_rate_per_s: float = 10.0,
     environment: Literal["real", "mock"] = "real",
     kiwoom: KiwoomSettings | None = None,
+    credentials: list[CredentialSettings] | None = None,
+    shared_cache_entries: int = 1000,
 ) -> Rig:
-    """A gateway on a manual clock, in-memory brokers and in-memory stores: KIS, and Kiwoom when its
-    settings are given (base URL, keys and jitter are filled in)."""
+    """A gateway on a manual clock, in-memory brokers and in-memory stores: KIS (with the pool members
+    ``credentials`` besides its own key), and Kiwoom when its settings are given (base URL, keys and jitter
+    are filled in)."""
     clock = ManualClock()
     kis_broker, kiwoom_broker = FakeKis(clock), FakeKiwoom(clock)
 
@@ -192,6 +199,7 @@ def build_gateway(
         ledger_rate_per_s=ledger_rate_per_s,
         timeout_s=timeout_s,
         arrival_jitter_ms=jitter_ms,
+        credentials=credentials or [],
     )
     providers: dict[Provider, ProviderSettings] = {Provider.KIS: settings}
     if kiwoom is not None:
@@ -216,5 +224,6 @@ def build_gateway(
         idempotency=records,
         clock=clock,
         max_backlog=max_backlog,
+        shared_cache_entries=shared_cache_entries,
     )
     return Rig(gateway, clock, kis_broker, kiwoom_broker, dispatcher, records)

@@ -28,7 +28,6 @@ from hubclient import HubClient
 from tests import processes
 from tests.bench.echo import start_echo
 from tests.bench.harness import (
-    PRICE,
     PRICE_TR,
     SESSION_TIMEOUT_MS,
     Bench,
@@ -42,6 +41,7 @@ from tests.bench.harness import (
 )
 from tests.bench.pacing import HubLoad
 from tests.bench.report import Headline, Measure, Result, Row, verdict
+from tests.params import PRICE
 
 LOAD_PER_S = 10.0
 TIMEOUT_S = 40.0

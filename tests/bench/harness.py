@@ -30,13 +30,13 @@ from hubclient.catalog import lookup
 from services.sandbox.referee import appkey_label
 from services.topics import TopicSpec, ensure_topics, load_topics
 from tests import processes
+from tests.params import PRICE
 from tests.processes import GatewayProcess, clean_env, free_port
 
 __all__ = ["GatewayProcess", "clean_env", "free_port"]  # re-exported for the benchmark modules
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_DIR = REPO / ".local" / "bench"
-PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
 PRICE_TR = "FHKST01010100"
 NO_LIMIT = 1_000_000  # "limits off": a rate no benchmark comes near
 

@@ -22,7 +22,6 @@ from hubclient import HubClient, HubError
 from tests.bench.echo import echo_process
 from tests.bench.harness import (
     NO_LIMIT,
-    PRICE,
     PRICE_TR,
     Bench,
     DirectKis,
@@ -37,6 +36,7 @@ from tests.bench.harness import (
     sandbox,
 )
 from tests.bench.report import Headline, Measure, Result, Row, verdict
+from tests.params import distinct_price
 
 PAIRS_PER_S = 50.0  # hub requests per second (and as many direct calls)
 GOAL_P50_MS = 5.0
@@ -116,7 +116,7 @@ async def run(bench: Bench) -> Result:
                 async def hub_call(pair: int, record: bool) -> None:
                     t0 = now_ms()
                     try:
-                        response = await client.submit("KIS", PRICE_TR, PRICE, timeout=10)
+                        response = await client.submit("KIS", PRICE_TR, distinct_price(), timeout=10)
                     except HubError:
                         failures["hub"] += int(record)
                         return
@@ -142,7 +142,7 @@ async def run(bench: Bench) -> Result:
                 async def echo_call(_: int) -> None:
                     t0 = now_ms()
                     try:
-                        response = await echo_client.submit("KIS", PRICE_TR, PRICE, timeout=10)
+                        response = await echo_client.submit("KIS", PRICE_TR, distinct_price(), timeout=10)
                     except HubError:
                         failures["echo"] += 1
                         return

@@ -29,7 +29,6 @@ import aiohttp
 from hubclient import HubClient, HubError, HubTimeout
 from tests.bench.baselines import KRSEC, OWN, PYTHON_KIS, Baseline, LibraryRun, run_baseline
 from tests.bench.harness import (
-    PRICE,
     PRICE_TR,
     Bench,
     CpuMeter,
@@ -50,6 +49,7 @@ from tests.bench.harness import (
     watch,
 )
 from tests.bench.report import Headline, Measure, Result, Row, verdict
+from tests.params import PRICE, distinct_price
 
 LIMIT_PER_S = 20
 DEMAND_FACTOR = 5
@@ -112,7 +112,7 @@ class HubLoad:
             t0_ms = now_ms()
             deadline_wall = time.time() + self.deadline_s
             try:
-                response = await client.submit("KIS", PRICE_TR, PRICE, timeout=self.deadline_s)
+                response = await client.submit("KIS", PRICE_TR, distinct_price(), timeout=self.deadline_s)
             except HubTimeout:
                 self.answers["HubTimeout"] += 1
                 self.timeouts += 1

@@ -25,7 +25,6 @@ import aiohttp
 from hubclient import HubClient
 from tests.bench.baselines import KRSEC, PYTHON_KIS, LibraryRun, Lifecycle, run_baseline
 from tests.bench.harness import (
-    PRICE,
     PRICE_TR,
     SESSION_TIMEOUT_MS,
     Bench,
@@ -49,6 +48,7 @@ from tests.bench.pacing import (
     pct,
 )
 from tests.bench.report import Headline, Measure, Result, Row, verdict
+from tests.params import PRICE
 
 CYCLES = 5
 OUTAGE_GRACE_S = 0.5

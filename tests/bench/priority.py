@@ -24,7 +24,6 @@ from hubclient.ids import new_request_id
 from hubclient.models import ApiRequest, Priority, Provider
 from services.settings import LOCAL_JITTER_MS
 from tests.bench.harness import (
-    PRICE,
     PRICE_TR,
     Bench,
     fake_credentials,
@@ -40,6 +39,7 @@ from tests.bench.harness import (
     sandbox,
 )
 from tests.bench.report import Headline, Measure, Result, Row, verdict
+from tests.params import PRICE, distinct_price
 
 BULK = 10_000
 BULK_DEADLINE_S = 900  # longer than the backlog takes, so none is refused as unreachable
@@ -83,7 +83,7 @@ async def produce_bulk(bench: Bench, topic: str, reply_topic: str, reply_partiti
                 request_id=new_request_id(now),
                 provider=Provider.KIS,
                 tr_id=PRICE_TR,
-                params=PRICE,
+                params=distinct_price(),
                 caller="backfill",
                 priority=Priority.BULK,
                 deadline_ms=now + BULK_DEADLINE_S * 1000,
@@ -160,7 +160,11 @@ async def run(bench: Bench) -> Result:
                     t0 = now_ms()
                     try:
                         response = await client.submit(
-                            "KIS", PRICE_TR, PRICE, timeout=INTERACTIVE_TIMEOUT_S, priority="interactive"
+                            "KIS",
+                            PRICE_TR,
+                            distinct_price(),
+                            timeout=INTERACTIVE_TIMEOUT_S,
+                            priority="interactive",
                         )
                     except HubError as exc:
                         answers[type(exc).__name__] += 1

@@ -19,7 +19,6 @@ from hubclient import HubClient, HubError
 from tests.bench.echo import echo_process
 from tests.bench.harness import (
     NO_LIMIT,
-    PRICE,
     PRICE_TR,
     Bench,
     CpuMeter,
@@ -36,6 +35,7 @@ from tests.bench.harness import (
     stack_pids,
 )
 from tests.bench.report import Headline, Measure, Result, Row, verdict
+from tests.params import PRICE, distinct_price
 
 CLIENTS = 4
 GOAL_PER_S = 3000
@@ -107,7 +107,7 @@ async def burst(
             while issued < total:
                 issued += 1
                 try:
-                    response = await client.submit("KIS", PRICE_TR, PRICE, timeout=BURST_TIMEOUT_S)
+                    response = await client.submit("KIS", PRICE_TR, distinct_price(), timeout=BURST_TIMEOUT_S)
                 except HubError as exc:
                     result.answers[type(exc).__name__] += 1
                     continue

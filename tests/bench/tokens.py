@@ -20,7 +20,6 @@ from hubclient.headers import request_headers
 from hubclient.ids import new_request_id
 from hubclient.models import ApiRequest, ApiResponse, Provider
 from tests.bench.harness import (
-    PRICE,
     PRICE_TR,
     Bench,
     DirectKis,
@@ -35,6 +34,7 @@ from tests.bench.harness import (
     sandbox,
 )
 from tests.bench.report import Headline, Measure, Result, Row, verdict
+from tests.params import distinct_price
 
 INSTANCES = 20
 ANSWER_TIMEOUT_S = 60
@@ -65,7 +65,7 @@ async def one_request_each(
                 request_id=new_request_id(now),
                 provider=Provider.KIS,
                 tr_id=PRICE_TR,
-                params=PRICE,
+                params=distinct_price(),
                 caller=f"cold-{i}",
                 deadline_ms=now + ANSWER_TIMEOUT_S * 1000,
                 created_at_ms=now,

@@ -11,7 +11,8 @@ from services.settings import GatewaySettings
 from services.topics import ensure_topics, load_topics
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, read_committed
-from tests.integration.test_round_trip import PRICE, hub
+from tests.integration.test_round_trip import hub
+from tests.params import distinct_price
 
 
 async def test_rejections_are_published_to_the_events_topic(
@@ -29,7 +30,7 @@ async def test_rejections_are_published_to_the_events_topic(
     kafka = gateway_settings.kafka.model_copy(update={"events_topic": events_topic})
     async with gateway(kafka=kafka), hub(services, topics) as client:
         outcomes = await asyncio.gather(
-            *(client.execute("KIS", "FHKST01010100", PRICE, timeout=1.0) for _ in range(60)),
+            *(client.execute("KIS", "FHKST01010100", distinct_price(), timeout=1.0) for _ in range(60)),
             return_exceptions=True,
         )
     refused = [o for o in outcomes if isinstance(o, RequestRejected) and o.reason == "deadline_unreachable"]

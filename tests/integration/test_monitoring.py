@@ -35,6 +35,7 @@ from services.settings import GatewaySettings, KafkaSettings, WorkerSettings, Wo
 from tests import processes
 from tests.conftest import Services
 from tests.integration.conftest import Topics, appkey, free_port, gateway_env, private_worker_topics
+from tests.params import distinct_price
 from tests.unit.test_alert_rules import LOCAL_CONFIG, PROMETHEUS_DIR, find_tool
 from tests.unit.test_dashboard import dashboard_queries
 
@@ -156,7 +157,7 @@ async def send_load(client: HubClient) -> None:
     assert first.status is Status.OK, first
     burst = await asyncio.gather(
         *(
-            client.submit("KIS", "FHKST01010100", PRICE, timeout=BURST_TIMEOUT_S, priority="bulk")
+            client.submit("KIS", "FHKST01010100", distinct_price(), timeout=BURST_TIMEOUT_S, priority="bulk")
             for _ in range(BURST)
         )
     )

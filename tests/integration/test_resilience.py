@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     sandbox_server,
 )
 from tests.integration.test_round_trip import PRICE, hub, read_all
+from tests.params import distinct_price
 
 ORDER = {
     "CANO": "12345678",
@@ -51,7 +52,7 @@ async def load(
     """``count`` concurrent requests from one client; every terminal response, raised or not."""
     return list(
         await asyncio.gather(
-            *(client.submit("KIS", tr_id, params or PRICE, timeout=timeout) for _ in range(count))
+            *(client.submit("KIS", tr_id, params or distinct_price(), timeout=timeout) for _ in range(count))
         )
     )
 
@@ -183,7 +184,7 @@ async def test_kill9_answers_every_request_once_and_never_resends_orders(
         async with hub(services, topics) as client:
             async with gateway_process(settings) as first:
                 read_tasks = [
-                    asyncio.ensure_future(client.submit("KIS", "FHKST01010100", PRICE, timeout=90))
+                    asyncio.ensure_future(client.submit("KIS", "FHKST01010100", distinct_price(), timeout=90))
                     for _ in range(60)
                 ]
                 order_tasks = [

@@ -15,8 +15,7 @@ from hubclient.ids import new_request_id
 from hubclient.models import ApiRequest, ApiResponse, Status
 from tests.conftest import REPO, Services
 from tests.integration.conftest import GatewayFactory, Topics
-
-PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+from tests.params import PRICE
 
 
 def hub(services: Services, topics: Topics, caller: str = "test-worker") -> HubClient:

@@ -23,6 +23,7 @@ from services.settings import GatewaySettings
 from tests import processes
 from tests.conftest import Services
 from tests.integration.conftest import Topics, free_port, gateway_process
+from tests.params import distinct_price
 
 PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
 COLUMNS, ROWS = 80, 24
@@ -159,7 +160,9 @@ async def test_status_draws_live_frames_and_quits_on_ctrl_c(
             request_topic=topics.requests,
             reply_topic=topics.responses,
         ) as hub:
-            await asyncio.gather(*(hub.execute("KIS", "FHKST01010100", PRICE, timeout=20) for _ in range(10)))
+            await asyncio.gather(
+                *(hub.execute("KIS", "FHKST01010100", distinct_price(), timeout=20) for _ in range(10))
+            )
 
         moved = await term.wait_for(
             lambda f: pacing_row(f, "KIS")[1] >= calls_before + 10 and answered_ok(f) >= 10, 15

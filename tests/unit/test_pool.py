@@ -1,0 +1,291 @@
+"""Credential pools and shared reads on the in-memory gateway: which member serves, each member's own
+pace and token, account-bound calls, a member without a token, identical reads sharing one call, and the
+cache of immutable reads."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from hubclient.catalog import lookup
+from hubclient.models import ApiRequest, Provider, Status
+from services.gateway.clock import ManualClock
+from services.gateway.errors import Invalid
+from services.gateway.pool import Pool, account_bound, domain_of, provider_of
+from services.gateway.providers.base import KST
+from services.gateway.sharing import SharedReads, immutable
+from services.gateway.testing import Rig, build_gateway, kis_envelope
+from services.settings import CredentialSettings, GatewaySettings, KisSettings
+from tests.unit.test_gateway_core import ORDER as GATEWAY_CORE_ORDER
+from tests.unit.test_gateway_core import serve
+from tests.unit.test_pacing import max_in_any_second
+
+PRICE_TR = "FHKST01010100"
+PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
+ORDER_TR = "TTTC0012U"
+ORDER = {**GATEWAY_CORE_ORDER, "CANO": "50000001"}
+_SYMBOLS = itertools.count(1)
+
+
+def member(name: str, *, account: str | None = None, rate: float | None = None) -> CredentialSettings:
+    """A pool member whose appkey is derived from its name."""
+    return CredentialSettings.model_validate(
+        {"name": name, "appkey": f"PS-{name}", "appsecret": f"secret-{name}", "account": account}
+        | ({"rate_per_s": rate} if rate else {})
+    )
+
+
+def ask(
+    clock: ManualClock,
+    tr_id: str = PRICE_TR,
+    params: dict[str, Any] | None = None,
+    *,
+    credential: str | None = None,
+    deadline_s: float = 60.0,
+) -> ApiRequest:
+    """A KIS request; a price read of a symbol of its own unless ``params`` are given."""
+    now_ms = int(clock.time() * 1000)
+    return ApiRequest(
+        request_id=str(uuid.uuid4()),
+        provider=Provider.KIS,
+        tr_id=tr_id,
+        params=params
+        if params is not None
+        else {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": f"{next(_SYMBOLS):06d}"},
+        caller="worker",
+        deadline_ms=now_ms + int(deadline_s * 1000),
+        created_at_ms=now_ms,
+        reply_topic="api.responses",
+        reply_partition=0,
+        credential=credential,
+    )
+
+
+def appkeys_sent(rig: Rig, path: str = "/quotations/") -> Counter[str]:
+    """How many calls each appkey made (token calls excluded)."""
+    return Counter(s.request.headers["appkey"] for s in rig.dispatcher.calls(path))
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+
+def test_pool_from_settings_inherits_what_members_do_not_set(tmp_path: Path) -> None:
+    """The provider's own key is 'default'; members (from JSON and a file) inherit rate and environment."""
+    extra = tmp_path / "creds.json"
+    extra.write_text(json.dumps([{"name": "c", "appkey": "k3", "secret": "s3", "environment": "mock"}]))
+    settings = KisSettings(
+        appkey=SecretStr("k0"),
+        appsecret=SecretStr("s0"),
+        credentials=[member("a", account="11112222-01"), member("b", rate=5)],
+        credentials_file=str(extra),
+    )
+    pool = settings.pool()
+    assert list(pool) == ["default", "a", "b", "c"]
+    assert pool["a"].appsecret is not None and pool["a"].appsecret.get_secret_value() == "secret-a"
+    assert (pool["a"].rate_per_s, pool["b"].rate_per_s, pool["a"].account) == (20.0, 5.0, "11112222-01")
+    assert (pool["c"].environment, pool["c"].appkey) == ("mock", SecretStr("k3"))
+    assert "secret-a" not in repr(settings)  # secrets stay masked in the settings' repr
+
+
+def test_pool_settings_refuse_clashing_names() -> None:
+    """Two members of one name, or one called 'default', are a configuration error."""
+    with pytest.raises(ValidationError, match="unique"):
+        KisSettings(credentials=[member("a"), member("a")])
+    with pytest.raises(ValidationError, match="unique"):
+        KisSettings(credentials=[member("default")])
+
+
+def test_pool_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APIHUB_KIS__CREDENTIALS is a JSON list; without an appkey of its own the pool is the list alone."""
+    monkeypatch.setenv(
+        "APIHUB_KIS__CREDENTIALS",
+        json.dumps(
+            [{"name": "a", "appkey": "k1", "appsecret": "s1"}, {"name": "b", "appkey": "k2", "secret": "s2"}]
+        ),
+    )
+    monkeypatch.delenv("APIHUB_KIS__APPKEY", raising=False)
+    assert list(GatewaySettings().kis.pool()) == ["a", "b"]
+
+
+def test_domains_name_the_member() -> None:
+    """The default member keeps the provider's domain (its Redis keys and metrics do not move)."""
+    assert (domain_of(Provider.KIS, "default"), domain_of(Provider.KIS, "a")) == ("KIS", "KIS/a")
+    assert (provider_of("KIS/a"), provider_of("KIWOOM")) == (Provider.KIS, Provider.KIWOOM)
+    assert account_bound(lookup(Provider.KIS, ORDER_TR)) and not account_bound(lookup(Provider.KIS, PRICE_TR))
+    assert account_bound(lookup(Provider.KIS, "TTTC8434R"))  # a balance read is the account's
+
+
+# --- routing ------------------------------------------------------------------------------------------
+
+
+async def test_reads_spread_over_the_pool_each_member_within_its_own_limit() -> None:
+    """180 reads over three keys of 20/s: every key is used, none beyond 20 in any second, and the pool
+    finishes in about a third of the time one key would take."""
+    rig = build_gateway(credentials=[member("a"), member("b")])
+    results = await serve(rig, [ask(rig.clock) for _ in range(180)])
+    assert Counter(a.response.status for a in results) == {Status.OK: 180}
+    per_key = appkeys_sent(rig)
+    assert set(per_key) == {"PS" + "k" * 34, "PS-a", "PS-b"} and all(n >= 50 for n in per_key.values())
+    for key in per_key:
+        times = [s.at_s for s in rig.dispatcher.sent if s.request.headers.get("appkey") == key]
+        assert max_in_any_second(times) <= 20
+    span = max(s.at_s for s in rig.dispatcher.sent) - min(s.at_s for s in rig.dispatcher.sent)
+    assert span < 0.45 * (180 / 20)  # one key alone needs 9 s
+    assert {a.response.credential for a in results} == {"default", "a", "b"}
+
+
+async def test_account_calls_name_their_member() -> None:
+    """In a pool of several an order must name its credential (by name or account), and its account must
+    be that member's; a named read goes to that member only."""
+    rig = build_gateway(credentials=[member("a", account="50000001-01"), member("b", account="50000002-01")])
+    clock = rig.clock
+    results = await serve(
+        rig,
+        [
+            ask(clock, ORDER_TR, ORDER),
+            ask(clock, ORDER_TR, ORDER, credential="a"),
+            ask(clock, ORDER_TR, {**ORDER, "CANO": "50000002"}, credential="50000002-01"),
+            ask(clock, ORDER_TR, ORDER, credential="b"),
+            ask(clock, ORDER_TR, ORDER, credential="nobody"),
+            ask(clock, credential="b"),
+        ],
+    )
+    outcomes = [(a.response.status, a.response.reason, a.response.credential) for a in results]
+    assert outcomes == [
+        (Status.INVALID, "credential_required", None),
+        (Status.OK, None, "a"),
+        (Status.OK, None, "b"),
+        (Status.INVALID, "account_mismatch", None),
+        (Status.INVALID, "unknown_credential", None),
+        (Status.OK, None, "b"),
+    ]
+    orders = rig.dispatcher.calls("/trading/order-cash")
+    assert [(s.request.headers["appkey"], (s.request.json_body or {})["CANO"]) for s in orders] == [
+        ("PS-a", "50000001"),
+        ("PS-b", "50000002"),
+    ]
+    assert appkeys_sent(rig) == {"PS-b": 1}
+
+
+async def test_a_member_without_a_token_is_passed_over_while_the_others_serve() -> None:
+    """Member a's key is refused by the token endpoint: every unnamed read is still answered ok by the
+    others, a read naming a gets the token error, and a is not asked again for every read."""
+    rig = build_gateway(credentials=[member("a"), member("b")])
+    rig.broker.refused_appkeys.add("PS-a")
+    results = await serve(rig, [ask(rig.clock) for _ in range(60)] + [ask(rig.clock, credential="a")])
+    assert Counter(a.response.status for a in results[:60]) == {Status.OK: 60}
+    assert {a.response.credential for a in results[:60]} == {"default", "b"}
+    named = results[60].response
+    assert (named.status, named.reason) == (Status.REJECTED, "token_unavailable"), named
+    assert "PS-a" not in appkeys_sent(rig)
+    refused = [
+        s for s in rig.dispatcher.calls("/oauth2/tokenP") if (s.request.json_body or {})["appkey"] == "PS-a"
+    ]
+    assert 1 <= len(refused) <= 3  # one issuance is tried, then the member rests
+
+
+async def test_soonest_member_and_sick_members() -> None:
+    """The member with the shortest wait serves; a sick one only when no other is left."""
+    clock = ManualClock()
+    pool = Pool(Provider.KIS, KisSettings(credentials=[member("a"), member("b"), member("c")]), clock)
+    waits = {"KIS/a": 0.3, "KIS/b": 0.1, "KIS/c": 0.2}
+    assert pool.soonest(lambda m: waits[m.domain]).name == "b"
+    pool.mark_sick("KIS/b")
+    assert pool.soonest(lambda m: waits[m.domain]).name == "c"
+    assert pool.can_reroute("KIS/a") and pool.soonest(lambda m: 0.0, besides="KIS/c").name == "a"
+    pool.mark_sick("KIS/a")
+    pool.mark_sick("KIS/c")
+    assert not pool.can_reroute("KIS/a")
+    assert pool.soonest(lambda m: waits[m.domain]).name == "b"  # all sick: the soonest anyway
+    await clock.advance(60)  # a minute later they serve again
+    assert pool.can_reroute("KIS/a")
+    with pytest.raises(Invalid, match="no KIS credential"):
+        pool.named("zzz")
+
+
+# --- shared reads -----------------------------------------------------------------------------------
+
+
+async def test_identical_reads_in_flight_share_one_upstream_call() -> None:
+    """Ten identical reads at once make one call; every answer is the same data, nine name the first."""
+    rig = build_gateway()
+    requests = [ask(rig.clock, params=PRICE) for _ in range(10)]
+    results = await serve(rig, requests)
+    assert len(rig.dispatcher.calls("/quotations/")) == 1
+    assert {a.response.status for a in results} == {Status.OK}
+    assert len({json.dumps(a.response.data, sort_keys=True) for a in results}) == 1
+    leader = requests[0].request_id
+    assert [a.response.shared_with for a in results] == [None] + [leader] * 9
+    assert [a.response.request_id for a in results] == [r.request_id for r in requests]
+
+
+async def test_a_failing_shared_call_gives_every_waiter_the_same_answer() -> None:
+    """The one upstream call fails (a business error): all five waiters get that answer, not five calls."""
+    rig = build_gateway()
+    rig.broker.then(kis_envelope("APBK0919", rt_cd="1"))
+    results = await serve(rig, [ask(rig.clock, params=PRICE) for _ in range(5)])
+    assert len(rig.dispatcher.calls("/quotations/")) == 1
+    answers = {(a.response.status, a.response.reason, a.response.provider_code) for a in results}
+    assert len(answers) == 1 and next(iter(answers))[0] is not Status.OK
+    assert sum(a.response.shared_with is not None for a in results) == 4
+
+
+def _kst_day(clock: ManualClock, days_ago: int) -> str:
+    return (datetime.fromtimestamp(clock.time(), KST) - timedelta(days=days_ago)).strftime("%Y%m%d")
+
+
+async def test_a_past_sessions_bars_come_from_the_cache() -> None:
+    """One past day's minute bars are asked twice, one after the other: one upstream call, the second
+    answer names the first request; today's bars are asked again each time."""
+    rig = build_gateway()
+    past = {
+        "FID_COND_MRKT_DIV_CODE": "J",
+        "FID_INPUT_ISCD": "005930",
+        "FID_INPUT_HOUR_1": "153000",
+        "FID_INPUT_DATE_1": _kst_day(rig.clock, 3),
+        "FID_PW_DATA_INCU_YN": "Y",
+        "FID_FAKE_TICK_INCU_YN": "",
+    }
+    today = {**past, "FID_INPUT_DATE_1": _kst_day(rig.clock, 0)}
+    first = await serve(rig, [ask(rig.clock, "FHKST03010230", past), ask(rig.clock, "FHKST03010230", today)])
+    again = await serve(rig, [ask(rig.clock, "FHKST03010230", past), ask(rig.clock, "FHKST03010230", today)])
+    assert len(rig.dispatcher.calls("/inquire-time-dailychartprice")) == 3
+    assert again[0].response.shared_with == first[0].response.request_id
+    assert again[0].response.data == first[0].response.data
+    assert again[1].response.shared_with is None
+
+
+def test_immutable_reads_are_past_and_unadjusted() -> None:
+    """Only a closed past day's bars count, and daily bars only at original (unadjusted) prices."""
+    clock = ManualClock()
+
+    def req(tr_id: str, **params: str) -> ApiRequest:
+        return ask(clock, tr_id, params)
+
+    assert immutable(req("FHKST03010230", FID_INPUT_DATE_1="20240105"), "20240108")
+    assert not immutable(req("FHKST03010230", FID_INPUT_DATE_1="20240108"), "20240108")
+    assert not immutable(req("FHKST03010230", FID_INPUT_DATE_1="2024-01-05"), "20240108")
+    assert immutable(req("FHKST03010100", FID_INPUT_DATE_2="20240105", FID_ORG_ADJ_PRC="1"), "20240108")
+    assert not immutable(req("FHKST03010100", FID_INPUT_DATE_2="20240105", FID_ORG_ADJ_PRC="0"), "20240108")
+    assert not immutable(req(PRICE_TR, FID_INPUT_ISCD="005930"), "20240108")
+
+
+async def test_cache_is_bounded_and_expires() -> None:
+    """The least recently used answer goes first; an entry is dropped after its time to live."""
+    clock = ManualClock()
+    shared = SharedReads(clock, cache_entries=2, cache_ttl_s=10)
+    rig = build_gateway()
+    for day in ("20240101", "20240102", "20240103"):
+        request = ask(clock, "FHKST03010230", {"FID_INPUT_DATE_1": day})
+        shared.remember(day.encode(), request, rig.gateway.answer(request, Status.OK))
+    assert shared.cached(b"20240101") is None and shared.cached(b"20240103") is not None
+    await clock.advance(11)
+    assert shared.cached(b"20240103") is None

@@ -120,7 +120,14 @@ class TokenManager:
             del self._cache[domain]
         with contextlib.suppress(RedisError, OSError):
             await self._store.delete_if(domain, access_token)
-        log_event(logger, "token.invalidated", logging.WARNING, domain=domain, credential=self.credential)
+        log_event(
+            logger,
+            "token.invalidated",
+            logging.WARNING,
+            provider=provider_of(domain).value,
+            domain=domain,
+            credential=self.credential,
+        )
 
     async def _refresh(self, domain: str, *, stale: TokenGrant | None) -> TokenGrant:
         try:
@@ -169,6 +176,7 @@ class TokenManager:
             "redlock.contention",
             logging.WARNING,
             lock=self._store.lock_name(domain),
+            provider=provider_of(domain).value,
             domain=domain,
             credential=self.credential,
             waited_ms=round((self._clock.monotonic() - started) * 1000),
@@ -218,6 +226,7 @@ class TokenManager:
                 logger,
                 "token.refused",
                 logging.WARNING,
+                provider=provider_of(domain).value,
                 domain=domain,
                 credential=self.credential,
                 code=exc.code,
@@ -228,6 +237,7 @@ class TokenManager:
         log_event(
             logger,
             "token.issued",
+            provider=provider_of(domain).value,
             domain=domain,
             credential=self.credential,
             expires_in_s=round(grant.expires_at_s - self._clock.time()),

@@ -20,7 +20,7 @@ from services.settings import GatewaySettings, KisSettings, KiwoomSettings
 from tests import processes
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, appkey, fake_credentials, referee
-from tests.integration.test_round_trip import PRICE
+from tests.params import distinct_price
 from tests.sandbox.test_sandbox_kis_trading import BALANCE
 
 KIWOOM_ORDER = {"dmst_stex_tp": "KRX", "stk_cd": "005930", "ord_qty": "1", "ord_uv": "", "trde_tp": "3"}
@@ -58,8 +58,14 @@ async def test_one_call_per_class_and_each_class_within_its_limit(
         overrides = on_sandbox(gateway_settings, url)
         overrides["kis"] = overrides["kis"].model_copy(update={"ledger_rate_per_s": 4})
         overrides["kiwoom"] = overrides["kiwoom"].model_copy(update={"order_rate_per_s": 1})
-        calls = [("KIS", "FHKST01010100", PRICE)] * 10 + [("KIS", "TTTC8434R", BALANCE)] * 8
-        calls += [("KIWOOM", "ka10081", DAILY)] * 4 + [("KIWOOM", "kt10000", KIWOOM_ORDER)] * 3
+        # distinct reads (identical ones in flight together would share one call): symbols, accounts
+        calls = [("KIS", "FHKST01010100", distinct_price()) for _ in range(10)]
+        calls += [("KIS", "TTTC8434R", {**BALANCE, "CANO": f"810556{i:02d}"}) for i in range(8)]
+        calls += [
+            ("KIWOOM", "ka10081", {**DAILY, "stk_cd": code})
+            for code in ("005930", "000660", "035420", "035720")
+        ]
+        calls += [("KIWOOM", "kt10000", KIWOOM_ORDER)] * 3
         async with gateway(**overrides), hub(services, topics) as client:
             answers = await asyncio.gather(
                 *(client.submit(p, t, params, timeout=30) for p, t, params in calls)
@@ -68,7 +74,7 @@ async def test_one_call_per_class_and_each_class_within_its_limit(
         kiwoom = await referee(url, "kiwoom/real", appkey(gateway_settings, "KIWOOM"))
     assert Counter((a.status, a.reason) for a in answers) == {(Status.OK, None): len(calls)}
     assert answers[10].data["rt_cd"] == "0" and answers[-1].data["return_code"] == 0
-    assert kis["classes"]["ledger"]["requests"] == 8 and kis["classes"]["ledger"]["over_limit"] == 0
+    assert kis["classes"]["ledger"]["requests"] == 8 and kis["classes"]["ledger"]["over_limit"] == 0, kis
     assert kis["classes"]["ledger"]["max_in_window"] <= 4 and kis["max_in_window"] <= 20
     assert kiwoom["classes"]["order"] == {"rate_per_s": 1, "requests": 3, "max_in_window": 1, "over_limit": 0}
     assert kiwoom["max_in_window"] <= 5 and kiwoom["over_limit"] == 0 and kis["over_limit"] == 0

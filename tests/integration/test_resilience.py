@@ -95,7 +95,7 @@ async def test_deadline_unreachable_is_logged(
         with caplog.at_level(logging.WARNING, logger="services.gateway.service"):
             results = await load(client, 60, timeout=1.0)
     by_status = Counter((r.status, r.reason) for r in results)
-    assert by_status[(Status.OK, None)] >= 10
+    assert by_status[(Status.OK, None)] >= 10, by_status
     assert by_status[(Status.REJECTED, "deadline_unreachable")] >= 20
     assert sum(by_status.values()) == 60
     events = [r for r in caplog.records if r.getMessage() == "ratelimit.rejected"]

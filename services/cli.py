@@ -1,5 +1,5 @@
 """``apihub``: the command line of API Hub (gateway, worker, history, sandbox, topics, schemas, call, feed,
-demo, catalog, config, status, audit, replay)."""
+demo, catalog, credentials, config, status, audit, replay)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 
 from services.audit.command import add_parser as add_audit_parser
 from services.catalog_cli import add_parser as add_catalog_parser
+from services.credentials_cli import add_parser as add_credentials_parser
 from services.logs import configure_logging
 from services.replay.command import add_parser as add_replay_parser
 from services.settings import ClientSettings
@@ -297,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sandbox-url", help="the sandbox, for the referee's figures (default: $SANDBOX_URL)")
     demo.set_defaults(func=cmd_demo)
     add_catalog_parser(sub)
+    add_credentials_parser(sub)
     add_status_parser(sub)
     add_audit_parser(sub)
     add_replay_parser(sub)

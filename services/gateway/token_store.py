@@ -28,17 +28,20 @@ from services.gateway.providers.base import TokenGrant
 ISSUE_PERMIT_S = 61.0
 LOCK_TTL_S = 15.0  # longer than one token call may take
 
-# KEYS[1] = token hash; ARGV = generation, access_token, expires_at_s, ttl_ms. Writes only a newer generation.
+# KEYS[1] = token hash; ARGV = generation, access_token, expires_at_s, ttl_ms, issued_at_s. Writes only a
+# newer generation.
 _WRITE_IF_NEWER = """
 local current = redis.call('HGET', KEYS[1], 'generation')
 if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'access_token', ARGV[2], 'expires_at_s', ARGV[3])
+redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'access_token', ARGV[2], 'expires_at_s', ARGV[3],
+    'issued_at_s', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 
 
-def _fingerprint(appkey: str) -> str:
+def fingerprint(appkey: str) -> str:
+    """How keys and tools name an appkey: a short hash, never the key."""
     return hashlib.sha256(appkey.encode()).hexdigest()[:16]
 
 
@@ -48,6 +51,7 @@ class Stored:
 
     grant: TokenGrant
     generation: int
+    issued_at_s: float | None = None  # epoch seconds of the write (tokens written before it was kept: None)
 
 
 class TokenStore(Protocol):
@@ -96,7 +100,7 @@ class RedisTokenStore:
         self._clock = clock
         self._write_script = redis.register_script(_WRITE_IF_NEWER)
         self._prefix = f"{key_prefix}{kind}"
-        self._base = {d: self._key(d, _fingerprint(k)) for d, k in appkeys.items()}
+        self._base = {d: self._key(d, fingerprint(k)) for d, k in appkeys.items()}
 
     def _key(self, domain: str, fingerprint: str) -> str:
         # by the appkey, not the member's name: one appkey has one token and one issuance a minute
@@ -116,7 +120,9 @@ class RedisTokenStore:
         if not raw:
             return None
         doc = {_text(k): _text(v) for k, v in raw.items()}
-        return Stored(TokenGrant(doc["access_token"], float(doc["expires_at_s"])), int(doc["generation"]))
+        issued = doc.get("issued_at_s")
+        grant = TokenGrant(doc["access_token"], float(doc["expires_at_s"]))
+        return Stored(grant, int(doc["generation"]), float(issued) if issued else None)
 
     async def write(self, domain: str, stored: Stored) -> bool:
         """Store a token unless a newer generation is there; False when it was not written."""
@@ -125,7 +131,13 @@ class RedisTokenStore:
             return False
         written = await self._write_script(
             keys=[self._hash(domain)],
-            args=[stored.generation, stored.grant.access_token, repr(stored.grant.expires_at_s), ttl_ms],
+            args=[
+                stored.generation,
+                stored.grant.access_token,
+                repr(stored.grant.expires_at_s),
+                ttl_ms,
+                repr(self._clock.time()),
+            ],
         )
         return bool(written)
 

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from hubclient import HubClient
 from hubclient.models import Status
+from services import credentials_cli
 from services.settings import CredentialSettings, GatewaySettings
 from tests import processes
 from tests.conftest import Services
@@ -60,7 +61,7 @@ async def test_pool_spreads_reads_passes_over_a_refused_key_and_binds_orders(
             request_topic=topics.requests,
             reply_topic=topics.responses,
         )
-        async with gateway(kis=kis), client:
+        async with gateway(kis=kis) as app, client:
             reads = await asyncio.gather(
                 *(client.submit("KIS", "FHKST01010100", distinct_price(), timeout=60) for _ in range(150))
             )
@@ -73,6 +74,8 @@ async def test_pool_spreads_reads_passes_over_a_refused_key_and_binds_orders(
                 *(client.submit("KIS", "FHKST01010100", PRICE, timeout=30) for _ in range(20))
             )
             after = await referee(url, "kis/real", keys["a"]), await referee(url, "kis/real", keys["b"])
+            listed = credentials_cli.rows(app.settings)
+            await credentials_cli.fill(app.settings, listed)
         stats = {name: await referee(url, "kis/real", key) for name, key in keys.items()}
     assert Counter(r.status for r in reads) == {Status.OK: 150}, Counter((r.status, r.reason) for r in reads)
     assert {r.credential for r in reads} == {"a", "b"}
@@ -86,3 +89,12 @@ async def test_pool_spreads_reads_passes_over_a_refused_key_and_binds_orders(
     calls = sum(a["requests"] for a in after) - sum(b["requests"] for b in before)
     assert calls == 1, calls
     assert sum(r.shared_with is not None for r in same) == 19
+    # apihub credentials: every member, the pace of the two serving, tokens only where issued, no secret
+    table = {row.member: row for row in listed if row.provider == "KIS"}
+    assert set(table) == {"a", "b", "c"}
+    assert all(table[n].sent_10s and table[n].token_left_s and table[n].token_left_s > 3600 for n in "ab")
+    assert table["c"].token_left_s is None and table["a"].account == "5000****-01"
+    text = credentials_cli.render(listed)
+    assert not any(
+        m.appkey.get_secret_value() in text or m.secret.get_secret_value() in text for m in members
+    )

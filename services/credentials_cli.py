@@ -1,0 +1,181 @@
+"""``apihub credentials``: the credential pools as the gateway sees them, never a secret.
+
+One row per pool member: provider, name, limit domain, environment, the account (masked), the appkey's
+fingerprint (the hash that names it in Redis keys), its limit, its pace now (sends recorded in the shared
+schedule over the last second and the last ten) and its shared token's age and time left. The figures
+come from the Redis every gateway instance shares; without it the pool is still listed and the command
+exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from hubclient.models import Provider
+from services.gateway.clock import SystemClock
+from services.gateway.pool import domain_of
+from services.gateway.token_store import RedisTokenStore, fingerprint
+from services.settings import GatewaySettings, ProviderSettings
+
+WINDOWS_S = (1.0, 10.0)
+
+
+@dataclass
+class Row:
+    """One member, ready to print."""
+
+    provider: str
+    member: str
+    domain: str
+    environment: str
+    account: str
+    appkey: str  # its fingerprint
+    rate_per_s: float
+    sent_1s: int | None = None
+    sent_10s: int | None = None
+    token_age_s: float | None = None
+    token_left_s: float | None = None
+
+
+def mask(account: str | None) -> str:
+    """An account number with its middle hidden (``5000****-01``); '-' without one."""
+    if not account:
+        return "-"
+    head, _, tail = account.partition("-")
+    shown = head[:4] + "*" * max(len(head) - 4, 0)
+    return f"{shown}-{tail}" if tail else shown
+
+
+def rows(settings: GatewaySettings) -> list[Row]:
+    """Every member of both pools, without live figures."""
+    out = []
+    for provider in Provider:
+        pool: dict[str, ProviderSettings] = dict(settings.provider(provider).pool())
+        for name, member in pool.items():
+            out.append(
+                Row(
+                    provider=provider.value,
+                    member=name,
+                    domain=domain_of(provider, name),
+                    environment=member.environment,
+                    account=mask(member.account),
+                    appkey=fingerprint(member.appkey.get_secret_value()) if member.appkey else "(none)",
+                    rate_per_s=member.rate_per_s,
+                )
+            )
+    return out
+
+
+async def fill(settings: GatewaySettings, table: list[Row]) -> None:
+    """Add each member's pace and token figures from Redis (raises ``RedisError``/``OSError``)."""
+    redis = Redis.from_url(settings.redis.url, socket_timeout=2, socket_connect_timeout=2)
+    appkeys = {
+        domain_of(p, name): m.appkey.get_secret_value()
+        for p in Provider
+        for name, m in settings.provider(p).pool().items()
+        if m.appkey is not None
+    }
+    store = RedisTokenStore(redis, key_prefix=settings.redis.key_prefix, appkeys=appkeys, clock=SystemClock())
+    try:
+        seconds, micros = await redis.time()
+        now_s = seconds + micros / 1e6
+        for row in table:
+            log = f"{settings.redis.key_prefix}pace:{row.domain}:log"
+            counts = [await redis.zcount(log, int((now_s - w) * 1e6), "+inf") for w in WINDOWS_S]
+            row.sent_1s, row.sent_10s = counts
+            stored = await store.load(row.domain)
+            if stored is not None:
+                row.token_left_s = stored.grant.expires_at_s - now_s
+                row.token_age_s = now_s - stored.issued_at_s if stored.issued_at_s else None
+    finally:
+        await redis.aclose()
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{int(seconds % 60):02d}s"
+
+
+def render(table: list[Row]) -> str:
+    """The table as text, one member a line."""
+    head = (
+        "PROVIDER",
+        "MEMBER",
+        "DOMAIN",
+        "ENV",
+        "ACCOUNT",
+        "APPKEY",
+        "RATE/S",
+        "1s",
+        "10s",
+        "TOKEN AGE",
+        "LEFT",
+    )
+    lines = [head]
+    for r in table:
+        lines.append(
+            (
+                r.provider,
+                r.member,
+                r.domain,
+                r.environment,
+                r.account,
+                r.appkey,
+                f"{r.rate_per_s:g}",
+                "-" if r.sent_1s is None else str(r.sent_1s),
+                "-" if r.sent_10s is None else f"{r.sent_10s / 10:.1f}/s",
+                _duration(r.token_age_s),
+                _duration(r.token_left_s),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    """List the pools; exit 1 when Redis could not be read."""
+    settings = GatewaySettings()
+    table = rows(settings)
+    problem = None
+    try:
+        asyncio.run(fill(settings, table))
+    except (RedisError, OSError) as exc:
+        problem = (
+            f"Redis at {_without_password(settings.redis.url)} not readable ({exc}): pace, tokens unknown"
+        )
+    if args.json:
+        print(orjson.dumps([asdict(r) for r in table]).decode())
+    else:
+        print(render(table))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``credentials`` command on ``apihub``'s subparsers."""
+    parser = sub.add_parser(
+        "credentials", help="the credential pools: members, pace and token age (never a secret)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON list instead of the table")
+    parser.set_defaults(func=cmd_credentials)

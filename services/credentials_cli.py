@@ -4,7 +4,8 @@ One row per pool member: provider, name, limit domain, environment, the account 
 fingerprint (the hash that names it in Redis keys), its limit, its pace now (sends recorded in the shared
 schedule over the last second and the last ten) and its shared token's age and time left. The figures
 come from the Redis every gateway instance shares; without it the pool is still listed and the command
-exits 1.
+exits 1. The gateway's modules are imported when the command runs, so registering it on ``apihub``
+loads none of them (the workers' processes must not).
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hubclient.models import Provider
-from services.gateway.clock import SystemClock
-from services.gateway.pool import domain_of
-from services.gateway.token_store import RedisTokenStore, fingerprint
 from services.settings import GatewaySettings, ProviderSettings
 
 WINDOWS_S = (1.0, 10.0)
@@ -56,6 +54,9 @@ def mask(account: str | None) -> str:
 
 def rows(settings: GatewaySettings) -> list[Row]:
     """Every member of both pools, without live figures."""
+    from services.gateway.pool import domain_of  # lazily: see the module docstring
+    from services.gateway.token_store import fingerprint
+
     out = []
     for provider in Provider:
         pool: dict[str, ProviderSettings] = dict(settings.provider(provider).pool())
@@ -76,6 +77,10 @@ def rows(settings: GatewaySettings) -> list[Row]:
 
 async def fill(settings: GatewaySettings, table: list[Row]) -> None:
     """Add each member's pace and token figures from Redis (raises ``RedisError``/``OSError``)."""
+    from services.gateway.clock import SystemClock  # lazily: see the module docstring
+    from services.gateway.pool import domain_of
+    from services.gateway.token_store import RedisTokenStore
+
     redis = Redis.from_url(settings.redis.url, socket_timeout=2, socket_connect_timeout=2)
     appkeys = {
         domain_of(p, name): m.appkey.get_secret_value()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import secrets
@@ -215,6 +216,31 @@ def gateway_env(
     }
     env.update({f"APIHUB_{k.upper()}": str(v) for k, v in extra.items()})
     return env
+
+
+def pool_members(count: int, rate_per_s: float) -> list[dict[str, Any]]:
+    """``count`` pool members with fresh keys (``APIHUB_KIS__CREDENTIALS`` entries)."""
+    members = []
+    for i in range(count):
+        key, secret = fake_credentials()
+        members.append({"name": f"m{i:02d}", "appkey": key, "appsecret": secret, "rate_per_s": rate_per_s})
+    return members
+
+
+def pool_env(env: dict[str, str], members: list[dict[str, Any]]) -> dict[str, str]:
+    """A gateway environment whose KIS side is the pool alone (the harness's own key removed)."""
+    out = {k: v for k, v in env.items() if k not in ("APIHUB_KIS__APPKEY", "APIHUB_KIS__APPSECRET")}
+    out["APIHUB_KIS__CREDENTIALS"] = json.dumps(members)
+    return out
+
+
+async def per_key(
+    session: aiohttp.ClientSession, url: str, members: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The referee's counters of every member's key, in member order."""
+    async with session.get(f"{url}/_sandbox/stats") as resp:
+        keys = (await resp.json())["environments"]["kis/real"]["appkeys"]
+    return [dict(keys.get(appkey_label(m["appkey"]), {})) for m in members]
 
 
 SESSION_TIMEOUT_MS = 10_000  # passed explicitly to gateway groups whose failover is measured

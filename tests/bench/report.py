@@ -36,6 +36,7 @@ ORDER = (
     "overhead",
     "throughput",
     "tokens",
+    "pool",
 )
 PUBLISHED = REPO / "docs" / "BENCHMARKS.md"
 UNPUBLISHED = BENCH_DIR / "BENCHMARKS.md"

@@ -29,8 +29,10 @@ from tests.bench.harness import (
     gateway_env,
     gateways,
     log,
+    per_key,
     percentile,
-    referee,
+    pool_env,
+    pool_members,
     sandbox,
     stack_pids,
 )
@@ -39,12 +41,14 @@ from tests.params import PRICE, distinct_price
 
 CLIENTS = 4
 GOAL_PER_S = 3000
+GOAL_RATIO = 0.35
+MEMBERS = 20
 BURST_TIMEOUT_S = 150
 WINDOW = 50  # pending requests per client (aiokafka producers slow down with thousands of concurrent sends)
 SANDBOX_CONCURRENCY = 64
 
-TITLE = "Throughput: one gateway process, limits off"
-GOAL = f">= {GOAL_PER_S:,} responses/s, reported as a ratio to a raw aiokafka echo"
+TITLE = "Throughput: one gateway process, 20 credentials, limits off"
+GOAL = f">= {GOAL_PER_S:,} responses/s and >= {GOAL_RATIO} x a raw aiokafka echo measured in the same run"
 BASELINE = "raw aiokafka produce-consume-produce echo (same clients, same burst, same run)"
 
 
@@ -159,7 +163,7 @@ async def sandbox_ceiling(url: str, total: int) -> tuple[float, Counter[str]]:
 async def run(bench: Bench) -> Result:
     """Echo, hub, then the sandbox's ceiling, each with the same burst size."""
     total = 2_000 if bench.quick else 20_000
-    credentials = fake_credentials()
+    members = pool_members(MEMBERS, NO_LIMIT)
     async with sandbox(bench, kis_real_rate_per_s=NO_LIMIT) as url:
         echo_topics = await bench.topics("echo")
         log(f"throughput: {total} requests to the raw echo")
@@ -170,15 +174,18 @@ async def run(bench: Bench) -> Result:
             echo = await burst(bench, echo_topics, total, cpu=echo_cpu)
         log(f"throughput: echo {echo.rate:.0f}/s; {total} requests through the gateway")
         topics = await bench.topics("hub")
-        env = gateway_env(
-            bench,
-            topics,
-            url,
-            credentials,
-            instance_id=f"bench-throughput-{bench.run_id}",
-            metrics_port=free_port(),
-            kis__rate_per_s=NO_LIMIT,
-            max_backlog=total + 100,
+        env = pool_env(
+            gateway_env(
+                bench,
+                topics,
+                url,
+                fake_credentials(),
+                instance_id=f"bench-throughput-{bench.run_id}",
+                metrics_port=free_port(),
+                kis__rate_per_s=NO_LIMIT,
+                max_backlog=total + 100,
+            ),
+            members,
         )
         async with gateways(bench, [env]) as (gateway,):
             assert bench.sandbox_pid is not None
@@ -192,11 +199,16 @@ async def run(bench: Bench) -> Result:
             )
             hub = await burst(bench, topics, total, cpu=hub_cpu)
         async with aiohttp.ClientSession() as session:
-            counters = await referee(session, url, credentials[0])
+            keys = await per_key(session, url, members)
+        counters = {
+            "requests": sum(int(k.get("requests", 0)) for k in keys),
+            "over_limit": sum(int(k.get("over_limit", 0)) for k in keys),
+            "keys_used": sum(int(k.get("requests", 0)) > 0 for k in keys),
+        }
         log(f"throughput: hub {hub.rate:.0f}/s; sandbox ceiling with {total // 4} direct calls")
         ceiling, ceiling_codes = await sandbox_ceiling(url, total // 4)
     ratio = hub.rate / echo.rate if echo.rate else 0.0
-    met = hub.rate >= GOAL_PER_S
+    met = hub.rate >= GOAL_PER_S and ratio >= GOAL_RATIO
     rows = [
         Row(
             "responses per second, whole burst (first send to last answer)",
@@ -210,7 +222,13 @@ async def run(bench: Bench) -> Result:
             f"{hub.steady_rate:.0f}",
             f"{echo.steady_rate:.0f} (raw echo)",
         ),
-        Row("hub / echo", f"{ratio:.2f}", "1.00"),
+        Row(
+            "hub / echo",
+            f"{ratio:.2f}",
+            "1.00",
+            f">= {GOAL_RATIO}",
+            verdict(ratio >= GOAL_RATIO, f"{ratio:.2f}"),
+        ),
         Row(
             "ok answers / burst; time to the last answer",
             f"{hub.ok} / {total}; {hub.elapsed_s:.1f} s",
@@ -223,7 +241,8 @@ async def run(bench: Bench) -> Result:
         ),
         Row(
             "upstream calls the sandbox received from the gateway (referee)",
-            f"{counters.get('requests', 0)} (over limit: {counters.get('over_limit', 0)})",
+            f"{counters['requests']} over {counters['keys_used']} of {MEMBERS} keys "
+            f"(over limit: {counters['over_limit']})",
         ),
         Row(
             "CPU per response, ms (process: user + system)",
@@ -259,10 +278,9 @@ async def run(bench: Bench) -> Result:
         "thousands of concurrent sends slow to a crawl: 20,000 at once gave the echo under 200/s in a "
         "trial). Limits off: the sandbox's KIS real limit and the gateway's `kis.rate_per_s` are "
         "1,000,000; `max_backlog` is raised to the burst size; read-ahead stays at its default.",
-        "One credential: the gateway has one credential per provider (a request naming `credential` is "
-        "answered `invalid`/`unknown_credential`), so the issue's 'many credentials' could not be "
-        "exercised; all requests are one limit domain (key `KIS`), hence one request partition, one "
-        "gateway process and one pacing loop.",
+        f"Credentials: a pool of {MEMBERS} KIS keys (APIHUB_KIS__CREDENTIALS, each with the 1,000,000 "
+        "limit), no key of the gateway's own; the reads name no credential, so they share one partition "
+        "key (`KIS`), one request partition, and the gateway spreads them over the members.",
         "Baseline: the same clients and burst against a raw aiokafka echo process (orjson parse, answer on "
         "the reply partition, acknowledge, commit; no HTTP, no Redis), measured in the same run just "
         "before.",
@@ -270,12 +288,7 @@ async def run(bench: Bench) -> Result:
         f"process cannot exceed about {1000 / gateway_ms if gateway_ms else 0:.0f} responses/s even with a "
         f"core of its own; 3,000/s would need at most {1000 / GOAL_PER_S:.2f} ms per response "
         f"({gateway_ms * GOAL_PER_S / 1000:.1f}x less) or several processes, and a domain is served by one "
-        "process. Per request the gateway makes four Redis round trips "
-        "(idempotency lookup, GCRA reservation, sliding-window log, idempotency record), one HTTP call, "
-        "validates and serialises the envelopes with pydantic (the response twice: Redis and Kafka), "
-        "produces the answer with its own acknowledgement and writes a JSON log line; a one-off cProfile "
-        "of the gateway during this burst showed the time spread over these (asyncio, redis-py, aiohttp, "
-        "pydantic, aiokafka), with no single hot spot.",
+        "process. Where the gateway's time goes: docs/SCALING.md.",
     ]
     return Result(
         name="throughput",
@@ -287,13 +300,13 @@ async def run(bench: Bench) -> Result:
             baseline=f"echo {echo.rate:.0f}/s; sandbox ceiling {ceiling:.0f}/s",
             goal=f">= {GOAL_PER_S:,}/s",
             met=met,
-            margin=f"{hub.rate - GOAL_PER_S:+.0f}/s",
+            margin=f"{hub.rate - GOAL_PER_S:+.0f}/s, {ratio:.2f} x echo",
         ),
         rows=rows,
         notes=notes,
         measures=[
             Measure("responses/s", hub.rate, f"{hub.rate:.0f}", False, f">= {GOAL_PER_S}", met),
-            Measure("hub / echo", ratio, f"{ratio:.2f}", False),
+            Measure("hub / echo", ratio, f"{ratio:.2f}", False, f">= {GOAL_RATIO}", ratio >= GOAL_RATIO),
             Measure("echo responses/s", echo.rate, f"{echo.rate:.0f}", False, side="baseline"),
         ],
     )

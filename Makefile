@@ -14,7 +14,7 @@ help:
 	@echo "make up | down | status   manage the local stack (Kafka, Redis, sandbox, gateway, workers) under .local/"
 	@echo "make up-monitoring        make up plus Prometheus on 127.0.0.1:19090 (alerts), see docs/MONITORING.md"
 	@echo "make lint | typecheck | schemas"
-	@echo "make bench   nine benchmarks x 3 runs against the sandbox referee (~30 min, starts Kafka and Redis);"
+	@echo "make bench   eleven benchmarks x 3 runs against the sandbox referee (~40 min, starts Kafka and Redis);"
 	@echo "             docs/BENCHMARKS.md only from a clean tree, else .local/bench/BENCHMARKS.md"
 	@echo "make soak    the production profile for SOAK_MINUTES (10) on a stack of its own, sampled and judged;"
 	@echo "             docs/soak/ only from a clean tree, else .local/soak/<run>/"
@@ -70,8 +70,8 @@ typecheck: setup
 schemas: setup
 	$(BIN)/apihub schemas generate
 
-# Runs all nine three times (pacing pacing-jitter pacing-cpu pacing-kill failover priority overhead throughput
-# tokens); `$(BIN)/python -m tests.bench pacing priority --quick` runs a subset once as a short smoke run.
+# Runs all eleven three times (pacing pacing-jitter pacing-cpu pacing-kill failover priority overhead throughput
+# tokens pool scale); `$(BIN)/python -m tests.bench pacing priority --quick` runs a subset once as a short smoke run.
 bench: setup
 	$(BIN)/python -m tests.bench
 

@@ -1,11 +1,11 @@
 """``python -m tests.bench [NAME ...] [--runs N] [--quick] [--output PATH]``: benchmarks and their report.
 
-Names: pacing, pacing-jitter, pacing-cpu, pacing-kill, failover, priority, overhead, throughput, tokens
-(default: all nine). Every benchmark runs ``--runs`` times (default 3, at least 3 unless ``--quick``), in
-rounds: each round runs every chosen benchmark once, so a drift of the shared machine falls on all of them.
-A full run of a clean tree writes ``docs/BENCHMARKS.md`` (about 30 minutes); anything else writes to
-``.local/bench/`` (see ``report.publish_target``). ``--quick`` shortens every duration for a smoke run
-(default one run, ``.local/bench/BENCHMARKS.quick.md``, under 5 minutes for all nine).
+Names: pacing, pacing-jitter, pacing-cpu, pacing-kill, failover, priority, overhead, throughput, tokens,
+pool, scale (default: all eleven). Every benchmark runs ``--runs`` times (default 3, at least 3 unless
+``--quick``), in rounds: each round runs every chosen benchmark once, so a drift of the shared machine falls
+on all of them. A full run of a clean tree writes ``docs/BENCHMARKS.md`` (about 40 minutes); anything else
+writes to ``.local/bench/`` (see ``report.publish_target``). ``--quick`` shortens every duration for a smoke
+run (default one run, ``.local/bench/BENCHMARKS.quick.md``, under 8 minutes for all eleven).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ ORDER = (
     "throughput",
     "tokens",
     "pool",
+    "scale",
 )
 PUBLISHED = REPO / "docs" / "BENCHMARKS.md"
 UNPUBLISHED = BENCH_DIR / "BENCHMARKS.md"

@@ -93,7 +93,7 @@ async def fill(settings: GatewaySettings, table: list[Row]) -> None:
         seconds, micros = await redis.time()
         now_s = seconds + micros / 1e6
         for row in table:
-            log = f"{settings.redis.key_prefix}pace:{row.domain}:log"
+            log = f"{settings.redis.key_prefix}pace:{{{row.domain}}}:log"
             counts = [await redis.zcount(log, int((now_s - w) * 1e6), "+inf") for w in WINDOWS_S]
             row.sent_1s, row.sent_10s = counts
             stored = await store.load(row.domain)

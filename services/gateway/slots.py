@@ -145,7 +145,8 @@ return {string.format('%.0f', start - now), string.format('%.0f', start)}
 
 
 class RedisSlots:
-    """The schedule in Redis under ``<prefix>pace:<domain>:{tat,log}``, shared by every instance."""
+    """The schedule in Redis under ``<prefix>pace:{<domain>}:tat`` and ``:log`` (the domain in braces: a
+    Redis Cluster hash tag), shared by every instance."""
 
     def __init__(self, redis: Redis, *, key_prefix: str) -> None:
         self._prefix = f"{key_prefix}pace:"
@@ -153,7 +154,8 @@ class RedisSlots:
         self._redis = redis
 
     def _keys(self, domain: str) -> list[str]:
-        return [f"{self._prefix}{domain}:tat", f"{self._prefix}{domain}:log"]
+        # the domain is the hash tag: one script reads both keys, so on Redis Cluster they share a slot
+        return [f"{self._prefix}{{{domain}}}:tat", f"{self._prefix}{{{domain}}}:log"]
 
     async def reserve(self, ask: Ask) -> Reservation:
         """Record the next slot in Redis and return it (raises ``RedisError``)."""

@@ -1,4 +1,5 @@
-"""``apihub schemas generate|check``: keep ``schemas/*.schema.json`` equal to the models."""
+"""``apihub schemas generate|check``: keep ``schemas/*.schema.json`` and ``schemas/asyncapi.yaml`` equal to
+the models."""
 
 from __future__ import annotations
 
@@ -7,16 +8,19 @@ from pathlib import Path
 import orjson
 
 from hubclient.schema import json_schemas
+from services import asyncapi
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
 def rendered() -> dict[str, bytes]:
     """The schema files as they should be on disk."""
-    return {
+    files = {
         name: orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
         for name, doc in json_schemas().items()
     }
+    files[asyncapi.FILE_NAME] = asyncapi.rendered()
+    return files
 
 
 def stale(directory: Path = SCHEMAS_DIR) -> list[str]:

@@ -1,4 +1,9 @@
-"""hubclient: the wire contract of API Hub and the client every worker uses to call a broker."""
+"""hubclient: the wire contract of API Hub and the client every worker uses to call a broker.
+
+This is the Python reference client. Workers in other languages use the hub from ``docs/CONTRACT.md``
+(topics, keys, headers and their precedence, every status and reason) and ``schemas/`` (JSON Schema and
+``asyncapi.yaml``); ``examples/jvm-spring/`` and ``examples/node/`` are two such clients.
+"""
 
 from hubclient.catalog import CATALOG, Paging, TrSpec, lookup
 from hubclient.client import HubClient, raise_for_status

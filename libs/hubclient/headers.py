@@ -1,7 +1,9 @@
-"""Kafka header mapping of the envelopes (DESIGN §3).
+"""Kafka header mapping of the envelopes (DESIGN §3; every header and its precedence: docs/CONTRACT.md).
 
 Headers mirror body fields for tooling (``kcat -J``, the console consumer) and for Spring's
 ``ReplyingKafkaTemplate``; the body stays authoritative and a message without headers is served the same.
+A request's ``kafka_correlationId`` comes back on its answer byte for byte (Spring matches replies on its
+own 16 random bytes); without one the answer's header is the request id.
 """
 
 from __future__ import annotations
@@ -47,9 +49,16 @@ def request_headers(request: ApiRequest) -> Headers:
     ]
 
 
-def response_headers(response: ApiResponse, request: ApiRequest | None) -> Headers:
-    """Headers to send with a response; the request's are echoed when it could be read."""
-    headers: Headers = [(CORRELATION_ID, response.request_id.encode()), (SCHEMA, SCHEMA_VERSION.encode())]
+def response_headers(
+    response: ApiResponse, request: ApiRequest | None, correlation_id: bytes | None = None
+) -> Headers:
+    """Headers to send with a response; the request's are echoed when it could be read.
+
+    ``correlation_id`` is the request's ``kafka_correlationId`` as sent, echoed unchanged; without it the
+    header is the request id.
+    """
+    correlation = response.request_id.encode() if correlation_id is None else correlation_id
+    headers: Headers = [(CORRELATION_ID, correlation), (SCHEMA, SCHEMA_VERSION.encode())]
     if request is not None:
         headers += [
             (REPLY_TOPIC, request.reply_topic.encode()),

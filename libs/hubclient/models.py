@@ -82,8 +82,17 @@ class ApiRequest(_Envelope):
     priority: Priority = Priority.NORMAL
     deadline_ms: int = Field(gt=0, description="epoch ms after which the answer is useless")
     created_at_ms: int = Field(gt=0, description="epoch ms when the caller created the request")
-    reply_topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
-    reply_partition: int = Field(ge=0, lt=1 << 31)
+    reply_topic: str = Field(
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="topic of the answer; may be left out when the kafka_replyTopic header names it (the "
+        "body wins; a body and header that disagree are answered invalid)",
+    )
+    reply_partition: int = Field(
+        ge=0,
+        lt=1 << 31,
+        description="partition of the answer; may be left out when the kafka_replyPartition header names it "
+        "(the body wins; a body and header that disagree are answered invalid)",
+    )
     idempotency_key: str | None = Field(default=None, max_length=200)
     continuation: dict[str, str] | None = Field(default=None, description="paging state from a response")
     credential: str | None = Field(

@@ -162,7 +162,10 @@ class GatewayApp:
                     message=intake.reason,
                     gateway=self.settings.instance_id,
                 )
-                await self._respond(response, intake.reply.topic, intake.reply.partition, None, "-", "-", "-")
+                reply = intake.reply
+                await self._respond(
+                    response, reply.topic, reply.partition, None, "-", "-", "-", intake.correlation_id
+                )
             return
         request = intake.request
         if not await self.publisher.can_reply_to(request.reply_topic, request.reply_partition):
@@ -184,6 +187,7 @@ class GatewayApp:
             request.provider.value,
             request.tr_id,
             request.caller,
+            intake.correlation_id,
         )
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
@@ -206,11 +210,16 @@ class GatewayApp:
         provider: str,
         tr_id: str,
         caller: str,
+        correlation_id: bytes | None = None,
     ) -> None:
         started = time.monotonic()
         await self._publish_with_retry(
             lambda: self.publisher.respond(
-                response, reply_topic=topic, reply_partition=partition, request=request
+                response,
+                reply_topic=topic,
+                reply_partition=partition,
+                request=request,
+                correlation_id=correlation_id,
             )
         )
         self.gateway.observe_reply(time.monotonic() - started)

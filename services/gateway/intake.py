@@ -1,17 +1,24 @@
-"""Reading a request record: the body is the contract, headers only help when the body is unusable.
+"""Reading a request record: the body is the contract, Spring's headers fill what the body leaves out.
+
+A request may leave ``reply_topic`` / ``reply_partition`` out of its body and name them in the
+``kafka_replyTopic`` / ``kafka_replyPartition`` headers instead (Spring Kafka's ``ReplyingKafkaTemplate``
+does); the body wins when it names them, and a body and headers that disagree are refused as
+``reply_address_conflict`` (dead-lettered, answered ``invalid`` at the body's address). The raw
+``kafka_correlationId`` bytes, whatever they are, are kept so every answer carries them back unchanged.
 
 A record that cannot be parsed or validated is dead-lettered with the reason, and still answered
 ``invalid`` when a reply address (and a usable request id) can be read from the body or the headers.
 Replies go only to allowed topics, so a crafted request cannot make the gateway write elsewhere.
 A record larger than ``max_request_bytes`` is not parsed at all (reason ``too_large``); its reply address
-then comes from the headers only.
+then comes from the headers only. See ``docs/CONTRACT.md``.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from aiokafka import ConsumerRecord
@@ -22,6 +29,7 @@ from hubclient.models import ApiRequest
 
 MAX_REQUEST_BYTES = 65_536  # the default of ``GatewaySettings.max_request_bytes``
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_MAX_PARTITION = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -35,11 +43,24 @@ class ReplyAddress:
 
 @dataclass(frozen=True)
 class Intake:
-    """A record read: either a request, or a reason and perhaps a reply address."""
+    """A record read: either a request, or a reason and perhaps a reply address.
+
+    ``correlation_id`` is the request's ``kafka_correlationId`` header as sent (None without one): the
+    answer echoes these exact bytes.
+    """
 
     request: ApiRequest | None
     reason: str | None = None
     reply: ReplyAddress | None = None
+    correlation_id: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _HeaderReply:
+    """The reply address named by the headers, each part None when absent or unreadable."""
+
+    topic: str | None
+    partition: int | None
 
 
 def read_record(
@@ -50,12 +71,15 @@ def read_record(
 ) -> Intake:
     """Parse and validate one record from the request topic (at most ``max_request_bytes`` bytes)."""
     headers = list(record.headers or ())
+    correlation = header_value(headers, CORRELATION_ID)
+    named = _header_reply(headers)
+    fallback_id = _fallback_request_id(record, correlation)
     body: Any = None
     if record.value is not None and len(record.value) > max_request_bytes:
         reason = f"too_large: {len(record.value)} bytes exceed the limit of {max_request_bytes}"
-        reply = _reply_address({}, headers)
+        reply = _reply_address({}, named, correlation, fallback_id)
         allowed = reply is not None and reply.topic in allowed_reply_topics
-        return Intake(None, reason, reply if allowed else None)
+        return Intake(None, reason, reply if allowed else None, correlation)
     try:
         body = orjson.loads(record.value) if record.value is not None else None
     except orjson.JSONDecodeError as exc:
@@ -63,45 +87,89 @@ def read_record(
     else:
         if not isinstance(body, dict):
             reason = "unparseable: the value is not a JSON object"
+        elif (conflict := _conflict(body, named)) is not None:
+            reason = f"reply_address_conflict: {conflict}"
         else:
             try:
-                request = ApiRequest.model_validate(body)
+                request = ApiRequest.model_validate(_with_header_reply(body, named))
             except ValidationError as exc:
                 reason = "schema: " + "; ".join(
                     f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
                 )
             else:
                 if request.reply_topic not in allowed_reply_topics:
-                    return Intake(None, f"reply_topic_not_allowed: {request.reply_topic}")
-                return Intake(request)
-    reply = _reply_address(body if isinstance(body, dict) else {}, headers)
+                    return Intake(None, f"reply_topic_not_allowed: {request.reply_topic}", None, correlation)
+                return Intake(request, correlation_id=correlation)
+    reply = _reply_address(body if isinstance(body, dict) else {}, named, correlation, fallback_id)
     if reply is not None and reply.topic not in allowed_reply_topics:
         reply = None
-    return Intake(None, reason, reply)
+    return Intake(None, reason, reply, correlation)
 
 
-def _reply_address(body: dict[str, Any], headers: list[tuple[str, bytes]]) -> ReplyAddress | None:
+def _header_reply(headers: list[tuple[str, bytes]]) -> _HeaderReply:
+    raw_topic = header_value(headers, REPLY_TOPIC)
+    raw_partition = header_value(headers, REPLY_PARTITION)
+    topic = raw_topic.decode("utf-8", "replace") if raw_topic else None
+    partition: int | None = None
+    if raw_partition:
+        try:
+            partition = decode_partition(raw_partition)
+        except ValueError:
+            partition = None
+    if partition is not None and not 0 <= partition <= _MAX_PARTITION:
+        partition = None
+    return _HeaderReply(topic, partition)
+
+
+def _conflict(body: dict[str, Any], named: _HeaderReply) -> str | None:
+    """Why the body's and the headers' reply addresses disagree, or None when they do not."""
+    topic, partition = body.get("reply_topic"), body.get("reply_partition")
+    if isinstance(topic, str) and named.topic is not None and topic != named.topic:
+        return f"the body's reply_topic {topic!r} differs from the kafka_replyTopic header {named.topic!r}"
+    if _is_int(partition) and named.partition is not None and partition != named.partition:
+        return (
+            f"the body's reply_partition {partition} differs from the kafka_replyPartition header "
+            f"{named.partition}"
+        )
+    return None
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _with_header_reply(body: dict[str, Any], named: _HeaderReply) -> dict[str, Any]:
+    """The body with the reply address the headers name wherever the body names none."""
+    merged = dict(body)
+    if "reply_topic" not in merged and named.topic is not None:
+        merged["reply_topic"] = named.topic
+    if "reply_partition" not in merged and named.partition is not None:
+        merged["reply_partition"] = named.partition
+    return merged
+
+
+def _fallback_request_id(record: ConsumerRecord[bytes, bytes], correlation: bytes | None) -> str | None:
+    """The request id an ``invalid`` answer uses when neither the body nor the correlation header holds
+    one: derived from the record's place (stable across redeliveries), and only when the correlation
+    header lets the client match the answer anyway."""
+    if not correlation:
+        return None
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kafka:{record.topic}:{record.partition}:{record.offset}"))
+
+
+def _reply_address(
+    body: dict[str, Any], named: _HeaderReply, correlation: bytes | None, fallback_id: str | None
+) -> ReplyAddress | None:
     request_id = body.get("request_id")
     topic = body.get("reply_topic")
     partition = body.get("reply_partition")
     if not (isinstance(request_id, str) and _UUID.match(request_id)):
-        raw = header_value(headers, CORRELATION_ID)
-        request_id = raw.decode("utf-8", "replace") if raw else None
+        text = correlation.decode("utf-8", "replace") if correlation else None
+        request_id = text if text is not None and _UUID.match(text) else fallback_id
     if not isinstance(topic, str):
-        raw = header_value(headers, REPLY_TOPIC)
-        topic = raw.decode("utf-8", "replace") if raw else None
-    if not (isinstance(partition, int) and partition >= 0):
-        raw = header_value(headers, REPLY_PARTITION)
-        try:
-            partition = decode_partition(raw) if raw else None
-        except ValueError:
-            partition = None
-    if (
-        request_id is None
-        or not _UUID.match(request_id)
-        or topic is None
-        or partition is None
-        or partition < 0
-    ):
+        topic = named.topic
+    if not (_is_int(partition) and 0 <= partition <= _MAX_PARTITION):
+        partition = named.partition
+    if request_id is None or topic is None or partition is None:
         return None
     return ReplyAddress(request_id, topic, partition)

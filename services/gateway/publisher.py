@@ -52,8 +52,10 @@ class Publisher:
         reply_topic: str,
         reply_partition: int | None,
         request: ApiRequest | None,
+        correlation_id: bytes | None = None,
     ) -> None:
-        """Produce ``response`` to the caller's reply topic and partition, keyed by request id."""
+        """Produce ``response`` to the caller's reply topic and partition, keyed by request id, with the
+        request's ``kafka_correlationId`` bytes (``correlation_id``, when it had one) echoed unchanged."""
         if not self._started:
             raise RuntimeError("Publisher.start() was not called")
         await self._producer.send_and_wait(
@@ -61,7 +63,7 @@ class Publisher:
             value=response.to_json(),
             key=response.request_id.encode(),
             partition=reply_partition,
-            headers=response_headers(response, request),
+            headers=response_headers(response, request, correlation_id),
         )
 
     async def event(self, topic: str, key: bytes, value: bytes) -> None:

@@ -169,10 +169,14 @@ def hub_clients(bench: Bench, topics: Topics, count: int = CALLERS) -> list[HubC
 
 
 def demand(
-    load: HubLoad, clients: list[HubClient], duration_s: float, stop: asyncio.Event | None = None
+    load: HubLoad,
+    clients: list[HubClient],
+    duration_s: float,
+    stop: asyncio.Event | None = None,
+    rate: float = LIMIT_PER_S * DEMAND_FACTOR,
 ) -> asyncio.Future[list[float]]:
-    """The pacing load: every client offering 5x the key's limit, open loop, random phases."""
-    rate = LIMIT_PER_S * DEMAND_FACTOR
+    """The pacing load: every client offering ``rate`` (default 5x the key's limit), open loop, random
+    phases."""
     return asyncio.gather(
         *(
             open_loop(

@@ -12,7 +12,6 @@ burst of distinct reads. Goal: the identical burst reaches the sandbox as one up
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -28,14 +27,13 @@ from tests.bench.harness import (
     gateway_env,
     gateways,
     log,
-    open_loop,
     per_key,
     percentile,
     pool_env,
     pool_members,
     sandbox,
 )
-from tests.bench.pacing import HubLoad, hub_clients
+from tests.bench.pacing import HubLoad, demand, hub_clients
 from tests.bench.report import Headline, Measure, Result, Row, verdict
 from tests.params import PRICE, distinct_price
 
@@ -88,20 +86,7 @@ async def pool_phase(bench: Bench, url: str, duration_s: float) -> dict[str, Any
             before = await per_key(session, url, members)
             cpu = CpuMeter({"gateway": gateway.pid})
             cpu.start()
-            started = asyncio.get_running_loop().time()
-            await asyncio.gather(
-                *(
-                    open_loop(
-                        rate,
-                        duration_s,
-                        load.fire_for(c, f"worker-{i + 1}"),
-                        phase_s=random.random() / rate,
-                        drain_timeout_s=DEADLINE_S + 15,
-                    )
-                    for i, c in enumerate(clients)
-                )
-            )
-            elapsed_s = asyncio.get_running_loop().time() - started
+            await demand(load, clients, duration_s, rate=rate)
             cpu.stop()
             after = await per_key(session, url, members)
         finally:
@@ -112,13 +97,10 @@ async def pool_phase(bench: Bench, url: str, duration_s: float) -> dict[str, Any
     ]
     accepted = [_accepted(a) - _accepted(b) for a, b in zip(after, before, strict=True)]
     window = [int(a.get("max_in_window", 0)) for a in after]
-    # the load's own span: arrivals stop at duration_s, answers drain within the deadline
-    span_s = min(elapsed_s, duration_s + DEADLINE_S)
     return {
         "over": over,
         "accepted": accepted,
         "max_in_window": window,
-        "span_s": span_s,
         "utilisation": sum(accepted) / (MEMBERS * RATE_PER_S * duration_s),
         "load": load,
         "cpu": cpu,

@@ -9,9 +9,8 @@ becomes a ``Flight`` in the pacer of its credential and limit class (``pool`` pi
 to the ``Caller`` (``call``) for the upstream attempt. An identical read already in flight, or an
 immutable one answered lately, is answered from that call (``sharing``). A read whose credential cannot
 get a token moves to another member of the pool. The parts are built here from settings and the seams:
-a ``Dispatcher``, a
-``SlotStore``, ``TokenStore``s (tokens, approval keys), idempotency ``Records`` and a ``Clock``, so the
-whole path runs in memory in unit tests.
+a ``Dispatcher``, a ``SlotStore``, ``TokenStore``s (tokens, approval keys), idempotency ``Records`` and a
+``Clock``, so the whole path runs in memory in unit tests.
 """
 
 from __future__ import annotations

@@ -14,6 +14,15 @@
 # APIHUB_HISTORY_PORT (18091), APIHUB_VERIFICATION_PORT (18092), APIHUB_RECOVERY_PORT (18093), and the
 # optional Prometheus APIHUB_PROMETHEUS_PORT (19090; Debian's package, installed when missing; scrapes the
 # gateway and the workers with ops/prometheus/prometheus-local.yml and its alert rules).
+#
+# Kafka nodes: KAFKA_NODES (or APIHUB_KAFKA_NODES) = 1 (the default: one combined broker+controller in
+# .local/kafka/) or 3 (`make up KAFKA_NODES=3`): components kafka-1, kafka-2, kafka-3, each a combined
+# broker+controller of a three-voter KRaft quorum with its own config, data, logs and pid in .local/kafka-N/;
+# node N listens on APIHUB_KAFKA_PORT + 2(N-1) and its controller on APIHUB_KAFKA_CONTROLLER_PORT + 2(N-1)
+# (19092/19094/19096 and 19093/19095/19097 by default); replication factor 3 and min.insync.replicas=2 for
+# the internal topics and as the cluster's default. `up kafka` starts every node not running (so after a
+# SIGKILL it restarts the one missing), `up kafka-2` / `down kafka-2` one node; `down` stops every node.
+# stack.env then lists all three brokers in KAFKA_BOOTSTRAP_SERVERS.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=kafka/common.sh
@@ -33,6 +42,15 @@ KAFKA_HEAP_OPTS=${APIHUB_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
 PYTHON=${APIHUB_PYTHON:-$REPO_ROOT/.venv/bin/python}
 APIHUB=${APIHUB_BIN:-$REPO_ROOT/.venv/bin/apihub}
 STACK_ENV=$LOCAL_DIR/stack.env
+KAFKA_NODES=${APIHUB_KAFKA_NODES:-${KAFKA_NODES:-1}}
+[[ $KAFKA_NODES == 1 || $KAFKA_NODES == 3 ]] || {
+    echo "stack: error: KAFKA_NODES must be 1 or 3, not '$KAFKA_NODES'" >&2
+    exit 2
+}
+KAFKA_CLUSTER_NODES=(kafka-1 kafka-2 kafka-3)
+KAFKA_CLUSTER_ID_FILE=$LOCAL_DIR/kafka-cluster-id
+# Three JVMs share the machine with everything else: a smaller heap each.
+KAFKA_NODE_HEAP_OPTS=${APIHUB_KAFKA_NODE_HEAP_OPTS:--Xmx384m -Xms128m}
 
 COMPONENTS=(kafka redis sandbox gateway history verification recovery)
 OPTIONAL_COMPONENTS=(prometheus) # started only when named; stopped by a plain `down`
@@ -48,12 +66,34 @@ die() {
 
 # --- per-component facts -----------------------------------------------------------------------
 
+is_kafka_node() { [[ $1 =~ ^kafka-[123]$ ]]; }
+node_index() { echo "${1#kafka-}"; }
+node_port() { echo $((KAFKA_PORT + 2 * ($(node_index "$1") - 1))); }
+node_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 2 * ($(node_index "$1") - 1))); }
+node_state() { echo "$LOCAL_DIR/$1"; }
+
+# The brokers a client bootstraps from: the cluster's three when KAFKA_NODES=3, or when its nodes run
+# and the single node does not (a later `up sandbox gateway` without KAFKA_NODES keeps the cluster).
+kafka_bootstrap() {
+    if [[ $KAFKA_NODES == 3 ]] || { ! running_pid kafka >/dev/null && running_pid kafka-1 >/dev/null; }; then
+        local n out=()
+        for n in "${KAFKA_CLUSTER_NODES[@]}"; do out+=("$HOST:$(node_port "$n")"); done
+        (
+            IFS=,
+            echo "${out[*]}"
+        )
+    else
+        echo "$HOST:$KAFKA_PORT"
+    fi
+}
+
 port_of() {
     case $1 in
     kafka) echo "$KAFKA_PORT" ;; redis) echo "$REDIS_PORT" ;;
     sandbox) echo "$SANDBOX_PORT" ;; gateway) echo "$GATEWAY_METRICS_PORT" ;;
     history) echo "$HISTORY_PORT" ;; verification) echo "$VERIFICATION_PORT" ;;
     recovery) echo "$RECOVERY_PORT" ;; prometheus) echo "$PROMETHEUS_PORT" ;;
+    kafka-[123]) node_port "$1" ;;
     esac
 }
 
@@ -73,6 +113,7 @@ signature_of() {
     sandbox) echo "apihub sandbox" ;; gateway) echo "apihub gateway" ;;
     history | verification | recovery) echo "apihub worker $(worker_of "$1")" ;;
     prometheus) echo "prometheus --config.file=$LOCAL_DIR/prometheus/" ;;
+    kafka-[123]) echo "kafka.Kafka $(node_state "$1")/server.properties" ;;
     esac
 }
 
@@ -109,6 +150,8 @@ is_ready() {
     gateway) http_ok "http://$HOST:$GATEWAY_METRICS_PORT/healthz" ;;
     history | verification | recovery) http_ok "http://$HOST:$(port_of "$1")/readyz" ;;
     prometheus) http_ok "http://$HOST:$PROMETHEUS_PORT/-/ready" ;;
+    kafka-[123]) "$PYTHON" "$OPS_DIR/wait_kafka.py" --bootstrap "$HOST:$(node_port "$1")" --timeout 3 --quiet \
+        2>/dev/null ;;
     esac
 }
 
@@ -149,6 +192,8 @@ start_failed() {
     # The broker's own log only helps if this attempt wrote to it (a JVM that dies early doesn't).
     if [[ $name == kafka && $KAFKA_STATE/logs/server.log -nt $(pid_file kafka) ]]; then
         show_log_tail "$KAFKA_STATE/logs/server.log"
+    elif is_kafka_node "$name" && [[ $(node_state "$name")/logs/server.log -nt $(pid_file "$name") ]]; then
+        show_log_tail "$(node_state "$name")/logs/server.log"
     fi
     stop_component "$name" >/dev/null
     exit 1
@@ -157,13 +202,13 @@ start_failed() {
 # Polls is_ready, bounded by both a count and a deadline; stops early if the process died.
 wait_ready() {
     local name=$1 timeout=$2 deadline i
-    if [[ $name == kafka ]]; then
+    if [[ $name == kafka ]] || is_kafka_node "$name"; then
         # One client polling for the whole window, instead of a Python start per attempt.
         local pid
-        pid=$(running_pid kafka) || start_failed kafka "process exited during startup"
-        "$PYTHON" "$OPS_DIR/wait_kafka.py" --bootstrap "$HOST:$KAFKA_PORT" --timeout "$timeout" \
+        pid=$(running_pid "$name") || start_failed "$name" "process exited during startup"
+        "$PYTHON" "$OPS_DIR/wait_kafka.py" --bootstrap "$HOST:$(port_of "$name")" --timeout "$timeout" \
             --pid "$pid" --quiet ||
-            start_failed kafka "not ready (see above)"
+            start_failed "$name" "not ready (see above)"
         return 0
     fi
     deadline=$((SECONDS + timeout))
@@ -186,7 +231,7 @@ need_start() {
         fi
         say "$name: running (pid $pid) but not ready yet; waiting"
         local timeout=$OTHER_READY_TIMEOUT
-        [[ $name == kafka ]] && timeout=$KAFKA_READY_TIMEOUT
+        [[ $name == kafka ]] || is_kafka_node "$name" && timeout=$KAFKA_READY_TIMEOUT
         wait_ready "$name" "$timeout"
         say "$name: ready"
         return 1
@@ -194,6 +239,7 @@ need_start() {
     rm -f "$(pid_file "$name")"
     local ports=("$(port_of "$name")")
     [[ $name == kafka ]] && ports+=("$KAFKA_CONTROLLER_PORT")
+    is_kafka_node "$name" && ports+=("$(node_controller_port "$name")")
     for port in "${ports[@]}"; do
         port_open "$port" && die "$name: port $port on $HOST is taken by a process this script did not start" \
             "(set APIHUB_*_PORT to move the stack, or stop that process)"
@@ -237,59 +283,69 @@ stop_component() {
 
 # --- components --------------------------------------------------------------------------------
 
+# write_kafka_config STATE_DIR NODE_ID PORT CONTROLLER_PORT VOTERS REPLICAS MIN_ISR
 write_kafka_config() {
+    local state=$1 id=$2 port=$3 cport=$4 voters=$5 rf=$6 isr=$7
     # A static voter set (controller.quorum.voters) rather than a dynamic one (format --standalone):
     # the controller endpoint then comes from this file on every start, so changing the ports later
     # does not strand an already formatted data dir.
-    cat >"$KAFKA_STATE/server.properties" <<EOF
+    cat >"$state/server.properties" <<EOF
 # Generated by ops/stack.sh on every start; edit the script, not this file.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$cport
+advertised.listeners=PLAINTEXT://$HOST:$port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=$KAFKA_STATE/data
+log.dirs=$state/data
 num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+unclean.leader.election.enable=false
+offsets.topic.replication.factor=$rf
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
 transaction.state.log.num.partitions=3
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 EOF
 }
 
 # The broker and StorageTool share one JVM command line; an array so spawn can exec it.
+# kafka_java_cmd [STATE_DIR [HEAP_OPTS]]
 kafka_java_cmd() {
+    local state=${1:-$KAFKA_STATE} heap=${2:-$KAFKA_HEAP_OPTS}
     # shellcheck disable=SC2206 # heap options are a list of flags on purpose
-    KAFKA_JAVA=(java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
-        -Dkafka.logs.dir="$KAFKA_STATE/logs"
+    KAFKA_JAVA=(java $heap -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+        -Dkafka.logs.dir="$state/logs"
         -Dlog4j2.configurationFile="$OPS_DIR/kafka/log4j2.properties"
         -cp "$KAFKA_LIBS/*")
+}
+
+# Kafka's Uuid: 16 random bytes, base64url without padding; Kafka itself avoids a leading '-' because the
+# id would then look like a command-line flag. Written once to the file $1.
+kafka_cluster_id() {
+    if [[ ! -s $1 ]]; then
+        "$PYTHON" -c 'import base64, uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"): pass
+print(i)' >"$1"
+    fi
+    cat "$1"
 }
 
 start_kafka() {
     [[ -x $PYTHON ]] || die "kafka: $PYTHON not found; the readiness check needs the project venv (aiokafka)"
     kafka_ensure_jars
     mkdir -p "$KAFKA_STATE/logs" "$KAFKA_STATE/data"
-    write_kafka_config
+    write_kafka_config "$KAFKA_STATE" 1 "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "1@$HOST:$KAFKA_CONTROLLER_PORT" 1 1
     kafka_java_cmd
     local id_file=$KAFKA_STATE/cluster-id
-    if [[ ! -s $id_file ]]; then
-        # Kafka's Uuid: 16 random bytes, base64url without padding; Kafka itself avoids a leading '-'
-        # because the id would then look like a command-line flag.
-        "$PYTHON" -c 'import base64, uuid
-while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"): pass
-print(i)' >"$id_file"
-    fi
+    kafka_cluster_id "$id_file" >/dev/null
     # Formatting costs a JVM start, so only when the data dir is new; --ignore-formatted covers a
     # half-written one.
     if [[ ! -f $KAFKA_STATE/data/meta.properties ]]; then
@@ -303,6 +359,53 @@ print(i)' >"$id_file"
     wait_ready kafka "$KAFKA_READY_TIMEOUT"
     us=$((${EPOCHREALTIME//[!0-9]/} - t0))
     say "kafka: ready on $HOST:$KAFKA_PORT, $((us / 1000000)).$((us / 100000 % 10))s after launch (pid $(running_pid kafka))"
+}
+
+# Formats (when new) and launches one node of the three-node cluster, without waiting: a node is ready
+# only once a quorum of voters runs.
+launch_kafka_node() {
+    local name=$1 state id voters="" n cluster_id
+    state=$(node_state "$name")
+    id=$(node_index "$name")
+    for n in "${KAFKA_CLUSTER_NODES[@]}"; do
+        voters+="${voters:+,}$(node_index "$n")@$HOST:$(node_controller_port "$n")"
+    done
+    mkdir -p "$state/logs" "$state/data"
+    write_kafka_config "$state" "$id" "$(node_port "$name")" "$(node_controller_port "$name")" "$voters" 3 2
+    kafka_java_cmd "$state" "$KAFKA_NODE_HEAP_OPTS"
+    cluster_id=$(kafka_cluster_id "$KAFKA_CLUSTER_ID_FILE")
+    if [[ ! -f $state/data/meta.properties ]]; then
+        say "$name: formatting storage (cluster id $cluster_id)"
+        "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format --ignore-formatted -t "$cluster_id" \
+            -c "$state/server.properties" >>"$(log_file "$name")" 2>&1 ||
+            start_failed "$name" "storage format failed"
+    fi
+    spawn "$name" "${KAFKA_JAVA[@]}" kafka.Kafka "$state/server.properties"
+}
+
+# Starts the named nodes of the three-node cluster that are not running, then waits for each.
+start_kafka_nodes() {
+    [[ -x $PYTHON ]] || die "kafka: $PYTHON not found; the readiness check needs the project venv (aiokafka)"
+    kafka_ensure_jars
+    local name pid launched=()
+    for name in "$@"; do
+        if pid=$(running_pid "$name"); then
+            if is_ready "$name"; then
+                say "$name: already running (pid $pid)"
+            else
+                launched+=("$name") # running, not ready yet: wait for it below
+            fi
+            continue
+        fi
+        need_start "$name" || continue
+        say "$name: starting (port $(node_port "$name"), controller $(node_controller_port "$name"))"
+        launch_kafka_node "$name"
+        launched+=("$name")
+    done
+    for name in "${launched[@]}"; do
+        wait_ready "$name" "$KAFKA_READY_TIMEOUT"
+        say "$name: ready on $HOST:$(node_port "$name") (pid $(running_pid "$name"))"
+    done
 }
 
 ensure_redis_installed() {
@@ -452,11 +555,11 @@ write_stack_env() {
     # Plain KEY=value lines: valid for `source` (with set -a), python-dotenv and docker --env-file.
     cat >"$STACK_ENV.tmp" <<EOF
 # Written by ops/stack.sh up. Load with: set -a; . .local/stack.env; set +a
-KAFKA_BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
+KAFKA_BOOTSTRAP_SERVERS=$(kafka_bootstrap)
 REDIS_URL=redis://$HOST:$REDIS_PORT/0
 SANDBOX_URL=http://$HOST:$SANDBOX_PORT
 GATEWAY_METRICS_URL=http://$HOST:$GATEWAY_METRICS_PORT
-APIHUB_KAFKA__BOOTSTRAP_SERVERS=$HOST:$KAFKA_PORT
+APIHUB_KAFKA__BOOTSTRAP_SERVERS=$(kafka_bootstrap)
 APIHUB_REDIS__URL=redis://$HOST:$REDIS_PORT/0
 APIHUB_GATEWAY_METRICS_URL=http://$HOST:$GATEWAY_METRICS_PORT
 EOF
@@ -468,7 +571,7 @@ EOF
 # Echoes the requested components in dependency order (reversed with "reverse"), rejecting unknowns.
 # Without names: every component, the optional ones only when stopping (reverse).
 select_components() {
-    local order=$1 c want all=("${COMPONENTS[@]}" "${OPTIONAL_COMPONENTS[@]}")
+    local order=$1 c want all=(kafka "${KAFKA_CLUSTER_NODES[@]}" "${COMPONENTS[@]:1}" "${OPTIONAL_COMPONENTS[@]}")
     shift
     for want in "$@"; do
         [[ " ${all[*]} " == *" $want "* ]] || die "unknown component '$want' (known: ${all[*]})"
@@ -492,6 +595,13 @@ cmd_up() {
     local c picked
     picked=$(select_components forward "$@") # a separate assignment, so an unknown name stops here
     for c in $picked; do
+        if [[ $c == kafka && $KAFKA_NODES == 3 ]]; then
+            start_kafka_nodes "${KAFKA_CLUSTER_NODES[@]}"
+            continue
+        elif is_kafka_node "$c"; then
+            start_kafka_nodes "$c"
+            continue
+        fi
         need_start "$c" || continue
         say "$c: starting"
         "start_$c"
@@ -504,13 +614,33 @@ cmd_down() {
     local c picked
     picked=$(select_components reverse "$@") # a separate assignment, so an unknown name stops here
     for c in $picked; do
+        if [[ $c == kafka ]]; then
+            stop_kafka_nodes "${KAFKA_CLUSTER_NODES[@]}"
+        elif is_kafka_node "$c"; then
+            stop_kafka_nodes "$c"
+            continue
+        fi
         stop_component "$c"
     done
 }
 
+# Stops the named cluster nodes that have a pid file, all at once: a node stopped after the others would
+# wait for a controller quorum that is already gone.
+stop_kafka_nodes() {
+    local n
+    for n in "$@"; do
+        [[ -e $(pid_file "$n") ]] && stop_component "$n" &
+    done
+    wait
+}
+
 cmd_status() {
     local c pid state ready
-    for c in "${COMPONENTS[@]}" "${OPTIONAL_COMPONENTS[@]}"; do
+    local nodes=()
+    for c in "${KAFKA_CLUSTER_NODES[@]}"; do
+        [[ $KAFKA_NODES == 3 || -e $(pid_file "$c") ]] && nodes+=("$c")
+    done
+    for c in "${COMPONENTS[@]:0:1}" "${nodes[@]}" "${COMPONENTS[@]:1}" "${OPTIONAL_COMPONENTS[@]}"; do
         if pid=$(running_pid "$c"); then
             state=running
             if is_ready "$c"; then ready=ready; else ready=not-ready; fi
@@ -540,7 +670,7 @@ down) shift && lock_stack && cmd_down "$@" ;;
 status) cmd_status ;;
 env) cmd_env ;;
 *)
-    sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,26s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac

@@ -2,6 +2,10 @@
 
 Ensure is idempotent: missing topics are created, existing ones are compared with the declaration and
 any difference is reported as drift (never changed silently: fewer partitions would move keys).
+
+On a cluster of at least ``replicated.brokers`` live brokers (``make up KAFKA_NODES=3``) every topic is
+created with the ``replicated`` replication factor and ``min.insync.replicas`` instead of the single-node
+ones, so a write acknowledged by ``acks=all`` is on two brokers and survives one broker's loss.
 """
 
 from __future__ import annotations
@@ -30,6 +34,22 @@ class TopicSpec:
     partitions: int
     replication_factor: int
     config: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Replicated:
+    """What a topic gets on a cluster of at least ``brokers`` brokers."""
+
+    brokers: int
+    replication_factor: int
+    min_insync_replicas: int
+
+    def apply(self, spec: TopicSpec, live_brokers: int) -> TopicSpec:
+        """``spec`` as declared on a smaller cluster, replicated on one this large."""
+        if live_brokers < self.brokers:
+            return spec
+        config = {**spec.config, "min.insync.replicas": str(self.min_insync_replicas)}
+        return TopicSpec(spec.name, spec.partitions, self.replication_factor, config)
 
 
 @dataclass
@@ -62,12 +82,41 @@ def load_topics(path: Path = TOPICS_FILE, *, rename: dict[str, str] | None = Non
     ]
 
 
-async def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> EnsureReport:
-    """Create missing topics and report drift of existing ones."""
+def load_replicated(path: Path = TOPICS_FILE) -> Replicated | None:
+    """The declaration's ``replicated`` block, or None when it has none."""
+    doc: dict[str, Any] = yaml.safe_load(path.read_text())
+    block = doc.get("replicated")
+    if not block:
+        return None
+    return Replicated(
+        brokers=int(block["brokers"]),
+        replication_factor=int(block["replication_factor"]),
+        min_insync_replicas=int(block["min_insync_replicas"]),
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    specs: list[TopicSpec],
+    *,
+    replicated: Replicated | None = None,
+    client_kwargs: dict[str, Any] | None = None,
+) -> EnsureReport:
+    """Create missing topics and report drift of existing ones.
+
+    ``replicated`` defaults to the declaration's block; ``client_kwargs`` are the connection's security
+    settings (``services.kafka_client.client_kwargs``).
+    """
     report = EnsureReport()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="apihub-topics")
+    policy = replicated if replicated is not None else load_replicated()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="apihub-topics", **(client_kwargs or {})
+    )
     await admin.start()
     try:
+        if policy is not None:
+            live = len((await admin.describe_cluster())["brokers"])
+            specs = [policy.apply(s, live) for s in specs]
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
@@ -80,10 +129,10 @@ async def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> Ensur
             report.created = [s.name for s in missing]
         present = [s for s in specs if s.name in existing]
         if present:
-            partitions = await _partition_counts(admin, [s.name for s in present])
+            layout = await _layout(admin, [s.name for s in present])
             configs = await _topic_configs(admin, [s.name for s in present])
             for spec in present:
-                problems = _drift(spec, partitions.get(spec.name, 0), configs.get(spec.name, {}))
+                problems = _drift(spec, layout.get(spec.name, (0, 0)), configs.get(spec.name, {}))
                 (report.drift if problems else report.unchanged).extend(
                     [f"{spec.name}: {p}" for p in problems] if problems else [spec.name]
                 )
@@ -92,19 +141,26 @@ async def ensure_topics(bootstrap_servers: str, specs: list[TopicSpec]) -> Ensur
     return report
 
 
-def _drift(spec: TopicSpec, partitions: int, config: dict[str, str]) -> list[str]:
+def _drift(spec: TopicSpec, layout: tuple[int, int], config: dict[str, str]) -> list[str]:
+    partitions, replicas = layout
     problems = []
     if partitions != spec.partitions:
         problems.append(f"partitions {partitions}, declared {spec.partitions}")
+    if replicas != spec.replication_factor:
+        problems.append(f"replication factor {replicas}, declared {spec.replication_factor}")
     for key, wanted in spec.config.items():
         if config.get(key) != wanted:
             problems.append(f"{key}={config.get(key)!r}, declared {wanted!r}")
     return problems
 
 
-async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+async def _layout(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, tuple[int, int]]:
+    """Each topic's partition count and its smallest replica count."""
     described = await admin.describe_topics(names)
-    return {t["topic"]: len(t["partitions"]) for t in described}
+    return {
+        t["topic"]: (len(t["partitions"]), min((len(p["replicas"]) for p in t["partitions"]), default=0))
+        for t in described
+    }
 
 
 async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:

@@ -109,10 +109,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create or verify the declared topics; exit 1 on drift."""
+    from services.kafka_client import client_kwargs
     from services.topics import ensure_topics, load_topics
 
-    bootstrap = args.bootstrap_servers or ClientSettings().kafka.bootstrap_servers
-    report = asyncio.run(ensure_topics(bootstrap, load_topics()))
+    kafka = ClientSettings().kafka
+    bootstrap = args.bootstrap_servers or kafka.bootstrap_servers
+    report = asyncio.run(ensure_topics(bootstrap, load_topics(), client_kwargs=client_kwargs(kafka)))
     for name in report.created:
         print(f"created   {name}")
     for name in report.unchanged:
@@ -150,6 +152,7 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 def cmd_call(args: argparse.Namespace) -> int:
     """Send one request through the hub and print the response."""
     from hubclient import HubClient, HubError
+    from services.kafka_client import client_kwargs
 
     settings = ClientSettings()
     params = _parse_params(args.params)
@@ -160,6 +163,7 @@ def cmd_call(args: argparse.Namespace) -> int:
             caller=args.caller,
             request_topic=settings.kafka.request_topic,
             reply_topic=settings.kafka.response_topic,
+            client_options=client_kwargs(settings.kafka),
         ) as hub:
             try:
                 response = await hub.submit(

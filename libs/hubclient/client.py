@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -85,14 +86,20 @@ class HubClient:
         reply_partition: int | None = None,
         default_timeout_s: float = 10.0,
         max_pending: int = 1000,
+        client_options: Mapping[str, Any] | None = None,
     ) -> HubClient:
-        """A client over Kafka; start it with ``async with`` or ``await start()``."""
+        """A client over Kafka; start it with ``async with`` or ``await start()``.
+
+        ``client_options`` go to aiokafka as they are: the connection's security (``security_protocol``,
+        ``sasl_mechanism``, ``sasl_plain_username``, ``sasl_plain_password``, ``ssl_context``).
+        """
         transport = KafkaTransport(
             bootstrap_servers,
             request_topic=request_topic,
             reply_topic=reply_topic,
             reply_partition=reply_partition,
             client_id=caller,
+            client_options=client_options,
         )
         return cls(transport, caller=caller, default_timeout_s=default_timeout_s, max_pending=max_pending)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -52,8 +52,11 @@ class KafkaTransport:
         reply_topic: str = "api.responses",
         reply_partition: int | None = None,
         client_id: str = "hubclient",
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``client_options``: more aiokafka arguments for both clients (SASL/TLS: security_protocol ...)."""
         self._bootstrap = bootstrap_servers
+        self._options = dict(client_options or {})
         self._request_topic = request_topic
         self._reply_topic = reply_topic
         self._wanted_partition = reply_partition
@@ -79,7 +82,9 @@ class KafkaTransport:
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
             enable_idempotence=True,
+            acks="all",
             linger_ms=0,  # latency first: batches still form while a send is in flight
+            **self._options,
         )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
@@ -88,6 +93,7 @@ class KafkaTransport:
             enable_auto_commit=False,
             auto_offset_reset="latest",
             fetch_max_wait_ms=50,
+            **self._options,
         )
         try:
             await producer.start()

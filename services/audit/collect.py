@@ -10,7 +10,8 @@ are partial and an answer not read leaves its request looking unanswered.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from services.audit.join import JoinResult, join
 from services.audit.progress import Progress
@@ -29,6 +30,7 @@ class Source:
     requests_topic: str
     responses_topics: tuple[str, ...]
     dlq_topic: str | None = None
+    client_options: dict[str, Any] = field(default_factory=dict)  # SASL/TLS (services.kafka_client)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ async def collect(
             max_records=limits.max_records,
             deadline_s=deadline_s,
             progress=progress,
+            client_options=source.client_options,
         )
         if result.truncated is not None:
             stops.append(result.truncated)

@@ -21,6 +21,7 @@ from services.audit.output import summary_lines, table_lines, write_csv, write_j
 from services.audit.progress import Progress, quiet
 from services.audit.stats import summarize
 from services.audit.timerange import FORMS, TimeRange, parse_duration_ms, resolve_range
+from services.kafka_client import client_kwargs
 from services.settings import ClientSettings
 
 EXIT_PARTIAL = 3
@@ -107,6 +108,7 @@ def source_from(args: argparse.Namespace, settings: ClientSettings, *, dlq: bool
         requests_topic=args.requests_topic or kafka.request_topic,
         responses_topics=tuple(args.responses_topic) or (kafka.response_topic,),
         dlq_topic=dlq_topic,
+        client_options=client_kwargs(kafka),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -44,10 +45,17 @@ async def read_range(
     deadline_s: float,
     progress: Progress,
     client_id: str = "apihub-audit",
+    client_options: dict[str, Any] | None = None,
 ) -> Read:
     """The records of ``topic`` logged in ``time_range`` (all partitions), read without a consumer group."""
     try:
-        consumer = await open_reader(bootstrap_servers, [topic], client_id=client_id, wait_s=TOPIC_WAIT_S)
+        consumer = await open_reader(
+            bootstrap_servers,
+            [topic],
+            client_id=client_id,
+            wait_s=TOPIC_WAIT_S,
+            client_options=client_options,
+        )
     except RuntimeError as exc:  # the one way open_reader reports a topic that does not exist
         raise AuditError(f"{exc}") from exc
     try:

@@ -10,6 +10,7 @@ import aiohttp
 
 from hubclient import HubClient, HubError
 from hubclient.models import ApiResponse, Provider
+from services.kafka_client import client_kwargs
 from services.settings import ClientSettings
 
 READY_TIMEOUT_S = 60.0
@@ -108,6 +109,7 @@ async def run_demo(
         caller="demo",
         request_topic=settings.kafka.request_topic,
         reply_topic=settings.kafka.response_topic,
+        client_options=client_kwargs(settings.kafka),
     ) as hub:
         print(f"{'call':32} {'status':8} {'latency':>9}  {'gateway time':>12}  result")
         for round_no in range(1, rounds + 1):

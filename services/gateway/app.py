@@ -32,6 +32,7 @@ from services.gateway.pool import domain_of
 from services.gateway.publisher import Publisher
 from services.gateway.slots import RedisSlots
 from services.gateway.token_store import RedisTokenStore
+from services.kafka_client import client_kwargs
 from services.logs import log_event
 from services.settings import GatewaySettings
 
@@ -90,6 +91,7 @@ class GatewayApp:
             settings.kafka.bootstrap_servers,
             dlq_topic=settings.kafka.dlq_topic,
             client_id=f"apihub-gateway-{settings.instance_id}",
+            client_options=client_kwargs(settings.kafka),
         )
         self.events = EventForwarder(
             self.publisher.event, topic=settings.kafka.events_topic, instance_id=settings.instance_id

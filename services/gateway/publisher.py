@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -17,13 +18,22 @@ logger = logging.getLogger(__name__)
 class Publisher:
     """Wraps the gateway's idempotent producer; every send waits for the broker's acknowledgement."""
 
-    def __init__(self, bootstrap_servers: str, *, dlq_topic: str, client_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        dlq_topic: str,
+        client_id: str,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
         self._dlq_topic = dlq_topic
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
             enable_idempotence=True,
+            acks="all",
             linger_ms=0,  # latency first: batches still form while a send is in flight
+            **(client_options or {}),
         )
         self._started = False
 

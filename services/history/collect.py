@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.history.job import HistoryJob, parse_job
 from services.history.records import job_key
+from services.kafka_client import client_kwargs
 from services.settings import WorkerSettings
 from services.worker.errors import MalformedTask
 from services.worker.reader import open_reader
@@ -101,6 +102,7 @@ class JobFollower:
             self._settings.kafka.bootstrap_servers,
             [topics.history_progress, topics.dlq],
             client_id="apihub-history-collect",
+            client_options=client_kwargs(self._settings.kafka),
         )
         try:
             partitions = sorted(consumer.assignment())
@@ -145,7 +147,11 @@ class JobFollower:
 async def publish(settings: WorkerSettings, job: HistoryJob) -> None:
     """Send ``job`` to ``history.jobs`` (key = its ``task_id``) and wait for the broker's acknowledgement."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", client_id="apihub-history-collect"
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        client_id="apihub-history-collect",
+        **client_kwargs(settings.kafka),
     )
     await producer.start()
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import date
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -102,8 +102,16 @@ class ProgressSource(Protocol):
 class ProgressReader:
     """Reads ``topic`` (every partition, ``read_committed``, no consumer group) into a ``ProgressBook``."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, catch_up_s: float = CATCH_UP_S) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        catch_up_s: float = CATCH_UP_S,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
         self._bootstrap = bootstrap_servers
+        self._options = client_options
         self._topic = topic
         self._catch_up_s = catch_up_s
         self._consumer: AIOKafkaConsumer | None = None
@@ -111,7 +119,12 @@ class ProgressReader:
 
     async def start(self) -> None:
         """Connect with every partition of the topic, from its beginning."""
-        consumer = await open_reader(self._bootstrap, [self._topic], client_id="history-collector-progress")
+        consumer = await open_reader(
+            self._bootstrap,
+            [self._topic],
+            client_id="history-collector-progress",
+            client_options=self._options,
+        )
         self._partitions = sorted(consumer.assignment())
         await consumer.seek_to_beginning(*self._partitions)
         self._consumer = consumer

@@ -24,6 +24,7 @@ from services.history.job import HistoryJob, parse_job
 from services.history.plan import Piece, chart_tr_id, is_closed, pieces, trades_on
 from services.history.progress import ProgressBook, ProgressReader, ProgressSource
 from services.history.records import DayHeld, JobTally, candle_key, candle_value, job_key, progress_key
+from services.kafka_client import client_kwargs
 from services.logs import log_event
 from services.settings import WorkerSettings
 from services.worker.outputs import Outputs
@@ -153,5 +154,9 @@ class HistoryCollector:
 
 def build(settings: WorkerSettings, hub: HubClient) -> HistoryCollector:
     """The history-collector of a worker process (``apihub worker history-collector``)."""
-    reader = ProgressReader(settings.kafka.bootstrap_servers, settings.topics.history_progress)
+    reader = ProgressReader(
+        settings.kafka.bootstrap_servers,
+        settings.topics.history_progress,
+        client_options=client_kwargs(settings.kafka),
+    )
     return HistoryCollector(settings, hub, reader)

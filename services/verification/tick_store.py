@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import date
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -66,8 +66,10 @@ class TickStore:
         recovered_topic: str,
         client_id: str = "verification-worker-ticks",
         book: TickBook | None = None,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
         self._bootstrap = bootstrap_servers
+        self._options = dict(client_options or {})
         self._feed_topic = feed_topic
         self._recovered_topic = recovered_topic
         self._client_id = client_id
@@ -78,7 +80,9 @@ class TickStore:
     async def _partitions_of_topics(self) -> list[TopicPartition]:
         """Every partition of both topics, asked of the cluster (a fresh consumer knows no topic yet)."""
         topics = [self._feed_topic, self._recovered_topic]
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, client_id=f"{self._client_id}-admin")
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap, client_id=f"{self._client_id}-admin", **self._options
+        )
         await admin.start()
         try:
             described = await admin.describe_topics(topics)
@@ -103,6 +107,7 @@ class TickStore:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=FETCH_WAIT_MS,
             client_id=self._client_id,
+            **self._options,
         )
         await consumer.start()
         try:

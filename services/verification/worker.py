@@ -19,6 +19,7 @@ from typing import Any
 
 from hubclient import HubClient
 from hubclient.market import KST
+from services.kafka_client import client_kwargs
 from services.logs import log_event
 from services.settings import WorkerSettings
 from services.verification import records
@@ -81,6 +82,7 @@ class VerificationConsumer:
             feed_topic=topics.ticks,
             recovered_topic=topics.ticks_recovered,
             client_id=f"{NAME}-ticks",
+            client_options=client_kwargs(settings.kafka),
         )
         self._today = today
         self._retrier = retrier or Retrier(NAME, call_timeout_s=settings.call_timeout_s)

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from hubclient import HubClient
+from services.kafka_client import client_kwargs
 from services.logs import log_event
 from services.settings import WorkerSettings
 from services.worker.health import HealthServer
@@ -47,6 +48,7 @@ async def run_worker(name: str, settings: WorkerSettings, stop: asyncio.Event) -
         request_topic=kafka.request_topic,
         reply_topic=kafka.response_topic,
         default_timeout_s=settings.call_timeout_s,
+        client_options=client_kwargs(kafka),
     )
     handler = build(settings, hub)
     loop = TaskLoop(handler, settings)

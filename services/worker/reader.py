@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
@@ -19,7 +20,12 @@ TOPIC_WAIT_S = 10.0
 
 
 async def open_reader(
-    bootstrap_servers: str, topics: Sequence[str], *, client_id: str, wait_s: float = TOPIC_WAIT_S
+    bootstrap_servers: str,
+    topics: Sequence[str],
+    *,
+    client_id: str,
+    wait_s: float = TOPIC_WAIT_S,
+    client_options: dict[str, Any] | None = None,
 ) -> AIOKafkaConsumer:
     """A started consumer without a group (``read_committed``) holding every partition of ``topics``.
 
@@ -34,6 +40,7 @@ async def open_reader(
         isolation_level="read_committed",
         auto_offset_reset="earliest",
         client_id=client_id,
+        **(client_options or {}),
     )
     await consumer.start()
     try:

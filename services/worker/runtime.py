@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 
 from hubclient import HubError
+from services.kafka_client import client_kwargs
 from services.logs import log_event
 from services.settings import WorkerSettings
 from services.worker.errors import WorkerError
@@ -99,6 +100,7 @@ class TaskLoop:
             transactional_id=f"{self.group_id}.{self._settings.instance_id}",
             transaction_timeout_ms=self._settings.transaction_timeout_ms,
             client_id=f"{self._handler.name}-out",
+            **client_kwargs(kafka),
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
@@ -110,6 +112,7 @@ class TaskLoop:
             auto_offset_reset="earliest",
             session_timeout_ms=kafka.session_timeout_ms,
             client_id=f"{self._handler.name}-tasks",
+            **client_kwargs(kafka),
         )
         await self._consumer.start()
         self.ready = True

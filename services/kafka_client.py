@@ -1,0 +1,55 @@
+"""How every Kafka client of a process connects: the keyword arguments built from ``KafkaSettings``.
+
+Each ``AIOKafkaProducer``, ``AIOKafkaConsumer`` and ``AIOKafkaAdminClient`` the services build takes
+``**client_kwargs(settings.kafka)`` beside its own arguments, so one set of ``APIHUB_KAFKA__*`` variables
+moves the whole process onto SASL (SCRAM or PLAIN) and/or TLS:
+
+| ``security_protocol`` | what is added |
+|---|---|
+| ``PLAINTEXT`` (default) | nothing: the local stack and the tests |
+| ``SASL_PLAINTEXT`` | ``sasl_mechanism``, ``sasl_plain_username``, ``sasl_plain_password`` |
+| ``SSL`` | ``ssl_context`` (CA bundle, optional client certificate) |
+| ``SASL_SSL`` | both |
+
+The password leaves its ``SecretStr`` only here, into the dict handed to aiokafka: never log that dict
+(``describe`` is the loggable form).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.helpers import create_ssl_context
+
+from services.settings import KafkaSettings
+
+
+def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+    """aiokafka's security keyword arguments for ``settings`` (empty for PLAINTEXT)."""
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        if settings.sasl_username is None or settings.sasl_password is None:  # the settings refuse this
+            raise ValueError(f"{protocol} needs sasl_username and sasl_password")
+        kwargs["sasl_mechanism"] = settings.sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.sasl_username
+        kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    if protocol.endswith("SSL"):
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
+        )
+    return kwargs
+
+
+def describe(settings: KafkaSettings) -> str:
+    """One loggable line: protocol, mechanism and principal, never the password."""
+    if settings.security_protocol == "PLAINTEXT":
+        return "PLAINTEXT"
+    parts: list[str] = [settings.security_protocol]
+    if settings.security_protocol.startswith("SASL_"):
+        parts.append(f"{settings.sasl_mechanism} as User:{settings.sasl_username}")
+    if settings.ssl_cafile:
+        parts.append(f"CA {settings.ssl_cafile}")
+    return ", ".join(parts)

@@ -36,7 +36,7 @@ from hubclient.errors import HubError, HubTimeout
 from hubclient.models import ApiRequest, ApiResponse, Status
 from hubclient.transport import KafkaTransport, ReplyHandler, Transport
 from services.sandbox.referee import appkey_label
-from tests.chaos.results import Outcome
+from tests.chaos.results import Outcome, record
 from tests.integration.test_resilience import ORDER
 from tests.integration.test_round_trip import PRICE
 
@@ -308,3 +308,30 @@ async def settle(result: LoadResult, sandbox_url: str, appkey: str, environment:
     result.over_limit = int(counters.get("over_limit", 0))
     result.max_in_window = int(counters.get("max_in_window", 0))
     result.tokens_issued = int(counters.get("tokens_issued", 0))
+
+
+def conclude(
+    result: LoadResult,
+    scenario: str,
+    title: str,
+    notes: list[str] | None = None,
+    *,
+    allow_not_sent: bool = False,
+) -> Outcome:
+    """Record the run's ``Outcome`` (so a failed run still leaves its figures), then assert the zeros; a
+    request the client could not publish (and said so) fails it too unless ``allow_not_sent``."""
+    p50, p99 = result.percentile_ms("read", 0.5), result.percentile_ms("read", 0.99)
+    figures = [
+        f"ok reads p50 {p50:.0f} ms, p99 {p99:.0f} ms",
+        f"referee: max {result.max_in_window} in a second, {result.tokens_issued} token(s) issued",
+    ]
+    outcome = result.outcome(scenario, title, [*(notes or []), *figures])
+    record(outcome)
+    not_sent = sum(1 for s in result.answers.values() if s == NOT_SENT)
+    assert result.lost == 0, f"{result.lost} of {len(result.sent)} requests had no terminal answer"
+    assert result.upstream_twice == 0, f"{result.upstream_twice} order(s) reached the broker twice"
+    assert result.over_limit == 0, (
+        f"{result.over_limit} arrival(s) over the limit (max {result.max_in_window})"
+    )
+    assert allow_not_sent or not_sent == 0, f"{not_sent} request(s) not published: {result.errors[:3]}"
+    return outcome

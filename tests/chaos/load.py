@@ -86,6 +86,7 @@ class LoadResult:
     answers: dict[str, str] = field(default_factory=dict)  # request id -> terminal status (or CALLER_VIEW)
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)  # "read" / "order" -> answered ms
     orders: dict[str, int] = field(default_factory=dict)  # request id -> the order's unique quantity
+    reasons: Counter[str] = field(default_factory=Counter)  # "status/reason" of every answer but ok
     errors: list[str] = field(default_factory=list)  # unexpected exceptions, as text
     seconds: float = 0.0
     lost: int = 0
@@ -234,6 +235,8 @@ class _Caller:
             self._result.errors.append(f"{type(exc).__name__}: {exc}")
             return
         self._result.answers[response.request_id] = response.status.value
+        if response.status is not Status.OK:
+            self._result.reasons[f"{response.status.value}/{response.reason}"] += 1
         if is_order:
             self._result.orders[response.request_id] = quantity
         kind = "order" if is_order else "read"
@@ -323,6 +326,11 @@ def conclude(
     p50, p99 = result.percentile_ms("read", 0.5), result.percentile_ms("read", 0.99)
     figures = [
         f"ok reads p50 {p50:.0f} ms, p99 {p99:.0f} ms",
+        *(
+            ["not ok: " + ", ".join(f"{k} {n}" for k, n in sorted(result.reasons.items()))]
+            if result.reasons
+            else []
+        ),
         f"referee: max {result.max_in_window} in a second, {result.tokens_issued} token(s) issued",
     ]
     outcome = result.outcome(scenario, title, [*(notes or []), *figures])

@@ -87,6 +87,7 @@ class LoadResult:
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)  # "read" / "order" -> answered ms
     orders: dict[str, int] = field(default_factory=dict)  # request id -> the order's unique quantity
     reasons: Counter[str] = field(default_factory=Counter)  # "status/reason" of every answer but ok
+    ok_at_s: list[float] = field(default_factory=list)  # when each ok answer came, s after the first send
     errors: list[str] = field(default_factory=list)  # unexpected exceptions, as text
     seconds: float = 0.0
     lost: int = 0
@@ -112,6 +113,17 @@ class LoadResult:
         if not values:
             return math.nan
         return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
+
+    def ok_rate(self, start_s: float, end_s: float) -> float:
+        """Ok answers a second between ``start_s`` and ``end_s`` (seconds after the first send)."""
+        if end_s <= start_s:
+            return math.nan
+        return sum(1 for t in self.ok_at_s if start_s <= t < end_s) / (end_s - start_s)
+
+    def ok_rates(self, step_s: float = 10.0) -> list[float]:
+        """Ok answers a second in consecutive ``step_s`` windows from the first send to the last answer."""
+        end = max(self.ok_at_s, default=0.0)
+        return [self.ok_rate(i * step_s, (i + 1) * step_s) for i in range(math.ceil(end / step_s))]
 
     def outcome(self, scenario: str, title: str, notes: list[str] | None = None) -> Outcome:
         """The record the report reads."""
@@ -196,8 +208,15 @@ class _Caller:
     """One caller's open-loop sends; every request's fate lands in the shared ``LoadResult``."""
 
     def __init__(
-        self, name: str, client: HubClient, plan: LoadPlan, result: LoadResult, quantity: itertools.count[int]
+        self,
+        name: str,
+        client: HubClient,
+        plan: LoadPlan,
+        result: LoadResult,
+        quantity: itertools.count[int],
+        epoch: float,
     ) -> None:
+        self._epoch = epoch
         self._client_name = name
         self._client = client
         self._plan = plan
@@ -241,6 +260,7 @@ class _Caller:
             self._result.orders[response.request_id] = quantity
         kind = "order" if is_order else "read"
         if response.status is Status.OK:
+            self._result.ok_at_s.append(time.monotonic() - self._epoch)
             self._result.latencies_ms.setdefault(kind, []).append((time.monotonic() - started) * 1000)
 
     async def run(self, count: int, interval_s: float, offset_s: float) -> None:
@@ -285,8 +305,10 @@ async def drive(
         await client.start()
     try:
         async with asyncio.timeout(plan.seconds + plan.timeout_s + 30):
+            epoch = time.monotonic()
             callers = [
-                _Caller(f"{plan.caller_prefix}-{i}", c, plan, result, quantity) for i, c in enumerate(clients)
+                _Caller(f"{plan.caller_prefix}-{i}", c, plan, result, quantity, epoch)
+                for i, c in enumerate(clients)
             ]
             work = [
                 c.run(per_caller, interval_s, offset_s=i * interval_s / plan.callers)
@@ -326,6 +348,7 @@ def conclude(
     p50, p99 = result.percentile_ms("read", 0.5), result.percentile_ms("read", 0.99)
     figures = [
         f"ok reads p50 {p50:.0f} ms, p99 {p99:.0f} ms",
+        "ok answers/s per 10 s: " + " ".join(f"{r:.1f}" for r in result.ok_rates()),
         *(
             ["not ok: " + ", ".join(f"{k} {n}" for k, n in sorted(result.reasons.items()))]
             if result.reasons

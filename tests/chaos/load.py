@@ -197,6 +197,13 @@ async def key_counters(sandbox_url: str, environment: str, appkey: str) -> dict[
     return counters
 
 
+async def next_quantity(sandbox_url: str, appkey: str) -> int:
+    """One past the largest order quantity the ledger holds for ``appkey``: runs on one key never share a
+    quantity, so an order of an earlier run is not taken for a resent one."""
+    ledger = (await sandbox_get(sandbox_url, "/_sandbox/orders"))["orders"]
+    return 1 + max((int(o["quantity"]) for o in ledger if o["appkey"] == appkey), default=0)
+
+
 async def orders_twice(sandbox_url: str, appkey: str, quantities: set[int]) -> int:
     """Orders of this run (known by their unique quantity) that the broker's ledger holds more than once."""
     ledger = (await sandbox_get(sandbox_url, "/_sandbox/orders"))["orders"]
@@ -297,7 +304,7 @@ async def drive(
         )
         for i in range(plan.callers)
     ]
-    quantity = itertools.count(1)
+    quantity = itertools.count(await next_quantity(sandbox_url, appkey))
     per_caller = max(1, plan.planned // plan.callers)
     interval_s = plan.callers / plan.rate_per_s
     started = time.monotonic()

@@ -16,6 +16,8 @@ help:
 	@echo "make lint | typecheck | schemas"
 	@echo "make bench   eleven benchmarks x 3 runs against the sandbox referee (~40 min, starts Kafka and Redis);"
 	@echo "             docs/BENCHMARKS.md only from a clean tree, else .local/bench/BENCHMARKS.md"
+	@echo "make chaos   the fault suite (tests/chaos, ~20 min, starts Kafka and Redis): gateway, workers,"
+	@echo "             Redis, Sentinel, upstream faults and fuzz under load; figures in docs/RELIABILITY.md"
 	@echo "make soak    the production profile for SOAK_MINUTES (10) on a stack of its own, sampled and judged;"
 	@echo "             docs/soak/ only from a clean tree, else .local/soak/<run>/"
 
@@ -52,13 +54,13 @@ run: up
 	@echo "Metrics: http://127.0.0.1:18081/metrics   Logs: .local/*/   Stop everything: make down"
 
 test: setup
-	$(BIN)/pytest -p no:cacheprovider --cov --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR)
+	$(BIN)/pytest -p no:cacheprovider -m "not chaos" --cov --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR)
 
 test-unit: setup
 	$(BIN)/pytest -p no:cacheprovider -m "not integration"
 
 test-integration: setup
-	$(BIN)/pytest -p no:cacheprovider -m integration
+	$(BIN)/pytest -p no:cacheprovider -m "integration and not chaos"
 
 lint: setup
 	$(BIN)/ruff check .
@@ -84,6 +86,15 @@ SOAK_MINUTES ?= 10
 .PHONY: soak
 soak: setup
 	$(BIN)/python -m tests.soak --minutes $(SOAK_MINUTES)
+
+# The fault suite: every scenario under tests/chaos (marker chaos; make test leaves them out) against the
+# local stack on the ports in the environment, each recording its figures in .local/chaos/results/, then
+# the report rewrites the figures section of docs/RELIABILITY.md (also when a scenario failed).
+.PHONY: chaos
+chaos: setup
+	rm -rf .local/chaos/results
+	$(BIN)/pytest -p no:cacheprovider -m chaos tests/chaos; status=$$?; \
+	$(BIN)/python -m tests.chaos.report; exit $$status
 
 clean: down
 	rm -rf .local

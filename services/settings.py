@@ -6,15 +6,16 @@ Nested groups use ``__``: ``APIHUB_KAFKA__BOOTSTRAP_SERVERS``, ``APIHUB_KIS__APP
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hubclient.models import Provider
 
@@ -69,10 +70,44 @@ class KafkaSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    """The Redis holding tokens, locks, limiter state and idempotency records."""
+    """The Redis holding tokens, locks, limiter state and idempotency records.
+
+    Without ``sentinels`` the gateway connects to ``url``. With them it asks those Redis Sentinels for the
+    primary of ``sentinel_master`` (and again after a failover); ``url`` then gives only the database number,
+    password and TLS (``rediss://``) of the primary, its host and port are ignored.
+    ``APIHUB_REDIS__SENTINELS`` is a JSON list or a comma-separated list of ``host:port``.
+    """
 
     url: str = "redis://127.0.0.1:16379/0"
     key_prefix: str = "apihub:"
+    sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Redis Sentinels as host:port; empty = connect to url directly"
+    )
+    sentinel_master: str = Field(default="mymaster", min_length=1, description="the primary's Sentinel name")
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, sentinels: list[str]) -> list[str]:
+        for address in sentinels:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"sentinel {address!r} is not host:port")
+        return sentinels
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port) pairs."""
+        return [(a.rpartition(":")[0].strip("[]"), int(a.rpartition(":")[2])) for a in self.sentinels]
 
 
 #: The name of the member the provider's own ``appkey`` makes (its limit domain is the provider's name).

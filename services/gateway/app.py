@@ -15,7 +15,7 @@ from aiohttp import web
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
@@ -34,19 +34,12 @@ from services.gateway.slots import RedisSlots
 from services.gateway.token_store import RedisTokenStore
 from services.kafka_client import client_kwargs
 from services.logs import log_event
+from services.redis_client import redis_client
 from services.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
 PUBLISH_RETRY_S = 0.5
-REDIS_TIMEOUT_S = 2.0
-
-
-def _redis(url: str, *, connections: int, wait_s: float) -> Redis:
-    """A client on a blocking pool whose socket timeouts turn a silent Redis into errors to fall back from."""
-    timeouts = {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S}
-    pool = BlockingConnectionPool.from_url(url, max_connections=connections, timeout=wait_s, **timeouts)
-    return Redis.from_pool(pool)
 
 
 class GatewayApp:
@@ -58,8 +51,8 @@ class GatewayApp:
         # Bounded pools make callers wait for a connection (hundreds of queued requests look up their
         # idempotency records at once; redis-py's default pool refuses beyond 100). Pacing has a small pool
         # of its own, so a slot is never queued behind a burst of intake lookups.
-        self.redis: Redis = _redis(settings.redis.url, connections=64, wait_s=5)
-        self.pacing_redis: Redis = _redis(settings.redis.url, connections=4, wait_s=1)
+        self.redis: Redis = redis_client(settings.redis, connections=64, wait_s=5)
+        self.pacing_redis: Redis = redis_client(settings.redis, connections=4, wait_s=1)
         self.dispatcher = HttpDispatcher(dict(providers))
         clock = SystemClock()
         appkeys = {  # by limit domain: each pool member's token is its appkey's

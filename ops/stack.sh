@@ -22,7 +22,8 @@
 # (19092/19094/19096 and 19093/19095/19097 by default); replication factor 3 and min.insync.replicas=2 for
 # the internal topics and as the cluster's default. `up kafka` starts every node not running (so after a
 # SIGKILL it restarts the one missing), `up kafka-2` / `down kafka-2` one node; `down` stops every node.
-# stack.env then lists all three brokers in KAFKA_BOOTSTRAP_SERVERS.
+# stack.env then lists all three brokers in KAFKA_BOOTSTRAP_SERVERS. APIHUB_STACK_ENV moves stack.env (the
+# Kafka chaos scenarios run their cluster beside the session's single node and leave its stack.env alone).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=kafka/common.sh
@@ -41,7 +42,7 @@ PROMETHEUS_PORT=${APIHUB_PROMETHEUS_PORT:-19090}
 KAFKA_HEAP_OPTS=${APIHUB_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
 PYTHON=${APIHUB_PYTHON:-$REPO_ROOT/.venv/bin/python}
 APIHUB=${APIHUB_BIN:-$REPO_ROOT/.venv/bin/apihub}
-STACK_ENV=$LOCAL_DIR/stack.env
+STACK_ENV=${APIHUB_STACK_ENV:-$LOCAL_DIR/stack.env} # tests that run a stack beside the usual one move it
 KAFKA_NODES=${APIHUB_KAFKA_NODES:-${KAFKA_NODES:-1}}
 [[ $KAFKA_NODES == 1 || $KAFKA_NODES == 3 ]] || {
     echo "stack: error: KAFKA_NODES must be 1 or 3, not '$KAFKA_NODES'" >&2
@@ -670,7 +671,7 @@ down) shift && lock_stack && cmd_down "$@" ;;
 status) cmd_status ;;
 env) cmd_env ;;
 *)
-    sed -n '2,26s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac

@@ -21,7 +21,8 @@
 # node N listens on APIHUB_KAFKA_PORT + 2(N-1) and its controller on APIHUB_KAFKA_CONTROLLER_PORT + 2(N-1)
 # (19092/19094/19096 and 19093/19095/19097 by default); replication factor 3 and min.insync.replicas=2 for
 # the internal topics and as the cluster's default. `up kafka` starts every node not running (so after a
-# SIGKILL it restarts the one missing), `up kafka-2` / `down kafka-2` one node; `down` stops every node.
+# SIGKILL it restarts the one missing), `up kafka-2` / `down kafka-2` one node; a plain `down` (or `down
+# kafka` with KAFKA_NODES=3) stops every node.
 # stack.env then lists all three brokers in KAFKA_BOOTSTRAP_SERVERS. APIHUB_STACK_ENV moves stack.env (the
 # Kafka chaos scenarios run their cluster beside the session's single node and leave its stack.env alone).
 set -euo pipefail
@@ -615,7 +616,8 @@ cmd_down() {
     local c picked
     picked=$(select_components reverse "$@") # a separate assignment, so an unknown name stops here
     for c in $picked; do
-        if [[ $c == kafka ]]; then
+        # `down kafka` means the cluster too only with KAFKA_NODES=3 (a plain `down` lists every node).
+        if [[ $c == kafka && $KAFKA_NODES == 3 ]]; then
             stop_kafka_nodes "${KAFKA_CLUSTER_NODES[@]}"
         elif is_kafka_node "$c"; then
             stop_kafka_nodes "$c"
@@ -625,12 +627,14 @@ cmd_down() {
     done
 }
 
-# Stops the named cluster nodes that have a pid file, all at once: a node stopped after the others would
-# wait for a controller quorum that is already gone.
+# Stops the named cluster nodes that have a pid file, all at once. A node's controlled shutdown needs a
+# controller quorum; when the whole cluster stops, the last node has none left and would wait for it, so
+# it gets 15 s before SIGKILL (every write was on two brokers' logs before it was acknowledged; the next
+# start recovers the log).
 stop_kafka_nodes() {
     local n
     for n in "$@"; do
-        [[ -e $(pid_file "$n") ]] && stop_component "$n" &
+        [[ -e $(pid_file "$n") ]] && (STOP_TIMEOUT=15 stop_component "$n") &
     done
     wait
 }
@@ -671,7 +675,7 @@ down) shift && lock_stack && cmd_down "$@" ;;
 status) cmd_status ;;
 env) cmd_env ;;
 *)
-    sed -n '2,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from services.settings import GatewaySettings
@@ -92,8 +93,14 @@ class Cluster:
             return None
 
     async def start(self) -> None:
-        """Start every node that is not running and wait until each is ready."""
-        await self.stack("up", "kafka")
+        """Start every node that is not running and wait until each is ready; once more when a node
+        failed to start (its port is in the ephemeral range, so a client's outgoing connection may hold
+        it for a moment)."""
+        try:
+            await self.stack("up", "kafka")
+        except RuntimeError:
+            await asyncio.sleep(2)
+            await self.stack("up", "kafka")
 
     async def kill(self, node: int) -> None:
         """SIGKILL one node (a crash: no controlled shutdown) and wait until it is gone."""
@@ -121,6 +128,25 @@ class Cluster:
         finally:
             await admin.close()
         return int(next(p["leader"] for p in described["partitions"] if p["partition"] == partition))
+
+    async def busiest_partition(self, topic: str) -> int:
+        """The partition of ``topic`` holding the most records (the requests' key is the limit domain, so
+        all KIS requests share one partition)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            (described,) = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+        return max(ends, key=lambda tp: ends[tp]).partition
 
     async def under_replicated(self) -> int:
         """Partitions (of every topic) with fewer in-sync replicas than replicas."""
@@ -167,9 +193,12 @@ async def three_node_cluster() -> AsyncIterator[Cluster]:
             await cluster.stack("down", "kafka-1", "kafka-2", "kafka-3")
 
 
-async def hub_topics(cluster: Cluster, prefix: str) -> tuple[str, str, str]:
+@contextlib.asynccontextmanager
+async def hub_topics(cluster: Cluster, prefix: str) -> AsyncIterator[tuple[str, str, str]]:
     """This run's request, response and dead-letter topics on the cluster (replication factor 3,
-    ``min.insync.replicas=2`` by ``schemas/topics.yaml``'s ``replicated`` block), and the events topic."""
+    ``min.insync.replicas=2`` by ``schemas/topics.yaml``'s ``replicated`` block) and the events topic; the
+    run's own topics are deleted at the end (every node loads every partition at start, so leftovers
+    would slow the next run's restarts)."""
     names = {
         "api.requests": f"{prefix}.requests",
         "api.responses": f"{prefix}.responses",
@@ -179,7 +208,16 @@ async def hub_topics(cluster: Cluster, prefix: str) -> tuple[str, str, str]:
     specs = [s for s in load_topics(rename=names) if s.name in names.values()]
     report = await ensure_topics(cluster.bootstrap, specs)
     assert not report.drift, report.drift
-    return names["api.requests"], names["api.responses"], names["api.requests.dlq"]
+    own = [names["api.requests"], names["api.responses"], names["api.requests.dlq"]]
+    try:
+        yield own[0], own[1], own[2]
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics(own)
+        finally:
+            await admin.close()
 
 
 def on_cluster(settings: GatewaySettings, cluster: Cluster, topics: tuple[str, str, str]) -> GatewaySettings:

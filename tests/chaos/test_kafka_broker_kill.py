@@ -24,18 +24,23 @@ async def test_kafka_broker_sigkill_and_restart(
 ) -> None:
     """Two gateways and four callers at 80 % of the KIS key (an order every tenth request) on the three-node
     cluster (replication factor 3, min.insync.replicas=2, acks=all); 15 s into a 60 s run the broker leading
-    the request topic's first partition is killed with SIGKILL and started again 10 s later: every request
-    answered, no order twice, no arrival over the limit, and the cluster back in sync."""
+    the request partition every KIS request goes to (their key is the limit domain) is killed with SIGKILL
+    and started again 10 s later: every request answered, no order twice, no arrival over the limit, and
+    the cluster back in sync. Until the controller fences the dead broker (broker.session.timeout.ms, 9 s)
+    that partition has no leader, so the gateways see a pause and then a backlog."""
     plan = LoadPlan(fraction=0.8, seconds=60, callers=4)
     notes: list[str] = []
     async with three_node_cluster() as cluster:
-        topics = await hub_topics(cluster, f"k{unique}")
-        settings = on_cluster(gateway_settings, cluster, topics)
-        async with gateway_fleet(settings, 2) as fleet:
+        async with (
+            hub_topics(cluster, f"k{unique}") as topics,
+            gateway_fleet(on_cluster(gateway_settings, cluster, topics), 2) as fleet,
+        ):
+            settings = on_cluster(gateway_settings, cluster, topics)
 
             async def kill_and_restart() -> None:
                 await asyncio.sleep(KILL_AT_S)
-                victim = await cluster.leader_of(topics[0])
+                partition = await cluster.busiest_partition(topics[0])
+                victim = await cluster.leader_of(topics[0], partition)
                 await cluster.kill(victim)
                 await asyncio.sleep(DOWN_S)
                 started = time.monotonic()
@@ -43,7 +48,8 @@ async def test_kafka_broker_sigkill_and_restart(
                 ready_s = time.monotonic() - started
                 in_sync_s = await cluster.in_sync(90)
                 notes.append(
-                    f"kafka-{victim} (leader of {topics[0]}-0) SIGKILLed at {KILL_AT_S:.0f} s, started "
+                    f"kafka-{victim} (leader of the request partition all KIS requests share) SIGKILLed at "
+                    f"{KILL_AT_S:.0f} s, started "
                     f"{DOWN_S:.0f} s later: ready in {ready_s:.1f} s, every partition in sync "
                     f"{in_sync_s:.1f} s after that"
                 )

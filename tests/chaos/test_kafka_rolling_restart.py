@@ -14,7 +14,7 @@ from tests.chaos.load import LoadPlan, conclude, drive
 from tests.conftest import Services
 from tests.integration.conftest import appkey
 
-START_AT_S = 10.0
+START_AT_S = 5.0
 
 
 @pytest.mark.timeout(300)
@@ -22,15 +22,17 @@ async def test_kafka_rolling_restart(
     services: Services, gateway_settings: GatewaySettings, sandbox_url: str, unique: str
 ) -> None:
     """Two gateways and four callers at 80 % of the KIS key (an order every tenth request) on the three-node
-    cluster; from 10 s into a 90 s run each broker in turn is stopped with SIGTERM, started again and the
+    cluster; from 5 s into a 75 s run each broker in turn is stopped with SIGTERM, started again and the
     next one waits until every partition is back in sync, as an operator rolls an upgrade: every request
     answered, no order twice, no arrival over the limit."""
-    plan = LoadPlan(fraction=0.8, seconds=90, callers=4)
+    plan = LoadPlan(fraction=0.8, seconds=75, callers=4)
     notes: list[str] = []
     async with three_node_cluster() as cluster:
-        topics = await hub_topics(cluster, f"r{unique}")
-        settings = on_cluster(gateway_settings, cluster, topics)
-        async with gateway_fleet(settings, 2) as fleet:
+        async with (
+            hub_topics(cluster, f"r{unique}") as topics,
+            gateway_fleet(on_cluster(gateway_settings, cluster, topics), 2) as fleet,
+        ):
+            settings = on_cluster(gateway_settings, cluster, topics)
 
             async def roll() -> None:
                 await asyncio.sleep(START_AT_S)

@@ -118,7 +118,7 @@ async def run_repair_loop(
     fleet = WorkerFleet(env, log_dir=LOG_DIR, prefix=f"demo-{run}", group_suffix=f".demo-{run}")
     await fleet.start_all()
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
             job = f"history|demo-{run}"

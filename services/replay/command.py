@@ -73,12 +73,17 @@ async def _sender(options: ReplayOptions) -> AsyncIterator[ReplaySender]:
             request_topic=target.names.requests,
             reply_topic=target.names.responses,
             client_id="replay",
+            client_options=options.source.client_options,
         )
         async with sandbox_hub(settings), ReplaySender(transport) as sender:
             yield sender
     else:
         transport = KafkaTransport(
-            bootstrap, request_topic=target.request_topic, reply_topic=target.reply_topic, client_id="replay"
+            bootstrap,
+            request_topic=target.request_topic,
+            reply_topic=target.reply_topic,
+            client_id="replay",
+            client_options=options.source.client_options,
         )
         async with ReplaySender(transport) as sender:
             yield sender

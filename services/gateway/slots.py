@@ -24,6 +24,7 @@ handed over across rebalances, restarts and crashes. ``MemorySlots`` is the same
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,6 +68,21 @@ class SlotStore(Protocol):
 class _Log:
     tat: float = 0.0
     bounds: dict[str, float] = field(default_factory=dict)
+    # (bound, member) of every bound ever set, oldest bound first: stale bounds leave from the front in
+    # O(log n), not by a scan of the whole log per reservation (thousands of entries with limits off).
+    # An entry whose member's bound was raised since is skipped when it comes up.
+    expiry: list[tuple[float, str]] = field(default_factory=list)
+
+    def set_bound(self, member: str, bound: float) -> None:
+        self.bounds[member] = bound
+        heapq.heappush(self.expiry, (bound, member))
+
+    def drop_stale(self, before: float) -> None:
+        expiry = self.expiry
+        while expiry and expiry[0][0] <= before:
+            bound, member = heapq.heappop(expiry)
+            if self.bounds.get(member) == bound:
+                del self.bounds[member]
 
 
 class MemorySlots:
@@ -86,7 +102,7 @@ class MemorySlots:
         now = self._clock.monotonic()
         start = max(now + max(0.0, ask.not_before_s), log.tat, self.window_start(ask.domain, ask.limit))
         log.tat = max(log.tat, now - ask.interval_s) + ask.interval_s
-        log.bounds[ask.member] = start + ask.allowance_s
+        log.set_bound(ask.member, start + ask.allowance_s)
         return Reservation(start - now, start, ask.member)
 
     def window_start(self, domain: str, limit: int) -> float:
@@ -94,14 +110,10 @@ class MemorySlots:
         log = self._logs.get(domain)
         if log is None:
             return 0.0
-        now = self._clock.monotonic()
-        stale = [m for m, bound in log.bounds.items() if bound <= now - WINDOW_S]
-        for member in stale:
-            del log.bounds[member]
+        log.drop_stale(self._clock.monotonic() - WINDOW_S)
         if len(log.bounds) < limit:
             return 0.0
-        bounds = sorted(log.bounds.values())
-        return bounds[len(bounds) - limit] + WINDOW_S
+        return heapq.nlargest(limit, log.bounds.values())[-1] + WINDOW_S
 
     def next_start(self, domain: str, limit: int) -> float:
         """When a reservation made now would start (clock seconds), without making one."""
@@ -114,8 +126,8 @@ class MemorySlots:
     async def extend(self, domain: str, member: str, arrival_by: float) -> None:
         """Raise a recorded send's arrival bound (never lowers it)."""
         log = self._logs.get(domain)
-        if log is not None and member in log.bounds:
-            log.bounds[member] = max(log.bounds[member], arrival_by)
+        if log is not None and member in log.bounds and arrival_by > log.bounds[member]:
+            log.set_bound(member, arrival_by)
 
     def sends(self, domain: str) -> list[float]:
         """The arrival bounds in the log, oldest first (for tests and diagnostics)."""

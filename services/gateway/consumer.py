@@ -5,16 +5,19 @@ timeout keeps its partitions. Each record becomes a task; a partition is paused 
 ``readahead`` records open and everything is paused at ``max_inflight``, but polling never stops. The
 read-ahead must cover a domain's backlog: a domain lives in one partition, so the scheduler can only put
 an urgent request first once it has been read past the bulk requests ahead of it in the log. An
-offset is committed only once its response is acknowledged by Kafka. On revoke, the poll loop stops
-starting work of the lost partitions at once; records whose request still waits in its queue are
-withdrawn and stay for the next owner, the rest (in an upstream call, or answered and being published)
-are drained (bounded) and committed.
+offset is committed only once its response is acknowledged by Kafka: while polling at most every
+``COMMIT_INTERVAL_S`` (a commit per poll cost a round trip per handful of records under load; a crash
+redelivers at most that much more, answered from the idempotency records), always on revoke and stop.
+On revoke, the poll loop stops starting work of the lost partitions at once; records whose request
+still waits in its queue are withdrawn and stay for the next owner, the rest (in an upstream call, or
+answered and being published) are drained (bounded) and committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -31,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 FETCH_BATCH = 500  # records per poll; the read-ahead bounds what stays open
 INTAKE_CHUNK = 8  # records started per turn of the event loop
+COMMIT_INTERVAL_S = 0.1
 RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 
 
@@ -96,6 +100,7 @@ class RequestConsumer:
         """Poll, dispatch and commit until ``stop`` is called."""
         consumer = self._require()
         self._running = asyncio.current_task()
+        committed_at = time.monotonic()
         while not self._stopping.is_set():
             try:
                 batches = await consumer.getmany(timeout_ms=100, max_records=FETCH_BATCH)
@@ -120,8 +125,10 @@ class RequestConsumer:
                 self._apply_backpressure(consumer)
             except KafkaError as exc:  # a rebalance raced us; the next turn sees the new assignment
                 log_event(logger, "consumer.backpressure_failed", logging.WARNING, error=str(exc))
-            await self._commit()
-            self._report_lag(consumer)
+            if time.monotonic() - committed_at >= COMMIT_INTERVAL_S:
+                committed_at = time.monotonic()
+                await self._commit()
+                self._report_lag(consumer)
 
     async def _process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         INFLIGHT.inc()

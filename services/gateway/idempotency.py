@@ -14,14 +14,13 @@ its own command's reply, so a response is stored before its answer is published,
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from hubclient.models import ApiResponse
+from services.gateway.batching import CommandBatcher
 
 INFLIGHT = b"inflight"
 INFLIGHT_TTL_MS = 24 * 3600 * 1000
@@ -109,75 +108,3 @@ class IdempotencyStore:
         """Keep the terminal response for redeliveries."""
         key = self._prefix + response.request_id
         await self._batches.run(("SET", key, response.to_json(), "PX", RESPONSE_TTL_MS))
-
-
-Command = tuple[str | bytes | int, ...]
-
-
-class CommandBatcher:
-    """Sends the commands queued during one turn of the event loop as one pipeline.
-
-    At most ``max_in_flight`` pipelines are out at a time; commands queued meanwhile wait for the next,
-    which gathers them all (up to ``max_batch``). A failed pipeline fails each of its commands with a
-    ``RedisError`` of its own, caused by the pipeline's error.
-    """
-
-    def __init__(self, redis: Redis, *, max_in_flight: int = 2, max_batch: int = 512) -> None:
-        self._redis = redis
-        self._max_in_flight = max_in_flight
-        self._max_batch = max_batch
-        self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
-        self._scheduled = False
-        self._sending: set[asyncio.Task[None]] = set()
-
-    async def run(self, command: Command) -> Any:
-        """Queue ``command`` for the next pipeline and return its reply (raises ``RedisError``)."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((command, future))
-        self._schedule()
-        return await future
-
-    def _schedule(self) -> None:
-        if self._queue and not self._scheduled and len(self._sending) < self._max_in_flight:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._send_queued)
-
-    def _send_queued(self) -> None:
-        self._scheduled = False
-        batch = [(c, f) for c, f in self._queue[: self._max_batch] if not f.done()]  # skip cancelled
-        del self._queue[: self._max_batch]
-        if not batch:
-            self._schedule()
-            return
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        self._schedule()
-
-    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            for command, _ in batch:
-                pipe.execute_command(*command)
-            replies = await pipe.execute(raise_on_error=False)
-        except asyncio.CancelledError:
-            for _, future in batch:
-                future.cancel()
-            raise
-        except Exception as exc:  # connection, timeout: every command of the batch failed
-            for _, future in batch:
-                if not future.done():
-                    error = RedisError(f"{type(exc).__name__}: {exc}")
-                    error.__cause__ = exc
-                    future.set_exception(error)
-            return
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)

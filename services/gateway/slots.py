@@ -17,8 +17,9 @@ allowed for (the process stalled) is ``extend``-ed to its true bound. Entries le
 bound is a second old. A reserved slot that is never used only wastes a slot; one that was used is in
 the log even if its process dies the next instant.
 
-``RedisSlots`` keeps the log in Redis (one Lua script, Redis's clock), shared by every instance and
-handed over across rebalances, restarts and crashes. ``MemorySlots`` is the same algorithm on a
+``RedisSlots`` keeps the log in Redis (one Lua script, Redis's clock; the reservations of one turn of the
+event loop in one round trip), shared by every instance and handed over across rebalances, restarts and
+crashes. ``MemorySlots`` is the same algorithm on a
 ``Clock``: the process's own guard while Redis is unreachable, and the store of unit tests.
 """
 
@@ -29,7 +30,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
+from services.gateway.batching import CommandBatcher
 from services.gateway.clock import Clock
 
 WINDOW_S = 1.0  # the brokers count a sliding second
@@ -158,12 +161,17 @@ return {string.format('%.0f', start - now), string.format('%.0f', start)}
 
 class RedisSlots:
     """The schedule in Redis under ``<prefix>pace:{<domain>}:tat`` and ``:log`` (the domain in braces: a
-    Redis Cluster hash tag), shared by every instance."""
+    Redis Cluster hash tag), shared by every instance.
+
+    Reservations made in the same turn of the event loop (the pacers of several pool members) go to
+    Redis as one pipeline of script calls; each is still its own atomic step on Redis's clock.
+    """
 
     def __init__(self, redis: Redis, *, key_prefix: str) -> None:
         self._prefix = f"{key_prefix}pace:"
         self._script = redis.register_script(_RESERVE)
         self._redis = redis
+        self._batches = CommandBatcher(redis)
 
     def _keys(self, domain: str) -> list[str]:
         # the domain is the hash tag: one script reads both keys, so on Redis Cluster they share a slot
@@ -171,10 +179,19 @@ class RedisSlots:
 
     async def reserve(self, ask: Ask) -> Reservation:
         """Record the next slot in Redis and return it (raises ``RedisError``)."""
-        wait_us, start_us = await self._script(
-            keys=self._keys(ask.domain),
-            args=[_us(ask.interval_s), ask.limit, _us(ask.allowance_s), _us(ask.not_before_s), ask.member],
-        )
+        keys = self._keys(ask.domain)
+        args: list[str | int] = [
+            _us(ask.interval_s),
+            ask.limit,
+            _us(ask.allowance_s),
+            _us(ask.not_before_s),
+            ask.member,
+        ]
+        try:
+            reply = await self._batches.run(("EVALSHA", self._script.sha, len(keys), *keys, *args))
+        except NoScriptError:  # Redis lost its scripts (a restart): the call loads it, then runs it
+            reply = await self._script(keys=keys, args=args)
+        wait_us, start_us = reply
         return Reservation(int(wait_us) / 1e6, int(start_us) / 1e6, ask.member)
 
     async def extend(self, domain: str, member: str, arrival_by: float) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from services.gateway.clock import SystemClock
 from services.gateway.jitter import JitterBudget
@@ -59,3 +61,39 @@ async def test_a_late_send_pushes_the_window_back(redis: Redis, unique: str) -> 
     await store.extend("KIS", "missing", first.start + 5)  # an entry not in the log is not added
     third = await store.reserve(Ask("KIS", 0.0, 1, 0.01, 0.0, "c"))
     assert third.start == pytest.approx(second.start + 1.01, abs=1e-6)
+
+
+async def test_reservations_of_many_domains_share_a_round_trip(redis: Redis, unique: str) -> None:
+    """Twenty pool members reserving at the same moment make one pipeline, and each domain's log holds
+    exactly its own send."""
+    store = RedisSlots(redis, key_prefix=f"test:{unique}:")
+    pipelines: list[int] = []
+    make = redis.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pipelines.append(1)
+        return make(*args, **kwargs)
+
+    redis.pipeline = counted  # type: ignore[method-assign]
+    domains = [f"KIS:m{i}" for i in range(20)]
+    reservations = await asyncio.gather(
+        *(store.reserve(Ask(d, 0.05, 20, 0.02, 0.0, f"{d}-a")) for d in domains)
+    )
+    assert len(pipelines) == 1
+    assert all(r.wait_s == 0 for r in reservations)
+    for domain, reservation in zip(domains, reservations, strict=True):
+        log = await redis.zrange(f"test:{unique}:pace:{{{domain}}}:log", 0, -1, withscores=True)
+        assert log == [(f"{domain}-a".encode(), pytest.approx((reservation.start + 0.02) * 1e6, abs=1))]
+
+
+async def test_a_redis_that_lost_its_scripts_still_reserves(redis: Redis, unique: str) -> None:
+    """After Redis forgot its scripts (a restart), a reservation loads the script again and is recorded
+    once."""
+    store = RedisSlots(redis, key_prefix=f"test:{unique}:")
+    await store.reserve(Ask("KIS", 0.0, 1, 0.0, 0.0, "a"))
+    await redis.script_flush()
+    with pytest.raises(NoScriptError):
+        await redis.evalsha(store._script.sha, 0)
+    second = await store.reserve(Ask("KIS", 0.0, 1, 0.0, 0.0, "b"))
+    assert second.wait_s == pytest.approx(1.0, abs=0.05)  # the window of one holds "a": "b" waits a second
+    assert await redis.zcard(f"test:{unique}:pace:{{KIS}}:log") == 2

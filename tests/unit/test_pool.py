@@ -211,6 +211,19 @@ async def test_soonest_member_and_sick_members() -> None:
         pool.named("zzz")
 
 
+def test_a_large_pool_finds_and_keeps_a_free_member_from_samples() -> None:
+    """Forty members, one free: sampling a few finds it within a few choices and keeps choosing it."""
+    clock = ManualClock()
+    pool = Pool(Provider.KIS, KisSettings(credentials=[member(f"m{i:02d}") for i in range(40)]), clock)
+
+    def wait(m: Any) -> float:
+        return 0.0 if m.name == "m17" else 1.0
+
+    picks = [pool.soonest(wait).name for _ in range(60)]
+    first = picks.index("m17")
+    assert first < 40 and set(picks[first:]) == {"m17"}
+
+
 # --- shared reads -----------------------------------------------------------------------------------
 
 

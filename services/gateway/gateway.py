@@ -196,7 +196,7 @@ class Gateway:
         current = self._pacer_named[flight.domain].domain
         if request.credential is not None or account_bound(spec) or not pool.can_reroute(current):
             return False
-        member = pool.soonest(lambda m: self._wait_s(m, spec), besides=current)
+        member = pool.soonest(lambda m: self._answer_in_s(m, spec, request), besides=current)
         pacer = self.pacers[member.domain, spec.limit_class]
         try:
             pacer.submit(flight, pacer.slot_wait_s(request))
@@ -208,10 +208,12 @@ class Gateway:
         )
         return True
 
-    def _wait_s(self, member: Member, spec: TrSpec) -> float:
-        """A cheap estimate of a member's wait for one more call of ``spec``'s class."""
+    def _answer_in_s(self, member: Member, spec: TrSpec, request: ApiRequest) -> float:
+        """When ``member`` could answer ``request``, as admission would estimate it: its slot (the queue
+        ahead included), the call and reply path, and the margin its recent lateness asks for."""
         pacer = self.pacers[member.domain, spec.limit_class]
-        return pacer.limiter.next_slot_in_s() + len(pacer.scheduler) * pacer.limiter.interval_s
+        slot_wait_s = pacer.slot_wait_s(request)
+        return slot_wait_s + pacer.service_s() + pacer.margin_s(slot_wait_s)
 
     async def handle(self, request: ApiRequest, position: Position | None = None) -> ApiResponse:
         """Serve one validated request and return its terminal response."""
@@ -228,7 +230,8 @@ class Gateway:
                 max_param_value_chars=self._param_limits[1],
             )
             check_permitted(self._permissions, request, spec)  # before any upstream call or Redis lookup
-            member = self.pools[request.provider].route(request, spec, lambda m: self._wait_s(m, spec))
+            pool = self.pools[request.provider]
+            member = pool.route(request, spec, lambda m: self._answer_in_s(m, spec, request))
             check_environment(spec, mock=member.settings.mock)
         except GatewayError as exc:
             return self.responder.error(request, exc)

@@ -128,6 +128,7 @@ class DomainPacer:
     def submit(self, flight: Flight, slot_wait_s: float) -> None:
         """Queue an admitted flight (raises ``BacklogFull``) and wake the loop."""
         self.scheduler.remove(flight.request.request_id)  # a stale entry of an abandoned earlier delivery
+        replan = self._moves_earliest(flight)
         self.scheduler.push(Queued(flight.request, payload=flight))
         flight.stage = Stage.QUEUED
         flight.estimated_start_s = self._clock.monotonic() + slot_wait_s
@@ -136,17 +137,26 @@ class DomainPacer:
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run(), name=f"pace-{self.name}")
         self._has_work.set()
-        self._queue_changed.set()
+        if replan:
+            self._queue_changed.set()
 
     def requeue(self, flight: Flight) -> None:
         """Put a flight back for another attempt (after a throttle, a retry, a replaced token)."""
         if flight.withdrawn:
             return
+        replan = self._moves_earliest(flight)
         self.scheduler.push(Queued(flight.request, payload=flight))
         flight.stage = Stage.QUEUED
         self._queued_changed(flight)
         self._has_work.set()
-        self._queue_changed.set()
+        if replan:
+            self._queue_changed.set()
+
+    def _moves_earliest(self, flight: Flight) -> bool:
+        """True when ``flight`` would be the queue's earliest deadline: only then must a waiting loop
+        re-plan (its wake-up is set by the earliest deadline); a busy queue is not woken for every push."""
+        earliest_ms = self.scheduler.earliest_deadline_ms()
+        return earliest_ms is None or flight.request.deadline_ms < earliest_ms
 
     def withdraw(self, flight: Flight) -> None:
         """Forget a flight its caller let go of: a call in progress finds it withdrawn, a twin serves

@@ -39,7 +39,7 @@ from tests.params import PRICE, distinct_price
 
 MEMBERS = 20
 RATE_PER_S = 20
-DEMAND_FACTOR = 1.5
+DEMAND_FACTOR = 1.2
 DEADLINE_S = 2.0
 UTILISATION_GOAL = 0.95
 SHARED_BURST = 200

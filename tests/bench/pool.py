@@ -1,7 +1,7 @@
 """Benchmark ``pool``: a credential pool of 20 keys at 20 req/s each behind one gateway, and shared reads.
 
 Phase 1, pacing of the pool: one gateway process whose KIS pool is 20 members (no key of its own), three
-``HubClient``s offering together 1.5 times the pool's 400 req/s, open loop, distinct reads (a symbol each),
+``HubClient``s offering together 1.2 times the pool's 400 req/s, open loop, distinct reads (a symbol each),
 2 s deadlines. The sandbox referee counts every arrival per appkey. Goal: 0 over-limit arrivals on every
 key and >= 95 % of the pool's total rate used.
 

@@ -35,10 +35,7 @@ def minute_of(text: str) -> int:
 def windows() -> list[tuple[int, int]]:
     """The session's verification windows, [start, end) in minutes; the last one takes the 15:30 bar."""
     starts = list(range(FIRST_MINUTE, LAST_MINUTE, WINDOW_MINUTES))
-    return [
-        (s, min(s + WINDOW_MINUTES, LAST_MINUTE + 1) if s == starts[-1] else s + WINDOW_MINUTES)
-        for s in starts
-    ]
+    return [(s, LAST_MINUTE + 1 if s == starts[-1] else s + WINDOW_MINUTES) for s in starts]
 
 
 def injected_minutes(report: FeedReport) -> set[tuple[str, int]]:

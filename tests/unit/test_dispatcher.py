@@ -1,0 +1,184 @@
+"""``HttpDispatcher`` against real HTTP servers on loopback: answers, timeouts, dropped and refused calls."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from hubclient.models import Provider
+from services.gateway.dispatcher import HttpDispatcher
+from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
+from services.gateway.providers.base import UpstreamRequest
+from services.settings import KisSettings, KiwoomSettings
+
+
+class Upstream:
+    """A tiny broker: records what arrived and answers per path."""
+
+    def __init__(self) -> None:
+        self.arrived: list[dict[str, Any]] = []
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self.handle)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.arrived.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "headers": dict(request.headers),
+                "body": body,
+            }
+        )
+        if request.path == "/json":
+            return web.json_response({"rt_cd": "0", "echo": dict(request.query)}, headers={"X-Tr-Cont": "M"})
+        if request.path == "/text":
+            return web.Response(text="<html>not json</html>", status=502)
+        if request.path == "/empty":
+            return web.Response(status=204)
+        if request.path == "/slow":
+            await asyncio.sleep(2)
+            return web.json_response({})
+        if request.path == "/redirect":
+            raise web.HTTPFound("/json")
+        if request.path == "/drop":
+            assert request.transport is not None
+            request.transport.close()  # the connection ends without an answer
+            await asyncio.sleep(0.1)
+        return web.json_response({"posted": body.decode()})
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
+    """A running upstream and its base URL."""
+    broker = Upstream()
+    server = TestServer(broker.app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield broker, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def dispatcher() -> AsyncIterator[HttpDispatcher]:
+    """A started dispatcher for both providers (TLS settings irrelevant on plain HTTP)."""
+    d = HttpDispatcher({Provider.KIS: KisSettings(), Provider.KIWOOM: KiwoomSettings(verify_tls=False)})
+    await d.start()
+    try:
+        yield d
+    finally:
+        await d.stop()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_get_with_query_returns_status_lowercase_headers_and_json(
+    upstream: tuple[Upstream, str], dispatcher: HttpDispatcher
+) -> None:
+    """A GET carries its query and headers; the answer's headers come back lowercased, the body parsed."""
+    broker, base = upstream
+    sent: list[int] = []
+
+    async def on_sent() -> None:
+        sent.append(len(broker.arrived))
+
+    request = UpstreamRequest("GET", f"{base}/json", {"tr_id": "FHKST01010100"}, query={"A": "1"})
+    answer = await dispatcher.send(Provider.KIS, request, 2.0, on_sent)
+    assert answer.status == 200
+    assert answer.body == {"rt_cd": "0", "echo": {"A": "1"}}
+    assert answer.headers["x-tr-cont"] == "M"
+    assert sent and sent[0] == 0  # the hook ran when the headers left, before the broker answered
+    [arrived] = broker.arrived
+    assert arrived["headers"]["tr_id"] == "FHKST01010100" and arrived["query"] == {"A": "1"}
+
+
+async def test_post_sends_the_json_body(upstream: tuple[Upstream, str], dispatcher: HttpDispatcher) -> None:
+    """A JSON body is serialised once and posted as is."""
+    broker, base = upstream
+    request = UpstreamRequest("POST", f"{base}/order", {}, json_body={"stk_cd": "005930", "qty": 1})
+    answer = await dispatcher.send(Provider.KIWOOM, request, 2.0)
+    assert answer.status == 200
+    assert broker.arrived[0]["body"] == b'{"stk_cd":"005930","qty":1}'
+
+
+async def test_non_json_and_empty_bodies_are_none(
+    upstream: tuple[Upstream, str], dispatcher: HttpDispatcher
+) -> None:
+    """An HTML error page or an empty answer keeps its status, with no body."""
+    _, base = upstream
+    html = await dispatcher.send(Provider.KIS, UpstreamRequest("GET", f"{base}/text", {}), 2.0)
+    empty = await dispatcher.send(Provider.KIS, UpstreamRequest("GET", f"{base}/empty", {}), 2.0)
+    assert (html.status, html.body) == (502, None)
+    assert (empty.status, empty.body) == (204, None)
+
+
+async def test_redirects_are_not_followed(upstream: tuple[Upstream, str], dispatcher: HttpDispatcher) -> None:
+    """A redirect is returned, never followed: a second arrival would be unpaced."""
+    broker, base = upstream
+    answer = await dispatcher.send(Provider.KIS, UpstreamRequest("GET", f"{base}/redirect", {}), 2.0)
+    assert answer.status == 302
+    assert [a["path"] for a in broker.arrived] == ["/redirect"]
+
+
+async def test_a_slow_broker_is_cut_at_the_timeout(
+    upstream: tuple[Upstream, str], dispatcher: HttpDispatcher
+) -> None:
+    """No answer within the timeout is ``no_answer`` with ``timed_out`` (the call may have been served)."""
+    _, base = upstream
+    with pytest.raises(UpstreamNoAnswer) as caught:
+        await dispatcher.send(Provider.KIS, UpstreamRequest("GET", f"{base}/slow", {}), 0.2)
+    assert caught.value.timed_out and caught.value.sent and caught.value.retriable
+
+
+async def test_a_dropped_connection_is_no_answer(
+    upstream: tuple[Upstream, str], dispatcher: HttpDispatcher
+) -> None:
+    """The broker closing the connection mid-call is ``no_answer`` (sent, not timed out), never resent."""
+    broker, base = upstream
+    with pytest.raises(UpstreamNoAnswer) as caught:
+        await dispatcher.send(Provider.KIS, UpstreamRequest("POST", f"{base}/drop", {}, json_body={}), 2.0)
+    assert not caught.value.timed_out and caught.value.sent
+    assert len(broker.arrived) == 1  # aiohttp's silent retry of a dropped connection is off
+
+
+async def test_a_refused_connection_is_unreachable(dispatcher: HttpDispatcher) -> None:
+    """Nobody listening means the request never left: ``unreachable``, not sent."""
+    url = f"http://127.0.0.1:{free_port()}/x"
+    with pytest.raises(UpstreamUnreachable) as caught:
+        await dispatcher.send(Provider.KIS, UpstreamRequest("GET", url, {}), 2.0)
+    assert not caught.value.sent
+
+
+async def test_an_invalid_url_is_a_failed_call(dispatcher: HttpDispatcher) -> None:
+    """A client error that is neither refused nor timed out is still a typed ``no_answer``."""
+    with pytest.raises(UpstreamNoAnswer, match="call failed"):
+        await dispatcher.send(Provider.KIS, UpstreamRequest("GET", "ftp://127.0.0.1/x", {}), 1.0)
+
+
+async def test_send_before_start_is_a_clear_error() -> None:
+    """Using the dispatcher before ``start`` says so."""
+    with pytest.raises(RuntimeError, match="start"):
+        await HttpDispatcher({Provider.KIS: KisSettings()}).send(
+            Provider.KIS, UpstreamRequest("GET", "http://127.0.0.1/", {}), 1.0
+        )
+
+
+async def test_a_ca_bundle_builds_a_tls_context(tmp_path: Any) -> None:
+    """A configured CA bundle is loaded at start; a missing one fails there, not on the first call."""
+    d = HttpDispatcher({Provider.KIS: KisSettings(ca_bundle=str(tmp_path / "missing.pem"))})
+    with pytest.raises(FileNotFoundError):
+        await d.start()
+    await d.stop()

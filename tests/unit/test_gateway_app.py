@@ -1,0 +1,287 @@
+"""The gateway process around the core (``GatewayApp``, ``Publisher``) on an in-memory Kafka and gateway:
+every record ends in one answer or one dead letter; health, readiness and metrics over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+import pytest
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaConnectionError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from hubclient.headers import (
+    CORRELATION_ID,
+    DLQ_REASON,
+    DLQ_SOURCE,
+    REPLY_PARTITION,
+    REPLY_TOPIC,
+    encode_partition,
+    request_headers,
+)
+from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
+from services.gateway import app as app_module
+from services.gateway import publisher as publisher_module
+from services.gateway.app import GatewayApp
+from services.gateway.publisher import Publisher
+from services.gateway.testing import Rig, build_gateway
+from services.settings import GatewaySettings, KafkaSettings, RedisSettings
+from tests.unit.kafka_fakes import FakeCluster, FakeProducer, factory
+
+REQUESTS, RESPONSES, DLQ = "api.requests", "api.responses", "api.requests.dlq"
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Harness:
+    """A ``GatewayApp`` whose producer writes to ``cluster`` and whose core is an in-memory gateway."""
+
+    app: GatewayApp
+    cluster: FakeCluster
+    rig: Rig
+    producer: FakeProducer
+
+    async def serve(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Handle one record while moving the in-memory gateway's clock."""
+        task = asyncio.create_task(self.app.handle_record(record))
+        async with asyncio.timeout(10):
+            while not task.done():
+                await self.rig.clock.advance(0.01)
+        await task
+
+    def answers(self) -> list[tuple[ApiResponse, dict[str, bytes]]]:
+        """Responses on the reply topic with their headers."""
+        return [
+            (ApiResponse.model_validate_json(r.value or b""), dict(r.headers))
+            for r in self.cluster.records(RESPONSES)
+        ]
+
+
+@pytest.fixture
+async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    """A started publisher on a fake cluster (``api.responses`` has two partitions); Redis is unreachable."""
+    cluster = FakeCluster({REQUESTS: 1, RESPONSES: 2, DLQ: 1, "apihub.events": 1})
+    made: list[FakeProducer] = []
+    monkeypatch.setattr(publisher_module, "AIOKafkaProducer", factory(cluster, FakeProducer, made))
+    settings = GatewaySettings(
+        instance_id="gw-unit",
+        redis=RedisSettings(url=f"redis://127.0.0.1:{closed_port()}/0"),
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        max_request_bytes=2_000,
+    )
+    app = GatewayApp(settings)
+    rig = build_gateway()
+    app.gateway = rig.gateway
+    await app.publisher.start()
+    [producer] = made
+    assert producer.config["enable_idempotence"] is True
+    try:
+        yield Harness(app, cluster, rig, producer)
+    finally:
+        await app.stop()
+    assert producer.stopped
+
+
+def price_request(partition: int = 1, reply_topic: str = RESPONSES) -> ApiRequest:
+    """A KIS price request with a deadline far on the in-memory gateway's clock."""
+    now_ms = 1_790_000_000_000
+    return ApiRequest(
+        request_id=str(uuid.uuid4()),
+        provider=Provider.KIS,
+        tr_id="FHKST01010100",
+        params={"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"},
+        caller="unit",
+        priority=Priority.INTERACTIVE,
+        deadline_ms=now_ms + 30_000,
+        created_at_ms=now_ms,
+        reply_topic=reply_topic,
+        reply_partition=partition,
+    )
+
+
+def record_of(value: bytes | None, headers: list[tuple[str, bytes]], offset: int = 7) -> ConsumerRecord:
+    """A record as read from ``api.requests``."""
+    return ConsumerRecord(REQUESTS, 0, offset, 0, 0, None, value, None, 0, len(value or b""), headers)
+
+
+async def test_a_valid_request_is_answered_on_its_reply_partition(harness: Harness) -> None:
+    """The answer goes to the request's own partition, keyed by request id, the request's headers echoed."""
+    request = price_request(partition=1)
+    await harness.serve(record_of(request.to_json(), request_headers(request)))
+    [(response, headers)] = harness.answers()
+    assert response.request_id == request.request_id and response.status is Status.OK
+    [record] = harness.cluster.records(RESPONSES)
+    assert record.partition == 1 and record.key == request.request_id.encode()
+    assert headers[CORRELATION_ID] == request.request_id.encode()
+    assert headers[REPLY_PARTITION] == encode_partition(1)
+    assert harness.cluster.records(DLQ) == []
+
+
+async def test_unparseable_input_is_dead_lettered_and_answered_invalid_where_possible(
+    harness: Harness,
+) -> None:
+    """Garbage with a usable reply address in its headers: one dead letter and one ``invalid`` answer."""
+    request_id = str(uuid.uuid4())
+    headers = [
+        (CORRELATION_ID, request_id.encode()),
+        (REPLY_TOPIC, RESPONSES.encode()),
+        (REPLY_PARTITION, encode_partition(0)),
+        (DLQ_REASON, b"forged"),
+    ]
+    await harness.serve(record_of(b"{not json", headers, offset=42))
+    [letter] = harness.cluster.records(DLQ)
+    meta = dict(letter.headers)
+    assert letter.value == b"{not json"
+    assert meta[DLQ_REASON].startswith(b"unparseable") and meta[DLQ_SOURCE] == b"api.requests:0:42"
+    assert [k for k, _ in letter.headers].count(DLQ_REASON) == 1  # a forged reason header is replaced
+    [(response, _)] = harness.answers()
+    assert (response.request_id, response.status, response.reason) == (
+        request_id,
+        Status.INVALID,
+        "invalid_request",
+    )
+
+
+async def test_garbage_without_a_reply_address_is_only_dead_lettered(harness: Harness) -> None:
+    """Nothing to answer to: the dead letter is all."""
+    await harness.serve(record_of(b"\x00\x01", []))
+    assert len(harness.cluster.records(DLQ)) == 1 and harness.answers() == []
+
+
+async def test_an_oversized_record_is_refused_before_parsing(harness: Harness) -> None:
+    """Beyond ``max_request_bytes`` the record is dead-lettered ``too_large`` and answered invalid."""
+    request = price_request(partition=0)
+    await harness.serve(record_of(b"x" * 3_000, request_headers(request)))
+    [letter] = harness.cluster.records(DLQ)
+    assert dict(letter.headers)[DLQ_REASON].startswith(b"too_large")
+    [(response, _)] = harness.answers()
+    assert response.status is Status.INVALID and response.request_id == request.request_id
+
+
+async def test_a_reply_partition_that_does_not_exist_is_dead_lettered(harness: Harness) -> None:
+    """A valid request naming a missing reply partition cannot be answered: it is dead-lettered with why."""
+    request = price_request(partition=9)
+    await harness.serve(record_of(request.to_json(), request_headers(request)))
+    [letter] = harness.cluster.records(DLQ)
+    assert dict(letter.headers)[DLQ_REASON] == b"reply_partition_unknown: api.responses has no partition 9"
+    assert harness.answers() == []
+    assert harness.rig.dispatcher.calls("/quotations/") == []  # never reached the broker
+
+
+async def test_an_invalid_answer_to_a_missing_partition_is_not_attempted(harness: Harness) -> None:
+    """Bad input whose reply partition does not exist is dead-lettered and nothing else."""
+    headers = [
+        (CORRELATION_ID, str(uuid.uuid4()).encode()),
+        (REPLY_TOPIC, RESPONSES.encode()),
+        (REPLY_PARTITION, encode_partition(5)),
+    ]
+    await harness.serve(record_of(b"[]", headers))
+    assert len(harness.cluster.records(DLQ)) == 1 and harness.answers() == []
+
+
+async def test_a_bug_in_the_core_still_ends_in_one_answer(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception from the core is answered ``rejected`` / ``internal_error`` naming the exception type."""
+
+    async def broken(request: ApiRequest, position: object = None) -> ApiResponse:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(harness.rig.gateway, "handle", broken)
+    request = price_request()
+    await harness.serve(record_of(request.to_json(), request_headers(request)))
+    [(response, _)] = harness.answers()
+    assert (response.status, response.reason, response.message) == (
+        Status.REJECTED,
+        "internal_error",
+        "ZeroDivisionError",
+    )
+
+
+async def test_a_failed_publish_is_retried_until_it_lands(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kafka refusing the answer twice delays it; it is published once, never dropped."""
+    monkeypatch.setattr(app_module, "PUBLISH_RETRY_S", 0.01)
+    harness.producer.fail_next("send", KafkaConnectionError("leader moved"), times=2)
+    request = price_request()
+    await harness.serve(record_of(request.to_json(), request_headers(request)))
+    assert len(harness.answers()) == 1
+
+
+async def test_while_stopping_a_failed_publish_is_raised(harness: Harness) -> None:
+    """Once stopping, a publish failure propagates so the offset stays uncommitted."""
+    harness.app._stopping = True
+    harness.producer.fail_next("send", KafkaConnectionError("gone"))
+    request = price_request()
+    with pytest.raises(KafkaConnectionError):
+        await harness.serve(record_of(request.to_json(), request_headers(request)))
+
+
+async def test_health_readiness_and_metrics_over_http(harness: Harness) -> None:
+    """``/healthz`` answers, ``/readyz`` says 503 with why (no Redis, not consuming), ``/metrics`` serves."""
+    await harness.app.start_http("127.0.0.1", 0)
+    assert harness.app._http is not None
+    host, port = harness.app._http.addresses[0][:2]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://{host}:{port}/healthz") as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"status": "ok", "instance_id": "gw-unit"}
+        async with session.get(f"http://{host}:{port}/readyz") as resp:
+            assert resp.status == 503
+            body = orjson.loads(await resp.read())
+            assert body["ready"] is False and body["redis"] is False and body["kafka_consuming"] is False
+            assert body["assigned_partitions"] == 0 and set(body["tokens_valid"]) == {"KIS", "KIWOOM"}
+        async with session.get(f"http://{host}:{port}/metrics") as resp:
+            assert resp.status == 200
+            assert "text/plain" in resp.headers["Content-Type"]
+    await harness.app.stop_http()
+    assert harness.app._http is None
+
+
+async def test_start_needs_redis(harness: Harness) -> None:
+    """A gateway whose Redis does not answer refuses to start."""
+    with pytest.raises((RedisConnectionError, OSError)):
+        await harness.app.start()
+
+
+async def test_publisher_refuses_use_before_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every publishing call before ``start`` is a clear error, not an AttributeError."""
+    made: list[FakeProducer] = []
+    monkeypatch.setattr(publisher_module, "AIOKafkaProducer", factory(FakeCluster(), FakeProducer, made))
+    publisher = Publisher("127.0.0.1:1", dlq_topic=DLQ, client_id="unit")
+    response = ApiResponse(request_id=str(uuid.uuid4()), status=Status.OK, gateway="x")
+    with pytest.raises(RuntimeError, match="start"):
+        await publisher.can_reply_to(RESPONSES, 0)
+    with pytest.raises(RuntimeError, match="start"):
+        await publisher.respond(response, reply_topic=RESPONSES, reply_partition=0, request=None)
+    with pytest.raises(RuntimeError, match="start"):
+        await publisher.event("apihub.events", b"k", b"v")
+    with pytest.raises(RuntimeError, match="start"):
+        await publisher.dead_letter(b"v", [], reason="r", source="s")
+    await publisher.stop()  # stopping what never started is harmless
+    assert not made[0].started
+
+
+async def test_publisher_keeps_reasons_short_and_forwards_events(harness: Harness) -> None:
+    """A dead-letter reason is cut at 1000 bytes; an operational event goes to its topic as given."""
+    publisher = harness.app.publisher
+    await publisher.dead_letter(None, [("a", b"1")], reason="schema: " + "x" * 5000, source="t:0:1")
+    [letter] = harness.cluster.records(DLQ)
+    meta = dict(letter.headers)
+    assert len(meta[DLQ_REASON]) == 1000 and meta["a"] == b"1"
+    await publisher.event("apihub.events", b"key", b'{"event":"x"}')
+    [event] = harness.cluster.records("apihub.events")
+    assert (event.key, event.value) == (b"key", b'{"event":"x"}')

@@ -42,8 +42,8 @@ async def open_reader(
         client_id=client_id,
         **(client_options or {}),
     )
-    await consumer.start()
     try:
+        await consumer.start()
         deadline = time.monotonic() + wait_s
         while missing := sorted(set(topics) - {tp.topic for tp in consumer.assignment()}):
             if time.monotonic() > deadline:

@@ -1,0 +1,137 @@
+"""``apihub``'s command line without a running stack: argument checks, exit codes and what it prints.
+
+Every command here that would reach Kafka is pointed at a loopback port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from services import cli
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def no_kafka(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Kafka's address for every command: a closed loopback port (never someone's running stack)."""
+    address = f"127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("APIHUB_KAFKA__BOOTSTRAP_SERVERS", address)
+    return address
+
+
+def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    """No command is a usage error (exit 2) listing the commands."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main([])
+    assert caught.value.code == 2
+    assert "gateway" in capsys.readouterr().err
+
+
+def test_history_collect_refuses_a_malformed_day(capsys: pytest.CaptureFixture[str]) -> None:
+    """A day that is not YYYY-MM-DD is refused by the parser, naming it."""
+    argv = ["history", "collect", "--symbols", "005930", "--from", "2026-13-01", "--to", "2026-11-27"]
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--timeframe", "1m"])
+    assert "'2026-13-01' is not a day (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--timeout", "0"], "--timeout must be positive"),
+        (["--symbols", "12"], "error:"),
+    ],
+)
+def test_history_collect_checks_the_job_before_sending(
+    capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    """A non-positive timeout or a job the worker would refuse exits 2 before anything reaches Kafka."""
+    argv = ["history", "collect", "--symbols", "005930", "--from", "2026-11-23", "--to", "2026-11-27"]
+    code = cli.main([*argv, "--timeframe", "1d", *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("apihub history collect: error:") and message in err
+
+
+def test_history_collect_without_kafka_says_so(capsys: pytest.CaptureFixture[str], no_kafka: str) -> None:
+    """With Kafka unreachable the command ends with the operator's hint, exit 2, no traceback."""
+    argv = ["history", "collect", "--symbols", "005930", "--from", "2026-11-23", "--to", "2026-11-27"]
+    code = cli.main([*argv, "--timeframe", "1d", "--timeout", "5"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Kafka is not reachable" in err and "make up" in err and "Traceback" not in err
+
+
+def test_topics_ensure_without_kafka_says_so(capsys: pytest.CaptureFixture[str], no_kafka: str) -> None:
+    """``topics ensure`` against nobody: exit 2 and the hint, naming the address it tried."""
+    code = cli.main(["topics", "ensure", "--bootstrap-servers", no_kafka])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Kafka is not reachable" in err and no_kafka.split(":")[1] in err
+
+
+def test_feed_without_kafka_says_so(capsys: pytest.CaptureFixture[str], no_kafka: str) -> None:
+    """``feed --once`` against nobody: exit 2 and the hint (the feed's settings are checked first)."""
+    code = cli.main(["feed", "--once", "--symbols", "005930", "--gap", "005930@10:00-10:30"])
+    assert code == 2
+    assert "Kafka is not reachable" in capsys.readouterr().err
+
+
+def test_call_refuses_a_parameter_without_a_value() -> None:
+    """``call`` parameters are KEY=VALUE; anything else stops before connecting."""
+    with pytest.raises(SystemExit, match="'FID_INPUT_ISCD' is not KEY=VALUE"):
+        cli.main(["call", "KIS", "FHKST01010100", "FID_COND_MRKT_DIV_CODE=J", "FID_INPUT_ISCD"])
+    with pytest.raises(SystemExit, match="'=J' is not KEY=VALUE"):
+        cli.main(["call", "KIS", "FHKST01010100", "=J"])
+
+
+def test_schemas_check_passes_on_the_committed_schemas(capsys: pytest.CaptureFixture[str]) -> None:
+    """The committed schema files match the models, so ``schemas check`` exits 0 silently."""
+    assert cli.main(["schemas", "check"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_schemas_check_names_a_stale_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A schema file that differs from the models is named with the fix, exit 1."""
+    from services import schemas
+
+    names = schemas.write(tmp_path)
+    (tmp_path / names[0]).write_text("{}")
+    monkeypatch.setattr(schemas, "SCHEMAS_DIR", tmp_path)
+    monkeypatch.setattr(schemas.stale, "__defaults__", (tmp_path,))
+    assert cli.main(["schemas", "check"]) == 1
+    err = capsys.readouterr().err
+    assert f"schemas/{names[0]} differs from the models" in err and "apihub schemas generate" in err
+
+
+def test_config_check_reads_the_named_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``config check FILE``: 0 for the sandbox's env file, 1 naming an unknown variable, 2 unreadable."""
+    clean = Path(__file__).resolve().parents[2] / "ops" / "sandbox.env"
+    assert cli.main(["config", "check", str(clean)]) == 0
+    bad = tmp_path / "bad.env"
+    bad.write_text("APIHUB_NO_SUCH_SETTING=1\n")
+    assert cli.main(["config", "check", str(bad)]) == 1
+    assert "APIHUB_NO_SUCH_SETTING" in capsys.readouterr().out
+    assert cli.main(["config", "check", str(tmp_path / "missing.env")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each command answers ``--help`` (exit 0) with its own usage line."""
+    commands = ["gateway", "worker", "history", "sandbox", "topics", "schemas", "call", "feed", "demo"]
+    for command in [*commands, "catalog", "status", "audit", "replay", "config"]:
+        with pytest.raises(SystemExit) as caught:
+            cli.main([command, "--help"])
+        assert caught.value.code == 0
+        assert f"apihub {command}" in capsys.readouterr().out

@@ -1,0 +1,118 @@
+"""``TaskLoop`` on an in-memory Kafka: tasks consumed in a group, outputs and offsets in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from services.settings import WorkerSettings
+from services.worker import runtime as runtime_module
+from services.worker.runtime import TaskLoop
+from tests.unit.kafka_fakes import FakeCluster, FakeConsumer, FakeProducer, factory
+from tests.unit.test_worker_runtime import EchoHandler
+
+TASKS, OUT, DLQ = "echo.tasks", "echo.out", "workers.dlq"
+
+
+class Rig:
+    """The cluster and the clients a loop built."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+        self.consumers: list[FakeConsumer] = []
+        self.producers: list[FakeProducer] = []
+
+
+@pytest.fixture
+def rig(monkeypatch: pytest.MonkeyPatch) -> Rig:
+    """An in-memory Kafka with the echo worker's topics, wired into the runtime."""
+    made = Rig(FakeCluster({TASKS: 1, OUT: 1, DLQ: 1}))
+    monkeypatch.setattr(
+        runtime_module, "AIOKafkaConsumer", factory(made.cluster, FakeConsumer, made.consumers)
+    )
+    monkeypatch.setattr(
+        runtime_module, "AIOKafkaProducer", factory(made.cluster, FakeProducer, made.producers)
+    )
+    monkeypatch.setattr(runtime_module, "POLL_MS", 20)
+    return made
+
+
+def task(task_id: str, word: str = "hi") -> bytes:
+    """An echo task value."""
+    return orjson.dumps({"task_id": task_id, "word": word})
+
+
+async def until(check: Callable[[], bool]) -> None:
+    """Wait (bounded) until ``check()`` holds."""
+    async with asyncio.timeout(5):
+        while not check():
+            await asyncio.sleep(0.005)
+
+
+async def started(rig: Rig, handler: EchoHandler) -> TaskLoop:
+    """A started loop in group ``echo-unit`` with its consumer given the task partition."""
+    settings = WorkerSettings(group_id="echo-unit", instance_id="i1")
+    loop = TaskLoop(handler, settings)
+    await loop.start()
+    assert loop.ready and loop.group_id == "echo-unit"
+    [consumer] = rig.consumers
+    [producer] = rig.producers
+    assert producer.config["transactional_id"] == "echo-unit.i1"
+    assert consumer.config["isolation_level"] == "read_committed"
+    consumer.assign([TopicPartition(TASKS, 0)])
+    return loop
+
+
+async def test_tasks_are_done_in_order_and_committed_with_their_offsets(rig: Rig) -> None:
+    """Each task's outputs and offset go in transactions; a bad record is dead-lettered and passed."""
+    loop = await started(rig, EchoHandler())
+    rig.cluster.append(TASKS, task("t1", "a"))
+    rig.cluster.append(TASKS, b"not a task", key=b"junk")
+    rig.cluster.append(TASKS, task("t2", "b"))
+    stop = asyncio.Event()
+    running = asyncio.create_task(loop.run(stop))
+    await until(lambda: rig.cluster.committed.get("echo-unit", {}).get(TopicPartition(TASKS, 0)) == 3)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    await loop.stop()
+    assert not loop.ready and rig.consumers[0].stopped and rig.producers[0].stopped
+    words = [orjson.loads(r.value or b"")["word"] for r in rig.cluster.records(OUT)]
+    assert words == ["a", "a", "b", "b"]  # the checkpoint and the finish of each task
+    [letter] = rig.cluster.records(DLQ)
+    assert letter.key == b"junk" and orjson.loads(letter.value or b"")["reason"] == "malformed"
+    assert set(rig.producers[0].transactions) == {"committed"}
+
+
+async def test_a_task_in_progress_when_stopping_is_abandoned_uncommitted(rig: Rig) -> None:
+    """Stop during a task: the task is cancelled, its offset stays for the next owner."""
+    gate = asyncio.Event()
+
+    class Slow(EchoHandler):
+        async def handle(self, task: object, out: object) -> None:
+            await gate.wait()
+
+    loop = await started(rig, Slow())
+    rig.cluster.append(TASKS, task("slow"))
+    stop = asyncio.Event()
+    running = asyncio.create_task(loop.run(stop))
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    await loop.stop()
+    assert TopicPartition(TASKS, 0) not in rig.cluster.committed.get("echo-unit", {})
+    assert rig.cluster.records(OUT) == []
+
+
+async def test_run_and_commit_before_start_are_clear_errors() -> None:
+    """The loop says it was not started instead of failing on ``None``."""
+    loop = TaskLoop(EchoHandler(), WorkerSettings())
+    with pytest.raises(RuntimeError, match="start"):
+        await loop.run(asyncio.Event())
+    with pytest.raises(RuntimeError, match="not started"):
+        await loop.commit([], None)
+    await loop.stop()
+    assert loop.group_id == "echo"

@@ -15,6 +15,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -29,6 +30,7 @@ class FakeCluster:
     def __init__(self, topics: dict[str, int] | None = None) -> None:
         self.logs: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
         self.committed: dict[str, dict[TopicPartition, int]] = {}
+        self.configs: dict[str, dict[str, str]] = {}  # topic -> its configuration
         self.changed = asyncio.Event()
         for name, partitions in (topics or {}).items():
             self.create(name, partitions)
@@ -172,6 +174,7 @@ class FakeConsumer(_Scripted):
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         self._check("end_offsets")
+        await asyncio.sleep(0)  # a request to the broker: the caller yields, as with aiokafka
         return {tp: len(self.cluster.logs[tp]) for tp in partitions}
 
     def highwater(self, tp: TopicPartition) -> int | None:
@@ -186,6 +189,7 @@ class FakeConsumer(_Scripted):
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         self._check("getmany")
+        await asyncio.sleep(0)
         deadline = time.monotonic() + min(timeout_ms / 1000, _MAX_WAIT_S)
         while True:
             batch = self._take(partitions, max_records)
@@ -297,3 +301,48 @@ def factory(cluster: FakeCluster, kind: type[FakeConsumer] | type[FakeProducer],
         return client
 
     return build
+
+
+class FakeAdmin(_Scripted):
+    """``AIOKafkaAdminClient`` on a ``FakeCluster``: list, describe, create topics and read their configs."""
+
+    def __init__(self, cluster: FakeCluster, **config: Any) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.config = config
+        self.closed = False
+
+    async def start(self) -> None:
+        self._check("start")
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def list_topics(self) -> list[str]:
+        return sorted({tp.topic for tp in self.cluster.logs})
+
+    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        described = []
+        for name in topics:
+            partitions = sorted(self.cluster.partitions_for(name) or ())
+            described.append(
+                {
+                    "topic": name,
+                    "error_code": 0 if partitions else 3,  # UNKNOWN_TOPIC_OR_PARTITION
+                    "partitions": [{"partition": p} for p in partitions],
+                }
+            )
+        return described
+
+    async def create_topics(self, new_topics: list[Any]) -> None:
+        self._check("create_topics")
+        for topic in new_topics:
+            self.cluster.create(topic.name, topic.num_partitions)
+            self.cluster.configs[topic.name] = dict(topic.topic_configs or {})
+
+    async def describe_configs(self, resources: list[Any]) -> list[Any]:
+        rows = [
+            (0, None, 2, r.name, [(k, v) for k, v in self.cluster.configs.get(r.name, {}).items()])
+            for r in resources
+        ]
+        return [SimpleNamespace(resources=rows)]

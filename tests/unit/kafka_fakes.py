@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.structs import OffsetAndTimestamp
 
 Headers = Sequence[tuple[str, bytes]]
 _MAX_WAIT_S = 0.02  # an empty poll waits at most this long, whatever timeout_ms says
@@ -53,8 +54,9 @@ class FakeCluster:
         key: bytes | None = None,
         partition: int | None = None,
         headers: Headers = (),
+        timestamp_ms: int | None = None,
     ) -> ConsumerRecord[bytes, bytes]:
-        """Append one record (partition by key hash when not given) and return it."""
+        """Append one record (partition by key hash when not given; timestamp: now) and return it."""
         partitions = sorted(self.partitions_for(topic) or ())
         if not partitions:
             raise KeyError(f"no topic {topic!r}")
@@ -66,7 +68,7 @@ class FakeCluster:
             topic=topic,
             partition=partition,
             offset=len(log),
-            timestamp=int(time.time() * 1000),
+            timestamp=int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
             timestamp_type=0,
             key=key,
             value=value,
@@ -167,6 +169,19 @@ class FakeConsumer(_Scripted):
     async def seek_to_end(self, *partitions: TopicPartition) -> None:
         for tp in partitions:
             self._positions[tp] = len(self.cluster.logs[tp])
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._positions[tp] = offset
+
+    async def offsets_for_times(
+        self, timestamps: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """The first offset whose timestamp is at or after the given one, per partition (None: none)."""
+        found: dict[TopicPartition, OffsetAndTimestamp | None] = {}
+        for tp, at_ms in timestamps.items():
+            hits = [r for r in self.cluster.logs[tp] if r.timestamp >= at_ms]
+            found[tp] = OffsetAndTimestamp(hits[0].offset, hits[0].timestamp) if hits else None
+        return found
 
     async def position(self, tp: TopicPartition) -> int:
         self._check("position")

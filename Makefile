@@ -4,13 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-COV_FLOOR ?= 85
+COV_FLOOR ?= 90
 
 .PHONY: help setup up up-monitoring down status run test test-unit test-integration lint typecheck schemas bench clean
 
 help:
 	@echo "make run     set up everything, start the local stack, send the demo workload, print a summary"
-	@echo "make test    set up everything, run the unit and integration tests (starts Kafka and Redis)"
+	@echo "make test    set up everything, run the unit tests (coverage floor $(COV_FLOOR) %), then the integration"
+	@echo "             tests (starts Kafka and Redis); make test-unit runs the first part alone"
 	@echo "make up | down | status   manage the local stack (Kafka, Redis, sandbox, gateway, workers) under .local/"
 	@echo "make up-monitoring        make up plus Prometheus on 127.0.0.1:19090 (alerts), see docs/MONITORING.md"
 	@echo "make lint | typecheck | schemas"
@@ -53,11 +54,17 @@ run: up
 	@echo "      --from-beginning --property print.headers=true --property print.key=true --timeout-ms 5000"
 	@echo "Metrics: http://127.0.0.1:18081/metrics   Logs: .local/*/   Stop everything: make down"
 
-test: setup
-	$(BIN)/pytest -p no:cacheprovider -m "not chaos" --cov --cov-report=term:skip-covered --cov-fail-under=$(COV_FLOOR)
+# make test = the unit suite with its coverage floor (test-unit), then the integration suite (chaos left
+# out, as in test-integration) with its coverage appended, printing the whole-suite figure; each test runs once.
+test: test-unit
+	$(BIN)/pytest -p no:cacheprovider -m "integration and not chaos" --cov --cov-append \
+		--cov-report=term:skip-covered
 
+# The fast suite alone (no Kafka, Redis or sandbox process) must cover COV_FLOOR % of libs/hubclient and
+# services (branches included, the figure of [tool.coverage] in pyproject.toml).
 test-unit: setup
-	$(BIN)/pytest -p no:cacheprovider -m "not integration"
+	$(BIN)/pytest -p no:cacheprovider -m "not integration" --cov --cov-report=term:skip-covered \
+		--cov-fail-under=$(COV_FLOOR)
 
 test-integration: setup
 	$(BIN)/pytest -p no:cacheprovider -m "integration and not chaos"

@@ -32,6 +32,8 @@ class FakeCluster:
         self.logs: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
         self.committed: dict[str, dict[TopicPartition, int]] = {}
         self.configs: dict[str, dict[str, str]] = {}  # topic -> its configuration
+        self.replication: dict[str, int] = {}  # topic -> replicas of each partition (1 unless created so)
+        self.brokers = 1
         self.changed = asyncio.Event()
         for name, partitions in (topics or {}).items():
             self.create(name, partitions)
@@ -344,7 +346,10 @@ class FakeAdmin(_Scripted):
                 {
                     "topic": name,
                     "error_code": 0 if partitions else 3,  # UNKNOWN_TOPIC_OR_PARTITION
-                    "partitions": [{"partition": p} for p in partitions],
+                    "partitions": [
+                        {"partition": p, "replicas": list(range(self.cluster.replication.get(name, 1)))}
+                        for p in partitions
+                    ],
                 }
             )
         return described
@@ -354,6 +359,10 @@ class FakeAdmin(_Scripted):
         for topic in new_topics:
             self.cluster.create(topic.name, topic.num_partitions)
             self.cluster.configs[topic.name] = dict(topic.topic_configs or {})
+            self.cluster.replication[topic.name] = topic.replication_factor
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": n} for n in range(self.cluster.brokers)]}
 
     async def describe_configs(self, resources: list[Any]) -> list[Any]:
         rows = [

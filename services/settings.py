@@ -6,7 +6,6 @@ Nested groups use ``__``: ``APIHUB_KAFKA__BOOTSTRAP_SERVERS``, ``APIHUB_KIS__APP
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from pathlib import Path
@@ -91,7 +90,7 @@ class RedisSettings(BaseModel):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                return orjson.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hubclient.models import Provider
+from services.redis_client import redis_client
 from services.settings import GatewaySettings, ProviderSettings
 
 WINDOWS_S = (1.0, 10.0)
@@ -81,7 +81,7 @@ async def fill(settings: GatewaySettings, table: list[Row]) -> None:
     from services.gateway.pool import domain_of
     from services.gateway.token_store import RedisTokenStore
 
-    redis = Redis.from_url(settings.redis.url, socket_timeout=2, socket_connect_timeout=2)
+    redis = redis_client(settings.redis, connections=2, wait_s=2)
     appkeys = {
         domain_of(p, name): m.appkey.get_secret_value()
         for p in Provider

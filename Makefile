@@ -100,7 +100,7 @@ soak: setup
 .PHONY: chaos
 chaos: setup
 	rm -rf .local/chaos/results
-	$(BIN)/pytest -p no:cacheprovider -m chaos tests/chaos; status=$$?; \
+	$(BIN)/pytest -p no:cacheprovider -rxX -m chaos tests/chaos; status=$$?; \
 	$(BIN)/python -m tests.chaos.report; exit $$status
 
 clean: down

@@ -13,8 +13,8 @@ quantity the ledger holds more than once) and ``over_limit`` (the referee's coun
 turns it into the ``Outcome`` the report reads.
 
     plan = LoadPlan(fraction=0.8, seconds=60, callers=4)
-    result = await drive(bootstrap, topics, sandbox_url, appkey, plan)
-    assert result.lost == 0 and result.upstream_twice == 0 and result.over_limit == 0
+    result = await drive(bootstrap, request_topic, reply_topic, sandbox_url, appkey, plan, during=fault)
+    conclude(result, "my-scenario", "what it does")  # records the Outcome, then asserts the three zeros
 """
 
 from __future__ import annotations

@@ -102,6 +102,11 @@ class LoadResult:
         counts = Counter(s for s in self.answers.values() if s not in CALLER_VIEW)
         return dict(sorted(counts.items()))
 
+    def unanswered(self) -> int:
+        """Requests Kafka acknowledged that got no terminal answer (what ``lost`` settles to)."""
+        answered = {rid for rid, s in self.answers.items() if s not in CALLER_VIEW}
+        return sum(1 for rid in set(self.sent) if rid not in answered)
+
     def by_status(self, *statuses: Status) -> int:
         """How many answers had one of ``statuses``."""
         wanted = {s.value for s in statuses}
@@ -333,8 +338,7 @@ async def drive(
 
 async def settle(result: LoadResult, sandbox_url: str, appkey: str, environment: str) -> None:
     """Fill in ``lost``, ``upstream_twice`` and ``over_limit`` (and the referee's window and tokens)."""
-    answered = {rid for rid, s in result.answers.items() if s not in CALLER_VIEW}
-    result.lost = sum(1 for rid in set(result.sent) if rid not in answered)
+    result.lost = result.unanswered()
     result.upstream_twice = await orders_twice(sandbox_url, appkey, set(result.orders.values()))
     counters = await key_counters(sandbox_url, environment, appkey)
     result.over_limit = int(counters.get("over_limit", 0))

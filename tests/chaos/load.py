@@ -4,7 +4,9 @@ Every scenario (and the Kafka cluster's) runs its fault while ``drive`` sends: r
 ``order_every``-th request, a non-idempotent KIS cash order with an idempotency key and a quantity no other
 order of the run has, so the sandbox's order ledger (``/_sandbox/orders``) tells an order that reached the
 broker twice. Sends are open-loop (one every ``callers / rate`` seconds per caller, whatever the answers do),
-so a stalled hub does not slow the load down and hide the fault.
+so a stalled hub does not slow the load down and hide the fault. Each read asks for a symbol no other
+request asked for (``tests.params.distinct_price``): identical reads in flight together would share one
+upstream call and spare the key the load it is meant to carry.
 
 What comes back (``LoadResult``): every request id sent (seen by the transport, so a request the client sent
 and never heard of again is counted), every terminal answer by status, the answers' latencies, and at the
@@ -38,7 +40,7 @@ from hubclient.transport import KafkaTransport, ReplyHandler, Transport
 from services.sandbox.referee import appkey_label
 from tests.chaos.results import Outcome, record
 from tests.integration.test_resilience import ORDER
-from tests.integration.test_round_trip import PRICE
+from tests.params import distinct_price
 
 #: Statuses of the caller's own view that are no terminal answer from the hub.
 LOST = "lost"  # published, and the caller's timeout passed without an answer
@@ -62,7 +64,7 @@ class LoadPlan:
     provider: str = "KIS"
     environment: str = "kis/real"  # the referee's environment of the key
     read_tr_id: str = "FHKST01010100"
-    read_params: dict[str, Any] = field(default_factory=lambda: dict(PRICE))
+    read_params: dict[str, Any] | None = None  # None: a price read of a symbol no other request asked for
     order_every: int = 10  # every n-th request is a KIS order; 0 = reads only
     timeout_s: float = 60.0  # each request's deadline and the caller's wait
     caller_prefix: str = "chaos"
@@ -250,8 +252,9 @@ class _Caller:
                     "KIS", ORDER_TR_ID, params, timeout=plan.timeout_s, idempotency_key=f"chaos-q{quantity}"
                 )
             else:
+                params = plan.read_params if plan.read_params is not None else distinct_price()
                 response = await self._client.submit(
-                    plan.provider, plan.read_tr_id, plan.read_params, timeout=plan.timeout_s
+                    plan.provider, plan.read_tr_id, params, timeout=plan.timeout_s
                 )
         except HubTimeout:
             request_id = _PUBLISHED.get() or f"{self._client_name}-{index}"

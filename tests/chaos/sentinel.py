@@ -7,7 +7,7 @@
 
 Debian's ``redis-sentinel`` (installed with apt-get when missing and this runs as root, as ops/stack.sh does
 for redis-server); each process is a child of the test with its config and log under ``tmp_path``, on the
-suite's ports 46381-46392, stopped when the block ends. Sentinels judge a primary down after
+suite's ports (``PORTS``), stopped when the block ends. Sentinels judge a primary down after
 ``DOWN_AFTER_MS`` and need two of three to agree (quorum 2).
 """
 
@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,9 @@ from tests import processes
 
 MASTER = "apihub-chaos"
 HOST = "127.0.0.1"
-PRIMARY_PORT = 46381
-REPLICA_PORT = 46382
-SENTINEL_PORTS = (46390, 46391, 46392)
+#: The suite's ports for Redis replicas and sentinels. They lie in Linux's ephemeral range, so any outgoing
+#: connection may hold one for a while: each process takes the next free one and moves on if it cannot bind.
+PORTS = range(46381, 46400)
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
 READY_TIMEOUT_S = 30.0
@@ -59,11 +60,11 @@ def ensure_sentinel_installed() -> str:
     raise RuntimeError("redis-sentinel not found: apt-get install redis-sentinel (Debian) and run again")
 
 
-def sentinel_conf(port: int, directory: Path) -> str:
+def sentinel_conf(port: int, directory: Path, primary_port: int) -> str:
     """A sentinel's config: watch the primary on loopback, a quorum of two, fast failure detection."""
     return (
         f"port {port}\nbind {HOST}\nprotected-mode no\ndaemonize no\ndir {directory}\n"
-        f"sentinel monitor {MASTER} {HOST} {PRIMARY_PORT} 2\n"
+        f"sentinel monitor {MASTER} {HOST} {primary_port} 2\n"
         f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
         f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
         f"sentinel parallel-syncs {MASTER} 1\n"
@@ -87,16 +88,17 @@ class SentinelGroup:
     directory: Path
     primary: processes.Child
     replica: processes.Child
-    sentinel_children: list[processes.Child]
-    primary_port: int = PRIMARY_PORT
+    primary_port: int
+    replica_port: int
+    sentinel_ports: list[int]
     events: list[str] = field(default_factory=list)
 
     @property
     def sentinels(self) -> list[str]:
         """The sentinels as ``host:port`` (``RedisSettings.sentinels``)."""
-        return [f"{HOST}:{port}" for port in SENTINEL_PORTS]
+        return [f"{HOST}:{port}" for port in self.sentinel_ports]
 
-    async def master_address(self, sentinel_port: int = SENTINEL_PORTS[0]) -> tuple[str, int] | None:
+    async def master_address(self, sentinel_port: int) -> tuple[str, int] | None:
         """What one sentinel says the primary is now (None when it cannot tell)."""
         client = Redis(host=HOST, port=sentinel_port, socket_timeout=1, socket_connect_timeout=1)
         try:
@@ -114,7 +116,7 @@ class SentinelGroup:
         """Until every sentinel knows the primary, its replica and the two other sentinels."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if all([await self._sentinel_sees_all(port) for port in SENTINEL_PORTS]):
+            if all([await self._sentinel_sees_all(port) for port in self.sentinel_ports]):
                 return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"the sentinels did not see primary, replica and each other in {timeout_s:.0f} s")
@@ -142,30 +144,65 @@ class SentinelGroup:
         """Until every sentinel names the replica as primary and it answers; returns the seconds it took."""
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
-            addresses = [await self.master_address(port) for port in SENTINEL_PORTS]
-            if all(a == (HOST, REPLICA_PORT) for a in addresses) and await _redis_ping(REPLICA_PORT):
-                self.primary_port = REPLICA_PORT
+            addresses = [await self.master_address(port) for port in self.sentinel_ports]
+            replica = self.replica_port
+            if all(a == (HOST, replica) for a in addresses) and await _redis_ping(replica):
+                self.primary_port = replica
                 took = time.monotonic() - started
-                self.events.append(f"replica on {REPLICA_PORT} promoted after {took:.1f} s")
+                self.events.append(f"replica on {replica} promoted after {took:.1f} s")
                 return took
             await asyncio.sleep(0.2)
-        raise TimeoutError(f"no failover to {REPLICA_PORT} within {timeout_s:.0f} s")
+        raise TimeoutError(f"no failover to {self.replica_port} within {timeout_s:.0f} s")
 
 
-async def _start_redis(name: str, port: int, directory: Path, *extra: str) -> processes.Child:
-    argv = [
-        shutil.which("redis-server") or "redis-server",
-        "--bind", HOST, "--port", str(port), "--daemonize", "no", "--protected-mode", "no",
-        "--dir", str(directory), "--save", "", "--appendonly", "no", *extra,
-    ]  # fmt: skip
-    child = await processes.start(name, argv, log_path=directory / f"{name}.log")
+def bindable(port: int) -> bool:
+    """Nothing holds ``port`` on the loopback address now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+async def _answering(port: int, child: processes.Child) -> bool:
+    """Until the child answers PING on ``port`` (True) or exits (False, e.g. it could not bind)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not await _redis_ping(port):
-        if not child.running or time.monotonic() > deadline:
-            await child.stop(5)
-            raise RuntimeError(f"{name} did not answer on {port}: {child.describe_exit()}")
+    while time.monotonic() < deadline:
+        if not child.running:
+            return False
+        if await _redis_ping(port):
+            return True
         await asyncio.sleep(0.05)
-    return child
+    raise TimeoutError(f"{child.name} did not answer on {port} within {READY_TIMEOUT_S:.0f} s")
+
+
+async def _start_on_free_port(
+    name: str, argv_for: Callable[[int], list[str]], directory: Path, taken: set[int]
+) -> tuple[processes.Child, int]:
+    """Start ``argv_for(port)`` on the first port of ``PORTS`` that is free and not ``taken``; when the
+    process cannot bind (a connection took the port meanwhile) try the next one."""
+    for port in PORTS:
+        if port in taken or not bindable(port):
+            continue
+        log = directory / f"{name}-{port}.log"
+        child = await processes.start(f"{name}:{port}", argv_for(port), log_path=log)
+        if await _answering(port, child):
+            taken.add(port)
+            return child, port
+        await child.stop(5)
+    raise RuntimeError(f"no free port for {name} in {PORTS.start}-{PORTS.stop - 1}")
+
+
+def _redis_argv(directory: Path, *extra: str) -> Callable[[int], list[str]]:
+    def argv(port: int) -> list[str]:
+        return [
+            shutil.which("redis-server") or "redis-server",
+            "--bind", HOST, "--port", str(port), "--daemonize", "no", "--protected-mode", "no",
+            "--dir", str(directory), "--save", "", "--appendonly", "no", *extra,
+        ]  # fmt: skip
+
+    return argv
 
 
 @contextlib.asynccontextmanager
@@ -174,23 +211,27 @@ async def sentinel_group(directory: Path) -> AsyncIterator[SentinelGroup]:
     executable = await asyncio.to_thread(ensure_sentinel_installed)
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     children: list[processes.Child] = []
+    taken: set[int] = set()
     try:
-        primary = await _start_redis("redis-primary", PRIMARY_PORT, directory)
-        children.append(primary)
-        replica = await _start_redis(
-            "redis-replica", REPLICA_PORT, directory, "--replicaof", HOST, str(PRIMARY_PORT)
+        primary, primary_port = await _start_on_free_port(
+            "redis-primary", _redis_argv(directory), directory, taken
         )
+        children.append(primary)
+        replica_argv = _redis_argv(directory, "--replicaof", HOST, str(primary_port))
+        replica, replica_port = await _start_on_free_port("redis-replica", replica_argv, directory, taken)
         children.append(replica)
-        sentinels = []
-        for port in SENTINEL_PORTS:
-            conf = directory / f"sentinel-{port}.conf"
-            await asyncio.to_thread(conf.write_text, sentinel_conf(port, directory))
-            child = await processes.start(
-                f"sentinel-{port}", [executable, str(conf)], log_path=directory / f"sentinel-{port}.log"
-            )
+        sentinel_ports = []
+        for i in range(3):
+
+            def sentinel_argv(port: int, i: int = i) -> list[str]:
+                conf = directory / f"sentinel-{i}-{port}.conf"
+                conf.write_text(sentinel_conf(port, directory, primary_port))
+                return [executable, str(conf)]
+
+            child, port = await _start_on_free_port(f"sentinel-{i}", sentinel_argv, directory, taken)
             children.append(child)
-            sentinels.append(child)
-        group = SentinelGroup(directory, primary, replica, sentinels)
+            sentinel_ports.append(port)
+        group = SentinelGroup(directory, primary, replica, primary_port, replica_port, sentinel_ports)
         await group.wait_ready()
         yield group
     finally:

@@ -11,11 +11,12 @@ import pytest
 from services.settings import GatewaySettings
 from tests.chaos.gateways import gateway_fleet
 from tests.chaos.load import LoadPlan, conclude, drive
+from tests.chaos.sentinel import bindable
 from tests.conftest import Services
 from tests.integration.conftest import Topics, appkey
 from tests.integration.test_resilience import private_redis
 
-REDIS_PORT = 46380  # this suite's range for Redis replicas and sentinels: 46380-46399
+REDIS_PORTS = range(46380, 46400)  # this suite's range for Redis replicas and sentinels
 KILL_AT_S = 15.0
 DOWN_S = 5.0
 
@@ -27,13 +28,14 @@ async def test_redis_sigkill_and_restart(
     """Two gateways on a Redis of their own; 15 s into a 45 s run at 80 % of the KIS key the Redis is
     killed with SIGKILL and started again, without its data, 5 s later: every request answered, no order
     twice, no arrival over the limit, and no second token (the gateways keep the one they hold)."""
-    redis_url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    port = next(p for p in REDIS_PORTS if bindable(p))  # the range is ephemeral too: skip a held port
+    redis_url = f"redis://127.0.0.1:{port}/0"
     settings = gateway_settings.model_copy(
         update={"redis": gateway_settings.redis.model_copy(update={"url": redis_url})}
     )
     plan = LoadPlan(fraction=0.8, seconds=45, callers=4)
     async with contextlib.AsyncExitStack() as stack:
-        redis = await stack.enter_async_context(private_redis(REDIS_PORT, str(tmp_path)))
+        redis = await stack.enter_async_context(private_redis(port, str(tmp_path)))
         fleet = await stack.enter_async_context(gateway_fleet(settings, 2))
 
         async def kill_and_restart() -> None:
@@ -41,7 +43,7 @@ async def test_redis_sigkill_and_restart(
             redis.kill()
             await redis.wait()
             await asyncio.sleep(DOWN_S)
-            await stack.enter_async_context(private_redis(REDIS_PORT, str(tmp_path)))
+            await stack.enter_async_context(private_redis(port, str(tmp_path)))
 
         result = await drive(
             services.kafka_bootstrap,

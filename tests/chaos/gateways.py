@@ -32,12 +32,13 @@ class GatewayFleet:
         self.running: list[processes.GatewayProcess | None] = [None] * count
         self.crashes = 0
 
-    def _log(self, index: int) -> Path:
+    def log_path(self, index: int) -> Path:
+        """Where gateway ``index`` logs (appended across its restarts)."""
         return processes.LOG_DIR / f"chaos-{self._envs[index]['APIHUB_INSTANCE_ID']}.log"
 
     async def start(self, index: int) -> processes.GatewayProcess:
         """Start gateway ``index`` and wait until it consumes."""
-        gateway = await processes.start_gateway(self._envs[index], log_path=self._log(index))
+        gateway = await processes.start_gateway(self._envs[index], log_path=self.log_path(index))
         self.running[index] = gateway
         return gateway
 

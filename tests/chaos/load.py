@@ -97,6 +97,7 @@ class LoadResult:
     over_limit: int = 0
     max_in_window: int = 0
     tokens_issued: int = 0
+    sandbox_lag_ms: float = 0.0  # the longest stall of the sandbox's own loop so far (its referee's clock)
 
     @property
     def answered(self) -> dict[str, int]:
@@ -343,6 +344,8 @@ async def settle(result: LoadResult, sandbox_url: str, appkey: str, environment:
     """Fill in ``lost``, ``upstream_twice`` and ``over_limit`` (and the referee's window and tokens)."""
     result.lost = result.unanswered()
     result.upstream_twice = await orders_twice(sandbox_url, appkey, set(result.orders.values()))
+    stats = await sandbox_get(sandbox_url, "/_sandbox/stats")
+    result.sandbox_lag_ms = float(stats.get("loop_lag", {}).get("max_ms", 0.0))
     counters = await key_counters(sandbox_url, environment, appkey)
     result.over_limit = int(counters.get("over_limit", 0))
     result.max_in_window = int(counters.get("max_in_window", 0))
@@ -368,7 +371,8 @@ def conclude(
             if result.reasons
             else []
         ),
-        f"referee: max {result.max_in_window} in a second, {result.tokens_issued} token(s) issued",
+        f"referee: max {result.max_in_window} in a second, {result.tokens_issued} token(s) issued, "
+        f"its loop's longest stall {result.sandbox_lag_ms:.0f} ms",
     ]
     outcome = result.outcome(scenario, title, [*(notes or []), *figures])
     record(outcome)

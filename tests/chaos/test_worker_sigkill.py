@@ -16,10 +16,10 @@ from services.demo.repair import run_repair_loop, run_topics
 from services.demo.tally import LoopState
 from services.settings import GatewaySettings
 from services.worker.fleet import WorkerFleet
-from tests import processes
+from tests.chaos.gateways import gateway_fleet
 from tests.chaos.load import LoadPlan, LoadResult, conclude, drive
 from tests.conftest import Services
-from tests.integration.conftest import Topics, appkey, gateway_process
+from tests.integration.conftest import Topics, appkey
 from tests.integration.test_repair_loop import assert_complete, client_settings, read_topic
 
 LOOP_TIMEOUT_S = 170.0
@@ -97,11 +97,12 @@ async def test_each_worker_sigkilled_mid_task(
     """The repair loop with each of its three workers killed with SIGKILL while it is calling the hub (and
     started again), beside 60 s of load: the loop completes (every injected minute found, repaired and
     verified), no worker output twice and no dead letter, and the load's zeros hold."""
-    log = processes.LOG_DIR / f"gateway-{gateway_settings.instance_id}.log"  # gateway_process's log
     kills: list[str] = []
     run = uuid.uuid4().hex[:8]
     plan = LoadPlan(fraction=0.8, seconds=60, callers=4, timeout_s=90)
-    async with gateway_process(gateway_settings):
+    # ok answers are logged at debug: the gateway logs them here, so each worker's calls can be seen
+    async with gateway_fleet(gateway_settings, 1, {"APIHUB_LOG_LEVEL": "DEBUG"}) as fleet_of_one:
+        log = fleet_of_one.log_path(0)
         load = asyncio.create_task(
             drive(
                 services.kafka_bootstrap,

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from services.sandbox.app import create_app
-from services.sandbox.settings import SandboxSettings
-from services.sandbox.state import STATE
-from tests.sandbox.sandbox_kit import QUOTES, SESSION_NOW, Sandbox, kis_key, kis_secret
+from tests.sandbox.sandbox_kit import QUOTES, Sandbox, kis_key, kis_secret
 
 PRICE = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    """A sandbox with its clock frozen mid-session."""
-    app = create_app(SandboxSettings(clock_start=SESSION_NOW, clock_rate=0.0))
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield Sandbox(client, app[STATE])
-    finally:
-        await client.close()
 
 
 async def oauth(sandbox: Sandbox, path: str, body: object) -> tuple[int, dict[str, Any]]:

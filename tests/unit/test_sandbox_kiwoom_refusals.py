@@ -3,30 +3,13 @@ a refused order never reaches the order book."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from services.sandbox.app import create_app
-from services.sandbox.settings import SandboxSettings
-from services.sandbox.state import STATE
-from tests.sandbox.sandbox_kit import KIWOOM_KEY, KIWOOM_SECRET, SESSION_NOW, Sandbox
+from tests.sandbox.sandbox_kit import KIWOOM_KEY, KIWOOM_SECRET, Sandbox
 
 ORDER = {"dmst_stex_tp": "KRX", "stk_cd": "005930", "ord_qty": "3", "ord_uv": "62000", "trde_tp": "0"}
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    """A sandbox with its clock frozen mid-session."""
-    app = create_app(SandboxSettings(clock_start=SESSION_NOW, clock_rate=0.0))
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield Sandbox(client, app[STATE])
-    finally:
-        await client.close()
 
 
 def detail(body: dict[str, Any]) -> str:

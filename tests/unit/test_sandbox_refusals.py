@@ -3,16 +3,11 @@ the field's name, one parametrized case per input rule (the in-process sandbox o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from services.sandbox.app import create_app
-from services.sandbox.settings import SandboxSettings
-from services.sandbox.state import STATE
-from tests.sandbox.sandbox_kit import QUOTES, SESSION_NOW, Sandbox
+from tests.sandbox.sandbox_kit import QUOTES, Sandbox
 
 SYMBOL = {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}
 DAILY = {"FID_PERIOD_DIV_CODE": "D", "FID_ORG_ADJ_PRC": "1"}
@@ -28,18 +23,6 @@ ENDPOINTS = {
     "FHKST03010200": ("inquire-time-itemchartprice", MINUTES),
     "FHKST03010230": ("inquire-time-dailychartprice", PAST),
 }
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[Sandbox]:
-    """A sandbox with its clock frozen mid-session."""
-    app = create_app(SandboxSettings(clock_start=SESSION_NOW, clock_rate=0.0))
-    client: TestClient[Any, Any] = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield Sandbox(client, app[STATE])
-    finally:
-        await client.close()
 
 
 async def quote(sandbox: Sandbox, tr_id: str, **changes: str | None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from tests.bench.harness import (
     pool_members,
     sandbox,
 )
-from tests.bench.pacing import HubLoad, demand, hub_clients
+from tests.bench.pacing import HubLoad, demand, hub_clients, loop_lag_text
 from tests.bench.report import Headline, Measure, Result, Row, verdict
 from tests.params import PRICE, distinct_price
 
@@ -89,6 +89,8 @@ async def pool_phase(bench: Bench, url: str, duration_s: float) -> dict[str, Any
             await demand(load, clients, duration_s, rate=rate)
             cpu.stop()
             after = await per_key(session, url, members)
+            async with session.get(f"{url}/_sandbox/stats") as resp:
+                loop_lag = (await resp.json()).get("loop_lag", {})
         finally:
             for client in clients:
                 await client.stop()
@@ -104,6 +106,7 @@ async def pool_phase(bench: Bench, url: str, duration_s: float) -> dict[str, Any
         "utilisation": sum(accepted) / (MEMBERS * RATE_PER_S * duration_s),
         "load": load,
         "cpu": cpu,
+        "loop_lag": loop_lag,
     }
 
 
@@ -190,6 +193,10 @@ async def run(bench: Bench) -> Result:
         ),
         Row("admitted requests answered after their deadline", f"{load.late}"),
         Row("CPU per ok answer, gateway (ms)", pool["cpu"].per_item_ms(sum(load.by_caller.values()))),
+        Row(
+            "the referee's own event-loop stalls (its counting delay), whole run",
+            loop_lag_text(pool["loop_lag"]),
+        ),
         Row(
             f"upstream calls for a burst of {SHARED_BURST} reads sent at once",
             f"{shared['calls']['identical']} (identical reads; {identical_ok} ok, {shared_with} shared_with)",

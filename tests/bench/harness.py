@@ -227,11 +227,28 @@ def pool_members(count: int, rate_per_s: float) -> list[dict[str, Any]]:
     return members
 
 
-def pool_env(env: dict[str, str], members: list[dict[str, Any]]) -> dict[str, str]:
-    """A gateway environment whose KIS side is the pool alone (the harness's own key removed)."""
-    out = {k: v for k, v in env.items() if k not in ("APIHUB_KIS__APPKEY", "APIHUB_KIS__APPSECRET")}
-    out["APIHUB_KIS__CREDENTIALS"] = json.dumps(members)
-    return out
+def pool_gateway_env(
+    bench: Bench,
+    topics: Topics,
+    sandbox_url: str,
+    members: list[dict[str, Any]],
+    *,
+    instance_id: str,
+    **extra: object,
+) -> dict[str, str]:
+    """``gateway_env`` of a gateway whose KIS side is the pool ``members`` alone (no key of its own)."""
+    env = gateway_env(
+        bench,
+        topics,
+        sandbox_url,
+        fake_credentials(),
+        instance_id=instance_id,
+        metrics_port=free_port(),
+        **extra,
+    )
+    del env["APIHUB_KIS__APPKEY"], env["APIHUB_KIS__APPSECRET"]
+    env["APIHUB_KIS__CREDENTIALS"] = json.dumps(members)
+    return env
 
 
 async def per_key(

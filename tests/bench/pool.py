@@ -29,7 +29,7 @@ from tests.bench.harness import (
     log,
     per_key,
     percentile,
-    pool_env,
+    pool_gateway_env,
     pool_members,
     sandbox,
 )
@@ -60,17 +60,7 @@ async def pool_phase(bench: Bench, url: str, duration_s: float) -> dict[str, Any
     """Phase 1; returns what the table needs."""
     members = pool_members(MEMBERS, RATE_PER_S)
     topics = await bench.topics("pool")
-    env = pool_env(
-        gateway_env(
-            bench,
-            topics,
-            url,
-            fake_credentials(),
-            instance_id=f"bench-pool-{bench.run_id}",
-            metrics_port=free_port(),
-        ),
-        members,
-    )
+    env = pool_gateway_env(bench, topics, url, members, instance_id=f"bench-pool-{bench.run_id}")
     load = HubLoad(DEADLINE_S)
     rate = MEMBERS * RATE_PER_S * DEMAND_FACTOR / 3
     async with gateways(bench, [env]) as (gateway,), aiohttp.ClientSession() as session:

@@ -22,12 +22,9 @@ from tests.bench.harness import (
     PRICE_TR,
     Bench,
     CpuMeter,
-    fake_credentials,
-    free_port,
-    gateway_env,
     gateways,
     log,
-    pool_env,
+    pool_gateway_env,
     pool_members,
     sandbox,
     stack_pids,
@@ -114,18 +111,14 @@ async def run(bench: Bench) -> Result:
         for count in PROCESSES:
             topics = await bench.topics(f"p{count}", request_partitions=PARTITIONS)
             envs = [
-                pool_env(
-                    gateway_env(
-                        bench,
-                        topics,
-                        url,
-                        fake_credentials(),
-                        instance_id=f"bench-scale-{bench.run_id}-{count}-{i}",
-                        metrics_port=free_port(),
-                        kis__rate_per_s=NO_LIMIT,
-                        max_backlog=total + 100,
-                    ),
+                pool_gateway_env(
+                    bench,
+                    topics,
+                    url,
                     members,
+                    instance_id=f"bench-scale-{bench.run_id}-{count}-{i}",
+                    kis__rate_per_s=NO_LIMIT,
+                    max_backlog=total + 100,
                 )
                 for i in range(count)
             ]

@@ -25,13 +25,11 @@ from tests.bench.harness import (
     DirectKis,
     Topics,
     fake_credentials,
-    free_port,
-    gateway_env,
     gateways,
     log,
     per_key,
     percentile,
-    pool_env,
+    pool_gateway_env,
     pool_members,
     sandbox,
     stack_pids,
@@ -174,18 +172,14 @@ async def run(bench: Bench) -> Result:
             echo = await burst(bench, echo_topics, total, cpu=echo_cpu)
         log(f"throughput: echo {echo.rate:.0f}/s; {total} requests through the gateway")
         topics = await bench.topics("hub")
-        env = pool_env(
-            gateway_env(
-                bench,
-                topics,
-                url,
-                fake_credentials(),
-                instance_id=f"bench-throughput-{bench.run_id}",
-                metrics_port=free_port(),
-                kis__rate_per_s=NO_LIMIT,
-                max_backlog=total + 100,
-            ),
+        env = pool_gateway_env(
+            bench,
+            topics,
+            url,
             members,
+            instance_id=f"bench-throughput-{bench.run_id}",
+            kis__rate_per_s=NO_LIMIT,
+            max_backlog=total + 100,
         )
         async with gateways(bench, [env]) as (gateway,):
             assert bench.sandbox_pid is not None

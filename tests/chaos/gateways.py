@@ -52,6 +52,10 @@ class GatewayFleet:
         await asyncio.sleep(down_s)
         await self.start(index)
 
+    def alive(self) -> int:
+        """How many gateways of the fleet are running now."""
+        return sum(g is not None and g.child.running for g in self.running)
+
     async def stop(self) -> None:
         """SIGTERM every running gateway (SIGKILL after a bound)."""
         await asyncio.gather(*(g.stop() for g in self.running if g is not None), return_exceptions=True)

@@ -58,7 +58,7 @@ async def test_kafka_broker_sigkill_and_restart(
                 cluster.bootstrap, topics[0], topics[1], sandbox_url, appkey(settings), plan,
                 during=kill_and_restart,
             )  # fmt: skip
-            alive = sum(g is not None and g.child.running for g in fleet.running)
+            alive = fleet.alive()
         notes.append(f"{alive} of 2 gateways still running at the end")
     conclude(
         result,

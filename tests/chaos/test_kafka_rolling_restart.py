@@ -52,7 +52,7 @@ async def test_kafka_rolling_restart(
             result = await drive(
                 cluster.bootstrap, topics[0], topics[1], sandbox_url, appkey(settings), plan, during=roll
             )
-            alive = sum(g is not None and g.child.running for g in fleet.running)
+            alive = fleet.alive()
         notes.append(f"{alive} of 2 gateways still running at the end")
     conclude(result, "kafka-rolling-restart", "Kafka: rolling restart of all three brokers (SIGTERM)", notes)
     assert alive == 2

@@ -54,7 +54,7 @@ async def test_redis_sigkill_and_restart(
             plan,
             during=kill_and_restart,
         )
-        alive = sum(g is not None and g.child.running for g in fleet.running)
+        alive = fleet.alive()
     conclude(
         result,
         "redis-restart",

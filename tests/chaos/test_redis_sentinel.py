@@ -71,7 +71,7 @@ async def test_sentinel_failover_keeps_pace_and_token(
                 plan,
                 during=fail_over,
             )
-            alive = sum(g is not None and g.child.running for g in fleet.running)
+            alive = fleet.alive()
         on_new_primary = await keys_on(group.primary_port, settings.redis.key_prefix)
         counters = await key_counters(sandbox_url, plan.environment, appkey(settings))
     promoted_at = KILL_AT_S + (failover_s[0] if failover_s else 0.0)

@@ -146,7 +146,7 @@ def summary_lines(
     truncated: str | None,
 ) -> list[str]:
     """The summary: range, counts, status mix, percentiles, then every unanswered and pending request."""
-    lines = [f"audit    {describe(time_range)}", *wrap_items("topics  ", topics)]
+    lines = [*wrap_items("audit   ", describe(time_range)), *wrap_items("topics  ", topics)]
     kept = f"requests {summary.total:,}"
     if summary.total != read_total:
         kept += f" of {read_total:,} read ({filters})"

@@ -117,12 +117,13 @@ def iso_kst(at_ms: int) -> str:
     return datetime.fromtimestamp(at_ms / 1000, KST).isoformat(timespec="milliseconds")
 
 
-def describe(time_range: TimeRange) -> str:
-    """``2026-11-27 09:00:00 → 10:00:00 KST (00:00:00 → 01:00:00 UTC)``: both ends in both zones."""
+def describe(time_range: TimeRange) -> list[str]:
+    """``["2026-11-27 09:00:00 → 10:00:00 KST", "(00:00:00 → 01:00:00 UTC)"]``: both ends in both zones,
+    as items a header wraps (a range across UTC midnight names both UTC dates and needs a line more)."""
     start_kst, end_kst = format_kst(time_range.start_ms), format_kst(time_range.end_ms)
     utc = [datetime.fromtimestamp(t / 1000, UTC) for t in (time_range.start_ms, time_range.end_ms)]
     same_day = start_kst[:10] == end_kst[:10]
     same_utc_day = utc[0].date() == utc[1].date()
     kst_text = f"{start_kst} → {end_kst[11:] if same_day else end_kst} KST"
     utc_format = "%H:%M:%S" if same_utc_day else "%Y-%m-%d %H:%M:%S"
-    return f"{kst_text} ({utc[0].strftime(utc_format)} → {utc[1].strftime(utc_format)} UTC)"
+    return [kst_text, f"({utc[0].strftime(utc_format)} → {utc[1].strftime(utc_format)} UTC)"]

@@ -143,7 +143,7 @@ async def run_replay(options: ReplayOptions, stdout: TextIO, stderr: TextIO) -> 
     else:
         outcomes = await _send(options, plan, progress)
     header = [
-        f"replay   {describe(options.time_range)}",
+        *wrap_items("replay  ", describe(options.time_range)),
         *wrap_items("from    ", [f"{options.source.requests_topic} ⋈", *options.source.responses_topics]),
         *wrap_items("target  ", options.target.describe()),
         *(["dry run  nothing sent: what would be sent is listed"] if options.dry_run else []),

@@ -171,8 +171,17 @@ def test_resolve_range_refuses(start: str, end: str | None, last: str | None, me
 
 def test_describe_shows_both_zones() -> None:
     """A range is shown in KST and in UTC."""
-    assert describe(TimeRange(T0, NOW)) == "2026-11-27 09:00:00 → 10:00:00 KST (00:00:00 → 01:00:00 UTC)"
+    assert describe(TimeRange(T0, NOW)) == ["2026-11-27 09:00:00 → 10:00:00 KST", "(00:00:00 → 01:00:00 UTC)"]
     assert format_kst(T0 + 5, ms=True) == "2026-11-27 09:00:00.005"
+
+
+def test_a_range_across_utc_midnight_fits_the_header() -> None:
+    """Across UTC midnight both UTC dates are named, and the header wraps within 80 columns."""
+    start = T0 + 23 * 3_600_000 + 46 * 60_000  # 2026-11-27 23:46 UTC
+    items = describe(TimeRange(start, start + 15 * 60_000))
+    assert items[1] == "(2026-11-27 23:46:00 → 2026-11-28 00:01:00 UTC)"
+    lines = wrap_items("audit   ", items)
+    assert len(lines) == 2 and all(len(line) <= 80 for line in lines)
 
 
 # --- join --------------------------------------------------------------------------------------------

@@ -74,9 +74,6 @@ class Pool:
         self._turn = 0
         self._last: Member | None = None
 
-    def __len__(self) -> int:
-        return len(self.members)
-
     def named(self, credential: str) -> Member:
         """The member a request names, by name or by account; raises ``Invalid("unknown_credential")``."""
         member = self._by_name.get(credential) or self._by_account.get(credential)
@@ -107,12 +104,12 @@ class Pool:
         compares a random sample and the last choice (the best of a few choices balances nearly as well as
         comparing all, at a cost that does not grow with the pool)."""
         now = self._clock.monotonic()
-        pool = self._readers
-        if len(pool) > COMPARE_ALL_UP_TO:
-            pool = random.sample(pool, SAMPLE)  # load balancing, not security
-            if self._last is not None and self._last not in pool:
-                pool.append(self._last)
-        candidates = [m for m in pool if m.domain != besides] or pool
+        choices = self._readers
+        if len(choices) > COMPARE_ALL_UP_TO:
+            choices = random.sample(choices, SAMPLE)  # load balancing, not security
+            if self._last is not None and self._last not in choices:
+                choices.append(self._last)
+        candidates = [m for m in choices if m.domain != besides] or choices
         healthy = [m for m in candidates if self._sick_until.get(m.domain, 0.0) <= now] or candidates
         if len(healthy) == 1:
             return healthy[0]

@@ -23,6 +23,12 @@ from aiokafka.helpers import create_ssl_context
 
 from services.settings import KafkaSettings
 
+# A group consumer subscribed to a topic that does not exist yet (started before `apihub topics ensure`, or
+# just after it while the new topic's metadata is still on its way to the broker) is given no partitions
+# and only looks again when its metadata expires: five minutes by default. The services' group consumers
+# refresh every 5 s, so they pick the topic up within seconds of its creation.
+GROUP_METADATA_MAX_AGE_MS = 5_000
+
 
 def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
     """aiokafka's security keyword arguments for ``settings`` (empty for PLAINTEXT)."""

@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from services.gateway.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, INFLIGHT
 from services.gateway.offsets import OffsetTracker
-from services.kafka_client import client_kwargs
+from services.kafka_client import GROUP_METADATA_MAX_AGE_MS, client_kwargs
 from services.logs import log_event
 from services.settings import KafkaSettings
 
@@ -90,6 +90,7 @@ class RequestConsumer:
             fetch_max_wait_ms=50,
             session_timeout_ms=self._settings.session_timeout_ms,
             heartbeat_interval_ms=min(1_000, self._settings.session_timeout_ms // 3),
+            metadata_max_age_ms=GROUP_METADATA_MAX_AGE_MS,
             **client_kwargs(self._settings),
         )
         await consumer.start()

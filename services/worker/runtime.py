@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 
 from hubclient import HubError
-from services.kafka_client import client_kwargs
+from services.kafka_client import GROUP_METADATA_MAX_AGE_MS, client_kwargs
 from services.logs import log_event
 from services.settings import WorkerSettings
 from services.worker.errors import WorkerError
@@ -111,6 +111,7 @@ class TaskLoop:
             isolation_level="read_committed",
             auto_offset_reset="earliest",
             session_timeout_ms=kafka.session_timeout_ms,
+            metadata_max_age_ms=GROUP_METADATA_MAX_AGE_MS,
             client_id=f"{self._handler.name}-tasks",
             **client_kwargs(kafka),
         )

@@ -13,6 +13,8 @@ from hubclient import HubClient, HubTimeout, UnknownTrId, UpstreamError
 from hubclient.headers import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, header_value
 from hubclient.ids import new_request_id
 from hubclient.models import ApiRequest, ApiResponse, Status
+from services.settings import GatewaySettings
+from services.topics import TopicSpec, ensure_topics, load_topics
 from tests.conftest import REPO, Services
 from tests.integration.conftest import GatewayFactory, Topics
 from tests.params import PRICE
@@ -56,6 +58,26 @@ async def test_price_round_trip(services: Services, topics: Topics, gateway: Gat
     assert response.attempts == 1
     assert response.timing.total_ms > 0
     assert response.gateway.startswith("gw-")
+
+
+async def test_gateway_started_before_its_request_topic(
+    services: Services, topics: Topics, gateway: GatewayFactory, gateway_settings: GatewaySettings
+) -> None:
+    """A gateway whose request topic does not exist yet (started before ``apihub topics ensure``) is
+    given its partitions within seconds of the topic's creation, not when its metadata expires (5 min)."""
+    late = f"{topics.requests}.late"
+    kafka = gateway_settings.kafka.model_copy(update={"request_topic": late})
+    async with gateway(kafka=kafka) as app:
+        await asyncio.sleep(1)  # the group is joined with no partition: the topic is unknown
+        (declared,) = [s for s in load_topics() if s.name == "api.requests"]
+        await ensure_topics(services.kafka_bootstrap, [TopicSpec(late, 2, 1, declared.config)])
+        client = HubClient.connect(
+            services.kafka_bootstrap, caller="test-worker", request_topic=late, reply_topic=topics.responses
+        )
+        async with client:
+            response = await client.execute("KIS", "FHKST01010100", PRICE, timeout=20)
+        assert app.consumer.assignment == {TopicPartition(late, 0), TopicPartition(late, 1)}
+    assert response.status is Status.OK
 
 
 async def committed_total(services: Services, group_id: str, topic: str) -> int:

@@ -9,9 +9,10 @@ URL layout (``{root}`` = ``http://{host}:{port}``):
 
 Each environment has its own keys, token store and limits. ``serve`` runs until cancelled.
 
-The app's cleanup context runs the event-loop lag monitor (looplag.py, reported by the referee as
-``loop_lag``) from start-up to cleanup, in whatever loop serves the app (the test's own loop under
-aiohttp's ``TestServer``).
+The app's cleanup contexts, from start-up to cleanup, in whatever loop serves the app (the test's own loop
+under aiohttp's ``TestServer``): the connections the loop accepts keep the kernel's receive stamps, the
+referee's arrival times (stamps.py), and the event-loop lag monitor runs (looplag.py, reported by the
+referee as ``loop_lag``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from services.sandbox import admin, kis, kiwoom, looplag
+from services.sandbox import admin, kis, kiwoom, looplag, stamps
 from services.sandbox.settings import SandboxSettings
 from services.sandbox.state import STATE, SandboxState
 
@@ -48,10 +49,18 @@ async def loop_lag_monitor(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def receive_stamps(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: accepted connections keep receive stamps while the app is up."""
+    del app
+    with stamps.installed(asyncio.get_running_loop()):
+        yield
+
+
 def create_app(settings: SandboxSettings) -> web.Application:
     """Build the sandbox application from its settings."""
     app = web.Application()
     app[STATE] = SandboxState(settings)
+    app.cleanup_ctx.append(receive_stamps)
     app.cleanup_ctx.append(loop_lag_monitor)
     app.router.add_get("/healthz", healthz)
     admin.add_routes(app)

@@ -47,6 +47,7 @@ class SimClock:
         self._anchor_real_ns = time.monotonic_ns()
         self._anchor_sim = initial
         self._anchor_mono_ns = 0
+        self._reanchored = False  # no jump or rate change yet: the rate held before the start too
         self._rate = rate
 
     def _elapsed_sim_ns(self) -> int:
@@ -64,6 +65,14 @@ class SimClock:
         """Simulated monotonic nanoseconds; advances with time and forward jumps only."""
         return self._anchor_mono_ns + self._elapsed_sim_ns()
 
+    def monotonic_ns_ago(self, real_ns: int) -> int:
+        """The monotonic reading ``real_ns`` real nanoseconds ago (a kernel receive stamp's age), never
+        before the last jump or rate change (the simulated time before it is not kept)."""
+        ago_ns = max(real_ns, 0)
+        if self._reanchored:
+            ago_ns = min(ago_ns, time.monotonic_ns() - self._anchor_real_ns)
+        return self.monotonic_ns() - int(ago_ns * self._rate)
+
     def monotonic(self) -> float:
         """Simulated monotonic seconds; advances with time and forward jumps only."""
         return self.monotonic_ns() / 1e9
@@ -74,6 +83,7 @@ class SimClock:
         return self._rate
 
     def _reanchor(self, sim: datetime, mono_ns: int) -> None:
+        self._reanchored = True
         self._anchor_real_ns = time.monotonic_ns()
         self._anchor_sim = sim
         self._anchor_mono_ns = mono_ns

@@ -1,12 +1,16 @@
 """Rate limits counted on arrival, and the referee's tally of what every environment and appkey received.
 
-A request is an *arrival* the moment its handler starts, whatever happens next: a refused, throttled or
-faulted call still counts. Per (environment, appkey) the referee keeps the arrival times of the last second
-in a deque (the sliding window is half-open, ``(t - 1 s, t]``), so after each arrival ``len(deque)`` is the
-exact number of requests in the one-second window ending now; its maximum over all arrivals is the maximum
-over every possible one-second window. An arrival that makes the count exceed the limit is refused and
-counted in ``over_limit``. Token endpoints are tallied but do not enter the per-second window: they have
-their own limit (the issuance interval, see tokens.py).
+A request is an *arrival* the moment its bytes reached the sandbox, whatever happens next: a refused,
+throttled or faulted call still counts. That moment is the kernel's receive stamp of the request's
+bytes (stamps.py), so a stall of the sandbox's own event loop (a busy core, a collection), which holds
+requests that already sit in the socket and then runs their handlers together, does not bunch them in
+the count; where no stamp is known the arrival counts when its handler starts. Per (environment, appkey)
+the referee keeps the arrival times of the last two seconds in order (the sliding window is half-open,
+``(t - 1 s, t]``); each arrival is judged by the fullest window that holds it (an arrival handled after
+a later one may be its predecessor), and the largest count is ``max_in_window``, the maximum over every
+possible one-second window. An arrival that makes a window exceed the limit is refused and counted in
+``over_limit``. Token endpoints are tallied but do not enter the per-second window: they have their own
+limit (the issuance interval, see tokens.py).
 
 Limit classes: every arrival of a catalog endpoint (by its real or mock id) is also counted in a window of
 its ``hubclient.catalog`` limit class (``query``, ``ledger`` for KIS account and order calls, ``order`` for
@@ -14,16 +18,16 @@ Kiwoom orders), per appkey. Where the environment sets a rate for the class (``E
 an arrival over it is refused (``Arrival.over_class``: KIS answers ``EGW00215``, Kiwoom ``1700``) and
 counted in the class's ``over_limit``; the key's own limit is judged first.
 
-Times come from the sandbox clock's monotonic source, so tests can freeze or advance them.
+Times come from the sandbox clock's monotonic source, so tests can freeze or advance them (a receive
+stamp's age is converted at the clock's rate: frozen, every arrival is "now").
 
-Because an arrival is counted when its handler starts, a stall of the sandbox's own event loop (GC, a busy
-core) delays the count of requests that already reached the socket and then counts them together. The
-referee therefore also reports ``loop_lag`` (looplag.py): a background task started with the app
-wakes every 5 ms on the *real* monotonic clock (not the simulated one) and records how late each wake-up
-was. ``max_ms`` is the longest stall seen, so a burst in ``max_in_window`` that coincides with a stall of
-similar size is the sandbox's delay rather than the client's; ``p99_ms`` is a histogram estimate (bucket
-upper edge: 0.1 ms below 10 ms, within 10 % above), ``over_Nms`` count wake-ups more than N ms late.
-``reset()`` clears it with the rest.
+The referee also reports ``loop_lag`` (looplag.py): a background task started with the app wakes every
+5 ms on the *real* monotonic clock (not the simulated one) and records how late each wake-up was: how
+long handlers waited, which receive stamps make harmless to the count (and which would bunch it where no
+stamp is known). ``max_ms`` is the longest stall seen; ``p99_ms`` is a histogram estimate (bucket upper
+edge: 0.1 ms below 10 ms, within 10 % above), ``over_Nms`` count wake-ups more than N ms late. The
+snapshot's ``stamped`` says how many window arrivals were timed by a receive stamp (the rest by their
+handler). ``reset()`` clears it all.
 
 ``snapshot()`` shape (``GET /_sandbox/stats``)::
 
@@ -31,7 +35,7 @@ upper edge: 0.1 ms below 10 ms, within 10 % above), ``over_Nms`` count wake-ups 
      "loop_lag": {"max_ms": 0.0, "p99_ms": 0.0, "samples": 0, "over_10ms": 0, "over_20ms": 0,
          "over_50ms": 0},
      "environments": {"kis/real": {"provider": "KIS", "environment": "real", "rate_per_s": 20,
-         "requests": 0, "window_requests": 0, "max_in_window": 0, "over_limit": 0,
+         "requests": 0, "window_requests": 0, "stamped": 0, "max_in_window": 0, "over_limit": 0,
          "tokens_issued": 0, "tokens_new": 0, "token_refusals": 0,
          "orders_accepted": 0, "orders_timed_out": 0, "faults": {"arrival_jitter": 0, "latency": 0,
          "error": 0, "drop": 0},
@@ -50,7 +54,8 @@ the per-appkey limit) and ``max_in_window_combined`` the same measure over all a
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, deque
+from bisect import bisect_left, bisect_right
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -82,30 +87,54 @@ def limit_classes() -> dict[tuple[str, str], str]:
     return out
 
 
+class _Arrivals:
+    """Arrival times of one counter in time order (an arrival may be counted after a later one: its
+    bytes came first but its handler ran second), kept two seconds behind the newest, and the most any
+    one-second window ever held."""
+
+    __slots__ = ("max_in_window", "times")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.max_in_window = 0
+
+    def add(self, at_ns: int) -> int:
+        """Count one arrival at ``at_ns``; return the largest count of the windows ``(y - 1 s, y]`` that
+        hold it (those ending at ``y`` in ``[at_ns, at_ns + 1 s)``: for an arrival in order, just the one
+        ending at it)."""
+        times = self.times
+        index = bisect_right(times, at_ns)
+        times.insert(index, at_ns)
+        most = 0
+        end = index
+        while end < len(times) and times[end] < at_ns + WINDOW_NS:
+            first = bisect_right(times, times[end] - WINDOW_NS, 0, end)
+            most = max(most, end - first + 1)
+            end += 1
+        stale = bisect_left(times, times[-1] - 2 * WINDOW_NS)
+        if stale:
+            del times[:stale]
+        self.max_in_window = max(self.max_in_window, most)
+        return most
+
+
 @dataclass
 class _Window:
-    """Arrivals of the last second, and the most ever seen in one."""
+    """One limit class's arrivals of one appkey."""
 
-    times: deque[int] = field(default_factory=deque)
+    arrivals: _Arrivals = field(default_factory=_Arrivals)
     requests: int = 0
-    max_in_window: int = 0
     over_limit: int = 0
 
     def arrive(self, now_ns: int) -> int:
         self.requests += 1
-        self.times.append(now_ns)
-        horizon = now_ns - WINDOW_NS
-        while self.times and self.times[0] <= horizon:
-            self.times.popleft()
-        count = len(self.times)
-        self.max_in_window = max(self.max_in_window, count)
-        return count
+        return self.arrivals.add(now_ns)
 
     def as_dict(self, rate_per_s: int) -> dict[str, int]:
         return {
             "rate_per_s": rate_per_s,
             "requests": self.requests,
-            "max_in_window": self.max_in_window,
+            "max_in_window": self.arrivals.max_in_window,
             "over_limit": self.over_limit,
         }
 
@@ -114,6 +143,7 @@ class _Window:
 class _Tally:
     requests: int = 0
     window_requests: int = 0
+    stamped: int = 0
     max_in_window: int = 0
     over_limit: int = 0
     tokens_issued: int = 0
@@ -124,21 +154,17 @@ class _Tally:
     faults: Counter[str] = field(default_factory=Counter)
     by_tr_id: Counter[str] = field(default_factory=Counter)
     by_code: Counter[str] = field(default_factory=Counter)
-    window: deque[int] = field(default_factory=deque)
+    window: _Arrivals = field(default_factory=_Arrivals)
     classes: dict[str, _Window] = field(default_factory=dict)
 
-    def arrive(self, now_ns: int, tr_id: str, in_window: bool) -> int:
+    def arrive(self, now_ns: int, tr_id: str, in_window: bool, stamped: bool) -> int:
         self.requests += 1
         self.by_tr_id[tr_id] += 1
         if not in_window:
             return 0
         self.window_requests += 1
-        window = self.window
-        window.append(now_ns)
-        horizon = now_ns - WINDOW_NS
-        while window and window[0] <= horizon:
-            window.popleft()
-        count = len(window)
+        self.stamped += stamped
+        count = self.window.add(now_ns)
         self.max_in_window = max(self.max_in_window, count)
         return count
 
@@ -146,6 +172,7 @@ class _Tally:
         return {
             "requests": self.requests,
             "window_requests": self.window_requests,
+            "stamped": self.stamped,
             "max_in_window": self.max_in_window,
             "over_limit": self.over_limit,
             "tokens_issued": self.tokens_issued,
@@ -214,13 +241,23 @@ class Referee:
             tally = keys[appkey] = _Tally()
         return tally
 
-    def arrive(self, env_id: str, appkey: str | None, tr_id: str, in_window: bool = True) -> Arrival:
-        """Count one arrival now; ``over_limit`` tells the caller to refuse it."""
+    def arrive(
+        self,
+        env_id: str,
+        appkey: str | None,
+        tr_id: str,
+        in_window: bool = True,
+        *,
+        ago_ns: int | None = None,
+    ) -> Arrival:
+        """Count one arrival that happened ``ago_ns`` real nanoseconds ago (its bytes' receive stamp; None
+        = now, no stamp known); ``over_limit`` tells the caller to refuse it."""
         key = appkey or UNKNOWN_APPKEY
-        now_ns = self._clock.monotonic_ns()
+        stamped = ago_ns is not None
+        now_ns = self._clock.monotonic_ns_ago(ago_ns) if ago_ns is not None else self._clock.monotonic_ns()
         tally = self._tally(env_id, key)
-        count = tally.arrive(now_ns, tr_id, in_window)
-        self._combined[env_id].arrive(now_ns, tr_id, in_window)
+        count = tally.arrive(now_ns, tr_id, in_window, stamped)
+        self._combined[env_id].arrive(now_ns, tr_id, in_window, stamped)
         env = self._envs[env_id]
         over = in_window and count > env.rate_per_s
         if over:
@@ -269,6 +306,7 @@ class Referee:
                 for name in (
                     "requests",
                     "window_requests",
+                    "stamped",
                     "over_limit",
                     "tokens_issued",
                     "tokens_new",
@@ -285,7 +323,9 @@ class Referee:
                     merged = total.classes.setdefault(name, _Window())
                     merged.requests += window.requests
                     merged.over_limit += window.over_limit
-                    merged.max_in_window = max(merged.max_in_window, window.max_in_window)
+                    merged.arrivals.max_in_window = max(
+                        merged.arrivals.max_in_window, window.arrivals.max_in_window
+                    )
             rates = dict(env.class_rates)
             environments[env_id] = {
                 "provider": env.provider,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from services.sandbox import stamps
 from services.sandbox.referee import Arrival
 from services.sandbox.state import SandboxState
 
@@ -89,11 +91,15 @@ async def gate(
     content_type: str = JSON_CONTENT_TYPE,
 ) -> web.Response:
     """Jitter, count, fault, limit, then handle one provider request."""
+    received_ns = stamps.received_ns(request.transport)  # before anything else reads the connection
     jitter_s = state.faults.arrival_delay_s(env_id)
     if jitter_s > 0:
         # a real wait: the referee's clock may be frozen, the overtaking must still happen
         await asyncio.sleep(jitter_s)
-    arrival = state.referee.arrive(env_id, appkey, tr_id, in_window)
+    ago_ns = None
+    if received_ns is not None:  # it arrived when its bytes did, plus the injected network delay
+        ago_ns = time.time_ns() - received_ns - round(jitter_s * 1e9)
+    arrival = state.referee.arrive(env_id, appkey, tr_id, in_window, ago_ns=ago_ns)
     if jitter_s > 0:
         state.referee.fault(arrival, "arrival_jitter")
     state.faults.maintain()

@@ -266,7 +266,8 @@ async def lag_summary(session: aiohttp.ClientSession, metrics_url: str) -> str:
 
 
 def loop_lag_text(loop_lag: dict[str, Any]) -> str:
-    """The sandbox referee's own event-loop stalls (its counting delay), whole run."""
+    """The sandbox referee's own event-loop stalls, whole run (its handlers' delay; arrivals are timed by
+    their receive stamps, so the count does not move with them)."""
     if not loop_lag:
         return "not reported"
     return (
@@ -435,7 +436,7 @@ def pacing_result(
         ),
         Row("the gateway's own send lag (slot to headers sent)", str(hub.extra.get("send_lag", "-"))),
         Row(
-            "the referee's own event-loop stalls (sandbox loop_lag, whole run: its counting delay)",
+            "the referee's own event-loop stalls (sandbox loop_lag, whole run; arrivals are stamped)",
             loop_lag_text(hub.extra.get("sandbox_loop_lag", {})),
         ),
         Row(

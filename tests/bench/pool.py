@@ -12,10 +12,12 @@ burst of distinct reads. Goal: the identical burst reaches the sandbox as one up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from hubclient.models import Status
 from tests.bench.harness import (
@@ -52,6 +54,34 @@ GOAL = (
 BASELINE = "the same burst of reads made distinct (no sharing possible), same run"
 
 
+async def _pacing_state(session: aiohttp.ClientSession, metrics_url: str) -> tuple[float, float, float]:
+    """From the gateway's /metrics: the members' mean effective jitter budget (s) now, and over the whole
+    run their sends and the sends more than 5 ms late (histogram apihub_send_lag_seconds)."""
+    async with session.get(f"{metrics_url}/metrics") as resp:
+        text = await resp.text()
+    budgets: list[float] = []
+    sends = within = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "apihub_pacing_jitter_seconds":
+                budgets.append(sample.value)
+            elif sample.name == "apihub_send_lag_seconds_count":
+                sends += sample.value
+            elif sample.name == "apihub_send_lag_seconds_bucket" and sample.labels.get("le") == "0.005":
+                within += sample.value
+    return (sum(budgets) / len(budgets) if budgets else float("nan")), sends, sends - within
+
+
+async def _watch_pacing(
+    session: aiohttp.ClientSession, metrics_url: str, every_s: float, budgets: list[float]
+) -> None:
+    """Sample the members' mean effective jitter budget every ``every_s`` until cancelled."""
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(aiohttp.ClientError):
+            budgets.append((await _pacing_state(session, metrics_url))[0])
+
+
 def _accepted(counters: dict[str, Any]) -> int:
     return int(counters.get("window_requests", 0)) - int(counters.get("over_limit", 0))
 
@@ -76,8 +106,12 @@ async def pool_phase(bench: Bench, url: str, duration_s: float) -> dict[str, Any
             before = await per_key(session, url, members)
             cpu = CpuMeter({"gateway": gateway.pid})
             cpu.start()
+            budgets: list[float] = []
+            watch = asyncio.create_task(_watch_pacing(session, gateway.metrics_url, 1.0, budgets))
             await demand(load, clients, duration_s, rate=rate)
+            watch.cancel()
             cpu.stop()
+            _, sends, late_sends = await _pacing_state(session, gateway.metrics_url)
             after = await per_key(session, url, members)
             async with session.get(f"{url}/_sandbox/stats") as resp:
                 loop_lag = (await resp.json()).get("loop_lag", {})
@@ -97,6 +131,15 @@ async def pool_phase(bench: Bench, url: str, duration_s: float) -> dict[str, Any
         "load": load,
         "cpu": cpu,
         "loop_lag": loop_lag,
+        "budgets_ms": sorted(b * 1000 for b in budgets if b == b),
+        "sends": (sends, late_sends),
+        "stamped": sum(
+            int(a.get("stamped", 0)) - int(b.get("stamped", 0)) for a, b in zip(after, before, strict=True)
+        ),
+        "window_requests": sum(
+            int(a.get("window_requests", 0)) - int(b.get("window_requests", 0))
+            for a, b in zip(after, before, strict=True)
+        ),
     }
 
 
@@ -130,6 +173,12 @@ async def shared_phase(bench: Bench, url: str) -> dict[str, Any]:
         finally:
             await client.stop()
     return {"calls": calls, "answers": answers}
+
+
+def _spread_text(values: list[float]) -> str:
+    if not values:
+        return "not sampled"
+    return f"{values[0]:.0f} / {values[len(values) // 2]:.0f} / {values[-1]:.0f}"
 
 
 async def run(bench: Bench) -> Result:
@@ -184,8 +233,18 @@ async def run(bench: Bench) -> Result:
         Row("admitted requests answered after their deadline", f"{load.late}"),
         Row("CPU per ok answer, gateway (ms)", pool["cpu"].per_item_ms(sum(load.by_caller.values()))),
         Row(
-            "the referee's own event-loop stalls (its counting delay), whole run",
-            loop_lag_text(pool["loop_lag"]),
+            "the referee's own event-loop stalls, whole run (arrivals are timed by receive stamps, "
+            "so a stall does not move them)",
+            f"{loop_lag_text(pool['loop_lag'])}; "
+            f"{pool['stamped']} of {pool['window_requests']} arrivals stamped",
+        ),
+        Row(
+            "gateway: effective jitter budget J, members' mean sampled each second: min / median / max (ms)",
+            _spread_text(pool["budgets_ms"]),
+        ),
+        Row(
+            "gateway: sends, and sends more than 5 ms after their slot (own lag)",
+            f"{pool['sends'][0]:.0f}, {pool['sends'][1]:.0f} late",
         ),
         Row(
             f"upstream calls for a burst of {SHARED_BURST} reads sent at once",

@@ -65,9 +65,11 @@ async def test_jitter_delays_and_reorders_a_batch(sandbox: Sandbox, monkeypatch:
     referee = sandbox.state.referee
     counted_at: list[float] = []
 
-    def arrive(env_id: str, appkey: str | None, tr_id: str, in_window: bool = True) -> Arrival:
+    def arrive(
+        env_id: str, appkey: str | None, tr_id: str, in_window: bool = True, *, ago_ns: int | None = None
+    ) -> Arrival:
         counted_at.append(time.perf_counter())
-        return Referee.arrive(referee, env_id, appkey, tr_id, in_window)
+        return Referee.arrive(referee, env_id, appkey, tr_id, in_window, ago_ns=ago_ns)
 
     monkeypatch.setattr(referee, "arrive", arrive)
     resp = await sandbox.faults(arrival_jitter_ms=JITTER_MS)

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
 from services.gateway.clock import SystemClock
 from services.gateway.consumer import RequestConsumer
+from services.gateway.cpu_wait import RunQueueWait
 from services.gateway.dispatcher import HttpDispatcher
 from services.gateway.events import EventForwarder
 from services.gateway.gateway import Gateway
@@ -79,6 +80,7 @@ class GatewayApp:
             max_param_value_chars=settings.max_param_value_chars,
             shared_cache_entries=settings.shared_cache_entries,
             permissions=load_permissions(Path(permissions_file)) if permissions_file else None,
+            run_queue=RunQueueWait(clock),
         )
         self.publisher = Publisher(
             settings.kafka.bootstrap_servers,

@@ -36,6 +36,7 @@ from services.gateway.breaker import CircuitBreaker
 from services.gateway.call import Caller
 from services.gateway.classes import ClassLimiter, class_domain, class_rates, pacer_name
 from services.gateway.clock import Clock, SystemClock
+from services.gateway.cpu_wait import RunQueueWait
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BacklogFull, GatewayError, Refused, TokenUnavailable
 from services.gateway.flights import Flight, Flights, Position
@@ -81,6 +82,7 @@ class Gateway:
         max_param_value_chars: int = MAX_PARAM_VALUE_CHARS,
         adapter_for: Callable[[ProviderSettings], ProviderAdapter] = make_adapter,
         shared_cache_entries: int = 1000,
+        run_queue: RunQueueWait | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.responder = Responder(instance_id, self.clock)
@@ -98,7 +100,7 @@ class Gateway:
             d: DomainLimiter(
                 d,
                 m.settings.rate_per_s,
-                jitter=JitterBudget(m.settings.arrival_jitter_s, self.clock),
+                jitter=JitterBudget(m.settings.arrival_jitter_s, self.clock, run_queue=run_queue),
                 clock=self.clock,
                 shared=slots,
             )
@@ -108,7 +110,7 @@ class Gateway:
             (d, c): DomainLimiter(
                 class_domain(d, c),
                 rate,
-                jitter=JitterBudget(m.settings.arrival_jitter_s, self.clock),
+                jitter=JitterBudget(m.settings.arrival_jitter_s, self.clock, run_queue=run_queue),
                 clock=self.clock,
                 shared=slots,
             )

@@ -12,12 +12,16 @@ started under load does not trust its first, coldest sends); a send that turns o
 extended to its measured lag plus ``J`` once its headers left, so the budget each send takes is what it
 needed, not a worst case. When
 ``CONTENDED_SHARE`` of the recent sends (an average over the last ``CONTENDED_SENDS``, ten seconds at 20
-req/s) ran later than ``LATE_SHARE_OF_J`` of ``J``, the host is contended (a lone pause or a short burst,
-a garbage collection, is not), and the far side is presumed to stall as long again (on a shared host it
+req/s) ran later than ``LATE_SHARE_OF_J`` of ``J`` *and* the host's cores are contended (the event loop's
+thread waited for a CPU at least ``CONTENDED_WAIT_SHARE`` of the last ten seconds, cpu_wait.py; where that
+is unknown, lateness alone decides), the far side is presumed to stall as long again (on a shared host it
 does, and the broker's process, busier than ours, often longer): every new send then gets ``J`` plus
 twice the peak own lag of the last ``hold_s`` seconds, and never less than ``J`` plus
 ``CONTENDED_FLOOR_S`` (100 ms: with both cores of this host busy the sandbox's own loop stalls up to
-some 95 ms while ours stalls half that). The long average keeps the state steady: a busy
+some 95 ms while ours stalls half that). Late sends on a host with cores to spare are this process's own
+work (a burst of intake, many answers at once): they are measured and extended like any late send, but
+nothing slows the far side, so they do not widen the budget of the sends after them. The long average
+keeps the state steady: a busy
 host runs about a third of its sends late, a calm one well under a tenth, and the average of two hundred
 sends moves by a few hundredths, so it neither flickers off under load nor turns on by chance. Until two
 hundred sends were seen it is the plain average of those seen and ``CALM_PRIOR_SENDS`` calm ones, so a
@@ -31,6 +35,7 @@ from __future__ import annotations
 from collections import deque
 
 from services.gateway.clock import Clock
+from services.gateway.cpu_wait import RunQueueWait
 
 HOLD_S = 10.0
 CONTENDED_PEAK_FACTOR = 2.0  # our own peak lag, and as much again for the far side on the same host
@@ -41,6 +46,7 @@ LATE_SHARE_OF_J = 0.25  # a send this late (a quarter of J, 5 ms at 20 ms) count
 CONTENDED_SENDS = 200  # the sends the share of late ones is averaged over (ten seconds at 20 req/s)
 CONTENDED_SHARE = 0.2  # a fifth of them late: the host is contended
 CALM_PRIOR_SENDS = 20  # calm sends the average starts with, so one early late send is no sign
+CONTENDED_WAIT_SHARE = 0.1  # the event loop waited for a CPU a tenth of the time: the cores are contended
 
 
 class SlidingMax:
@@ -69,11 +75,19 @@ class JitterBudget:
     """The setting, the typical own lag and the recent peak own lag."""
 
     def __init__(
-        self, setting_s: float, clock: Clock, *, hold_s: float = HOLD_S, cold_lag_s: float = COLD_LAG_S
+        self,
+        setting_s: float,
+        clock: Clock,
+        *,
+        hold_s: float = HOLD_S,
+        cold_lag_s: float = COLD_LAG_S,
+        run_queue: RunQueueWait | None = None,
     ) -> None:
         if setting_s < 0:
             raise ValueError("the jitter budget cannot be negative")
         self.setting_s = setting_s
+        self._run_queue = run_queue  # None: the host's contention is unknown, lateness alone decides
+        self._cores_busy = True  # as far as known: read again with every send
         self._peak = SlidingMax(clock, hold_s)
         # Cold start: before any measurement the own lag is presumed COLD_LAG_S (plus as much deviation),
         # as a fresh process's first sends run late (first connections, imports, a burst of intake);
@@ -92,6 +106,9 @@ class JitterBudget:
         late = 1.0 if lag_s > LATE_SHARE_OF_J * self.setting_s else 0.0
         self._sends += 1
         self._late_share += (late - self._late_share) / min(self._sends + CALM_PRIOR_SENDS, CONTENDED_SENDS)
+        if self._run_queue is not None:
+            waited = self._run_queue.share()
+            self._cores_busy = waited is None or waited >= CONTENDED_WAIT_SHARE
 
     def typical_lag_s(self) -> float:
         """The own lag a send usually has: the moving average plus one mean deviation."""
@@ -102,8 +119,9 @@ class JitterBudget:
         return self._peak.value()
 
     def contended(self) -> bool:
-        """True while many of the recent sends ran late by a good part of the budget."""
-        return self._late_share >= CONTENDED_SHARE
+        """True while many of the recent sends ran late by a good part of the budget and the host's cores
+        are contended (or that is unknown)."""
+        return self._late_share >= CONTENDED_SHARE and self._cores_busy
 
     def allowance_s(self) -> float:
         """Seconds a send recorded now may take to reach the broker's counter: the effective J."""

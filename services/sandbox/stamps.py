@@ -14,6 +14,10 @@ transports in ``_make_socket_transport``; the wrapper keeps its signature) in a 
 platform has no ``SO_TIMESTAMPNS``, or a read carried no stamp (bytes received before stamping was
 first switched on anywhere on the host), ``received_ns`` is None and the referee counts at handler time.
 Stamps are on the real-time clock (``time.time_ns()``), in nanoseconds.
+
+Linux stamps received packets only while some socket on the host asks for stamps, and switches that on
+in the background a moment after the first one asks; ``installed`` therefore holds a socket with stamps
+on for as long as it lasts, so the first connections are stamped too.
 """
 
 from __future__ import annotations
@@ -102,10 +106,12 @@ def installed(loop: asyncio.AbstractEventLoop) -> Iterator[bool]:
 
     setattr(make_socket_transport, EXTRA_KEY, True)
     loop._make_socket_transport = make_socket_transport  # type: ignore[attr-defined]
-    try:
-        yield True
-    finally:
-        del loop._make_socket_transport  # type: ignore[attr-defined]  # the class's method again
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as keeper:  # stamping stays on meanwhile
+        keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        try:
+            yield True
+        finally:
+            del loop._make_socket_transport  # type: ignore[attr-defined]  # the class's method again
 
 
 def received_ns(transport: asyncio.BaseTransport | None) -> int | None:

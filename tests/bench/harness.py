@@ -514,25 +514,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_wait_s(pid: int) -> float:
+    """Seconds the process's main thread (its event loop) has spent runnable but waiting for a CPU
+    (``/proc/<pid>/task/<pid>/schedstat``; 0 if it is gone or the kernel does not keep it)."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class CpuMeter:
-    """CPU seconds used by named processes between ``start()`` and ``stop()``."""
+    """CPU seconds used by named processes between ``start()`` and ``stop()``, and how long their main
+    threads waited for a CPU meanwhile."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self._start: dict[str, float] = {}
+        self._start: dict[str, tuple[float, float]] = {}
         self.used_s: dict[str, float] = {}
+        self.waited_s: dict[str, float] = {}
         self.wall_s = 0.0
         self._t0 = 0.0
 
     def start(self) -> None:
         """Take the first reading."""
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._start = {name: (cpu_seconds(pid), run_queue_wait_s(pid)) for name, pid in self.pids.items()}
         self._t0 = time.monotonic()
 
     def stop(self) -> None:
         """Take the second reading."""
         self.wall_s = time.monotonic() - self._t0
-        self.used_s = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
+        self.used_s = {name: cpu_seconds(pid) - self._start[name][0] for name, pid in self.pids.items()}
+        self.waited_s = {
+            name: run_queue_wait_s(pid) - self._start[name][1] for name, pid in self.pids.items()
+        }
+
+    def waited(self) -> str:
+        """Share of the wall time each main thread spent waiting for a CPU (the host's contention)."""
+        return ", ".join(
+            f"{name} {waited / self.wall_s * 100:.1f} %" if self.wall_s else f"{name} -"
+            for name, waited in self.waited_s.items()
+        )
 
     def per_item_ms(self, items: int) -> str:
         """``name x.x ms`` per item, for each process, largest first."""

@@ -104,7 +104,7 @@ async def pool_phase(bench: Bench, url: str, duration_s: float) -> dict[str, Any
             )
             await asyncio.sleep(1.2)
             before = await per_key(session, url, members)
-            cpu = CpuMeter({"gateway": gateway.pid})
+            cpu = CpuMeter({"gateway": gateway.pid, "sandbox": bench.sandbox_pid or 0})
             cpu.start()
             budgets: list[float] = []
             watch = asyncio.create_task(_watch_pacing(session, gateway.metrics_url, 1.0, budgets))
@@ -231,7 +231,8 @@ async def run(bench: Bench) -> Result:
             goal=f"< deadline {DEADLINE_S * 1000:.0f}",
         ),
         Row("admitted requests answered after their deadline", f"{load.late}"),
-        Row("CPU per ok answer, gateway (ms)", pool["cpu"].per_item_ms(sum(load.by_caller.values()))),
+        Row("CPU per ok answer (ms)", pool["cpu"].per_item_ms(sum(load.by_caller.values()))),
+        Row("share of the run the gateway's event loop waited for a CPU (run queue)", pool["cpu"].waited()),
         Row(
             "the referee's own event-loop stalls, whole run (arrivals are timed by receive stamps, "
             "so a stall does not move them)",

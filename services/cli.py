@@ -158,20 +158,22 @@ def cmd_call(args: argparse.Namespace) -> int:
     params = _parse_params(args.params)
 
     async def main() -> int:
-        async with HubClient.connect(
-            settings.kafka.bootstrap_servers,
-            caller=args.caller,
-            request_topic=settings.kafka.request_topic,
-            reply_topic=settings.kafka.response_topic,
-            client_options=client_kwargs(settings.kafka),
-        ) as hub:
-            try:
+        try:
+            async with HubClient.connect(
+                settings.kafka.bootstrap_servers,
+                caller=args.caller,
+                request_topic=settings.kafka.request_topic,
+                reply_topic=settings.kafka.response_topic,
+                client_options=client_kwargs(settings.kafka),
+            ) as hub:
                 response = await hub.submit(
                     args.provider, args.tr_id, params, timeout=args.timeout, priority=args.priority
                 )
-            except HubError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
+        except HubError as exc:
+            if isinstance(exc.__cause__, KafkaError):  # not connected: main() says so, with the hint
+                raise exc.__cause__ from None
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(orjson.dumps(response.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
         return 0 if response.ok else 1
 

@@ -8,6 +8,7 @@ partition before the first request is sent (otherwise a fast reply could land be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -114,12 +115,19 @@ class KafkaTransport:
             await consumer.seek_to_end(tp)
             await consumer.position(tp)
         except KafkaError as exc:
-            await self.stop()
+            await self._abandon(producer, consumer)
             raise HubError(f"cannot reach Kafka at {self._bootstrap}: {exc}") from exc
         except BaseException:
-            await self.stop()
+            await self._abandon(producer, consumer)
             raise
         self._listener = asyncio.create_task(self._listen(consumer, on_reply), name="hubclient-replies")
+
+    async def _abandon(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer) -> None:
+        """A failed start: close both clients, started or not (an unstarted one still holds its loop)."""
+        await self.stop()
+        for client in (producer, consumer):
+            with contextlib.suppress(Exception):
+                await client.stop()
 
     async def _listen(self, consumer: AIOKafkaConsumer, on_reply: ReplyHandler) -> None:
         while True:

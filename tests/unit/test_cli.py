@@ -86,6 +86,14 @@ def test_feed_without_kafka_says_so(capsys: pytest.CaptureFixture[str], no_kafka
     assert "Kafka is not reachable" in capsys.readouterr().err
 
 
+def test_call_without_kafka_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """``call`` against nobody: exit 2 and the hint, no traceback (and no client left unclosed: the suite
+    turns warnings into errors)."""
+    assert cli.main(["call", "KIS", "FHKST01010100", "FID_INPUT_ISCD=005930"]) == 2
+    err = capsys.readouterr().err
+    assert "Kafka is not reachable" in err and "make up" in err and "HubError" not in err
+
+
 def test_call_refuses_a_parameter_without_a_value() -> None:
     """``call`` parameters are KEY=VALUE; anything else stops before connecting."""
     with pytest.raises(SystemExit, match="'FID_INPUT_ISCD' is not KEY=VALUE"):

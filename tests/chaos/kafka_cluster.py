@@ -146,7 +146,8 @@ class Cluster:
             ends = await consumer.end_offsets(partitions)
         finally:
             await consumer.stop()
-        return max(ends, key=lambda tp: ends[tp]).partition
+        busiest: TopicPartition = max(ends, key=lambda tp: ends[tp])
+        return busiest.partition
 
     async def under_replicated(self) -> int:
         """Partitions (of every topic) with fewer in-sync replicas than replicas."""

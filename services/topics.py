@@ -1,8 +1,9 @@
 """Topic declarations (``schemas/topics.yaml``) and ``apihub topics ensure``.
 
 The callers' own request topics (``APIHUB_KAFKA__CALLER_TOPICS``) are ensured too, made like
-``api.requests`` (``caller_topic_specs``). Ensure is idempotent: missing topics are created, existing ones are compared with the declaration and
-any difference is reported as drift (never changed silently: fewer partitions would move keys).
+``api.requests`` (``caller_topic_specs``). Ensure is idempotent: missing topics are created, existing
+ones are compared with the declaration and any difference is reported as drift (never changed silently:
+fewer partitions would move keys).
 
 On a cluster of at least ``replicated.brokers`` live brokers (``make up KAFKA_NODES=3``) every topic is
 created with the ``replicated`` replication factor and ``min.insync.replicas`` instead of the single-node

@@ -98,11 +98,3 @@ def security_env(settings: KafkaSettings) -> dict[str, str]:
         text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         env[f"APIHUB_KAFKA__{name.upper()}"] = text
     return env
-
-
-def unreachable(bootstrap_servers: str, settings: KafkaSettings, error: BaseException) -> str:
-    """One line saying which Kafka could not be reached, as whom, why, and what to set."""
-    return (
-        f"cannot connect to Kafka at {bootstrap_servers} ({describe(settings)}): "
-        f"{error or type(error).__name__}; {SECURITY_HINT}"
-    )

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
+from hubclient.errors import HubError
 from services.audit.command import add_parser as add_audit_parser
 from services.catalog_cli import add_parser as add_catalog_parser
 from services.credentials_cli import add_parser as add_credentials_parser
@@ -324,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"error: Kafka is not reachable ({exc}); is the stack up (make up) and the address right? "
             f"And {SECURITY_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+    except HubError as exc:  # a hub client's connection failed (its cause is Kafka's error)
+        if not isinstance(exc.__cause__, KafkaError):
+            raise
+        from services.kafka_client import SECURITY_HINT
+
+        print(
+            f"error: {exc}; is the stack up (make up) and the address right? And {SECURITY_HINT}",
             file=sys.stderr,
         )
         return 2

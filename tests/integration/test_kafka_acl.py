@@ -19,8 +19,9 @@ grants, while ``demo`` claiming the name ``trader`` on the shared topic is refus
 cannot write trader's topic at all.
 
 Every client takes the security settings: the market feed (``apihub feed``, a process), the demo's whole
-repair loop (its topics, feed, tasks, the three worker processes and its reader) and ``ops/wait_kafka.py``
-run as principal ``demo``; without credentials the feed and wait_kafka fail with one line and the hint.
+repair loop (its topics, feed, tasks, the three worker processes and its reader), ``apihub demo``'s round
+trips and ``ops/wait_kafka.py`` run as principal ``demo``; without credentials the feed, ``apihub demo``
+and wait_kafka fail with one line and the hint.
 """
 
 from __future__ import annotations
@@ -575,10 +576,22 @@ async def test_the_feed_the_repair_loop_and_wait_kafka_run_as_a_principal(
         update={"request_topic": names.requests, "response_topic": names.reply_topic("demo")}
     )
     log_path = processes.LOG_DIR / f"gateway-acl-loop-{unique}.log"
-    async with processes.gateway(
-        gateway_env(sasl_broker, names, services, sandbox_url, ("demo",)), log_path=log_path
-    ):
+    env = gateway_env(sasl_broker, names, services, sandbox_url, ("demo",))
+    async with processes.gateway(env, log_path=log_path):
         summary = await run_repair_loop(ClientSettings(kafka=hub), run=run, timeout_s=180)
+        # `apihub demo`'s round trips: as demo they are answered; without credentials, one line and the hint.
+        demo_cli = [sys.executable, "-m", "services.cli", "demo", "--no-repair", "--rounds", "1"]
+        hub_env = {
+            "APIHUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "APIHUB_KAFKA__REQUEST_TOPIC": names.requests,
+            "APIHUB_KAFKA__RESPONSE_TOPIC": names.reply_topic("demo"),
+            "APIHUB_GATEWAY_METRICS_URL": f"http://127.0.0.1:{env['APIHUB_METRICS_PORT']}",
+        }
+        calls = await asyncio.to_thread(cli, demo_cli, {**hub_env, **as_demo}, 120)
+        assert calls.returncode == 0, (calls.stdout[-2000:], calls.stderr[-2000:])
+        bare_calls = await asyncio.to_thread(cli, demo_cli, hub_env, 120)
+        assert bare_calls.returncode == 2, (bare_calls.stdout[-1000:], bare_calls.stderr[-2000:])
+        assert SECURITY_HINT in bare_calls.stderr and "Traceback" not in bare_calls.stderr
     assert summary.settled, summary
     assert summary.injected > 0 and summary.injected == summary.found == summary.repaired, summary
     assert summary.verified == summary.windows, summary

@@ -4,6 +4,9 @@ ops/stack.sh uses this as Kafka's readiness check: what counts is that a client 
 live broker in the metadata and reaches the group coordinator, not what the broker writes to its log.
 
     python ops/wait_kafka.py --bootstrap 127.0.0.1:19092 [--timeout 90] [--pid PID] [--quiet]
+
+It connects as every service does: with the ``APIHUB_KAFKA__SECURITY_PROTOCOL`` / ``SASL_*`` / ``SSL_*``
+settings of its environment (``services.kafka_client``), PLAINTEXT without them (the local stack).
 """
 
 from __future__ import annotations
@@ -14,16 +17,23 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+
+from services.kafka_client import SECURITY_HINT, client_kwargs, describe
+from services.settings import ClientSettings
 
 ATTEMPT_TIMEOUT_S = 5.0
 RETRY_PAUSE_S = 0.5
 READINESS_GROUP = "apihub-readiness"
 
 
-async def probe(bootstrap: str, timeout_s: float) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def probe(bootstrap: str, timeout_s: float, security: dict[str, Any] | None = None) -> None:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **(security or {})
+    )
     try:
         await admin.start()
         await admin.list_topics()
@@ -53,7 +63,9 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-async def wait(bootstrap: str, timeout_s: float, pid: int | None) -> tuple[bool, int, str]:
+async def wait(
+    bootstrap: str, timeout_s: float, pid: int | None, security: dict[str, Any] | None = None
+) -> tuple[bool, int, str]:
     deadline = time.monotonic() + timeout_s
     max_attempts = int(timeout_s / RETRY_PAUSE_S) + 1
     last_error = "no attempt made"
@@ -63,7 +75,7 @@ async def wait(bootstrap: str, timeout_s: float, pid: int | None) -> tuple[bool,
             return False, attempt - 1, last_error
         per_attempt = min(ATTEMPT_TIMEOUT_S, remaining)
         try:
-            await asyncio.wait_for(probe(bootstrap, per_attempt), per_attempt)
+            await asyncio.wait_for(probe(bootstrap, per_attempt, security), per_attempt)
             return True, attempt, ""
         except Exception as exc:  # any failure just means "not ready yet"
             last_error = str(exc) or type(exc).__name__
@@ -84,8 +96,13 @@ def main() -> int:
     # Connection refusals are expected while the broker boots; aiokafka logs each one at ERROR.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL + 1)
 
+    try:
+        kafka = ClientSettings().kafka
+    except ValidationError as exc:
+        print(f"wait_kafka: the APIHUB_KAFKA__* settings are invalid: {exc}", file=sys.stderr)
+        return 2
     started = time.monotonic()
-    ok, attempts, error = asyncio.run(wait(args.bootstrap, args.timeout, args.pid))
+    ok, attempts, error = asyncio.run(wait(args.bootstrap, args.timeout, args.pid, client_kwargs(kafka)))
     elapsed = time.monotonic() - started
     if ok:
         if not args.quiet:
@@ -93,7 +110,7 @@ def main() -> int:
         return 0
     print(
         f"wait_kafka: broker at {args.bootstrap} not ready after {elapsed:.1f}s "
-        f"({attempts} attempts); last error: {error}",
+        f"({attempts} attempts, {describe(kafka)}); last error: {error}; {SECURITY_HINT}",
         file=sys.stderr,
     )
     return 1

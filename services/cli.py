@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
+from hubclient.errors import HubError
 from services.audit.command import add_parser as add_audit_parser
 from services.catalog_cli import add_parser as add_catalog_parser
 from services.credentials_cli import add_parser as add_credentials_parser
@@ -110,11 +111,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 def cmd_topics(args: argparse.Namespace) -> int:
     """Create or verify the declared topics; exit 1 on drift."""
     from services.kafka_client import client_kwargs
-    from services.topics import ensure_topics, load_topics
+    from services.topics import caller_topic_specs, ensure_topics, load_topics
 
     kafka = ClientSettings().kafka
     bootstrap = args.bootstrap_servers or kafka.bootstrap_servers
-    report = asyncio.run(ensure_topics(bootstrap, load_topics(), client_kwargs=client_kwargs(kafka)))
+    specs = load_topics()
+    specs += caller_topic_specs(specs, sorted(kafka.caller_topics))  # api.requests.<caller>, if configured
+    report = asyncio.run(ensure_topics(bootstrap, specs, client_kwargs=client_kwargs(kafka)))
     for name in report.created:
         print(f"created   {name}")
     for name in report.unchanged:
@@ -182,10 +185,12 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 def cmd_feed(args: argparse.Namespace) -> int:
     """Publish the sandbox market's ticks to market.ticks: one day (--once/--day) or follow the clock."""
+    from services.kafka_client import client_kwargs
     from services.sandbox.feed import publish_day, run_feed
     from services.sandbox.settings import FeedSettings, SandboxSettings
 
     base = SandboxSettings()
+    security = client_kwargs(ClientSettings().kafka)  # the feed's principal: APIHUB_KAFKA__SECURITY_*
     updates = {
         "bootstrap_servers": args.bootstrap_servers or ClientSettings().kafka.bootstrap_servers,
         "topic": args.topic,
@@ -206,12 +211,12 @@ def cmd_feed(args: argparse.Namespace) -> int:
     if args.once or args.day:
 
         async def main() -> None:
-            report = await publish_day(settings, feed.bootstrap_servers, stop=stop)
+            report = await publish_day(settings, feed.bootstrap_servers, stop=stop, client_options=security)
             print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
 
         _run_until_signal(main(), stop)
     else:
-        _run_until_signal(run_feed(settings, stop), stop)
+        _run_until_signal(run_feed(settings, stop, client_options=security), stop)
     return 0
 
 
@@ -317,8 +322,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except KafkaError as exc:  # the common operator mistake: the stack is not up or the address is wrong
+        from services.kafka_client import SECURITY_HINT
+
         print(
-            f"error: Kafka is not reachable ({exc}); is the stack up (make up) and the address right?",
+            f"error: Kafka is not reachable ({exc}); is the stack up (make up) and the address right? "
+            f"And {SECURITY_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+    except HubError as exc:  # a hub client's connection failed (its cause is Kafka's error)
+        if not isinstance(exc.__cause__, KafkaError):
+            raise
+        from services.kafka_client import SECURITY_HINT
+
+        print(
+            f"error: {exc}; is the stack up (make up) and the address right? And {SECURITY_HINT}",
             file=sys.stderr,
         )
         return 2

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka.helpers import create_ssl_context
+from pydantic import SecretStr
 
 from services.settings import KafkaSettings
 
@@ -59,3 +60,41 @@ def describe(settings: KafkaSettings) -> str:
     if settings.ssl_cafile:
         parts.append(f"CA {settings.ssl_cafile}")
     return ", ".join(parts)
+
+
+#: The ``KafkaSettings`` fields that say how a client connects (not where, nor which topics).
+SECURITY_FIELDS = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+)
+
+#: What an operator is told when a Kafka client cannot connect.
+SECURITY_HINT = (
+    "if the brokers' listener requires SASL or TLS, give this process its principal with "
+    "APIHUB_KAFKA__SECURITY_PROTOCOL, APIHUB_KAFKA__SASL_MECHANISM, APIHUB_KAFKA__SASL_USERNAME, "
+    "APIHUB_KAFKA__SASL_PASSWORD (and APIHUB_KAFKA__SSL_CAFILE for TLS); see docs/RELIABILITY.md"
+)
+
+
+def with_security(target: KafkaSettings, source: KafkaSettings) -> KafkaSettings:
+    """``target`` (its servers and topics) connecting as ``source`` does (protocol, principal, TLS)."""
+    return target.model_copy(update={name: getattr(source, name) for name in SECURITY_FIELDS})
+
+
+def security_env(settings: KafkaSettings) -> dict[str, str]:
+    """The ``APIHUB_KAFKA__*`` variables that make a child process connect as ``settings`` does.
+
+    They hold the password: pass them to a child's environment only, never to a log line."""
+    env: dict[str, str] = {}
+    for name in SECURITY_FIELDS:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        env[f"APIHUB_KAFKA__{name.upper()}"] = text
+    return env

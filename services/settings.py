@@ -7,6 +7,7 @@ Nested groups use ``__``: ``APIHUB_KAFKA__BOOTSTRAP_SERVERS``, ``APIHUB_KIS__APP
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Self
@@ -17,6 +18,8 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hubclient.models import Provider
+
+_CALLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")  # ApiRequest.caller's pattern
 
 #: Default jitter budgets (``arrival_jitter_ms``): a broker across the internet, and one on this host.
 REMOTE_JITTER_MS = 50.0
@@ -42,6 +45,11 @@ class KafkaSettings(BaseModel):
     extra_reply_topics: list[str] = Field(
         default_factory=list, description="reply topics besides response_topic"
     )
+    caller_topics: dict[str, str] = Field(
+        default_factory=dict,
+        description="request topics bound to one caller each, topic -> caller (JSON): the gateway also "
+        "reads them, a request there is that caller's, and the shared request topic refuses their names",
+    )
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
         default="PLAINTEXT", description="how every Kafka client of the process connects"
     )
@@ -61,6 +69,27 @@ class KafkaSettings(BaseModel):
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("ssl_certfile and ssl_keyfile go together")
         return self
+
+    @model_validator(mode="after")
+    def _caller_topics_distinct(self) -> KafkaSettings:
+        others = {self.request_topic, self.dlq_topic, self.events_topic, *self.reply_topics}
+        for topic, caller in self.caller_topics.items():
+            if topic in others:
+                raise ValueError(
+                    f"caller topic {topic!r} is already the gateway's request, reply or other topic"
+                )
+            if not _CALLER_NAME.match(caller):
+                raise ValueError(f"caller topic {topic!r}: {caller!r} is not a caller name")
+        callers = list(self.caller_topics.values())
+        twice = sorted({c for c in callers if callers.count(c) > 1})
+        if twice:
+            raise ValueError(f"a caller is bound to one request topic at most: {twice}")
+        return self
+
+    @property
+    def request_topics(self) -> tuple[str, ...]:
+        """Every topic the gateway reads requests from: the shared one first, then the callers' own."""
+        return (self.request_topic, *sorted(self.caller_topics))
 
     @property
     def reply_topics(self) -> frozenset[str]:

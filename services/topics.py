@@ -1,7 +1,9 @@
 """Topic declarations (``schemas/topics.yaml``) and ``apihub topics ensure``.
 
-Ensure is idempotent: missing topics are created, existing ones are compared with the declaration and
-any difference is reported as drift (never changed silently: fewer partitions would move keys).
+The callers' own request topics (``APIHUB_KAFKA__CALLER_TOPICS``) are ensured too, made like
+``api.requests`` (``caller_topic_specs``). Ensure is idempotent: missing topics are created, existing
+ones are compared with the declaration and any difference is reported as drift (never changed silently:
+fewer partitions would move keys).
 
 On a cluster of at least ``replicated.brokers`` live brokers (``make up KAFKA_NODES=3``) every topic is
 created with the ``replicated`` replication factor and ``min.insync.replicas`` instead of the single-node
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +82,21 @@ def load_topics(path: Path = TOPICS_FILE, *, rename: dict[str, str] | None = Non
             config={str(k): str(v) for k, v in (t.get("config") or {}).items()},
         )
         for t in doc["topics"]
+    ]
+
+
+def caller_topic_specs(
+    specs: list[TopicSpec], caller_topics: Iterable[str], *, like: str = "api.requests"
+) -> list[TopicSpec]:
+    """The callers' own request topics (``APIHUB_KAFKA__CALLER_TOPICS``), each declared like ``like``:
+    the same partition count puts a limit domain's key in the same partition number on every request
+    topic, which the gateway's range assignor gives to one instance (``services.gateway.consumer``)."""
+    model = next((s for s in specs if s.name == like), None)
+    if model is None:
+        raise ValueError(f"no declared topic {like!r} to make the caller topics like")
+    return [
+        TopicSpec(name, model.partitions, model.replication_factor, dict(model.config))
+        for name in caller_topics
     ]
 
 

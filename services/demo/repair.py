@@ -22,6 +22,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.demo.tally import LoopState, hhmm, injected_minutes, windows
+from services.kafka_client import client_kwargs, security_env
 from services.sandbox.feed import publish_day
 from services.sandbox.settings import FeedSettings, SandboxSettings
 from services.settings import ClientSettings, WorkerTopics
@@ -82,6 +83,7 @@ async def run_repair_loop(
     """Run the whole loop once on fresh topics and return its summary; ``chaos`` runs beside it."""
     run = run or uuid.uuid4().hex[:8]
     bootstrap = settings.kafka.bootstrap_servers
+    security = client_kwargs(settings.kafka)  # every client of the loop connects as the demo's principal
     topics = run_topics(run)
     rename = {
         declared: mine
@@ -89,7 +91,8 @@ async def run_repair_loop(
             WorkerTopics().model_dump().values(), topics.model_dump().values(), strict=True
         )
     }
-    await ensure_topics(bootstrap, [s for s in load_topics(rename=rename) if s.name in rename.values()])
+    specs = [s for s in load_topics(rename=rename) if s.name in rename.values()]
+    await ensure_topics(bootstrap, specs, client_kwargs=security)
     started = time.monotonic()
     base = SandboxSettings()
     feed = FeedSettings.model_validate(
@@ -104,7 +107,7 @@ async def run_repair_loop(
             "speed": 0.0,
         }
     )
-    report = await publish_day(base.model_copy(update={"feed": feed}), bootstrap)
+    report = await publish_day(base.model_copy(update={"feed": feed}), bootstrap, client_options=security)
     day = report.day.isoformat()
     state = LoopState(SYMBOLS)
     kafka = settings.kafka
@@ -113,12 +116,15 @@ async def run_repair_loop(
         "APIHUB_KAFKA__REQUEST_TOPIC": kafka.request_topic,
         "APIHUB_KAFKA__RESPONSE_TOPIC": kafka.response_topic,
         "APIHUB_INSTANCE_ID": f"demo-{run}",
+        **security_env(kafka),  # the workers run as the same principal (a child's environment only)
         **{f"APIHUB_TOPICS__{key.upper()}": value for key, value in topics.model_dump().items()},
     }
     fleet = WorkerFleet(env, log_dir=LOG_DIR, prefix=f"demo-{run}", group_suffix=f".demo-{run}")
     await fleet.start_all()
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **security
+        )
         await producer.start()
         try:
             job = f"history|demo-{run}"
@@ -148,9 +154,9 @@ async def run_repair_loop(
             await producer.stop()
         deadline_s = started + timeout_s
         if chaos is None:
-            await follow(bootstrap, topics, state, deadline_s)
+            await follow(bootstrap, topics, state, deadline_s, security)
         else:
-            await asyncio.gather(follow(bootstrap, topics, state, deadline_s), chaos(fleet, state))
+            await asyncio.gather(follow(bootstrap, topics, state, deadline_s, security), chaos(fleet, state))
     finally:
         await fleet.stop()
     found = state.found()
@@ -166,7 +172,13 @@ async def run_repair_loop(
     )
 
 
-async def follow(bootstrap: str, topics: WorkerTopics, state: LoopState, deadline_s: float) -> None:
+async def follow(
+    bootstrap: str,
+    topics: WorkerTopics,
+    state: LoopState,
+    deadline_s: float,
+    client_options: dict[str, Any] | None = None,
+) -> None:
     """Read results and recovered windows until the loop settles or the deadline passes."""
     consumer = AIOKafkaConsumer(
         topics.verification_results,
@@ -175,6 +187,7 @@ async def follow(bootstrap: str, topics: WorkerTopics, state: LoopState, deadlin
         group_id=None,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        **(client_options or {}),
     )
     await consumer.start()
     try:

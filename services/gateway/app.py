@@ -23,12 +23,13 @@ from services.gateway.clock import SystemClock
 from services.gateway.consumer import RequestConsumer
 from services.gateway.cpu_wait import RunQueueWait
 from services.gateway.dispatcher import HttpDispatcher
+from services.gateway.errors import NotPermitted
 from services.gateway.events import EventForwarder
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.intake import read_record
 from services.gateway.metrics import ANSWERED_LATE, REQUESTS
-from services.gateway.permissions import load_permissions
+from services.gateway.permissions import CallerTopics, check_arrival, load_permissions
 from services.gateway.pool import domain_of
 from services.gateway.publisher import Publisher
 from services.gateway.slots import RedisSlots
@@ -100,6 +101,7 @@ class GatewayApp:
             abandonable=self._abandonable,
         )
         self._reply_topics = settings.kafka.reply_topics
+        self._caller_topics = CallerTopics.of(settings.kafka.caller_topics)
         self._run_task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
         self._stopping = False
@@ -146,7 +148,12 @@ class GatewayApp:
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Serve one record: answer it exactly once, or dead-letter it (and answer where possible)."""
-        intake = read_record(record, self._reply_topics, max_request_bytes=self.settings.max_request_bytes)
+        intake = read_record(
+            record,
+            self._reply_topics,
+            max_request_bytes=self.settings.max_request_bytes,
+            caller_topics=self._caller_topics.by_topic,
+        )
         if intake.request is None:
             await self._dead_letter(record, intake.reason or "invalid")
             if intake.reply is not None and await self.publisher.can_reply_to(
@@ -170,7 +177,10 @@ class GatewayApp:
             await self._dead_letter(record, f"reply_partition_unknown: {missing}")
             return
         try:
-            response = await self.gateway.handle(request, (record.partition, record.offset))
+            check_arrival(self._caller_topics, record.topic, request)  # a name bound to another topic
+            response = await self.gateway.handle(request, (record.topic, record.partition, record.offset))
+        except NotPermitted as exc:
+            response = self.gateway.responder.error(request, exc)
         except Exception as exc:  # a bug must still end in exactly one answer
             logger.exception("gateway.internal_error", extra={"fields": {"request_id": request.request_id}})
             response = self.gateway.answer(
@@ -196,7 +206,7 @@ class GatewayApp:
 
     def _abandonable(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """A record may be left to the next owner while its request still waits in its queue."""
-        return self.gateway.is_abandonable((record.partition, record.offset))
+        return self.gateway.is_abandonable((record.topic, record.partition, record.offset))
 
     async def _respond(
         self,

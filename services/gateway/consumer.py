@@ -8,6 +8,11 @@ an urgent request first once it has been read past the bulk requests ahead of it
 offset is committed only once its response is acknowledged by Kafka: while polling at most every
 ``COMMIT_INTERVAL_S`` (a commit per poll cost a round trip per handful of records under load; a crash
 redelivers at most that much more, answered from the idempotency records), always on revoke and stop.
+With caller topics (``KafkaSettings.caller_topics``) the group reads them beside the shared request topic
+and prefers the range assignor: a domain's key lands in the same partition number of every request topic
+(equal partition counts, ``apihub topics ensure``), and the range assignor gives partition N of every topic
+to the same member, so one instance's scheduler sees all of a domain's requests, whichever topic carried
+them (round robin, aiokafka's default, stays the fallback while a group changes over).
 On revoke, the poll loop stops starting work of the lost partitions at once; records whose request
 still waits in its queue are withdrawn and stay for the next owner, the rest (in an upstream call, or
 answered and being published) are drained (bounded) and committed.
@@ -22,6 +27,9 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from services.gateway.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, INFLIGHT
@@ -36,6 +44,13 @@ FETCH_BATCH = 500  # records per poll; the read-ahead bounds what stays open
 INTAKE_CHUNK = 8  # records started per turn of the event loop
 COMMIT_INTERVAL_S = 0.1
 RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+def assignors(settings: KafkaSettings) -> tuple[type[AbstractPartitionAssignor], ...]:
+    """The group's assignors, preferred first: range (domains aligned across topics) with caller topics."""
+    if settings.caller_topics:
+        return (RangePartitionAssignor, RoundRobinPartitionAssignor)
+    return (RoundRobinPartitionAssignor,)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -91,10 +106,11 @@ class RequestConsumer:
             session_timeout_ms=self._settings.session_timeout_ms,
             heartbeat_interval_ms=min(1_000, self._settings.session_timeout_ms // 3),
             metadata_max_age_ms=GROUP_METADATA_MAX_AGE_MS,
+            partition_assignment_strategy=assignors(self._settings),
             **client_kwargs(self._settings),
         )
         await consumer.start()
-        consumer.subscribe([self._settings.request_topic], listener=_Rebalance(self))
+        consumer.subscribe(list(self._settings.request_topics), listener=_Rebalance(self))
         self._consumer = consumer
 
     async def run(self) -> None:

@@ -17,7 +17,7 @@ from hubclient.catalog import TrSpec
 from hubclient.models import ApiRequest, ApiResponse
 from services.gateway.providers.base import Classified
 
-Position = tuple[int, int]  # (partition, offset) of the request record
+Position = tuple[str, int, int]  # (topic, partition, offset) of the request record
 
 
 class Stage(StrEnum):

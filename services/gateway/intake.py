@@ -11,12 +11,17 @@ A record that cannot be parsed or validated is dead-lettered with the reason, an
 Replies go only to allowed topics, so a crafted request cannot make the gateway write elsewhere.
 A record larger than ``max_request_bytes`` is not parsed at all (reason ``too_large``); its reply address
 then comes from the headers only. See ``docs/CONTRACT.md``.
+
+A record on a caller's own request topic (``caller_topics``: topic -> caller) is that caller's: a body
+without ``caller`` gets it from the topic, a body naming another caller is refused as ``caller_mismatch``
+(dead-lettered, answered ``invalid``).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -68,8 +73,11 @@ def read_record(
     allowed_reply_topics: frozenset[str],
     *,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    caller_topics: Mapping[str, str] | None = None,
 ) -> Intake:
-    """Parse and validate one record from the request topic (at most ``max_request_bytes`` bytes)."""
+    """Parse and validate one record from a request topic (at most ``max_request_bytes`` bytes); on a
+    topic of ``caller_topics`` (topic -> caller) the request is that caller's."""
+    bound = caller_topics.get(record.topic) if caller_topics else None
     headers = list(record.headers or ())
     correlation = header_value(headers, CORRELATION_ID)
     named = _header_reply(headers)
@@ -89,9 +97,11 @@ def read_record(
             reason = "unparseable: the value is not a JSON object"
         elif (conflict := _conflict(body, named)) is not None:
             reason = f"reply_address_conflict: {conflict}"
+        elif (mismatch := _caller_mismatch(body, bound, record.topic)) is not None:
+            reason = f"caller_mismatch: {mismatch}"
         else:
             try:
-                request = ApiRequest.model_validate(_with_header_reply(body, named))
+                request = ApiRequest.model_validate(_with_caller(_with_header_reply(body, named), bound))
             except ValidationError as exc:
                 reason = "schema: " + "; ".join(
                     f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
@@ -132,6 +142,22 @@ def _conflict(body: dict[str, Any], named: _HeaderReply) -> str | None:
             f"{named.partition}"
         )
     return None
+
+
+def _caller_mismatch(body: dict[str, Any], bound: str | None, topic: str) -> str | None:
+    """Why the body's caller cannot be the one the topic is bound to, or None when it can."""
+    caller = body.get("caller")
+    if bound is None or caller is None or caller == bound:
+        return None
+    claimed = caller if isinstance(caller, str) else repr(caller)
+    return f"{topic} carries the requests of caller {bound!r} only, the body names {claimed[:80]!r}"
+
+
+def _with_caller(body: dict[str, Any], bound: str | None) -> dict[str, Any]:
+    """The body with the topic's caller when it names none."""
+    if bound is None or "caller" in body:
+        return body
+    return {**body, "caller": bound}
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -20,11 +20,18 @@ a caller that is not listed gets ``default``, read-only quotation calls unless t
 orders and account calls always need a grant that names them. A refused call is answered
 ``rejected`` / ``not_permitted`` at admission, before any upstream call, and logged as
 ``request.not_permitted``. The decision (``permitted``) is a pure function of the table and the call.
+
+The name a request claims is bound to a Kafka principal by the topic it arrives on
+(``APIHUB_KAFKA__CALLER_TOPICS``, ``CallerTopics``): a request on a caller's own topic is that caller's
+(``intake`` refuses a body naming another), and one on any other topic claiming a bound caller is refused
+``rejected`` / ``not_permitted`` by ``check_arrival`` before any grant is looked at, and logged as
+``request.not_permitted`` with ``bound_topic``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +105,50 @@ def check_permitted(permissions: Permissions | None, request: ApiRequest, spec: 
         request_id=request.request_id,
     )
     raise NotPermitted(f"caller {request.caller!r} may not call {spec.provider.value}/{spec.key}")
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTopics:
+    """Callers bound to a request topic of their own, which only their principal may write."""
+
+    by_topic: Mapping[str, str] = field(default_factory=dict)  # topic -> caller
+    by_caller: Mapping[str, str] = field(default_factory=dict)  # caller -> topic
+
+    @classmethod
+    def of(cls, topics: Mapping[str, str]) -> CallerTopics:
+        """The binding of ``APIHUB_KAFKA__CALLER_TOPICS`` (topic -> caller, one topic per caller)."""
+        return cls(dict(topics), {caller: topic for topic, caller in topics.items()})
+
+    def caller_of(self, topic: str) -> str | None:
+        """The caller every request on ``topic`` is, or None for a shared topic."""
+        return self.by_topic.get(topic)
+
+    def topic_of(self, caller: str) -> str | None:
+        """The only topic ``caller``'s requests may arrive on, or None for an unbound caller."""
+        return self.by_caller.get(caller)
+
+
+def check_arrival(binding: CallerTopics, topic: str, request: ApiRequest) -> None:
+    """Raise ``NotPermitted`` (and log it) when ``request``, read from ``topic``, claims a caller bound to
+    another topic: whoever wrote it is not that caller's principal."""
+    bound_topic = binding.topic_of(request.caller)
+    if bound_topic is None or bound_topic == topic:
+        return
+    log_event(
+        logger,
+        "request.not_permitted",
+        logging.WARNING,
+        caller=request.caller,
+        topic=topic,
+        bound_topic=bound_topic,
+        provider=request.provider.value,
+        tr_id=request.tr_id,
+        request_id=request.request_id,
+    )
+    raise NotPermitted(
+        f"caller {request.caller!r} is bound to the request topic {bound_topic}; "
+        f"a request on {topic} cannot claim it"
+    )
 
 
 def _names(raw: Any, what: str) -> frozenset[str]:

@@ -61,12 +61,13 @@ async def _sender(options: ReplayOptions) -> AsyncIterator[ReplaySender]:
         from services.replay.hub import check_sandbox, ensure_hub_topics, gateway_settings, sandbox_hub
 
         await check_sandbox(target.sandbox_url)
-        await ensure_hub_topics(bootstrap, target.names)
+        await ensure_hub_topics(bootstrap, target.names, options.source.client_options)
         settings = gateway_settings(
             target.names,
             bootstrap_servers=bootstrap,
             redis_url=target.redis_url,
             sandbox_url=target.sandbox_url,
+            security=target.security,
         )
         transport = KafkaTransport(
             bootstrap,

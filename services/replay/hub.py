@@ -14,9 +14,11 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 
+from services.kafka_client import with_security
 from services.replay import ReplayError
 from services.replay.names import HubNames
 from services.settings import GatewaySettings, KafkaSettings, KisSettings, KiwoomSettings, RedisSettings
@@ -56,24 +58,31 @@ def _fake_key() -> tuple[str, str]:
 
 
 def gateway_settings(
-    names: HubNames, *, bootstrap_servers: str, redis_url: str, sandbox_url: str
+    names: HubNames,
+    *,
+    bootstrap_servers: str,
+    redis_url: str,
+    sandbox_url: str,
+    security: KafkaSettings | None = None,
 ) -> GatewaySettings:
     """The settings of the replay's gateway: the replay topics and group, the sandbox's real environments.
 
     Every group of settings is given whole, so an operator's ``APIHUB_KIS__*`` (a live broker's address or
-    key) never reaches this gateway."""
+    key) never reaches this gateway; of the operator's Kafka settings only ``security`` (how to connect:
+    SASL/TLS and the principal, ``services.kafka_client.SECURITY_FIELDS``) is kept."""
     kis_key, kis_secret = _fake_key()
     kiwoom_key, kiwoom_secret = _fake_key()
     base = sandbox_url.rstrip("/")
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap_servers,
+        request_topic=names.requests,
+        response_topic=names.responses,
+        dlq_topic=names.dlq,
+        group_id=names.group_id,
+        session_timeout_ms=SESSION_TIMEOUT_MS,
+    )
     return GatewaySettings(
-        kafka=KafkaSettings(
-            bootstrap_servers=bootstrap_servers,
-            request_topic=names.requests,
-            response_topic=names.responses,
-            dlq_topic=names.dlq,
-            group_id=names.group_id,
-            session_timeout_ms=SESSION_TIMEOUT_MS,
-        ),
+        kafka=kafka if security is None else with_security(kafka, security),
         redis=RedisSettings(url=redis_url, key_prefix=names.redis_prefix),
         kis=KisSettings(base_url=f"{base}/kis/real", appkey=kis_key, appsecret=kis_secret),
         kiwoom=KiwoomSettings(base_url=f"{base}/kiwoom/real", appkey=kiwoom_key, secretkey=kiwoom_secret),
@@ -85,11 +94,14 @@ def gateway_settings(
     )
 
 
-async def ensure_hub_topics(bootstrap_servers: str, names: HubNames) -> None:
-    """Create the replay topics when missing, configured like the audit topics they stand for."""
+async def ensure_hub_topics(
+    bootstrap_servers: str, names: HubNames, client_options: dict[str, Any] | None = None
+) -> None:
+    """Create the replay topics when missing, configured like the audit topics they stand for
+    (``client_options``: the connection's SASL/TLS, ``services.kafka_client.client_kwargs``)."""
     rename = {"api.requests": names.requests, "api.responses": names.responses, "api.requests.dlq": names.dlq}
     specs = [s for s in load_topics(rename=rename) if s.name in rename.values()]
-    report = await ensure_topics(bootstrap_servers, specs)
+    report = await ensure_topics(bootstrap_servers, specs, client_kwargs=client_options)
     if report.drift:
         raise ReplayError("the replay topics differ from their declaration: " + "; ".join(report.drift))
 

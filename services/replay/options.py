@@ -42,6 +42,8 @@ class Target:
     redis_url: str = "redis://127.0.0.1:16379/0"
     request_topic: str = "api.requests"  # for "hub"
     reply_topic: str = "api.responses"  # for "hub"
+    # How the replay's own gateway connects to Kafka (its APIHUB_KAFKA__SECURITY_* principal, for "sandbox").
+    security: KafkaSettings = field(default_factory=KafkaSettings)
 
     def describe(self) -> list[str]:
         """The target in words, for the report."""
@@ -143,6 +145,7 @@ def target_from(args: argparse.Namespace, settings: ReplaySettings) -> Target:
         redis_url=args.redis_url or settings.redis.url,
         request_topic=args.hub_request_topic or settings.kafka.request_topic,
         reply_topic=args.hub_reply_topic or settings.kafka.response_topic,
+        security=settings.kafka,
     )
 
 

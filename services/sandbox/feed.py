@@ -440,8 +440,11 @@ class _DayRun:
 
 
 @asynccontextmanager
-async def _producer(target: Any, feed: FeedSettings) -> AsyncIterator[Any]:
-    """Use a producer passed in as is; otherwise own an idempotent one for the block."""
+async def _producer(
+    target: Any, feed: FeedSettings, client_options: Mapping[str, Any] | None
+) -> AsyncIterator[Any]:
+    """Use a producer passed in as is; otherwise own an idempotent one for the block, connecting with
+    ``client_options`` (SASL/TLS: ``services.kafka_client.client_kwargs``)."""
     if not isinstance(target, str):
         yield target
         return
@@ -451,6 +454,7 @@ async def _producer(target: Any, feed: FeedSettings) -> AsyncIterator[Any]:
         enable_idempotence=True,
         acks="all",
         linger_ms=feed.linger_ms,
+        **dict(client_options or {}),
     )
     try:
         await producer.start()
@@ -488,6 +492,7 @@ async def publish_day(
     stop: asyncio.Event | None = None,
     market: Market | None = None,
     clock: SimClock | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> FeedReport:
     """Publish one day of ``settings.feed.symbols`` to ``settings.feed.topic`` and report what was done.
 
@@ -495,7 +500,8 @@ async def publish_day(
     ``until`` (default: the clock's now, so a sandbox never publishes the future) are left out. Replays at
     ``settings.feed.speed`` simulated seconds per real second (0 = as fast as possible). A producer passed
     in is used as is and left running; a bootstrap string gets an idempotent producer (acks=all) owned by
-    this call. ``stop`` ends the publication early (``report.stopped``).
+    this call, connecting with ``client_options`` (the security arguments of
+    ``services.kafka_client.client_kwargs``). ``stop`` ends the publication early (``report.stopped``).
     """
     feed = settings.feed
     clock = clock or sandbox_clock(settings)
@@ -516,7 +522,7 @@ async def publish_day(
         speed=feed.speed,
         until_kst=None if until_s is None else cut.isoformat(),
     )
-    async with _producer(producer_or_bootstrap, feed) as producer:
+    async with _producer(producer_or_bootstrap, feed, client_options) as producer:
         await run.publish(producer, until_s=until_s, stop=stop, speed=feed.speed)
     run.log_done()
     return run.report
@@ -529,19 +535,22 @@ async def run_feed(
     clock: SimClock | None = None,
     market: Market | None = None,
     producer: AIOKafkaProducer | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Follow the simulated clock until ``stop`` is set, publishing each trade once the clock has passed it.
 
     On start the current trading day is published up to now at once; afterwards the feed wakes for the
     next trade (or every ``poll_interval_s`` at most, to notice clock jumps). A day left unfinished when
     the clock moves to a later one is completed first; a day seen before is continued, never repeated.
-    Pass the sandbox's own ``clock`` and ``market`` to run inside the sandbox process.
+    Pass the sandbox's own ``clock`` and ``market`` to run inside the sandbox process; without a
+    ``producer``, one is made with ``client_options`` (SASL/TLS) as in ``publish_day``.
     """
     feed = settings.feed
     clock = clock or sandbox_clock(settings)
     market = market or sandbox_market(settings)
     runs: OrderedDict[date, _DayRun] = OrderedDict()
-    async with _producer(feed.bootstrap_servers if producer is None else producer, feed) as kafka:
+    target = feed.bootstrap_servers if producer is None else producer
+    async with _producer(target, feed, client_options) as kafka:
         log_event(
             logger, "feed.started", topic=feed.topic, symbols=feed.symbols, now_kst=clock.now().isoformat()
         )

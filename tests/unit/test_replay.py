@@ -399,3 +399,30 @@ def test_the_replay_gateway_ignores_the_operators_broker_settings(monkeypatch: p
         "apihub.replay.gateway",
     )
     assert settings.redis.key_prefix == "apihub.replay:"
+
+
+def test_the_replay_gateway_connects_as_the_operators_principal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APIHUB_KAFKA__SECURITY_* reach the replay's own gateway (and only how it connects, not its topics)."""
+    for name, value in {
+        "APIHUB_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "APIHUB_KAFKA__SASL_USERNAME": "replayer",
+        "APIHUB_KAFKA__SASL_PASSWORD": "pw",
+        "APIHUB_KAFKA__REQUEST_TOPIC": "api.requests",
+    }.items():
+        monkeypatch.setenv(name, value)
+    args = argparse.Namespace(
+        target="sandbox", live=False, replay_prefix="apihub.replay", sandbox_url=None, redis_url=None,
+        hub_request_topic=None, hub_reply_topic=None,
+    )  # fmt: skip
+    target = target_from(args, ReplaySettings())
+    settings = gateway_settings(
+        target.names,
+        bootstrap_servers="127.0.0.1:19092",
+        redis_url="redis://127.0.0.1:16379/0",
+        sandbox_url="http://sb/",
+        security=target.security,
+    )
+    kafka = settings.kafka
+    assert (kafka.security_protocol, kafka.sasl_username) == ("SASL_PLAINTEXT", "replayer")
+    assert kafka.sasl_password is not None and kafka.sasl_password.get_secret_value() == "pw"
+    assert kafka.request_topic == "apihub.replay.requests"

@@ -144,15 +144,21 @@ http_ok() {
     fi
 }
 
+# The stack's own brokers listen in plaintext: their probe ignores any APIHUB_KAFKA__SECURITY_* the shell
+# exports for another cluster.
+local_kafka_probe() {
+    APIHUB_KAFKA__SECURITY_PROTOCOL=PLAINTEXT "$PYTHON" "$OPS_DIR/wait_kafka.py" "$@"
+}
+
 is_ready() {
     case $1 in
-    kafka) "$PYTHON" "$OPS_DIR/wait_kafka.py" --bootstrap "$HOST:$KAFKA_PORT" --timeout 3 --quiet 2>/dev/null ;;
+    kafka) local_kafka_probe --bootstrap "$HOST:$KAFKA_PORT" --timeout 3 --quiet 2>/dev/null ;;
     redis) [[ $(timeout 2 redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
     sandbox) http_ok "http://$HOST:$SANDBOX_PORT/healthz" ;;
     gateway) http_ok "http://$HOST:$GATEWAY_METRICS_PORT/healthz" ;;
     history | verification | recovery) http_ok "http://$HOST:$(port_of "$1")/readyz" ;;
     prometheus) http_ok "http://$HOST:$PROMETHEUS_PORT/-/ready" ;;
-    kafka-[123]) "$PYTHON" "$OPS_DIR/wait_kafka.py" --bootstrap "$HOST:$(node_port "$1")" --timeout 3 --quiet \
+    kafka-[123]) local_kafka_probe --bootstrap "$HOST:$(node_port "$1")" --timeout 3 --quiet \
         2>/dev/null ;;
     esac
 }
@@ -208,7 +214,7 @@ wait_ready() {
         # One client polling for the whole window, instead of a Python start per attempt.
         local pid
         pid=$(running_pid "$name") || start_failed "$name" "process exited during startup"
-        "$PYTHON" "$OPS_DIR/wait_kafka.py" --bootstrap "$HOST:$(port_of "$name")" --timeout "$timeout" \
+        local_kafka_probe --bootstrap "$HOST:$(port_of "$name")" --timeout "$timeout" \
             --pid "$pid" --quiet ||
             start_failed "$name" "not ready (see above)"
         return 0

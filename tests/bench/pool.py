@@ -262,6 +262,9 @@ async def run(bench: Bench) -> Result:
         f"Load: 3 HubClients, {DEMAND_FACTOR}x the pool's {MEMBERS * RATE_PER_S} req/s together, open loop, "
         f"a distinct symbol per read, {DEADLINE_S:.0f} s deadlines; utilisation counts the calls the referee "
         f"accepted over the {duration_s:.0f} s of offered load.",
+        "Referee: the sandbox counts each arrival at the kernel's receive stamp of its bytes (its own loop "
+        "stalls do not bunch them); the gateway widens its jitter budget only while late sends coincide with "
+        "its event loop waiting for a CPU (the run-queue row), i.e. a contended host.",
         "Shared reads: one HubClient sends the identical burst at once (same tr_id and params), then the "
         "same number of distinct reads; upstream calls are the referee's request count on the key in "
         "between.",

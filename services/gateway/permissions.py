@@ -95,16 +95,7 @@ def check_permitted(permissions: Permissions | None, request: ApiRequest, spec: 
     """Raise ``NotPermitted`` (and log ``request.not_permitted``) when the caller may not make this call."""
     if permitted(permissions, request.caller, spec):
         return
-    log_event(
-        logger,
-        "request.not_permitted",
-        logging.WARNING,
-        caller=request.caller,
-        provider=request.provider.value,
-        tr_id=request.tr_id,
-        request_id=request.request_id,
-    )
-    raise NotPermitted(f"caller {request.caller!r} may not call {spec.provider.value}/{spec.key}")
+    raise _refused(request, f"caller {request.caller!r} may not call {spec.provider.value}/{spec.key}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,21 +125,28 @@ def check_arrival(binding: CallerTopics, topic: str, request: ApiRequest) -> Non
     bound_topic = binding.topic_of(request.caller)
     if bound_topic is None or bound_topic == topic:
         return
+    raise _refused(
+        request,
+        f"caller {request.caller!r} is bound to the request topic {bound_topic}; "
+        f"a request on {topic} cannot claim it",
+        topic=topic,
+        bound_topic=bound_topic,
+    )
+
+
+def _refused(request: ApiRequest, message: str, **where: str) -> NotPermitted:
+    """Log ``request.not_permitted`` for ``request`` and return the error to raise."""
     log_event(
         logger,
         "request.not_permitted",
         logging.WARNING,
         caller=request.caller,
-        topic=topic,
-        bound_topic=bound_topic,
+        **where,
         provider=request.provider.value,
         tr_id=request.tr_id,
         request_id=request.request_id,
     )
-    raise NotPermitted(
-        f"caller {request.caller!r} is bound to the request topic {bound_topic}; "
-        f"a request on {topic} cannot claim it"
-    )
+    return NotPermitted(message)
 
 
 def _names(raw: Any, what: str) -> frozenset[str]:

@@ -60,7 +60,7 @@ from tests import processes
 from tests.conftest import Services
 from tests.integration.conftest import fake_credentials
 from tests.integration.test_adapters_sandbox import BALANCE_PARAMS
-from tests.integration.test_round_trip import PRICE
+from tests.params import PRICE
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_ROOT = REPO / ".local" / "test-kafka-sasl"
@@ -306,15 +306,20 @@ def gateway_env(
     }
 
 
-async def metadata_error(broker: SaslBroker, user: str, topic: str) -> int:
-    """The error code the broker answers ``user`` asking for ``topic``'s metadata (0: none)."""
+async def describe_as(broker: SaslBroker, user: str, topic: str) -> dict[str, Any]:
+    """``topic``'s metadata as the broker answers ``user``."""
     admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap, **broker.kwargs(user))
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    return int(described["error_code"])
+    return dict(described)
+
+
+async def metadata_error(broker: SaslBroker, user: str, topic: str) -> int:
+    """The error code the broker answers ``user`` asking for ``topic``'s metadata (0: none)."""
+    return int((await describe_as(broker, user, topic))["error_code"])
 
 
 async def fetch_as(broker: SaslBroker, user: str, topic: str, wait_s: float) -> list[bytes]:
@@ -507,12 +512,7 @@ def grant_demo_loop(broker: SaslBroker, names: Names, run: str) -> None:
 
 async def records_in(broker: SaslBroker, user: str, topic: str) -> int:
     """How many records ``topic`` holds over all its partitions, as ``user`` sees them (end offsets)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap, **broker.kwargs(user))
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
+    described = await describe_as(broker, user, topic)
     tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
     consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, **broker.kwargs(user))
     await consumer.start()

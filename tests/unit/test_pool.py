@@ -142,6 +142,19 @@ async def test_reads_spread_over_the_pool_each_member_within_its_own_limit() -> 
     assert {a.response.credential for a in results} == {"default", "a", "b"}
 
 
+async def test_a_member_whose_call_average_went_stale_still_gets_its_share() -> None:
+    """Members are compared by their slots: member a's pacer still averages a slow call from long ago
+    (calls go to one broker, so that says nothing about a's key), yet a serves its share of the reads."""
+    rig = build_gateway(credentials=[member("a"), member("b")])
+    for (domain, _), pacer in rig.gateway.pacers.items():
+        if domain == "KIS/a":
+            pacer.call_s = 20.0
+    results = await serve(rig, [ask(rig.clock) for _ in range(90)])
+    assert Counter(a.response.status for a in results) == {Status.OK: 90}
+    per_key = appkeys_sent(rig)
+    assert per_key["PS-a"] >= 20, per_key
+
+
 async def test_account_calls_name_their_member() -> None:
     """In a pool of several an order must name its credential (by name or account), and its account must
     be that member's; a named read goes to that member only."""

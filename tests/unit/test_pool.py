@@ -224,6 +224,25 @@ async def test_soonest_member_and_sick_members() -> None:
         pool.named("zzz")
 
 
+def test_a_member_free_now_ends_the_comparison() -> None:
+    """No member can come sooner than one whose slot is free now, so the ones after it are not estimated;
+    with none free, every member is (and the soonest serves)."""
+    clock = ManualClock()
+    pool = Pool(Provider.KIS, KisSettings(credentials=[member("a"), member("b"), member("c")]), clock)
+    asked: list[str] = []
+
+    def free(m: Any) -> float:
+        asked.append(m.name)
+        return 0.0
+
+    chosen = pool.soonest(free)
+    assert asked == [chosen.name]
+    asked.clear()
+    waits = {"a": 0.3, "b": 0.1, "c": 0.2}
+    assert pool.soonest(lambda m: asked.append(m.name) or waits[m.name]).name == "b"
+    assert sorted(asked) == ["a", "b", "c"]
+
+
 def test_a_large_pool_finds_and_keeps_a_free_member_from_samples() -> None:
     """Forty members, one free: sampling a few finds it within a few choices and keeps choosing it."""
     clock = ManualClock()

@@ -100,9 +100,9 @@ class Pool:
         return self.soonest(wait_s)
 
     def soonest(self, wait_s: Callable[[Member], float], *, besides: str | None = None) -> Member:
-        """The reader whose slot comes first (healthy ones before sick ones; ties in turn). A large pool
-        compares a random sample and the last choice (the best of a few choices balances nearly as well as
-        comparing all, at a cost that does not grow with the pool)."""
+        """The reader whose slot comes first (healthy ones before sick ones; ties in turn; one free now
+        ends the comparison). A large pool compares a random sample and the last choice (the best of a few
+        choices balances nearly as well as comparing all, at a cost that does not grow with the pool)."""
         now = self._clock.monotonic()
         choices = self._readers
         if len(choices) > COMPARE_ALL_UP_TO:

@@ -31,7 +31,7 @@ class CommandBatcher:
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
         self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
-        self._scheduled = False
+        self._starting: asyncio.Task[None] | None = None  # started, not yet taken its commands
         self._sending: set[asyncio.Task[None]] = set()
 
     async def run(self, command: Command) -> Any:
@@ -42,23 +42,29 @@ class CommandBatcher:
         return await future
 
     def _schedule(self) -> None:
-        if self._queue and not self._scheduled and len(self._sending) < self._max_in_flight:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._send_queued)
+        """Start the task of the next pipeline. It takes its commands when it first runs, in the loop's next
+        turn, so it gathers the whole turn's (a callback that started a task there would cost one turn more
+        per round trip, and the pacers wait for one round trip per slot)."""
+        if self._queue and self._starting is None and len(self._sending) < self._max_in_flight:
+            task = asyncio.get_running_loop().create_task(self._send_queued())
+            self._starting = task
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
 
-    def _send_queued(self) -> None:
-        self._scheduled = False
+    async def _send_queued(self) -> None:
+        self._starting = None
         batch = [(c, f) for c, f in self._queue[: self._max_batch] if not f.done()]  # skip cancelled
         del self._queue[: self._max_batch]
-        if not batch:
-            self._schedule()
-            return
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sent)
+        if batch:
+            await self._send(batch)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
+        if task is self._starting:  # cancelled before it ran (shutdown): its commands go with it
+            self._starting = None
+            for _, future in self._queue:
+                future.cancel()
+            self._queue.clear()
         self._schedule()
 
     async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:

@@ -19,7 +19,7 @@ from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import DispatchError, Expired, GatewayError, Refused, UpstreamNoAnswer
 from services.gateway.flights import Flight
 from services.gateway.idempotency import Records
-from services.gateway.metrics import RETRIES, UPSTREAM_CALLS, UPSTREAM_INFLIGHT
+from services.gateway.metrics import RETRIES, UPSTREAM_CALLS, UPSTREAM_INFLIGHT, child
 from services.gateway.pacing import DomainPacer
 from services.gateway.policy import Action, Decision, Result, backoff_s, decide
 from services.gateway.providers.base import ProviderAdapter, UpstreamAnswer
@@ -89,7 +89,7 @@ class Caller:
         started = self._clock.monotonic()
         error: DispatchError | None = None
         answer: UpstreamAnswer | None = None
-        UPSTREAM_INFLIGHT.labels(provider.value).inc()
+        child(UPSTREAM_INFLIGHT, provider.value).inc()
         try:
             answer = await self._dispatcher.send(
                 provider, upstream, timeout_s, on_sent=lambda: pacer.limiter.sent(slot)
@@ -97,7 +97,7 @@ class Caller:
         except DispatchError as exc:
             error = exc
         finally:
-            UPSTREAM_INFLIGHT.labels(provider.value).dec()
+            child(UPSTREAM_INFLIGHT, provider.value).dec()
             flight.upstream_s += self._clock.monotonic() - started
         if answer is not None:
             pacer.observe_call(self._clock.monotonic() - started)
@@ -105,7 +105,7 @@ class Caller:
             result = Result(flight.classified.outcome.value)
         else:
             result = _dispatch_result(error, cut_by_deadline=timeout_s < provider_timeout_s)
-        UPSTREAM_CALLS.labels(provider.value, spec.tr_id, result.value).inc()
+        child(UPSTREAM_CALLS, provider.value, spec.tr_id, result.value).inc()
         decision = decide(
             result,
             idempotent=spec.idempotent,
@@ -141,7 +141,7 @@ class Caller:
             )
             flight.finish(response)
             return
-        RETRIES.labels(pacer.provider.value, decision.reason or "-").inc()
+        child(RETRIES, pacer.provider.value, decision.reason or "-").inc()
         if effects.backoff:
             await self._clock.sleep(backoff_s(flight.attempts, random.random()))  # noqa: S311 - jitter
         try:

@@ -22,7 +22,7 @@ import orjson
 
 from hubclient.models import Provider
 from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
-from services.gateway.metrics import UPSTREAM_LATENCY
+from services.gateway.metrics import UPSTREAM_LATENCY, child
 from services.gateway.providers.base import UpstreamAnswer, UpstreamRequest
 from services.settings import ProviderSettings
 
@@ -123,7 +123,7 @@ class HttpDispatcher:
         except aiohttp.ClientError as exc:
             raise UpstreamNoAnswer(f"{provider} call failed: {exc}") from exc
         finally:
-            UPSTREAM_LATENCY.labels(provider.value).observe(time.perf_counter() - started)
+            child(UPSTREAM_LATENCY, provider.value).observe(time.perf_counter() - started)
         try:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:

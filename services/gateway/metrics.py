@@ -1,8 +1,29 @@
-"""Prometheus metrics of the gateway (prefix ``apihub_``), served at ``/metrics``."""
+"""Prometheus metrics of the gateway (prefix ``apihub_``), served at ``/metrics``.
+
+On the per-request path use ``child(METRIC, *labels)``: ``labels()`` checks and looks up its arguments
+under a lock on every call, about ten times per answered request; ``child`` keeps what it returned.
+"""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
+_CHILDREN: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def child(metric: M, *labels: str) -> M:
+    """``metric.labels(*labels)``, made once per metric and labels (their values are bounded: providers,
+    TR ids, outcomes); the gateway never removes a child, so a kept one stays the exported one."""
+    key = (id(metric), labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found  # type: ignore[return-value]  # made by metric.labels, so of metric's type
+
 
 REQUESTS = Counter(
     "apihub_requests",

@@ -100,9 +100,9 @@ class Pool:
         return self.soonest(wait_s)
 
     def soonest(self, wait_s: Callable[[Member], float], *, besides: str | None = None) -> Member:
-        """The reader whose slot comes first (healthy ones before sick ones; ties in turn). A large pool
-        compares a random sample and the last choice (the best of a few choices balances nearly as well as
-        comparing all, at a cost that does not grow with the pool)."""
+        """The reader whose slot comes first (healthy ones before sick ones; ties in turn; one free now
+        ends the comparison). A large pool compares a random sample and the last choice (the best of a few
+        choices balances nearly as well as comparing all, at a cost that does not grow with the pool)."""
         now = self._clock.monotonic()
         choices = self._readers
         if len(choices) > COMPARE_ALL_UP_TO:
@@ -115,8 +115,16 @@ class Pool:
             return healthy[0]
         self._turn = (self._turn + 1) % len(healthy)
         ordered = healthy[self._turn :] + healthy[: self._turn]
-        self._last = min(ordered, key=wait_s)
-        return self._last
+        best, best_wait = ordered[0], float("inf")
+        for member in ordered:
+            wait = wait_s(member)
+            if wait <= 0.0:  # a free slot now: none can come sooner, so the rest need no estimate
+                best = member
+                break
+            if wait < best_wait:
+                best, best_wait = member, wait
+        self._last = best
+        return best
 
     def can_reroute(self, member_domain: str) -> bool:
         """True when another healthy reader could take over from ``member_domain``."""

@@ -24,7 +24,7 @@ import orjson
 from hubclient.catalog import TrSpec
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
 from services.gateway.clock import Clock
-from services.gateway.metrics import SHARED_READS
+from services.gateway.metrics import SHARED_READS, child
 from services.gateway.providers.base import KST
 
 #: tr_id -> (the param holding the session date, the param and value meaning unadjusted prices).
@@ -123,8 +123,8 @@ class SharedReads:
         """Keep an ``ok`` answer of an immutable read (evicting the least recently used)."""
         if self._cache_entries <= 0 or response.status is not Status.OK:
             return
-        if not immutable(request, self.today()):
-            return
+        if (request.provider, request.tr_id) not in IMMUTABLE_READS or not immutable(request, self.today()):
+            return  # (the date is worked out only for the few reads that could be immutable)
         self._cache[key] = _Cached(response, self._clock.monotonic() + self._cache_ttl_s)
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_entries:
@@ -133,7 +133,7 @@ class SharedReads:
 
 def shared_copy(request: ApiRequest, original: ApiResponse, *, now_ms: float, kind: str) -> ApiResponse:
     """``original`` as the answer to ``request``: its own id and timing, the original's in ``shared_with``."""
-    SHARED_READS.labels(request.provider.value, kind).inc()
+    child(SHARED_READS, request.provider.value, kind).inc()
     total_ms = round(max(0.0, now_ms - request.created_at_ms), 3)
     timing = original.timing.model_copy(update={"queued_ms": 0.0, "upstream_ms": 0.0, "total_ms": total_ms})
     return original.model_copy(

@@ -57,6 +57,8 @@ class Burst:
         self.answers: Counter[str] = Counter()
         self.done_s: list[float] = []
         self.started = 0.0
+        self.queued_ms: list[float] = []  # each ok answer's timing, as the gateway stamped it
+        self.upstream_ms: list[float] = []
 
     @property
     def ok(self) -> int:
@@ -116,6 +118,9 @@ async def burst(
                 result.answers[f"{response.status.value}/{response.reason or '-'}"] += 1
                 if response.ok:
                     result.done_s.append(time.monotonic())
+                    if response.timing is not None:
+                        result.queued_ms.append(response.timing.queued_ms)
+                        result.upstream_ms.append(response.timing.upstream_ms)
 
         if cpu is not None:
             cpu.start()
@@ -245,6 +250,12 @@ async def run(bench: Bench) -> Result:
         ),
         Row("CPU busy during the burst", hub_cpu.busy(), echo_cpu.busy()),
         Row(
+            "median ms of an ok answer in its pacer's queue / upstream (the gateway's timing)",
+            f"{percentile(hub.queued_ms, 50):.1f} / {percentile(hub.upstream_ms, 50):.1f}"
+            if hub.queued_ms
+            else "-",
+        ),
+        Row(
             f"sandbox ceiling: direct aiohttp, {SANDBOX_CONCURRENCY} connections, {total // 4} calls",
             f"{ceiling:.0f} calls/s",
             ", ".join(f"{k}: {v}" for k, v in ceiling_codes.most_common(3)),
@@ -261,6 +272,13 @@ async def run(bench: Bench) -> Result:
             f"the machine's CPU: the processes together kept {machine_busy * 100:.0f} % of the {cores} "
             f"cores busy, spending {total_ms:.1f} ms of CPU per response, of which the gateway "
             f"{gateway_ms:.2f} ms"
+        )
+    elif hub_cpu.wall_s and hub_cpu.used_s.get("gateway", 0.0) / hub_cpu.wall_s < 0.7:
+        gateway_busy = hub_cpu.used_s.get("gateway", 0.0) / hub_cpu.wall_s
+        bottleneck = (
+            f"latency, not CPU: the gateway was {gateway_busy * 100:.0f} % busy while the median answer "
+            f"waited {percentile(hub.queued_ms, 50):.0f} ms in its pacer's queue (a pacer reserves one slot "
+            "per Redis round trip; see docs/SCALING.md)"
         )
     else:
         bottleneck = f"the gateway process ({gateway_ms:.2f} ms of CPU per response)"

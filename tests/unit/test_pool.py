@@ -142,6 +142,19 @@ async def test_reads_spread_over_the_pool_each_member_within_its_own_limit() -> 
     assert {a.response.credential for a in results} == {"default", "a", "b"}
 
 
+async def test_a_member_whose_call_average_went_stale_still_gets_its_share() -> None:
+    """Members are compared by their slots: member a's pacer still averages a slow call from long ago
+    (calls go to one broker, so that says nothing about a's key), yet a serves its share of the reads."""
+    rig = build_gateway(credentials=[member("a"), member("b")])
+    for (domain, _), pacer in rig.gateway.pacers.items():
+        if domain == "KIS/a":
+            pacer.call_s = 20.0
+    results = await serve(rig, [ask(rig.clock) for _ in range(90)])
+    assert Counter(a.response.status for a in results) == {Status.OK: 90}
+    per_key = appkeys_sent(rig)
+    assert per_key["PS-a"] >= 20, per_key
+
+
 async def test_account_calls_name_their_member() -> None:
     """In a pool of several an order must name its credential (by name or account), and its account must
     be that member's; a named read goes to that member only."""
@@ -209,6 +222,25 @@ async def test_soonest_member_and_sick_members() -> None:
     assert pool.can_reroute("KIS/a")
     with pytest.raises(Invalid, match="no KIS credential"):
         pool.named("zzz")
+
+
+def test_a_member_free_now_ends_the_comparison() -> None:
+    """No member can come sooner than one whose slot is free now, so the ones after it are not estimated;
+    with none free, every member is (and the soonest serves)."""
+    clock = ManualClock()
+    pool = Pool(Provider.KIS, KisSettings(credentials=[member("a"), member("b"), member("c")]), clock)
+    asked: list[str] = []
+
+    def free(m: Any) -> float:
+        asked.append(m.name)
+        return 0.0
+
+    chosen = pool.soonest(free)
+    assert asked == [chosen.name]
+    asked.clear()
+    waits = {"a": 0.3, "b": 0.1, "c": 0.2}
+    assert pool.soonest(lambda m: asked.append(m.name) or waits[m.name]).name == "b"
+    assert sorted(asked) == ["a", "b", "c"]
 
 
 def test_a_large_pool_finds_and_keeps_a_free_member_from_samples() -> None:

@@ -91,6 +91,18 @@ class ClassLimiter:
             await self.own.postpone(own, key.start_s)
         return PacedSlot(key, own)
 
+    async def reserve_run(self, count: int) -> list[PacedSlot]:
+        """Up to ``count`` slots in one step; a class with a limit of its own reserves one at a time."""
+        if self.own is not None or count <= 1:
+            return [await self.reserve()]
+        return [PacedSlot(key) for key in await self.key.reserve_run(count)]
+
+    def usable(self, slot: PacedSlot) -> bool:
+        """Whether a slot reserved ahead may still be sent now (see ``DomainLimiter.usable``)."""
+        return self.key.usable(slot.key) and (
+            self.own is None or slot.own is None or self.own.usable(slot.own)
+        )
+
     async def sent(self, slot: PacedSlot) -> None:
         """The send is leaving: both domains measure their lag and extend a late arrival bound."""
         await self.key.sent(slot.key)

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from services.gateway.clock import Clock
 from services.gateway.jitter import JitterBudget
 from services.gateway.metrics import PACING_JITTER, SEND_LAG
-from services.gateway.slots import Ask, MemorySlots, SlotStore
+from services.gateway.slots import Ask, MemorySlots, Reservation, SlotStore
 from services.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -84,25 +84,41 @@ class DomainLimiter:
     async def reserve(self, not_before_s: float = 0.0) -> Slot:
         """Record the next slot, no earlier than ``not_before_s`` from now, in the shared store (and
         locally) and return it; never raises for Redis."""
+        (slot,) = await self.reserve_run(1, not_before_s)
+        return slot
+
+    async def reserve_run(self, count: int, not_before_s: float = 0.0) -> list[Slot]:
+        """Record the next ``count`` slots in one step (one round trip to the shared store), as ``count``
+        reservations in a row would; never raises for Redis."""
         allowance = self.jitter.allowance_s()
         PACING_JITTER.labels(self.domain).set(allowance)
         interval = (1.0 + allowance) / (self.rate_per_s * self.rate_factor)
         before = self._clock.monotonic()
         local_wait = max(self._local.next_start(self.domain, self.limit) - before, not_before_s)
-        ask = Ask(self.domain, interval, self.limit, allowance, max(0.0, local_wait), next(self._members))
-        shared = None
+        members = [next(self._members) for _ in range(max(1, count))]
+        ask = Ask(self.domain, interval, self.limit, allowance, max(0.0, local_wait), members[0])
+        shared: list[Reservation] | None = None
         if self._shared is not None:
             try:
-                shared = await self._shared.reserve(ask)
+                shared = await self._shared.reserve_run(ask, members)
             except (RedisError, OSError) as exc:
                 self._note_shared(exc)
             else:
                 self._note_shared(None)
         after = self._clock.monotonic()
-        wait = shared.wait_s if shared is not None else max(0.0, local_wait)
-        local = self._local.reserve_now(replace(ask, not_before_s=wait))
-        start = after + local.wait_s  # the store's start can stand for a reading up to `after + wait`
-        return Slot(start, before + wait, allowance, ask.member, shared.start if shared else None)
+        slots = []
+        for i, member in enumerate(members):
+            wait = shared[i].wait_s if shared is not None else max(0.0, local_wait)
+            local = self._local.reserve_now(replace(ask, member=member, not_before_s=wait))
+            start = after + local.wait_s  # the store's start can stand for a reading up to `after + wait`
+            earliest = before + (wait if shared is not None else local.wait_s)
+            slots.append(Slot(start, earliest, allowance, member, shared[i].start if shared else None))
+        return slots
+
+    def usable(self, slot: Slot) -> bool:
+        """Whether a slot reserved ahead may still be used now: its send would reach the broker within
+        the arrival bound it was recorded with (a slot kept too long is wasted, never sent late)."""
+        return self._clock.monotonic() - slot.start_s <= slot.allowance_s - self.jitter.setting_s
 
     async def postpone(self, slot: Slot, start_s: float) -> None:
         """Move a reserved, unsent slot later, to ``start_s``: its arrival bound moves with it, locally

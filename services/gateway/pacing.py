@@ -5,7 +5,8 @@ class's requests and each of its slots is one of the class's and one of the key'
 a token is at hand and the breaker lets calls through, reserves the next slot (recorded before anything
 is sent), sleeps until it starts, and only then pops the request the scheduler puts first, so priorities
 and deadlines are judged at the moment of the slot. The call runs in a task of its own; a slow broker
-answer never delays the next slot.
+answer never delays the next slot. Where slots come far closer together than a round trip to the slot
+store (limits off, a very fast key), one reservation records a run of them, one per waiting request.
 
 While it waits the loop keeps the deadlines: a queued request whose answer could no longer reach its
 caller in time (``now + call + reply path >= deadline``) is answered ``expired`` at once, before its
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -36,6 +38,10 @@ REPLY_BASE_S = 0.03  # the caller's consumer fetching the answer, beyond our own
 CALL_EWMA_WEIGHT = 0.1
 HOLD_S = 30.0
 NEAR_ESTIMATE_S = 1.0  # a slot estimated at most this far away: its lateness counts in seconds
+# Slots come in runs when they are this close together (limits off, a very fast key): one round trip to
+# the slot store then records up to RUN_MAX slots, as many as requests wait, instead of one per slot.
+RUN_BELOW_INTERVAL_S = 0.005
+RUN_MAX = 16
 
 Attempt = Callable[["DomainPacer", Flight, PacedSlot, str], Coroutine[Any, Any, None]]
 TokenSource = Callable[[str], Awaitable[str]]  # by limit domain
@@ -90,6 +96,7 @@ class DomainPacer:
         self._queue_changed = asyncio.Event()  # a request was queued: the wait for a slot re-plans
         self._loop: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
+        self._ahead: deque[PacedSlot] = deque()  # slots recorded in a run, not used yet
         self.call_s = 0.05  # moving average of one upstream call
         # How much later than admission estimated a slot came: in seconds for near estimates, as a share
         # of the estimate for far ones (a far estimate errs in proportion: a wider interval moves a slot
@@ -179,6 +186,7 @@ class DomainPacer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop = None
+        self._ahead.clear()
 
     async def _run(self) -> None:
         while True:
@@ -209,7 +217,7 @@ class DomainPacer:
                 Refused("circuit_open", f"{self.provider.value} is failing; next probe in {retry_s:.1f}s")
             )
             return
-        slot = await self.limiter.reserve()
+        slot = await self._next_slot()
         await self._wait_until(slot.start_s)
         flight = self._pop()
         if flight is None:
@@ -222,6 +230,20 @@ class DomainPacer:
         task = asyncio.create_task(self._attempt(self, flight, slot, token))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
+
+    async def _next_slot(self) -> PacedSlot:
+        """A slot recorded ahead that can still be used, else a new one (a run of them when slots come
+        close together and requests wait); a slot left unused too long is wasted, never sent late."""
+        while self._ahead:
+            slot = self._ahead.popleft()
+            if self.limiter.usable(slot):
+                return slot
+        count = 1
+        if self.limiter.interval_s < RUN_BELOW_INTERVAL_S:
+            count = min(len(self.scheduler), RUN_MAX)
+        first, *rest = await self.limiter.reserve_run(count)
+        self._ahead.extend(rest)
+        return first
 
     async def _wait_until(self, start_s: float) -> None:
         """Sleep until ``start_s``, waking to answer requests whose deadline comes first (and when new

@@ -17,6 +17,11 @@ allowed for (the process stalled) is ``extend``-ed to its true bound. Entries le
 bound is a second old. A reserved slot that is never used only wastes a slot; one that was used is in
 the log even if its process dies the next instant.
 
+``reserve_run`` records several sends in one step, one after the other exactly as that many
+reservations in a row would (each its own member, start and bound): a domain whose interval is far
+shorter than a round trip to the store (limits off, a very fast key) then pays one round trip for a run of
+slots instead of one per slot.
+
 ``RedisSlots`` keeps the log in Redis (one Lua script, Redis's clock; the reservations of one turn of the
 event loop in one round trip), shared by every instance and handed over across rebalances, restarts and
 crashes. ``MemorySlots`` is the same algorithm on a
@@ -26,7 +31,7 @@ crashes. ``MemorySlots`` is the same algorithm on a
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -64,6 +69,8 @@ class SlotStore(Protocol):
 
     async def reserve(self, ask: Ask) -> Reservation: ...
 
+    async def reserve_run(self, ask: Ask, members: list[str]) -> list[Reservation]: ...
+
     async def extend(self, domain: str, member: str, arrival_by: float) -> None: ...
 
 
@@ -98,6 +105,10 @@ class MemorySlots:
     async def reserve(self, ask: Ask) -> Reservation:
         """Record the next slot and return it."""
         return self.reserve_now(ask)
+
+    async def reserve_run(self, ask: Ask, members: list[str]) -> list[Reservation]:
+        """Record one slot per member, in order (``ask.member`` is not used)."""
+        return [self.reserve_now(replace(ask, member=member)) for member in members]
 
     def reserve_now(self, ask: Ask) -> Reservation:
         """``reserve`` without a suspension point."""
@@ -139,23 +150,33 @@ class MemorySlots:
 
 
 # KEYS: TAT, log (sorted set member -> arrival bound, µs). ARGV: interval µs, limit, allowance µs,
-# not-before µs from now, member. Returns {wait µs, start µs} on Redis's clock.
+# not-before µs from now, then one member per slot to record. Returns {wait µs, start µs} per member, in
+# order, on Redis's clock.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local start = math.max(now + math.max(0, tonumber(ARGV[4])), tonumber(redis.call('GET', KEYS[1]) or '0'))
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now - 1000000))
-local limit = tonumber(ARGV[2])
-local top = redis.call('ZREVRANGE', KEYS[2], limit - 1, limit - 1, 'WITHSCORES')
-if top[2] then start = math.max(start, tonumber(top[2]) + 1000000) end
 local interval = tonumber(ARGV[1])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now - interval) + interval
-local bound = start + tonumber(ARGV[3])
-local ttl = math.floor((math.max(tat, bound) - now) / 1000) + 60000
+local limit = tonumber(ARGV[2])
+local earliest = now + math.max(0, tonumber(ARGV[4]))
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local out = {}
+local last = now
+for i = 5, #ARGV do
+  local start = math.max(earliest, tat)
+  local top = redis.call('ZREVRANGE', KEYS[2], limit - 1, limit - 1, 'WITHSCORES')
+  if top[2] then start = math.max(start, tonumber(top[2]) + 1000000) end
+  tat = math.max(tat, now - interval) + interval
+  local bound = start + tonumber(ARGV[3])
+  redis.call('ZADD', KEYS[2], string.format('%.0f', bound), ARGV[i])
+  last = math.max(last, tat, bound)
+  out[#out + 1] = string.format('%.0f', start - now)
+  out[#out + 1] = string.format('%.0f', start)
+end
+local ttl = math.floor((last - now) / 1000) + 60000
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
-redis.call('ZADD', KEYS[2], string.format('%.0f', bound), ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ttl)
-return {string.format('%.0f', start - now), string.format('%.0f', start)}
+return out
 """
 
 
@@ -179,20 +200,28 @@ class RedisSlots:
 
     async def reserve(self, ask: Ask) -> Reservation:
         """Record the next slot in Redis and return it (raises ``RedisError``)."""
+        (reservation,) = await self.reserve_run(ask, [ask.member])
+        return reservation
+
+    async def reserve_run(self, ask: Ask, members: list[str]) -> list[Reservation]:
+        """Record one slot per member in one atomic step (``ask.member`` is not used; raises
+        ``RedisError``)."""
         keys = self._keys(ask.domain)
         args: list[str | int] = [
             _us(ask.interval_s),
             ask.limit,
             _us(ask.allowance_s),
             _us(ask.not_before_s),
-            ask.member,
+            *members,
         ]
         try:
             reply = await self._batches.run(("EVALSHA", self._script.sha, len(keys), *keys, *args))
         except NoScriptError:  # Redis lost its scripts (a restart): the call loads it, then runs it
             reply = await self._script(keys=keys, args=args)
-        wait_us, start_us = reply
-        return Reservation(int(wait_us) / 1e6, int(start_us) / 1e6, ask.member)
+        return [
+            Reservation(int(reply[2 * i]) / 1e6, int(reply[2 * i + 1]) / 1e6, member)
+            for i, member in enumerate(members)
+        ]
 
     async def extend(self, domain: str, member: str, arrival_by: float) -> None:
         """Raise a recorded send's arrival bound (``ZADD XX GT``: never adds, never lowers)."""

@@ -25,7 +25,7 @@ from services.gateway.errors import DispatchError, UpstreamNoAnswer
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import MemoryRecords
 from services.gateway.providers.base import KST, UpstreamAnswer, UpstreamRequest
-from services.gateway.slots import MemorySlots
+from services.gateway.slots import MemorySlots, SlotStore
 from services.gateway.token_store import MemoryTokenStore
 from services.settings import CredentialSettings, KisSettings, KiwoomSettings, ProviderSettings
 
@@ -179,6 +179,7 @@ def build_gateway(
     kiwoom: KiwoomSettings | None = None,
     credentials: list[CredentialSettings] | None = None,
     shared_cache_entries: int = 1000,
+    slots: Callable[[ManualClock], SlotStore] = MemorySlots,
 ) -> Rig:
     """A gateway on a manual clock, in-memory brokers and in-memory stores: KIS (with the pool members
     ``credentials`` besides its own key), and Kiwoom when its settings are given (base URL, keys and jitter
@@ -218,7 +219,7 @@ def build_gateway(
         instance_id="gw-test",
         providers=providers,
         dispatcher=dispatcher,
-        slots=MemorySlots(clock),
+        slots=slots(clock),
         token_store=MemoryTokenStore(clock),
         approval_store=MemoryTokenStore(clock),
         idempotency=records,

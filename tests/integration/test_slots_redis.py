@@ -97,3 +97,21 @@ async def test_a_redis_that_lost_its_scripts_still_reserves(redis: Redis, unique
     second = await store.reserve(Ask("KIS", 0.0, 1, 0.0, 0.0, "b"))
     assert second.wait_s == pytest.approx(1.0, abs=0.05)  # the window of one holds "a": "b" waits a second
     assert await redis.zcard(f"test:{unique}:pace:{{KIS}}:log") == 2
+
+
+async def test_a_run_in_redis_is_that_many_reservations_in_a_row(redis: Redis, unique: str) -> None:
+    """One ``reserve_run`` records every member in Redis's log with the starts single reservations
+    would get: on the grid, and the limit + 1st a second after the first one's arrival bound."""
+    store = RedisSlots(redis, key_prefix=f"test:{unique}:")
+    ask = Ask("KIS", 0.001, 3, 0.02, 0.0, "unused")
+    run = await store.reserve_run(ask, ["a", "b", "c", "d", "e"])
+    assert [r.member for r in run] == ["a", "b", "c", "d", "e"]
+    starts = [r.start for r in run]
+    assert starts[1] - starts[0] == pytest.approx(0.001, abs=1e-6)
+    assert starts[2] - starts[1] == pytest.approx(0.001, abs=1e-6)
+    assert starts[3] == pytest.approx(starts[0] + 0.02 + 1.0, abs=1e-6)
+    assert starts[4] == pytest.approx(starts[1] + 0.02 + 1.0, abs=1e-6)
+    log = await redis.zrange(f"test:{unique}:pace:{{KIS}}:log", 0, -1, withscores=True)
+    assert sorted(m.decode() for m, _ in log) == ["a", "b", "c", "d", "e"]
+    after = await store.reserve(Ask("KIS", 0.001, 3, 0.02, 0.0, "f"))  # the next single one follows on
+    assert after.start == pytest.approx(starts[2] + 0.02 + 1.0, abs=1e-6)

@@ -9,16 +9,18 @@ import logging
 import random
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
 from hubclient.catalog import LimitClass
 from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
-from services.gateway.clock import ManualClock
+from services.gateway.clock import Clock, ManualClock
 from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
 from services.gateway.providers.base import UpstreamAnswer
 from services.gateway.providers.kis import KisAdapter
+from services.gateway.slots import Ask, MemorySlots, Reservation
 from services.gateway.testing import FakeDispatcher, FakeKis, Rig, build_gateway, kis_envelope
 from services.gateway.token_store import MemoryTokenStore
 from services.gateway.tokens import TokenManager
@@ -107,6 +109,51 @@ async def test_paced_at_one_second_plus_jitter() -> None:
     assert all(sent[i + 20] - sent[i] >= 1.02 - 1e-6 for i in range(len(sent) - 20))
     span = sent[-1] - sent[0]
     assert span == pytest.approx(60 * 1.02 / 20, rel=0.05)  # the key is used at 1 / (1 + J), no less
+
+
+class CountingSlots(MemorySlots):
+    """The in-memory slot store, counting the round trips a Redis store would make."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.trips = 0
+        self.recorded = 0
+
+    async def reserve_run(self, ask: Ask, members: list[str]) -> list[Reservation]:
+        self.trips += 1
+        self.recorded += len(members)
+        return await super().reserve_run(ask, members)
+
+
+def counted(stores: list[CountingSlots]) -> Callable[[Clock], CountingSlots]:
+    """A slot store factory for ``build_gateway`` that keeps what it made in ``stores``."""
+
+    def make(clock: Clock) -> CountingSlots:
+        stores.append(CountingSlots(clock))
+        return stores[-1]
+
+    return make
+
+
+async def test_limits_off_reserves_slots_in_runs() -> None:
+    """With slots a microsecond apart, one trip to the slot store records a run of slots, one per waiting
+    request; every read is answered once, and no slot is sent late."""
+    store: list[CountingSlots] = []
+    rig = build_gateway(rate_per_s=1_000_000, slots=counted(store))
+    results = await serve(rig, [request(rig.clock) for _ in range(80)], step_s=0.001)
+    assert Counter(a.response.status for a in results) == {Status.OK: 80}
+    assert len(rig.dispatcher.calls("/quotations/")) == 80
+    (slots,) = store
+    assert slots.trips < 80 / 4 and slots.recorded >= 80
+
+
+async def test_a_paced_key_reserves_one_slot_at_a_time() -> None:
+    """At 20 req/s (slots 51 ms apart, far longer than a trip to the store) each slot is its own trip."""
+    store: list[CountingSlots] = []
+    rig = build_gateway(slots=counted(store))
+    await serve(rig, [request(rig.clock) for _ in range(30)])
+    (slots,) = store
+    assert slots.trips == slots.recorded == 31  # the token's slot and thirty reads
 
 
 async def test_arrivals_within_the_budget_never_exceed_the_limit() -> None:

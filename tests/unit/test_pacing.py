@@ -202,3 +202,17 @@ def test_bad_rate() -> None:
     """A rate of zero is refused."""
     with pytest.raises(ValueError):
         limiter(ManualClock(), rate=0)
+
+
+async def test_a_slot_kept_past_its_bound_is_not_usable() -> None:
+    """A run's slots are usable while a send now would still arrive within the bound they were recorded
+    with (start + the own-lag share of the allowance); one kept longer is wasted, never sent late."""
+    clock = ManualClock()
+    pace = limiter(clock, rate=1_000_000, slots=MemorySlots(clock))
+    await clock.advance(1.0)
+    run = await pace.reserve_run(3)
+    assert len({s.member for s in run}) == 3 and run[0].start_s <= run[1].start_s < run[2].start_s
+    assert all(pace.usable(s) for s in run)
+    await clock.advance(run[2].start_s - clock.monotonic() + 0.001)  # 1 ms late: the budget has 0 own lag
+    assert not pace.usable(run[2])
+    assert pace.usable((await pace.reserve_run(1))[0])

@@ -72,3 +72,19 @@ async def test_an_extended_send_outlives_its_first_bound() -> None:
     await clock.advance(0.4)
     assert slots.window_start("KIS", 1) == 0.0
     assert slots.sends("KIS") == []
+
+
+async def test_a_run_is_the_same_as_that_many_reservations_in_a_row() -> None:
+    """``reserve_run`` records one slot per member exactly as single reservations at that instant would:
+    the grid's interval apart, and the limit + 1st a second after the first one's bound."""
+    for interval, limit in ((0.001, 3), (0.05, 20), (0.0, 1)):
+        clock = ManualClock()
+        run, single = MemorySlots(clock), MemorySlots(clock)
+        ask = Ask("KIS", interval, limit, 0.02, 0.0, "unused")
+        members = [f"m{i}" for i in range(7)]
+        got = [r.start for r in await run.reserve_run(ask, members)]
+        want = [single.reserve_now(Ask("KIS", interval, limit, 0.02, 0.0, m)).start for m in members]
+        assert got == want
+        assert run.sends("KIS") == single.sends("KIS")
+        if limit < len(members):
+            assert got[limit] >= got[0] + 0.02 + WINDOW_S

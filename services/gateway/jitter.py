@@ -46,7 +46,7 @@ LATE_SHARE_OF_J = 0.25  # a send this late (a quarter of J, 5 ms at 20 ms) count
 CONTENDED_SENDS = 200  # the sends the share of late ones is averaged over (ten seconds at 20 req/s)
 CONTENDED_SHARE = 0.2  # a fifth of them late: the host is contended
 CALM_PRIOR_SENDS = 20  # calm sends the average starts with, so one early late send is no sign
-CONTENDED_WAIT_SHARE = 0.1  # the event loop waited for a CPU a tenth of the time: the cores are contended
+CONTENDED_WAIT_SHARE = 0.25  # the event loop waited for a CPU a quarter of the time: the cores are contended
 
 
 class SlidingMax:

@@ -69,7 +69,7 @@ def test_the_kernel_counts_a_thread_kept_from_its_cpu() -> None:
 
 async def test_late_sends_widen_the_budget_only_on_a_contended_host() -> None:
     """Every send 10 ms late: with the loop's thread rarely waiting for a CPU the lateness is the process's
-    own work and the budget stays J plus the typical lag; once it waits a tenth of the time or more the host
+    own work and the budget stays J plus the typical lag; once it waits a quarter of the time or more the host
     is contended and the far side is presumed to stall too."""
     clock, waits = ManualClock(), Waits()
     budget = JitterBudget(0.02, clock, cold_lag_s=0.0, run_queue=RunQueueWait(clock, waits))

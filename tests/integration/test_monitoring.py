@@ -215,7 +215,6 @@ async def test_every_dashboard_panel_returns_series_from_a_real_prometheus(
     environment = worker_env(
         services.kafka_bootstrap, topics, worker_topics, f"history-{unique}", worker_port
     )
-    await hold_token_lock(services, gateway_settings, hold_s=2.0)
     async with processes.gateway(
         gateway_environment, log_path=processes.LOG_DIR / f"gateway-m{unique}.log"
     ) as gw:
@@ -237,6 +236,9 @@ async def test_every_dashboard_panel_returns_series_from_a_real_prometheus(
                     reply_topic=topics.responses,
                 )
                 async with client:
+                    # held only now, with everything up: the first call must find it held (taken before
+                    # the gateway's start, it expired during a slow start and nothing waited for it)
+                    await hold_token_lock(services, gateway_settings, hold_s=2.0)
                     await send_load(client)
                 day = datetime.now(KST).date() - timedelta(days=1)
                 settings = WorkerSettings(

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from services.gateway.clock import Clock
 from services.gateway.jitter import JitterBudget
-from services.gateway.metrics import PACING_JITTER, SEND_LAG
+from services.gateway.metrics import PACING_JITTER, SEND_LAG, child
 from services.gateway.slots import Ask, MemorySlots, Reservation, SlotStore
 from services.logs import log_event
 
@@ -91,7 +91,7 @@ class DomainLimiter:
         """Record the next ``count`` slots in one step (one round trip to the shared store), as ``count``
         reservations in a row would; never raises for Redis."""
         allowance = self.jitter.allowance_s()
-        PACING_JITTER.labels(self.domain).set(allowance)
+        child(PACING_JITTER, self.domain).set(allowance)
         interval = (1.0 + allowance) / (self.rate_per_s * self.rate_factor)
         before = self._clock.monotonic()
         local_wait = max(self._local.next_start(self.domain, self.limit) - before, not_before_s)
@@ -152,7 +152,7 @@ class DomainLimiter:
         slot.lag_s = lag
         if first:
             self.jitter.observe(lag)
-            SEND_LAG.labels(self.domain).observe(lag)
+            child(SEND_LAG, self.domain).observe(lag)
         overrun = lag + self.jitter.setting_s - slot.allowance_s
         if overrun <= 0:
             return

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -119,25 +120,25 @@ class Cluster:
         await self.stack("down", f"kafka-{node}")
         await self.stack("up", f"kafka-{node}")
 
-    async def leader_of(self, topic: str, partition: int = 0) -> int:
-        """The node leading one partition."""
+    async def _describe(self, topic: str) -> dict[str, Any]:
+        """``topic``'s metadata: its partitions, their leaders and replicas."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
             (described,) = await admin.describe_topics([topic])
         finally:
             await admin.close()
+        return dict(described)
+
+    async def leader_of(self, topic: str, partition: int = 0) -> int:
+        """The node leading one partition."""
+        described = await self._describe(topic)
         return int(next(p["leader"] for p in described["partitions"] if p["partition"] == partition))
 
     async def busiest_partition(self, topic: str) -> int:
         """The partition of ``topic`` holding the most records (the requests' key is the limit domain, so
         all KIS requests share one partition)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            (described,) = await admin.describe_topics([topic])
-        finally:
-            await admin.close()
+        described = await self._describe(topic)
         partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
         await consumer.start()
@@ -146,8 +147,7 @@ class Cluster:
             ends = await consumer.end_offsets(partitions)
         finally:
             await consumer.stop()
-        busiest: TopicPartition = max(ends, key=lambda tp: ends[tp])
-        return busiest.partition
+        return int(max(ends, key=lambda tp: ends[tp]).partition)
 
     async def under_replicated(self) -> int:
         """Partitions (of every topic) with fewer in-sync replicas than replicas."""

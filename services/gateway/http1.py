@@ -375,6 +375,10 @@ class Http1Pool:
             self._waiting.append(waiter)
             try:
                 await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, then cancelled: pass the turn on
+                raise
             finally:
                 if waiter in self._waiting:
                     self._waiting.remove(waiter)

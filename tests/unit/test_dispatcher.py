@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -182,3 +184,63 @@ async def test_a_ca_bundle_builds_a_tls_context(tmp_path: Any) -> None:
     with pytest.raises(FileNotFoundError):
         await d.start()
     await d.stop()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (and its key), made with the openssl command line."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *(
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                key,
+                "-out",
+                cert,
+            ),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+async def test_https_calls_verify_the_broker_certificate(certificate: tuple[str, str]) -> None:
+    """Over TLS: a private CA bundle is trusted, the system's trust refuses a self-signed broker before
+    anything is sent, and ``verify_tls=false`` accepts it."""
+    cert, key = certificate
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    broker = Upstream()
+    server = TestServer(broker.app, host="127.0.0.1")
+    await server.start_server(ssl=server_tls)
+    url = f"https://127.0.0.1:{server.port}/json"
+    try:
+        for settings, trusted in (
+            (KisSettings(ca_bundle=cert), True),
+            (KisSettings(), False),
+            (KisSettings(verify_tls=False), True),
+        ):
+            d = HttpDispatcher({Provider.KIS: settings})
+            await d.start()
+            try:
+                if trusted:
+                    answer = await d.send(
+                        Provider.KIS, UpstreamRequest("GET", url, {}, query={"q": "1"}), 5.0
+                    )
+                    assert answer.body == {"rt_cd": "0", "echo": {"q": "1"}}
+                else:
+                    with pytest.raises(UpstreamUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+                        await d.send(Provider.KIS, UpstreamRequest("GET", url, {}), 5.0)
+            finally:
+                await d.stop()
+        assert len(broker.arrived) == 2  # the refused handshake sent nothing
+    finally:
+        await server.close()

@@ -284,3 +284,20 @@ async def test_unsendable_requests_and_refused_connections_send_nothing(
     with pytest.raises(ConnectFailed):
         await pool.request("GET", f"{url}/", {})
     assert pool.open_connections == 0
+
+
+async def test_a_queued_call_cancelled_after_its_wake_passes_the_turn_on(serve: Serve) -> None:
+    """Two calls wait for the one connection; the first woken is cancelled before it runs: the other
+    still gets the connection instead of waiting for ever."""
+    raw = await serve(lambda _: [OK])
+    pool = Http1Pool(limit=1)
+    origin, _ = pool._split(f"{raw.url}/")
+    busy = await pool._acquire(origin)  # the one connection, in use
+    first = asyncio.create_task(pool.request("GET", f"{raw.url}/", {}))
+    second = asyncio.create_task(pool.request("GET", f"{raw.url}/", {}))
+    await asyncio.sleep(0.05)
+    pool._release(busy, reusable=True)  # wakes ``first`` ...
+    first.cancel()  # ... which is cancelled before it runs
+    assert (await asyncio.wait_for(second, 2)).body == b"ok"
+    assert first.cancelled()
+    await pool.close()

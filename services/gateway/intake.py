@@ -81,11 +81,10 @@ def read_record(
     headers = list(record.headers or ())
     correlation = header_value(headers, CORRELATION_ID)
     named = _header_reply(headers)
-    fallback_id = _fallback_request_id(record, correlation)
     body: Any = None
     if record.value is not None and len(record.value) > max_request_bytes:
         reason = f"too_large: {len(record.value)} bytes exceed the limit of {max_request_bytes}"
-        reply = _reply_address({}, named, correlation, fallback_id)
+        reply = _reply_address({}, named, correlation, record)
         allowed = reply is not None and reply.topic in allowed_reply_topics
         return Intake(None, reason, reply if allowed else None, correlation)
     try:
@@ -110,7 +109,7 @@ def read_record(
                 if request.reply_topic not in allowed_reply_topics:
                     return Intake(None, f"reply_topic_not_allowed: {request.reply_topic}", None, correlation)
                 return Intake(request, correlation_id=correlation)
-    reply = _reply_address(body if isinstance(body, dict) else {}, named, correlation, fallback_id)
+    reply = _reply_address(body if isinstance(body, dict) else {}, named, correlation, record)
     if reply is not None and reply.topic not in allowed_reply_topics:
         reply = None
     return Intake(None, reason, reply, correlation)
@@ -184,14 +183,19 @@ def _fallback_request_id(record: ConsumerRecord[bytes, bytes], correlation: byte
 
 
 def _reply_address(
-    body: dict[str, Any], named: _HeaderReply, correlation: bytes | None, fallback_id: str | None
+    body: dict[str, Any],
+    named: _HeaderReply,
+    correlation: bytes | None,
+    record: ConsumerRecord[bytes, bytes],
 ) -> ReplyAddress | None:
     request_id = body.get("request_id")
     topic = body.get("reply_topic")
     partition = body.get("reply_partition")
     if not (isinstance(request_id, str) and _UUID.match(request_id)):
         text = correlation.decode("utf-8", "replace") if correlation else None
-        request_id = text if text is not None and _UUID.match(text) else fallback_id
+        request_id = (
+            text if text is not None and _UUID.match(text) else _fallback_request_id(record, correlation)
+        )
     if not isinstance(topic, str):
         topic = named.topic
     if not (_is_int(partition) and 0 <= partition <= _MAX_PARTITION):

@@ -301,3 +301,31 @@ async def test_a_queued_call_cancelled_after_its_wake_passes_the_turn_on(serve: 
     assert (await asyncio.wait_for(second, 2)).body == b"ok"
     assert first.cancelled()
     await pool.close()
+
+
+def test_a_connection_takes_any_loops_stream_transport() -> None:
+    """Other event loops' transports (uvloop's) are no subclass of ``asyncio.Transport``; a connection
+    takes them as they are and writes the request through them."""
+    from services.gateway.http1 import _Connection, _Origin
+
+    class LoopTransport:  # the stream transport of some other loop: write and close
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+        def close(self) -> None:
+            self.closed = True
+
+    async def scenario() -> None:
+        connection = _Connection(_Origin("http", "127.0.0.1", 80))
+        transport = LoopTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        answer = connection.start(b"GET / HTTP/1.1\r\n\r\n", head_only=False)
+        connection.data_received(OK)
+        assert transport.written == [b"GET / HTTP/1.1\r\n\r\n"]
+        assert (await answer).body == b"ok"
+
+    asyncio.run(scenario())

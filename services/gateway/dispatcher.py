@@ -9,7 +9,6 @@ its errors are translated; ``testing.FakeDispatcher`` answers in memory.
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -24,8 +23,6 @@ from services.gateway.metrics import UPSTREAM_LATENCY, child
 from services.gateway.providers.base import UpstreamAnswer, UpstreamRequest
 from services.settings import ProviderSettings
 
-logger = logging.getLogger(__name__)
-
 OnSent = Callable[[], Awaitable[None]]
 
 
@@ -38,7 +35,7 @@ class Dispatcher(Protocol):
 
 
 class HttpDispatcher:
-    """Sends ``UpstreamRequest``s; start before use, stop to close the sessions."""
+    """Sends ``UpstreamRequest``s; start before use, stop to close the idle connections."""
 
     def __init__(self, providers: dict[Provider, ProviderSettings]) -> None:
         self._settings = providers

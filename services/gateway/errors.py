@@ -13,7 +13,8 @@ GatewayError                     root; ``status`` and ``reason`` go straight int
     └── UpstreamNoAnswer         a timeout or a dropped connection after sending (``timed_out``)
 
 Lower-level errors are translated at one seam each (``http1``'s ``Http1Error`` tree in ``dispatcher``,
-Redis where it is called) and kept as the cause. ``Gateway.answer`` turns any of these into the terminal response.
+Redis where it is called) and kept as the cause. ``Gateway.answer`` turns any of these into the terminal
+response.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from urllib.parse import quote, urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
+USER_AGENT = "apihub"
 IDLE_S = 15.0  # a connection idle longer is closed rather than reused (servers drop idle ones silently)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _UNRESERVED = re.compile(r"[\w.~-]*", re.ASCII).fullmatch
@@ -173,8 +174,6 @@ class _Connection(asyncio.Protocol):
                 return
         elif self._length is not None:
             if len(buffer) < self._length:
-                if self._length > MAX_BODY_BYTES:
-                    raise ResponseBroken("answer body over 64 MiB")
                 return
             self._body = buffer[: self._length]
             del buffer[: self._length]
@@ -212,8 +211,8 @@ class _Connection(asyncio.Protocol):
                 self._length = int(headers["content-length"])
             except ValueError:
                 raise ResponseBroken("malformed Content-Length") from None
-            if self._length < 0:
-                raise ResponseBroken("negative Content-Length")
+            if not 0 <= self._length <= MAX_BODY_BYTES:
+                raise ResponseBroken(f"Content-Length {self._length} outside 0..64 MiB")
         else:
             self.keep = False  # the body runs until the connection closes
 
@@ -229,13 +228,12 @@ class _Connection(asyncio.Protocol):
                 size = int(size_text, 16)
             except ValueError:
                 raise ResponseBroken(f"malformed chunk size {size_text[:20]!r}") from None
-            if size == 0:
-                trailers_end = buffer.find(b"\r\n\r\n", line_end)
-                if buffer[line_end : line_end + 4] == b"\r\n\r\n" or trailers_end >= 0:
-                    end = line_end + 4 if buffer[line_end : line_end + 4] == b"\r\n\r\n" else trailers_end + 4
-                    del buffer[:end]
-                    return True
-                return False
+            if size == 0:  # the last chunk: its line's CRLF, any trailers, then an empty line
+                end = buffer.find(b"\r\n\r\n", line_end)
+                if end < 0:
+                    return False
+                del buffer[: end + 4]
+                return True
             start = line_end + 2
             if len(buffer) < start + size + 2:
                 if len(self._body) + size > MAX_BODY_BYTES:
@@ -266,12 +264,9 @@ class _Connection(asyncio.Protocol):
 class Http1Pool:
     """Kept-alive HTTP/1.1 connections, at most ``limit`` open at once; ``close`` ends them all."""
 
-    def __init__(
-        self, limit: int, ssl_context: ssl.SSLContext | None = None, user_agent: str = "apihub"
-    ) -> None:
+    def __init__(self, limit: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self._limit = limit
         self._ssl = ssl_context
-        self._user_agent = user_agent
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._open = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
@@ -346,7 +341,7 @@ class Http1Pool:
         if any("\n" in line or "\r" in line for line in lines):
             raise Unsendable("a header or the path holds a line break")
         if "user-agent" not in given:
-            lines.append(f"User-Agent: {self._user_agent}")
+            lines.append(f"User-Agent: {USER_AGENT}")
         if "accept-encoding" not in given:
             lines.append("Accept-Encoding: gzip, deflate")
         if body is not None or method in ("POST", "PUT", "PATCH"):

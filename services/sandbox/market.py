@@ -27,7 +27,7 @@ import math
 import random
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -48,6 +48,7 @@ from services.sandbox.symbols import REFERENCE_DAY, SPLITS, SYMBOLS, Symbol
 
 _MAX_DAILY_LOG_RETURN = 0.25  # keeps every close inside the +-30 % price limits
 _PATH_BLOCK = 256  # daily returns generated per seeded block
+CALENDAR_CACHE = 256  # day ranges whose trading days are remembered (cleared when full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,7 @@ class Market:
         self._daily: dict[tuple[str, date], DailyBar] = {}
         self._paths: dict[str, list[float]] = {}
         self._vols: dict[str, float] = {}
+        self._calendars: dict[tuple[date, date], tuple[date, ...]] = {}
         first = history_start
         while first.weekday() >= 5:
             first += timedelta(days=1)
@@ -120,14 +122,21 @@ class Market:
         return day if self.is_trading_day(day) else self.previous_trading_day(day)
 
     def trading_days(self, start: date, end: date) -> list[date]:
-        """Trading days in [start, end], oldest first."""
-        days: list[date] = []
+        """Trading days in [start, end], oldest first (remembered per range: a quote's 52-week range walks
+        a year of days, which was half of the sandbox's CPU per call)."""
+        days = self._calendars.get((start, end))
+        if days is None:
+            if len(self._calendars) >= CALENDAR_CACHE:
+                self._calendars.clear()
+            days = self._calendars[start, end] = tuple(self._walk_days(start, end))
+        return list(days)
+
+    def _walk_days(self, start: date, end: date) -> Iterator[date]:
         cur = max(start, self._start)
         while cur <= end:
             if self.is_trading_day(cur):
-                days.append(cur)
+                yield cur
             cur += timedelta(days=1)
-        return days
 
     # -- prices --------------------------------------------------------------------------------
     def adjust_factor(self, code: str, day: date) -> int:
@@ -333,10 +342,14 @@ class Market:
 
     def daily_bars(self, code: str, start: date, end: date, until: datetime | None = None) -> list[DailyBar]:
         """Daily bars in [start, end] (oldest first) as of ``until``; days after ``until`` are absent."""
-        if until is not None:
-            end = min(end, as_kst(until).date())
-        bars = (self.daily_bar(code, day, until) for day in self.trading_days(start, end))
-        return [bar for bar in bars if bar is not None]
+        if code not in SYMBOLS:
+            return []
+        today = as_kst(until).date() if until is not None else None
+        days = self.trading_days(start, min(end, today) if today is not None else end)
+        if days and days[-1] == today:  # closed days are whole (and cached); today's bar may be partial
+            bar = self.daily_bar(code, days.pop(), until)
+            return [self._full_daily(code, day) for day in days] + ([bar] if bar is not None else [])
+        return [self._full_daily(code, day) for day in days]
 
     def series(
         self, code: str, start: date, end: date, period: str, adjusted: bool, until: datetime | None = None

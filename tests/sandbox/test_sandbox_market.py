@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from datetime import date, datetime, timedelta
+
+import pytest
 
 from services.sandbox.bars import CLOSE_S, OPEN_S, aggregate, round_tick, tick_size
 from services.sandbox.clock import KST
@@ -62,19 +63,36 @@ def test_partial_day_and_calendar() -> None:
     assert market.daily_bar("005930", DAY, datetime(2026, 11, 26, 8, 59, tzinfo=KST)) is None
 
 
-def test_generation_is_fast_and_cached() -> None:
-    """One symbol-day of ticks builds in milliseconds and a second read comes from the LRU."""
+def test_generation_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symbol-day's ticks are built once and then read from the LRU; daily bars never build ticks; a
+    range's trading days are walked once and every caller gets its own list."""
     market = Market(11, date(2024, 1, 2))
-    started = time.perf_counter()
-    market.ticks("005930", DAY)
-    built_s = time.perf_counter() - started
-    started = time.perf_counter()
-    market.ticks("005930", DAY)
-    cached_s = time.perf_counter() - started
-    assert built_s < 0.05 and cached_s < built_s
-    started = time.perf_counter()
-    market.daily_bars("005930", date(2024, 1, 2), DAY)
-    assert time.perf_counter() - started < 0.5  # daily bars never need ticks
+    built: list[tuple[str, date]] = []
+    build = market._build_tape
+
+    def counted_build(code: str, day: date) -> object:
+        built.append((code, day))
+        return build(code, day)
+
+    monkeypatch.setattr(market, "_build_tape", counted_build)
+    first = market.ticks("005930", DAY)
+    assert market.ticks("005930", DAY) == first and built == [("005930", DAY)]
+    market.daily_bars("005930", date(2024, 1, 2), DAY - timedelta(days=1))
+    assert built == [("005930", DAY)]
+
+    walked: list[tuple[date, date]] = []
+    walk = market._walk_days
+
+    def counted_walk(start: date, end: date) -> object:
+        walked.append((start, end))
+        return walk(start, end)
+
+    monkeypatch.setattr(market, "_walk_days", counted_walk)
+    year = market.trading_days(DAY - timedelta(days=365), DAY)
+    again = market.trading_days(DAY - timedelta(days=365), DAY)
+    assert again == year and again is not year and len(walked) == 1
+    assert all(market.is_trading_day(d) for d in year) and year == sorted(year)
+    assert len(year) == sum(market.is_trading_day(DAY - timedelta(days=n)) for n in range(366))
 
 
 def test_prices_move_and_stay_in_limits() -> None:

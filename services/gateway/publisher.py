@@ -33,6 +33,9 @@ class Publisher:
             enable_idempotence=True,
             acks="all",
             linger_ms=0,  # latency first: batches still form while a send is in flight
+            # Kafka's 16 KiB default holds about ten answers, and a sender finding its partition's batch
+            # full waits for the batch in flight (one per partition with idempotence) to be acknowledged.
+            max_batch_size=512 * 1024,
             **(client_options or {}),
         )
         self._started = False

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tests.bench import report
 from tests.bench.harness import Bench, Stack, log, start_stack
+from tests.bench.warmup import warm_up
 
 
 def module_name(name: str) -> str:
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if invocation.changes and not args.quick:
         log(f"the tree has uncommitted changes: the report will go to {report.UNPUBLISHED}, not docs/")
     stack = start_stack()
+    invocation.warm_up = asyncio.run(warm_up(stack, args.quick))
     started = time.monotonic()
     sections: dict[str, list[report.Result]] = {name: [] for name in names}
     for run in range(1, runs + 1):

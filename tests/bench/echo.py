@@ -57,7 +57,9 @@ async def echo(
         metadata_max_age_ms=GROUP_METADATA_MAX_AGE_MS,  # as the gateway: a topic made just now is seen
     )
     # Configured like the gateway's publisher, so only the work in between differs.
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=True, max_batch_size=512 * 1024
+    )
     await producer.start()
     await consumer.start()
     ready = _Ready()

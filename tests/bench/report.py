@@ -209,6 +209,7 @@ class Invocation:
     commit: str  # short HEAD at the start
     changes: list[str]  # uncommitted changes at the start
     started: float = field(default_factory=time.time)
+    warm_up: str = ""  # what ran before the first run (``warmup``)
 
     @property
     def full(self) -> bool:
@@ -382,7 +383,9 @@ kept in `.local/bench/<benchmark>-<run id>/`.
 
 The machine is small and shared: Kafka, Redis, the sandbox, the gateway(s) and the load generator all
 run on the same cores, so absolute figures move from run to run; compare each figure with the baseline
-measured next to it. Each run gives the load average when it started."""
+measured next to it. Each run gives the load average when it started. Before the first run a burst
+through a raw Kafka echo warms Kafka up (`tests/bench/warmup.py`: a Kafka started just before spends its
+first minute compiling, which cost the first `pacing` run up to 2 points of utilisation)."""
 
 
 def render(sections: dict[str, list[Result]], invocation: Invocation, total_s: float) -> str:
@@ -416,6 +419,7 @@ def render(sections: dict[str, list[Result]], invocation: Invocation, total_s: f
         f"- commit: {invocation.commit}"
         + (f" with uncommitted changes ({len(changes)} path(s))" if changes else " (clean tree)"),
         f"- started: {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(invocation.started))}",
+        *([f"- warm-up: {invocation.warm_up}"] if invocation.warm_up else []),
         *[f"- {k}: {v}" for k, v in machine_facts().items()],
         "",
     ]

@@ -63,31 +63,30 @@ def test_partial_day_and_calendar() -> None:
     assert market.daily_bar("005930", DAY, datetime(2026, 11, 26, 8, 59, tzinfo=KST)) is None
 
 
+def calls_of(monkeypatch: pytest.MonkeyPatch, market: Market, method: str) -> list[tuple[object, ...]]:
+    """The arguments of every later call of ``market.<method>`` (which still does its work)."""
+    calls: list[tuple[object, ...]] = []
+    original = getattr(market, method)
+
+    def counted(*args: object) -> object:
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(market, method, counted)
+    return calls
+
+
 def test_generation_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     """A symbol-day's ticks are built once and then read from the LRU; daily bars never build ticks; a
     range's trading days are walked once and every caller gets its own list."""
     market = Market(11, date(2024, 1, 2))
-    built: list[tuple[str, date]] = []
-    build = market._build_tape
-
-    def counted_build(code: str, day: date) -> object:
-        built.append((code, day))
-        return build(code, day)
-
-    monkeypatch.setattr(market, "_build_tape", counted_build)
+    built = calls_of(monkeypatch, market, "_build_tape")
     first = market.ticks("005930", DAY)
     assert market.ticks("005930", DAY) == first and built == [("005930", DAY)]
     market.daily_bars("005930", date(2024, 1, 2), DAY - timedelta(days=1))
     assert built == [("005930", DAY)]
 
-    walked: list[tuple[date, date]] = []
-    walk = market._walk_days
-
-    def counted_walk(start: date, end: date) -> object:
-        walked.append((start, end))
-        return walk(start, end)
-
-    monkeypatch.setattr(market, "_walk_days", counted_walk)
+    walked = calls_of(monkeypatch, market, "_walk_days")
     year = market.trading_days(DAY - timedelta(days=365), DAY)
     again = market.trading_days(DAY - timedelta(days=365), DAY)
     assert again == year and again is not year and len(walked) == 1

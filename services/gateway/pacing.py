@@ -116,8 +116,6 @@ class DomainPacer:
 
     def slot_wait_s(self, request: ApiRequest) -> float:
         """Seconds until ``request`` would get its slot if queued now."""
-        if not self.scheduler:  # nothing ahead (the pool asks this of several members per request)
-            return self.limiter.next_slot_in_s()
         slots = self.scheduler.estimated_wait_slots(
             request.priority, request.deadline_ms, caller=request.caller
         )

@@ -14,6 +14,11 @@ from services.logs import log_event
 
 logger = logging.getLogger(__name__)
 
+#: Bytes of answers batched per reply partition. Kafka's 16 KiB default holds about ten answers, and a
+#: sender finding its partition's batch full waits for the batch in flight (one per partition with
+#: idempotence) to be acknowledged.
+BATCH_BYTES = 512 * 1024
+
 
 class Publisher:
     """Wraps the gateway's idempotent producer; every send waits for the broker's acknowledgement."""
@@ -33,9 +38,7 @@ class Publisher:
             enable_idempotence=True,
             acks="all",
             linger_ms=0,  # latency first: batches still form while a send is in flight
-            # Kafka's 16 KiB default holds about ten answers, and a sender finding its partition's batch
-            # full waits for the batch in flight (one per partition with idempotence) to be acknowledged.
-            max_batch_size=512 * 1024,
+            max_batch_size=BATCH_BYTES,
             **(client_options or {}),
         )
         self._started = False

@@ -181,6 +181,8 @@ class Scheduler(Generic[ItemT]):
         Higher classes count in full, lower classes only by what their reserved shares can take. A
         reserved class is also bounded by its share alone, which holds whatever arrives above it.
         """
+        if not self._by_id:  # nothing ahead (the pool asks this of several members per request)
+            return 0
         rank = _RANK[priority]
         in_class = self._ahead_in_class(self._classes[priority], deadline_ms, caller)
         base = in_class + sum(self._classes[cls].depth for cls in CLASSES[:rank])

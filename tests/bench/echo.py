@@ -22,6 +22,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from services.gateway.publisher import BATCH_BYTES
 from services.kafka_client import GROUP_METADATA_MAX_AGE_MS
 from tests.processes import REPO, Child, clean_env
 
@@ -58,7 +59,7 @@ async def echo(
     )
     # Configured like the gateway's publisher, so only the work in between differs.
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=True, max_batch_size=512 * 1024
+        bootstrap_servers=bootstrap, linger_ms=0, enable_idempotence=True, max_batch_size=BATCH_BYTES
     )
     await producer.start()
     await consumer.start()

@@ -385,7 +385,7 @@ The machine is small and shared: Kafka, Redis, the sandbox, the gateway(s) and t
 run on the same cores, so absolute figures move from run to run; compare each figure with the baseline
 measured next to it. Each run gives the load average when it started. Before the first run a burst
 through a raw Kafka echo warms Kafka up (`tests/bench/warmup.py`: a Kafka started just before spends its
-first minute compiling, which cost the first `pacing` run up to 2 points of utilisation)."""
+first minute compiling, which cost the first `pacing` run up to 2.4 points of utilisation)."""
 
 
 def render(sections: dict[str, list[Result]], invocation: Invocation, total_s: float) -> str:

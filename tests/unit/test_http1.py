@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from services.gateway.http1 import ConnectFailed, Http1Pool, ResponseBroken, Unsendable
+from services.gateway.http1 import ConnectFailed, Http1Pool, ResponseBroken, Unsendable, _Connection, _Origin
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -306,7 +306,6 @@ async def test_a_queued_call_cancelled_after_its_wake_passes_the_turn_on(serve: 
 def test_a_connection_takes_any_loops_stream_transport() -> None:
     """Other event loops' transports (uvloop's) are no subclass of ``asyncio.Transport``; a connection
     takes them as they are and writes the request through them."""
-    from services.gateway.http1 import _Connection, _Origin
 
     class LoopTransport:  # the stream transport of some other loop: write and close
         def __init__(self) -> None:

@@ -8,7 +8,7 @@ generated from these models, so non-Python clients can use the hub from the sche
 from __future__ import annotations
 
 import time
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any, Literal, Self
 
 import orjson
@@ -58,13 +58,35 @@ class RequestKind(StrEnum):
 WEBSOCKET_CREDENTIALS_TR_ID = "websocket_credentials"
 
 
+#: orjson hands these to ``_plain`` instead of writing them its own way (pydantic's may differ).
+_EXACT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _plain(value: Any) -> Any:
+    """What orjson writes for an enum (its value) and a nested envelope (its fields); TypeError for the
+    rest, which sends the whole message to pydantic's serializer."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, _Envelope):
+        return value.__dict__
+    raise TypeError(type(value).__name__)
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
     def to_json(self) -> bytes:
-        """The message value as UTF-8 JSON bytes (pydantic-core's serializer: the same bytes as
-        ``orjson.dumps(model_dump(mode="json"))`` in half the time)."""
-        return self.__pydantic_serializer__.to_json(self)
+        """The message value as UTF-8 JSON bytes, the same bytes as pydantic's serializer writes.
+
+        orjson writes the fields straight from the model, in less than half of pydantic's time for a
+        broker's body in ``data`` (typed ``Any``, which pydantic inspects value by value); the gateway
+        writes every answer twice (its idempotency record and the message). A value orjson would write
+        differently (a date, a dataclass, a subclass of a JSON type, an integer past 64 bits) goes to
+        pydantic's serializer instead."""
+        try:
+            return orjson.dumps(self.__dict__, default=_plain, option=_EXACT)
+        except TypeError:
+            return self.__pydantic_serializer__.to_json(self)
 
     @classmethod
     def from_json(cls, value: bytes | str) -> Self:

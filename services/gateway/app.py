@@ -28,7 +28,7 @@ from services.gateway.events import EventForwarder
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.intake import read_record
-from services.gateway.metrics import ANSWERED_LATE, REQUESTS
+from services.gateway.metrics import ANSWERED_LATE, REQUESTS, child
 from services.gateway.permissions import CallerTopics, check_arrival, load_permissions
 from services.gateway.pool import domain_of
 from services.gateway.publisher import Publisher
@@ -234,9 +234,9 @@ class GatewayApp:
             )
         )
         self.gateway.observe_reply(time.monotonic() - started)
-        REQUESTS.labels(provider, tr_id, caller, response.status.value).inc()
+        child(REQUESTS, provider, tr_id, caller, response.status.value).inc()
         if request is not None and time.time() * 1000 > request.deadline_ms:
-            ANSWERED_LATE.labels(provider).inc()
+            child(ANSWERED_LATE, provider).inc()
         # An ok answer is the bulk of the traffic and counted in REQUESTS: its line is debug (a JSON line
         # per answer was a few % of the gateway's CPU); every other status stays at info.
         level = logging.DEBUG if response.status is Status.OK else logging.INFO

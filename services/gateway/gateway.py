@@ -236,13 +236,19 @@ class Gateway:
                 max_param_value_chars=self._param_limits[1],
             )
             check_permitted(self._permissions, request, spec)  # before any upstream call or Redis lookup
-            pool = self.pools[request.provider]
-            member = pool.route(request, spec, lambda m: self._slot_in_s(m, spec, request))
+            estimates: dict[str, float] = {}  # the pool's, by member: admission's first check reuses one
+
+            def slot_in_s(member: Member) -> float:
+                estimates[member.domain] = self._slot_in_s(member, spec, request)
+                return estimates[member.domain]
+
+            member = self.pools[request.provider].route(request, spec, slot_in_s)
             check_environment(spec, mock=member.settings.mock)
         except GatewayError as exc:
             return self.responder.error(request, exc)
+        routed_wait_s = estimates.get(member.domain)
         if not spec.idempotent or self.flights.get(request.request_id) is not None:
-            return await self._serve(request, spec, member, received_s, position)
+            return await self._serve(request, spec, member, received_s, position, routed_wait_s)
         key = read_key(request, spec, member.settings.environment)
         shared = await self._shared(request, key)
         if shared is not None:
@@ -250,7 +256,7 @@ class Gateway:
         leading = self.sharing.lead(key)  # identical reads from now on wait for this one's answer
         response: ApiResponse | None = None
         try:
-            response = await self._serve(request, spec, member, received_s, position)
+            response = await self._serve(request, spec, member, received_s, position, routed_wait_s)
             return response
         finally:
             self.sharing.settle(key, leading, response if response and shareable(response) else None)
@@ -281,9 +287,16 @@ class Gateway:
         return None
 
     async def _serve(
-        self, request: ApiRequest, spec: TrSpec, member: Member, received_s: float, position: Position | None
+        self,
+        request: ApiRequest,
+        spec: TrSpec,
+        member: Member,
+        received_s: float,
+        position: Position | None,
+        routed_wait_s: float | None = None,
     ) -> ApiResponse:
-        """Queue the request at its member's pacer and wait for its answer."""
+        """Queue the request at its member's pacer and wait for its answer (``routed_wait_s``: the pool's
+        estimate of its slot, made in the same turn of the event loop)."""
         try:
             pacer = self.pacers[member.domain, spec.limit_class]
             twin = await self._join_twin(request)
@@ -292,7 +305,7 @@ class Gateway:
             # Under overload most reads are refused here, before the Redis lookup, which keeps that cheap.
             # A non-idempotent call must first learn whether an earlier delivery reached the broker.
             if spec.idempotent:
-                self._admit(pacer, request)
+                self._admit(pacer, request, routed_wait_s)
             earlier = await self._earlier_delivery(request, spec)
             if earlier is not None:
                 return earlier
@@ -345,9 +358,11 @@ class Gateway:
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)
 
-    def _admit(self, pacer: DomainPacer, request: ApiRequest) -> float:
-        """Seconds until the request's slot; raises ``Refused`` when its answer would come too late."""
-        slot_wait_s = pacer.slot_wait_s(request)
+    def _admit(self, pacer: DomainPacer, request: ApiRequest, slot_wait_s: float | None = None) -> float:
+        """Seconds until the request's slot (``slot_wait_s`` when just estimated); raises ``Refused`` when
+        its answer would come too late."""
+        if slot_wait_s is None:
+            slot_wait_s = pacer.slot_wait_s(request)
         wait_s = slot_wait_s + pacer.service_s() + pacer.margin_s(slot_wait_s)
         try:
             check_deadline(request, now_ms=self._now_ms(), wait_s=wait_s)

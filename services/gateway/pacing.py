@@ -29,7 +29,7 @@ from services.gateway.clock import Clock
 from services.gateway.errors import Expired, GatewayError, Refused
 from services.gateway.flights import Flight, Stage
 from services.gateway.jitter import SlidingMax
-from services.gateway.metrics import QUEUE_DEPTH, QUEUE_WAIT
+from services.gateway.metrics import QUEUE_DEPTH, QUEUE_WAIT, child
 from services.gateway.scheduler import Queued, Scheduler
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class DomainPacer:
 
     def _queued_changed(self, flight: Flight) -> None:
         priority = flight.request.priority
-        QUEUE_DEPTH.labels(self.name, priority.value).set(self.scheduler.depth(priority))
+        child(QUEUE_DEPTH, self.name, priority.value).set(self.scheduler.depth(priority))
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -272,7 +272,7 @@ class DomainPacer:
         now = self._clock.monotonic()
         if flight.queued_s is None:
             flight.queued_s = now - flight.received_s
-            QUEUE_WAIT.labels(flight.request.priority.value).observe(flight.queued_s)
+            child(QUEUE_WAIT, flight.request.priority.value).observe(flight.queued_s)
             if flight.estimated_start_s is not None:
                 self._observe_lateness(flight, now)
         return flight

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -15,8 +16,12 @@ from hubclient.headers import (
     request_headers,
 )
 from hubclient.ids import new_request_id, request_id_time_ms
-from hubclient.models import ApiRequest, ApiResponse, Priority, Status
+from hubclient.models import ApiRequest, ApiResponse, Priority, Status, Timing
 from services import schemas
+
+
+class Text(str):
+    """A subclass of str, as a library might hand over."""
 
 
 def make_request(**overrides: object) -> ApiRequest:
@@ -82,6 +87,37 @@ def test_non_ok_response_needs_reason() -> None:
         ApiResponse(request_id=new_request_id(), status=Status.REJECTED)
     ok = ApiResponse(request_id=new_request_id(), status=Status.OK, data={"rt_cd": "0"})
     assert ApiResponse.from_json(ok.to_json()) == ok and ok.ok
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"rt_cd": "0", "msg1": "정상처리 되었습니다.", "output": [{"stck_prpr": "62400"}, {}], "n": None},
+        [1, -2, 3.25, 1e300, 0.1, True, False, None, "", '\u0000\t"\\ \U0001f600'],
+        {"status": Status.OK, "priority": Priority.BULK},  # enums: by value
+        # orjson cannot write these, or writes them its own way: pydantic's serializer does
+        {"big": 1 << 70},
+        {"when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)},
+        {1: "int key"},
+        {"pair": (1, "a"), "day": date(2026, 1, 2), "text": Text("sub")},
+    ],
+)
+def test_to_json_writes_what_pydantic_writes(data: object) -> None:
+    """The fast writer and pydantic's serializer give the same bytes, whatever a broker's body holds."""
+    response = ApiResponse(
+        request_id=new_request_id(),
+        status=Status.UPSTREAM_ERROR,
+        reason="http_500",
+        http_status=500,
+        data=data,
+        continuation={"tr_cont": "M"},
+        timing=Timing(queued_ms=1.5, upstream_ms=0.125, total_ms=12.0),
+        attempts=2,
+        credential="k01",
+    )
+    assert response.to_json() == response.__pydantic_serializer__.to_json(response)
+    request = make_request(params={"FID_INPUT_ISCD": "005930", "n": 3}, priority="bulk")
+    assert request.to_json() == request.__pydantic_serializer__.to_json(request)
 
 
 def test_headers_mirror_the_body() -> None:

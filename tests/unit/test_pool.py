@@ -19,7 +19,7 @@ from hubclient.catalog import lookup
 from hubclient.models import ApiRequest, Provider, Status
 from services.gateway.clock import ManualClock
 from services.gateway.errors import Invalid
-from services.gateway.pool import Pool, account_bound, domain_of, provider_of
+from services.gateway.pool import FREE_WITHIN_S, Pool, account_bound, domain_of, provider_of
 from services.gateway.providers.base import KST
 from services.gateway.sharing import SharedReads, immutable
 from services.gateway.testing import Rig, build_gateway, kis_envelope
@@ -233,12 +233,12 @@ def test_a_member_free_now_ends_the_comparison() -> None:
 
     def free(m: Any) -> float:
         asked.append(m.name)
-        return 0.0
+        return FREE_WITHIN_S  # as good as now
 
     chosen = pool.soonest(free)
     assert asked == [chosen.name]
     asked.clear()
-    waits = {"a": 0.3, "b": 0.1, "c": 0.2}
+    waits = {"a": 0.3, "b": 2 * FREE_WITHIN_S, "c": 0.2}
     assert pool.soonest(lambda m: asked.append(m.name) or waits[m.name]).name == "b"
     assert sorted(asked) == ["a", "b", "c"]
 

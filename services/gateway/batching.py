@@ -5,6 +5,12 @@ wake-ups than the command itself, and under load hundreds of requests make the s
 once (look up or store an idempotency record; reserve a slot, one pacer per pool member). Each caller
 still awaits the reply to its own command, so what was ordered before (a record stored before its answer
 is published, a slot recorded before its send) stays ordered.
+
+Within a pipeline, a run of consecutive ``GET``s travels as one ``MGET`` and a run of ``SET key value PX
+ms`` as one script call: redis-py spends more of the gateway's CPU packing and parsing each command than
+Redis spends running it (an idempotency lookup and record per request were two thirds of the batches'
+commands). Each caller still gets its own command's reply, in the same order. The merged commands name
+several keys, so on Redis Cluster a run would have to be split by hash slot (see docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -13,9 +19,43 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 Command = tuple[str | bytes | int, ...]
+_Queued = tuple[Command, "asyncio.Future[Any]"]
+
+# Stores a run of SET key value PX ms: KEYS are the keys, ARGV value and ms for each in turn.
+_SET_PX = """
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', ARGV[2 * i]) end
+return #KEYS
+"""
+
+
+def _kind(command: Command) -> str | None:
+    """``GET`` or ``SET`` for the commands a run merges, None for the rest (sent as they are)."""
+    if command[0] == "GET" and len(command) == 2:
+        return "GET"
+    if command[0] == "SET" and len(command) == 5 and command[3] == "PX":
+        return "SET"
+    return None
+
+
+def _merged(run: list[_Queued]) -> str | None:
+    """The kind of a run sent as one merged command (``GET`` or ``SET``), None for a command alone."""
+    return _kind(run[0][0]) if len(run) > 1 else None
+
+
+def _runs(batch: list[_Queued]) -> list[list[_Queued]]:
+    """The batch cut into runs of consecutive mergeable commands of one kind (other commands alone)."""
+    runs: list[list[_Queued]] = []
+    last: str | None = None
+    for queued in batch:
+        kind = _kind(queued[0])
+        if kind is None or kind != last:
+            runs.append([])
+        runs[-1].append(queued)
+        last = kind
+    return runs
 
 
 class CommandBatcher:
@@ -28,9 +68,10 @@ class CommandBatcher:
 
     def __init__(self, redis: Redis, *, max_in_flight: int = 2, max_batch: int = 512) -> None:
         self._redis = redis
+        self._set_px = redis.register_script(_SET_PX)
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
-        self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._queue: list[_Queued] = []
         self._starting: asyncio.Task[None] | None = None  # started, not yet taken its commands
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -67,12 +108,17 @@ class CommandBatcher:
             self._queue.clear()
         self._schedule()
 
-    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[_Queued]) -> None:
+        runs = _runs(batch)
         try:
             pipe = self._redis.pipeline(transaction=False)
-            for command, _ in batch:
-                pipe.execute_command(*command)
+            for run in runs:
+                pipe.execute_command(*self._command(run))
             replies = await pipe.execute(raise_on_error=False)
+            for run, reply in zip(runs, replies, strict=True):
+                if isinstance(reply, NoScriptError) and _merged(run) == "SET":  # Redis lost its scripts
+                    reply = await self._rerun(run)
+                self._settle(run, reply)
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()
@@ -80,14 +126,47 @@ class CommandBatcher:
         except Exception as exc:  # connection, timeout: every command of the batch failed
             for _, future in batch:
                 if not future.done():
-                    error = RedisError(f"{type(exc).__name__}: {exc}")
-                    error.__cause__ = exc
-                    future.set_exception(error)
-            return
-        for (_, future), reply in zip(batch, replies, strict=True):
+                    future.set_exception(_failed(exc))
+
+    async def _rerun(self, run: list[_Queued]) -> Any:
+        """A merged run of SETs through the script object, which loads the script first."""
+        keys, args = self._set_px_args(run)
+        try:
+            return await self._set_px(keys=keys, args=args)
+        except Exception as exc:  # the run fails alone
+            return _failed(exc)
+
+    def _command(self, run: list[_Queued]) -> Command:
+        """The one command a run sends."""
+        merged = _merged(run)
+        if merged is None:
+            return run[0][0]
+        if merged == "GET":
+            return ("MGET", *(command[1] for command, _ in run))
+        keys, args = self._set_px_args(run)
+        return ("EVALSHA", self._set_px.sha, len(keys), *keys, *args)
+
+    @staticmethod
+    def _set_px_args(run: list[_Queued]) -> tuple[list[Any], list[Any]]:
+        return [c[1] for c, _ in run], [a for c, _ in run for a in (c[2], c[4])]
+
+    @staticmethod
+    def _settle(run: list[_Queued], reply: Any) -> None:
+        """Give each command of a run its own reply: an MGET's by position, a stored run's ``True`` (as
+        redis-py answers a SET), an error to each."""
+        for i, (_, future) in enumerate(run):
             if future.done():
                 continue
             if isinstance(reply, Exception):
                 future.set_exception(reply)
-            else:
+            elif (merged := _merged(run)) is None:
                 future.set_result(reply)
+            else:
+                future.set_result(reply[i] if merged == "GET" else True)
+
+
+def _failed(exc: Exception) -> RedisError:
+    """A ``RedisError`` of its own for one command, caused by ``exc``."""
+    error = RedisError(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error

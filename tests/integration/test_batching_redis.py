@@ -86,3 +86,62 @@ async def test_a_lost_connection_fails_every_command_of_its_pipeline(unique: str
             await batcher.run(("GET", f"test:{unique}:again"))
     finally:
         await client.aclose()
+
+
+def _stacks(redis: Redis) -> list[list[tuple[Any, ...]]]:
+    """Wrap ``redis.pipeline`` so the commands of each pipeline sent are noted (they still go to Redis)."""
+    sent: list[list[tuple[Any, ...]]] = []
+    make = redis.pipeline
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        pipe = make(*args, **kwargs)
+        execute = pipe.execute
+
+        async def execute_noted(*a: Any, **k: Any) -> Any:
+            sent.append([command[0] for command in pipe.command_stack])
+            return await execute(*a, **k)
+
+        pipe.execute = execute_noted  # type: ignore[method-assign]
+        return pipe
+
+    redis.pipeline = noted  # type: ignore[method-assign]
+    return sent
+
+
+async def test_runs_of_gets_and_sets_travel_as_one_command_each_in_order(
+    redis: CountingRedis, unique: str
+) -> None:
+    """GETs in a row go as one MGET, SETs with an expiry in a row as one script call, anything else as it
+    is; each caller gets its own reply, and a GET after a SET of the same key in the turn reads it."""
+    sent = _stacks(redis)
+    batcher = CommandBatcher(redis)
+    key = f"test:{unique}:k"
+    other = f"test:{unique}:other"
+    replies = await asyncio.gather(
+        batcher.run(("SET", key, b"one", "PX", 60_000)),
+        batcher.run(("SET", other, b"two", "PX", 60_000)),
+        batcher.run(("GET", key)),
+        batcher.run(("GET", other)),
+        batcher.run(("GET", f"test:{unique}:missing")),
+        batcher.run(("SET", key, b"three", "PX", 60_000)),
+        batcher.run(("INCR", f"test:{unique}:n")),
+        batcher.run(("GET", key)),
+    )
+    assert replies == [True, True, b"one", b"two", None, True, 1, b"three"]
+    assert [stack[0] for stack in sent[0]] == ["EVALSHA", "MGET", "SET", "INCR", "GET"]
+    assert len(sent) == 1 and redis.pipelines == 1
+    assert 0 < await redis.pttl(key) <= 60_000
+    await redis.delete(key, other, f"test:{unique}:n")
+
+
+async def test_a_run_of_sets_is_stored_after_redis_lost_its_scripts(
+    redis: CountingRedis, unique: str
+) -> None:
+    """The merged SETs' script is loaded again when Redis answers NOSCRIPT (after a restart)."""
+    batcher = CommandBatcher(redis)
+    keys = [f"test:{unique}:s{i}" for i in range(3)]
+    await redis.script_flush()
+    stored = await asyncio.gather(*(batcher.run(("SET", k, k.encode(), "PX", 60_000)) for k in keys))
+    assert stored == [True] * 3
+    assert await redis.mget(keys) == [k.encode() for k in keys]
+    await redis.delete(*keys)

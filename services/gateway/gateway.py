@@ -334,7 +334,8 @@ class Gateway:
             return self.responder.error(request, exc)
         self.flights.add(flight)
         try:
-            response = await asyncio.shield(flight.future)
+            # Unshielded: the caller letting go cancels the future at once, which withdraw would do anyway.
+            response = await flight.future
             await self._remember(response)  # still registered: a duplicate joins, a revoke waits for it
         except asyncio.CancelledError:  # the caller let go (revoke, shutdown): never send it after this
             self._pacer_named[flight.domain].withdraw(flight)  # its pacer now (a reroute moves it)

@@ -185,13 +185,13 @@ class RedisSlots:
     Redis Cluster hash tag), shared by every instance.
 
     Reservations made in the same turn of the event loop (the pacers of several pool members) go to
-    Redis as one pipeline of script calls; each is still its own atomic step on Redis's clock.
+    Redis as one pipeline of script calls, with the arrival bounds extended meanwhile; each is still its
+    own atomic step on Redis's clock.
     """
 
     def __init__(self, redis: Redis, *, key_prefix: str) -> None:
         self._prefix = f"{key_prefix}pace:"
         self._script = redis.register_script(_RESERVE)
-        self._redis = redis
         self._batches = CommandBatcher(redis)
 
     def _keys(self, domain: str) -> list[str]:
@@ -224,8 +224,9 @@ class RedisSlots:
         ]
 
     async def extend(self, domain: str, member: str, arrival_by: float) -> None:
-        """Raise a recorded send's arrival bound (``ZADD XX GT``: never adds, never lowers)."""
-        await self._redis.zadd(self._keys(domain)[1], {member: _us(arrival_by)}, xx=True, gt=True)
+        """Raise a recorded send's arrival bound (``ZADD XX GT``: never adds, never lowers); with the turn's
+        reservations (a contended host makes many sends late, each extended)."""
+        await self._batches.run(("ZADD", self._keys(domain)[1], "XX", "GT", _us(arrival_by), member))
 
 
 def _us(seconds: float) -> int:

@@ -154,12 +154,13 @@ class CommandBatcher:
     def _settle(run: list[_Queued], reply: Any) -> None:
         """Give each command of a run its own reply: an MGET's by position, a stored run's ``True`` (as
         redis-py answers a SET), an error to each."""
+        merged = _merged(run)
         for i, (_, future) in enumerate(run):
             if future.done():
                 continue
             if isinstance(reply, Exception):
                 future.set_exception(reply)
-            elif (merged := _merged(run)) is None:
+            elif merged is None:
                 future.set_result(reply)
             else:
                 future.set_result(reply[i] if merged == "GET" else True)

@@ -259,7 +259,7 @@ class Gateway:
             response = await self._serve(request, spec, member, received_s, position, routed_wait_s)
             return response
         finally:
-            self.sharing.settle(key, leading, response if response and shareable(response) else None)
+            self.sharing.settle(key, leading, response if response and shareable(response) else None, request)
             if response is not None:
                 self.sharing.remember(key, request, response)
 
@@ -268,6 +268,9 @@ class Gateway:
         cached = self.sharing.cached(key)
         if cached is not None:
             return shared_copy(request, cached, now_ms=self.clock.time() * 1000, kind="cache")
+        settled = self.sharing.settled(key, request)
+        if settled is not None:
+            return shared_copy(request, settled, now_ms=self.clock.time() * 1000, kind="settled")
         while (leader := self.sharing.leader(key)) is not None:
             left_s = request.deadline_ms / 1000 - self.clock.time() - self._reply.budget_s()
             timer: asyncio.Future[Any] = asyncio.ensure_future(self.clock.sleep(max(left_s, 0.0)))

@@ -85,6 +85,7 @@ ANSWERED_LATE = Counter(
 )
 SHARED_READS = Counter(
     "apihub_shared_reads",
-    "Reads answered with another request's upstream call: inflight (joined) or cache (immutable)",
+    "Reads answered with another request's upstream call: inflight (joined), settled (sent before that "
+    "call, taken in after its answer) or cache (immutable)",
     ["provider", "kind"],
 )

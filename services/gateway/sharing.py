@@ -7,6 +7,11 @@ while it is served wait for its answer and get a copy of it with their own ``req
 failed one: every waiter gets the same answer); a leader that ends without a call (expired, refused,
 withdrawn) leaves its followers to serve themselves, one of them leading next.
 
+A read taken in after the leader was answered still shares its answer when the read was sent (its
+``created_at_ms``) before the leader began: that answer came from a call made after the read was sent,
+as fresh as a call of its own would be (a burst read from the log in several fetches, a backlog of the
+same read). Such ``ok`` answers are kept ``SETTLED_KEEP_S`` seconds (at most ``SETTLED_ENTRIES``).
+
 Immutable reads (``immutable``: a closed past session's unadjusted bars) answered ``ok`` are also kept
 in a bounded LRU cache for ``cache_ttl_s``, and answered from there with the original request's id in
 ``shared_with`` (its response on the response topic is the audit record of the one upstream call).
@@ -67,9 +72,27 @@ def shareable(response: ApiResponse) -> bool:
     return response.attempts > 0 and response.status is not Status.EXPIRED
 
 
+#: How long, and how many, answers are kept for identical reads sent before their call and taken in after.
+SETTLED_KEEP_S = 1.0
+SETTLED_ENTRIES = 4096
+
+
 @dataclass
 class _Cached:
     response: ApiResponse
+    until_s: float  # monotonic
+
+
+@dataclass
+class _Leading:
+    future: asyncio.Future[ApiResponse]
+    since_ms: float  # epoch ms when the leader began: its upstream call left after this
+
+
+@dataclass
+class _Settled:
+    response: ApiResponse
+    since_ms: float  # as the leader's
     until_s: float  # monotonic
 
 
@@ -78,31 +101,66 @@ class SharedReads:
 
     def __init__(self, clock: Clock, *, cache_entries: int = 1000, cache_ttl_s: float = 3600.0) -> None:
         self._clock = clock
-        self._leaders: dict[bytes, asyncio.Future[ApiResponse]] = {}
+        self._leaders: dict[bytes, _Leading] = {}
+        self._settled: OrderedDict[bytes, _Settled] = OrderedDict()
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
         self._cache_entries = cache_entries
         self._cache_ttl_s = cache_ttl_s
 
     def leader(self, key: bytes) -> asyncio.Future[ApiResponse] | None:
         """The answer-to-be of the identical read being served, if there is one."""
-        return self._leaders.get(key)
+        leading = self._leaders.get(key)
+        return leading.future if leading is not None else None
 
     def lead(self, key: bytes) -> asyncio.Future[ApiResponse]:
         """Become the leader of ``key`` (synchronously: no identical read can slip in between)."""
         future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
-        self._leaders[key] = future
+        self._leaders[key] = _Leading(future, self._clock.time() * 1000)
         return future
 
-    def settle(self, key: bytes, future: asyncio.Future[ApiResponse], response: ApiResponse | None) -> None:
-        """The leader is done: hand its answer to the followers (None: they serve themselves)."""
-        if self._leaders.get(key) is future:
+    def settle(
+        self,
+        key: bytes,
+        future: asyncio.Future[ApiResponse],
+        response: ApiResponse | None,
+        request: ApiRequest | None = None,
+    ) -> None:
+        """The leader (``request``) is done: hand its answer to the followers (None: they serve themselves)
+        and keep an ``ok`` one made since it began for identical reads sent before that."""
+        leading = self._leaders.get(key)
+        if leading is not None and leading.future is future:
             del self._leaders[key]
+            if response is not None and request is not None and response.status is Status.OK:
+                self._keep(key, response, request, leading.since_ms)
         if future.done():
             return
         if response is None:
             future.cancel()
         else:
             future.set_result(response)
+
+    def settled(self, key: bytes, request: ApiRequest) -> ApiResponse | None:
+        """A kept answer of an identical read whose leader began after ``request`` was sent (never the
+        request's own: a redelivery is answered from its idempotency record)."""
+        now_s = self._clock.monotonic()
+        while self._settled and next(iter(self._settled.values())).until_s <= now_s:
+            self._settled.popitem(last=False)
+        entry = self._settled.get(key)
+        if entry is None or request.created_at_ms >= entry.since_ms:
+            return None
+        if entry.response.request_id == request.request_id:
+            return None
+        return entry.response
+
+    def _keep(self, key: bytes, response: ApiResponse, request: ApiRequest, since_ms: float) -> None:
+        # The answer's making: its total time counts from the request's creation (an idempotency record
+        # replayed to a redelivery was made at the first delivery, before this leader began).
+        if request.created_at_ms + response.timing.total_ms < since_ms:
+            return
+        self._settled.pop(key, None)  # kept in order of expiry: the newest goes last
+        self._settled[key] = _Settled(response, since_ms, self._clock.monotonic() + SETTLED_KEEP_S)
+        while len(self._settled) > SETTLED_ENTRIES:
+            self._settled.popitem(last=False)
 
     def today(self) -> str:
         """The date in Korea, YYYYMMDD (the brokers' sessions are KST)."""

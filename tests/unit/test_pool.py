@@ -21,7 +21,7 @@ from services.gateway.clock import ManualClock
 from services.gateway.errors import Invalid
 from services.gateway.pool import FREE_WITHIN_S, Pool, account_bound, domain_of, provider_of
 from services.gateway.providers.base import KST
-from services.gateway.sharing import SharedReads, immutable
+from services.gateway.sharing import SETTLED_KEEP_S, SharedReads, immutable
 from services.gateway.testing import Rig, build_gateway, kis_envelope
 from services.settings import CredentialSettings, GatewaySettings, KisSettings
 from tests.unit.test_gateway_core import ORDER as GATEWAY_CORE_ORDER
@@ -281,6 +281,61 @@ async def test_a_failing_shared_call_gives_every_waiter_the_same_answer() -> Non
     answers = {(a.response.status, a.response.reason, a.response.provider_code) for a in results}
     assert len(answers) == 1 and next(iter(answers))[0] is not Status.OK
     assert sum(a.response.shared_with is not None for a in results) == 4
+
+
+async def test_a_read_sent_before_the_shared_call_and_taken_in_after_it_shares_its_answer() -> None:
+    """A read sent before an identical one began leading, but handled after its answer (a burst read in
+    two fetches), gets that answer, made by a call after it was sent; one sent after the leader began,
+    a redelivery of the leader and a read after the answers are kept no longer are served again."""
+    rig = build_gateway()
+    early = ask(rig.clock, params=PRICE)
+    await rig.clock.advance(0.01)
+    (first,) = await serve(rig, [ask(rig.clock, params=PRICE)])
+    (shared,) = await serve(rig, [early])
+    assert len(rig.dispatcher.calls("/quotations/")) == 1
+    assert shared.response.status is Status.OK and shared.response.attempts == 0
+    assert shared.response.shared_with == first.response.request_id
+    assert shared.response.data == first.response.data
+    (later,) = await serve(rig, [ask(rig.clock, params=PRICE)])  # sent after the leader began
+    assert later.response.shared_with is None
+    assert len(rig.dispatcher.calls("/quotations/")) == 2
+    leader = ask(rig.clock, params=PRICE)
+    await rig.clock.advance(0.01)
+    (delivered,) = await serve(rig, [leader])
+    (redelivered,) = await serve(rig, [leader])  # answered from its record, not from itself
+    assert redelivered.response == delivered.response and redelivered.response.shared_with is None
+    early = ask(rig.clock, params=PRICE)
+    await rig.clock.advance(0.01)
+    await serve(rig, [ask(rig.clock, params=PRICE)])
+    await rig.clock.advance(SETTLED_KEEP_S)
+    calls = len(rig.dispatcher.calls("/quotations/"))
+    (expired,) = await serve(rig, [early])
+    assert expired.response.shared_with is None
+    assert len(rig.dispatcher.calls("/quotations/")) == calls + 1
+
+
+async def test_a_failed_or_replayed_answer_is_not_kept_for_later_reads() -> None:
+    """Only an ok answer made since its leader began is kept: a failure is not (a later read tries the
+    broker itself), nor an answer replayed from an idempotency record to a redelivery."""
+    rig = build_gateway()
+    rig.broker.then(kis_envelope("APBK0919", rt_cd="1"))
+    early = ask(rig.clock, params=PRICE)
+    await rig.clock.advance(0.01)
+    (failed,) = await serve(rig, [ask(rig.clock, params=PRICE)])
+    assert failed.response.status is not Status.OK
+    (retried,) = await serve(rig, [early])
+    assert retried.response.status is Status.OK and retried.response.shared_with is None
+    replayed_request = ask(rig.clock, params=PRICE)
+    (original,) = await serve(rig, [replayed_request])
+    rig.gateway.sharing = SharedReads(rig.clock)  # a restart: nothing shared survives it
+    early = ask(rig.clock, params=PRICE)
+    await rig.clock.advance(0.01)
+    (replayed,) = await serve(rig, [replayed_request])
+    assert replayed.response == original.response  # from its record
+    calls = len(rig.dispatcher.calls("/quotations/"))
+    (own,) = await serve(rig, [early])
+    assert own.response.shared_with is None
+    assert len(rig.dispatcher.calls("/quotations/")) == calls + 1
 
 
 def _kst_day(clock: ManualClock, days_ago: int) -> str:

@@ -7,10 +7,11 @@ still awaits the reply to its own command, so what was ordered before (a record 
 is published, a slot recorded before its send) stays ordered.
 
 Within a pipeline, a run of consecutive ``GET``s travels as one ``MGET`` and a run of ``SET key value PX
-ms`` as one script call: redis-py spends more of the gateway's CPU packing and parsing each command than
-Redis spends running it (an idempotency lookup and record per request were two thirds of the batches'
-commands). Each caller still gets its own command's reply, in the same order. The merged commands name
-several keys, so on Redis Cluster a run would have to be split by hash slot (see docs/SCALING.md).
+ms`` as one script call (``EVAL``): redis-py spends more of the gateway's CPU packing and parsing each
+command than Redis spends running it (an idempotency lookup and record per request were two thirds of
+the batches' commands). Each caller still gets its own command's reply, in the same order. The merged
+commands name several keys, so on Redis Cluster a run would have to be split by hash slot (see
+docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 Command = tuple[str | bytes | int, ...]
 _Queued = tuple[Command, "asyncio.Future[Any]"]
@@ -68,7 +69,6 @@ class CommandBatcher:
 
     def __init__(self, redis: Redis, *, max_in_flight: int = 2, max_batch: int = 512) -> None:
         self._redis = redis
-        self._set_px = redis.register_script(_SET_PX)
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
         self._queue: list[_Queued] = []
@@ -116,8 +116,6 @@ class CommandBatcher:
                 pipe.execute_command(*self._command(run))
             replies = await pipe.execute(raise_on_error=False)
             for run, reply in zip(runs, replies, strict=True):
-                if isinstance(reply, NoScriptError) and _merged(run) == "SET":  # Redis lost its scripts
-                    reply = await self._rerun(run)
                 self._settle(run, reply)
         except asyncio.CancelledError:
             for _, future in batch:
@@ -128,14 +126,6 @@ class CommandBatcher:
                 if not future.done():
                     future.set_exception(_failed(exc))
 
-    async def _rerun(self, run: list[_Queued]) -> Any:
-        """A merged run of SETs through the script object, which loads the script first."""
-        keys, args = self._set_px_args(run)
-        try:
-            return await self._set_px(keys=keys, args=args)
-        except Exception as exc:  # the run fails alone
-            return _failed(exc)
-
     def _command(self, run: list[_Queued]) -> Command:
         """The one command a run sends."""
         merged = _merged(run)
@@ -143,12 +133,11 @@ class CommandBatcher:
             return run[0][0]
         if merged == "GET":
             return ("MGET", *(command[1] for command, _ in run))
-        keys, args = self._set_px_args(run)
-        return ("EVALSHA", self._set_px.sha, len(keys), *keys, *args)
-
-    @staticmethod
-    def _set_px_args(run: list[_Queued]) -> tuple[list[Any], list[Any]]:
-        return [c[1] for c, _ in run], [a for c, _ in run for a in (c[2], c[4])]
+        keys = [command[1] for command, _ in run]
+        args = [arg for command, _ in run for arg in (command[2], command[4])]
+        # EVAL, not EVALSHA: a Redis that lost its scripts (a restart) would refuse the run, and running it
+        # again after the rest of the pipeline would break the order of the turn's commands.
+        return ("EVAL", _SET_PX, len(keys), *keys, *args)
 
     @staticmethod
     def _settle(run: list[_Queued], reply: Any) -> None:

@@ -124,9 +124,12 @@ class CommandBatcher:
         except Exception as exc:  # connection, timeout: every command of the batch failed
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(_failed(exc))
+                    error = RedisError(f"{type(exc).__name__}: {exc}")
+                    error.__cause__ = exc
+                    future.set_exception(error)
 
-    def _command(self, run: list[_Queued]) -> Command:
+    @staticmethod
+    def _command(run: list[_Queued]) -> Command:
         """The one command a run sends."""
         merged = _merged(run)
         if merged is None:
@@ -153,10 +156,3 @@ class CommandBatcher:
                 future.set_result(reply)
             else:
                 future.set_result(reply[i] if merged == "GET" else True)
-
-
-def _failed(exc: Exception) -> RedisError:
-    """A ``RedisError`` of its own for one command, caused by ``exc``."""
-    error = RedisError(f"{type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error

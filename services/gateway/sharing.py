@@ -123,14 +123,14 @@ class SharedReads:
         key: bytes,
         future: asyncio.Future[ApiResponse],
         response: ApiResponse | None,
-        request: ApiRequest | None = None,
+        request: ApiRequest,
     ) -> None:
         """The leader (``request``) is done: hand its answer to the followers (None: they serve themselves)
         and keep an ``ok`` one made since it began for identical reads sent before that."""
         leading = self._leaders.get(key)
         if leading is not None and leading.future is future:
             del self._leaders[key]
-            if response is not None and request is not None and response.status is Status.OK:
+            if response is not None and response.status is Status.OK:
                 self._keep(key, response, request, leading.since_ms)
         if future.done():
             return

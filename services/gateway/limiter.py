@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from services.gateway.clock import Clock
 from services.gateway.jitter import JitterBudget
-from services.gateway.metrics import PACING_JITTER, SEND_LAG, child
+from services.gateway.metrics import PACING_JITTER, SEND_LAG, SENDS_LATE, child
 from services.gateway.slots import Ask, MemorySlots, Reservation, SlotStore
 from services.logs import log_event
 
@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 MIN_RATE_FACTOR = 0.25
 RECOVERY_PER_SUCCESS = 0.02
+#: At most one ``limiter.send_late`` line per domain in this many seconds (a contended host makes many late
+#: sends; each is counted in ``apihub_sends_late_total``, and the line says how many since the last one).
+LATE_LOG_EVERY_S = 10.0
 
 
 @dataclass
@@ -44,6 +47,15 @@ class Slot:
     member: str
     shared_start: float | None  # the start on the shared store's clock, None when recorded locally only
     lag_s: float | None = None  # measured once the headers left
+
+
+@dataclass
+class _LateSends:
+    """Late sends of one domain since its last ``limiter.send_late`` line."""
+
+    count: int = 0
+    worst_s: float = 0.0
+    logged_s: float | None = None
 
 
 class DomainLimiter:
@@ -71,6 +83,7 @@ class DomainLimiter:
         self._members = (f"{secrets.token_hex(4)}:{n}" for n in itertools.count())
         self._shared_down = False
         self._extending: set[asyncio.Task[None]] = set()
+        self._late = _LateSends()
 
     @property
     def interval_s(self) -> float:
@@ -164,15 +177,28 @@ class DomainLimiter:
             task = asyncio.create_task(self._extend_shared(slot.member, bound))
             self._extending.add(task)
             task.add_done_callback(self._extending.discard)
-        if lag > self.jitter.setting_s:  # the own lag alone used up the budget: worth a line
-            log_event(
-                logger,
-                "limiter.send_late",
-                logging.WARNING,
-                domain=self.domain,
-                lag_ms=round(lag * 1000, 1),
-                allowance_ms=round(slot.allowance_s * 1000, 1),
-            )
+        if lag > self.jitter.setting_s:  # the own lag alone used up the budget: worth counting
+            self._note_late(lag, slot.allowance_s)
+
+    def _note_late(self, lag_s: float, allowance_s: float) -> None:
+        child(SENDS_LATE, self.domain).inc()
+        late = self._late
+        late.count += 1
+        late.worst_s = max(late.worst_s, lag_s)
+        now = self._clock.monotonic()
+        if late.logged_s is not None and now - late.logged_s < LATE_LOG_EVERY_S:
+            return
+        log_event(
+            logger,
+            "limiter.send_late",
+            logging.WARNING,
+            domain=self.domain,
+            lag_ms=round(lag_s * 1000, 1),
+            allowance_ms=round(allowance_s * 1000, 1),
+            late_sends=late.count,
+            worst_lag_ms=round(late.worst_s * 1000, 1),
+        )
+        self._late = _LateSends(logged_s=now)
 
     async def _extend_shared(self, member: str, bound: float) -> None:
         assert self._shared is not None

@@ -75,6 +75,11 @@ SEND_LAG = Histogram(
     ["domain"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
 )
+SENDS_LATE = Counter(
+    "apihub_sends_late",
+    "Sends that left later after their slot than the whole jitter budget (their arrival bound was extended)",
+    ["domain"],
+)
 UPSTREAM_INFLIGHT = Gauge(
     "apihub_upstream_inflight", "Calls inside an upstream HTTP call right now", ["provider"]
 )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.gateway.clock import ManualClock
 from services.gateway.jitter import COLD_LAG_S, CONTENDED_FLOOR_S, CONTENDED_SENDS, JitterBudget, SlidingMax
@@ -104,6 +106,33 @@ async def test_own_lag_widens_the_budget_and_late_sends_are_extended() -> None:
     third = await pace.reserve()
     # The first send may arrive as late as its start + 90 ms: the third waits a second after that.
     assert third.start_s >= first.start_s + 0.09 + 1.0 - 1e-9
+
+
+async def test_late_sends_are_counted_each_and_logged_at_most_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every send later than J is counted; the log says so at once, then at most once per interval with
+    how many late sends it sums up and the worst lag among them."""
+    clock = ManualClock()
+    pace = limiter(clock, rate=1, jitter_s=0.01)
+    before = REGISTRY.get_sample_value("apihub_sends_late_total", {"domain": "KIS"}) or 0.0
+    lags = [0.05] + [0.02] * 30 + [0.09] + [0.03] * 9  # 41 sends a second apart, each later than J
+    slots = await pace.reserve_run(len(lags))  # all reserved before any lag widened the budget
+    with caplog.at_level(logging.WARNING, logger="services.gateway.limiter"):
+        for slot, lag in zip(slots, lags, strict=True):
+            await clock.advance(slot.earliest_s + lag - clock.monotonic())
+            await pace.sent(slot)
+    lines = [r.fields for r in caplog.records if r.msg == "limiter.send_late"]  # type: ignore[attr-defined]
+    assert [(line["late_sends"], line["worst_lag_ms"]) for line in lines] == [
+        (1, 50.0),  # the first at once
+        (10, 20.0),  # then the next after 10 s, with the nine since the last line
+        (10, 20.0),
+        (10, 20.0),
+        (10, 90.0),
+    ]
+    assert {line["domain"] for line in lines} == {"KIS"}
+    after = REGISTRY.get_sample_value("apihub_sends_late_total", {"domain": "KIS"})
+    assert after == before + len(lags)
 
 
 async def test_budget_follows_typical_lag_and_peaks_while_contended() -> None:

@@ -107,6 +107,18 @@ def document() -> dict[str, Any]:
         specs[kafka.dlq_topic],
     )
     correlation = {"$ref": "#/components/correlationIds/kafkaCorrelationId"}
+    serve_bindings = {
+        "kafka": {"groupId": {"type": "string", "const": kafka.group_id}, "bindingVersion": _BINDING_VERSION}
+    }
+    reply = {
+        "address": {
+            "location": f"$message.header#/{h.REPLY_TOPIC}",
+            "description": "The body's reply_topic and reply_partition; where the body names none, the "
+            "kafka_replyTopic and kafka_replyPartition headers.",
+        },
+        "channel": {"$ref": "#/channels/responses"},
+        "messages": [{"$ref": "#/channels/responses/messages/apiResponse"}],
+    }
     return {
         "asyncapi": "3.0.0",
         "id": "urn:apihub:gateway",
@@ -135,6 +147,21 @@ def document() -> dict[str, Any]:
                 "messages": {"apiRequest": {"$ref": "#/components/messages/ApiRequest"}},
                 "bindings": _channel_binding(requests),
             },
+            "callerRequests": {
+                "address": f"{requests.name}.{{caller}}",
+                "title": "A caller's own requests (optional)",
+                "description": "A request topic bound to one caller (APIHUB_KAFKA__CALLER_TOPICS, topic -> "
+                "caller; any name, this one by convention), which only that caller's Kafka principal may "
+                f"write. Read beside {requests.name} with the same body, headers, keys and answers; a "
+                "request there is that caller's (a body without caller takes it from the topic, one naming "
+                "another caller is dead-lettered caller_mismatch), and a bound caller's request on any "
+                "other topic is answered rejected/not_permitted.",
+                "parameters": {
+                    "caller": {"description": "the caller the deployment binds to this topic"},
+                },
+                "messages": {"apiRequest": {"$ref": "#/components/messages/ApiRequest"}},
+                "bindings": _channel_binding(requests),
+            },
             "responses": {
                 "address": responses.name,
                 "title": "Responses",
@@ -158,21 +185,17 @@ def document() -> dict[str, Any]:
                 "summary": "Call the broker for a request and reply with its one terminal answer.",
                 "channel": {"$ref": "#/channels/requests"},
                 "messages": [{"$ref": "#/channels/requests/messages/apiRequest"}],
-                "bindings": {
-                    "kafka": {
-                        "groupId": {"type": "string", "const": kafka.group_id},
-                        "bindingVersion": _BINDING_VERSION,
-                    }
-                },
-                "reply": {
-                    "address": {
-                        "location": f"$message.header#/{h.REPLY_TOPIC}",
-                        "description": "The body's reply_topic and reply_partition; where the body names "
-                        "none, the kafka_replyTopic and kafka_replyPartition headers.",
-                    },
-                    "channel": {"$ref": "#/channels/responses"},
-                    "messages": [{"$ref": "#/channels/responses/messages/apiResponse"}],
-                },
+                "bindings": serve_bindings,
+                "reply": reply,
+            },
+            "serveCallerRequest": {
+                "action": "receive",
+                "title": "Serve a request from a caller's own topic",
+                "summary": "As serveRequest, for a topic bound to one caller.",
+                "channel": {"$ref": "#/channels/callerRequests"},
+                "messages": [{"$ref": "#/channels/callerRequests/messages/apiRequest"}],
+                "bindings": serve_bindings,
+                "reply": reply,
             },
             "deadLetter": {
                 "action": "send",

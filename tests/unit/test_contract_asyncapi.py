@@ -50,8 +50,11 @@ def test_document_names_the_topics_headers_and_reply() -> None:
         "api.requests.dlq",
     ]
     assert channels["requests"]["bindings"]["kafka"]["partitions"] == 6
+    assert channels["callerRequests"]["address"] == "api.requests.{caller}"
+    assert set(channels["callerRequests"]["parameters"]) == {"caller"}
+    for operation in ("serveRequest", "serveCallerRequest"):  # a caller's own topic is answered alike
+        assert doc["operations"][operation]["reply"]["channel"] == {"$ref": "#/channels/responses"}
     reply = doc["operations"]["serveRequest"]["reply"]
-    assert reply["channel"] == {"$ref": "#/channels/responses"}
     assert reply["address"]["location"] == "$message.header#/kafka_replyTopic"
     messages = doc["components"]["messages"]
     for name in ("ApiRequest", "ApiResponse"):

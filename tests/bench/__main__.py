@@ -22,6 +22,7 @@ from pathlib import Path
 from tests.bench import report
 from tests.bench.harness import Bench, Stack, log, start_stack
 from tests.bench.warmup import warm_up
+from tests.bench.yardstick import yardstick_ms
 
 
 def module_name(name: str) -> str:
@@ -35,6 +36,7 @@ async def run_one(stack: Stack, name: str, quick: bool, run: int) -> report.Resu
     module = importlib.import_module(module_name(name))
     bench = Bench(stack, name, quick)
     loadavg = f"{os.getloadavg()[0]:.2f}"
+    speed_ms = yardstick_ms()
     commit = report.git_commit()
     started = time.time()
     try:
@@ -54,6 +56,7 @@ async def run_one(stack: Stack, name: str, quick: bool, run: int) -> report.Resu
     result.duration_s = time.time() - started
     result.quick = quick
     result.loadavg = loadavg
+    result.yardstick_ms = speed_ms
     result.commit = commit
     return result
 

@@ -106,6 +106,7 @@ class Result:
     duration_s: float = 0.0
     quick: bool = False
     loadavg: str = ""
+    yardstick_ms: float | None = None  # the host's speed at the start (``yardstick``); lower is faster
     commit: str = ""
     error: str = ""
 
@@ -328,12 +329,14 @@ def render_section(number: int, runs: list[Result]) -> str:
             )
         lines.append("")
     lines += [
-        "| run | started | duration | 1-min load at start | commit | hub | baseline | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | started | duration | 1-min load at start | CPU yardstick at start | commit | hub | "
+        "baseline | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {r.run} | {r.started} | {r.duration_s:.0f} s | {r.loadavg} | {r.commit} | "
+            f"| {r.run} | {r.started} | {r.duration_s:.0f} s | {r.loadavg} | "
+            f"{'-' if r.yardstick_ms is None else f'{r.yardstick_ms:.1f} ms'} | {r.commit} | "
             f"{_cell(r.headline.figure)} | {_cell(r.headline.baseline)} | "
             f"{_cell(verdict(r.met, r.headline.margin))} |"
         )
@@ -361,17 +364,19 @@ def _anchor(number: int, title: str) -> str:
 
 
 INTRO = """\
-Nine benchmarks, measured against the sandbox referee (its own process, so its clock shares no event
+Eleven benchmarks, measured against the sandbox referee (its own process, so its clock shares no event
 loop with the load or the gateway), each side by side with a baseline measured in the same run:
 `pacing` (three callers each demanding 5x a 20 req/s KIS key), `pacing-jitter` (the same with 50 ms of
 arrival jitter at the sandbox, the gateway's J set to 65 ms: the injected 50 plus 15 for the sandbox's
 own delays on this host), `pacing-cpu` (the same while two busy processes
 load both cores), `pacing-kill` (two gateways, the owner SIGKILLed and restarted five times), `failover`
 (time from a SIGKILL to the next owner's first answer, with and without a restart), `priority`,
-`overhead` (latency added per request over a direct call made right next to it), `throughput` and
-`tokens`. The pacing baselines are the client-side limiters of the libraries the hub replaces, python-kis
-(a fixed one-second window of 19 calls) and krsec (a token bucket of 15 req/s with a burst of 3), driving
-a key of their own straight at the sandbox under the same conditions.
+`overhead` (latency added per request over a direct call made right next to it), `throughput` (one
+gateway process, 20 credentials, limits off, next to a raw Kafka echo), `tokens`, `pool` (20 keys at
+20 req/s behind one gateway, and a burst of identical reads) and `scale` (1, 2 and 4 gateway processes
+over 40 credentials). The pacing baselines are the client-side limiters of the libraries the hub
+replaces, python-kis (a fixed one-second window of 19 calls) and krsec (a token bucket of 15 req/s with a
+burst of 3), driving a key of their own straight at the sandbox under the same conditions.
 
 Every benchmark runs at least three times (`make bench`, or `.venv/bin/python -m tests.bench --runs N`
 with N >= 3) and a goal counts as met only when every run met it; a run that crashes counts as missed.
@@ -383,7 +388,9 @@ kept in `.local/bench/<benchmark>-<run id>/`.
 
 The machine is small and shared: Kafka, Redis, the sandbox, the gateway(s) and the load generator all
 run on the same cores, so absolute figures move from run to run; compare each figure with the baseline
-measured next to it. Each run gives the load average when it started. Before the first run a burst
+measured next to it. Each run gives the load average when it started and a CPU yardstick: the CPU time
+of a fixed piece of Python and JSON work just before the run (`tests/bench/yardstick.py`; lower is a
+faster host; the same code has measured half again as slow on a slow hour). Before the first run a burst
 through a raw Kafka echo warms Kafka up (`tests/bench/warmup.py`: a Kafka started just before spends its
 first minute compiling, which cost the first `pacing` run up to 2.4 points of utilisation)."""
 

@@ -1,8 +1,10 @@
-"""The benchmark report says what ran before the first run."""
+"""The benchmark report says what ran before the first run and how fast the host was at each run."""
 
 from __future__ import annotations
 
-from tests.bench.report import Invocation, render
+from tests.bench import yardstick
+from tests.bench.report import Headline, Invocation, Result, render
+from tests.bench.yardstick import yardstick_ms
 
 
 def invocation(warm_up: str) -> Invocation:
@@ -24,3 +26,36 @@ def test_the_warm_up_is_listed_with_the_run_facts() -> None:
     run_facts = text.split("## This run", 1)[1]
     assert "- warm-up: 30000 of 30000 requests through the raw echo at 900/s" in run_facts
     assert "warm-up:" not in render({}, invocation(""), 10.0)
+
+
+def test_each_run_shows_the_cpu_yardstick_taken_at_its_start() -> None:
+    """The run table has the yardstick of each run, and '-' for a run without one."""
+    runs = [
+        Result(
+            name="throughput",
+            title="Throughput",
+            goal="fast",
+            baseline_name="echo",
+            headline=Headline("2000/s", "echo 9000/s", ">= 3000/s", False, "-1000/s"),
+            rows=[],
+            run=n,
+            yardstick_ms=ms,
+        )
+        for n, ms in ((1, 24.46), (2, None))
+    ]
+    text = render({"throughput": runs}, invocation(""), 10.0)
+    runs_table = text.split("| CPU yardstick at start |", 1)[1]
+    table = [line for line in runs_table.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert "| 24.5 ms |" in table[0] and "| - |" in table[1]
+
+
+def test_the_yardstick_counts_cpu_time_of_a_fixed_work() -> None:
+    """More rounds of the work take proportionally more CPU (it measures work, not a constant)."""
+    one = yardstick_ms(repeats=3)
+    with_more = yardstick.ROUNDS
+    yardstick.ROUNDS = with_more * 4
+    try:
+        four = yardstick_ms(repeats=3)
+    finally:
+        yardstick.ROUNDS = with_more
+    assert one > 0 and 2.5 < four / one < 6

@@ -4,8 +4,8 @@ The request topic has 8 partitions; every gateway has the same 40 KIS keys. The 
 per request (round robin over the 40), so requests are keyed by 40 limit domains spread over the
 partitions, and each gateway serves the domains of the partitions it owns. The same burst goes through
 1, 2 and 4 gateways in one run; the sandbox's own ceiling (direct calls) is measured in the same run.
-Goal: throughput grows with processes until the sandbox (or the machine) is the limit, reported as the
-ratio of 4 processes to 1.
+Goal: throughput grows with processes until the sandbox is the limit, reported as the ratio of 4 processes
+to 1 (a machine whose cores are full before the sandbox is reported, not counted as met).
 """
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ WINDOW = 50
 TIMEOUT_S = 150
 
 TITLE = "Scale: 1, 2 and 4 gateway processes over 40 credentials, limits off"
-GOAL = "throughput grows with processes until the sandbox or the machine is the limit (4 / 1 reported)"
+GOAL = (
+    "throughput grows with processes until the sandbox is the limit: 4 / 1 processes >= 1.5, or 4 processes "
+    "at >= 80 % of the sandbox's ceiling (a machine whose cores are already full does not count as met)"
+)
 BASELINE = "the sandbox's own ceiling: direct aiohttp calls, same run"
 
 

@@ -390,7 +390,7 @@ The machine is small and shared: Kafka, Redis, the sandbox, the gateway(s) and t
 run on the same cores, so absolute figures move from run to run; compare each figure with the baseline
 measured next to it. Each run gives the load average when it started and a CPU yardstick: the CPU time
 of a fixed piece of Python and JSON work just before the run (`tests/bench/yardstick.py`; lower is a
-faster host; the same code has measured half again as slow on a slow hour). Before the first run a burst
+faster host; it has read 24 ms on a fast hour and 45-100 ms on a slow one). Before the first run a burst
 through a raw Kafka echo warms Kafka up (`tests/bench/warmup.py`: a Kafka started just before spends its
 first minute compiling, which cost the first `pacing` run up to 2.4 points of utilisation)."""
 

@@ -119,6 +119,19 @@ def document() -> dict[str, Any]:
         "channel": {"$ref": "#/channels/responses"},
         "messages": [{"$ref": "#/channels/responses/messages/apiResponse"}],
     }
+
+    def serve(channel: str, title: str, summary: str) -> dict[str, Any]:
+        """The gateway's receive operation on a request channel, answered on ``responses``."""
+        return {
+            "action": "receive",
+            "title": title,
+            "summary": summary,
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "messages": [{"$ref": f"#/channels/{channel}/messages/apiRequest"}],
+            "bindings": serve_bindings,
+            "reply": reply,
+        }
+
     return {
         "asyncapi": "3.0.0",
         "id": "urn:apihub:gateway",
@@ -179,24 +192,16 @@ def document() -> dict[str, Any]:
             },
         },
         "operations": {
-            "serveRequest": {
-                "action": "receive",
-                "title": "Serve a request",
-                "summary": "Call the broker for a request and reply with its one terminal answer.",
-                "channel": {"$ref": "#/channels/requests"},
-                "messages": [{"$ref": "#/channels/requests/messages/apiRequest"}],
-                "bindings": serve_bindings,
-                "reply": reply,
-            },
-            "serveCallerRequest": {
-                "action": "receive",
-                "title": "Serve a request from a caller's own topic",
-                "summary": "As serveRequest, for a topic bound to one caller.",
-                "channel": {"$ref": "#/channels/callerRequests"},
-                "messages": [{"$ref": "#/channels/callerRequests/messages/apiRequest"}],
-                "bindings": serve_bindings,
-                "reply": reply,
-            },
+            "serveRequest": serve(
+                "requests",
+                "Serve a request",
+                "Call the broker for a request and reply with its one terminal answer.",
+            ),
+            "serveCallerRequest": serve(
+                "callerRequests",
+                "Serve a request from a caller's own topic",
+                "As serveRequest, for a topic bound to one caller.",
+            ),
             "deadLetter": {
                 "action": "send",
                 "title": "Dead-letter a record",

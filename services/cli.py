@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from datetime import date
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from aiokafka.errors import KafkaError
@@ -23,7 +23,7 @@ from services.catalog_cli import add_parser as add_catalog_parser
 from services.credentials_cli import add_parser as add_credentials_parser
 from services.logs import configure_logging
 from services.replay.command import add_parser as add_replay_parser
-from services.settings import ClientSettings
+from services.settings import ClientSettings, SettingsInvalid
 from services.status.command import add_parser as add_status_parser
 
 
@@ -316,11 +316,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_settings_invalid(exc: SettingsInvalid, out: TextIO) -> None:
+    """Each refused setting on a line of its own, with a pointer to ``apihub config check``."""
+    print("error: the settings cannot be used (no value is shown, it may be a secret):", file=out)
+    for name, reason in exc.problems:
+        print(f"  {name}: {reason}", file=out)
+    print("apihub config check FILE reports every variable of an env file the same way", file=out)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``apihub`` console script."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except SettingsInvalid as exc:  # a variable or credentials file the process cannot run with
+        print_settings_invalid(exc, sys.stderr)
+        return 2
     except KafkaError as exc:  # the common operator mistake: the stack is not up or the address is wrong
         from services.kafka_client import SECURITY_HINT
 

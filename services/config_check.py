@@ -29,11 +29,18 @@ from pathlib import Path
 from typing import Any, Literal, TextIO, cast, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsError
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings, SettingsError
 
 from services.sandbox.settings import SandboxSettings
-from services.settings import ClientSettings, GatewaySettings, WorkerSettings
+from services.settings import (
+    NOT_JSON,
+    ClientSettings,
+    EnvMapping,
+    GatewaySettings,
+    SettingsInvalid,
+    WorkerSettings,
+)
 
 ProblemKind = Literal["syntax", "duplicate", "unknown", "missing", "malformed"]
 PREFIX = "APIHUB_"
@@ -192,21 +199,6 @@ def catalog() -> dict[str, Setting]:
     return {name: Setting(name, tuple(owners[name]), secrets[name]) for name in sorted(owners)}
 
 
-class _MappingSource(EnvSettingsSource):
-    """pydantic-settings' own environment parsing, over the file's variables instead of ``os.environ``."""
-
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
-        self._mapping = dict(env)
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {
-            (key if self.case_sensitive else key.lower()): value
-            for key, value in self._mapping.items()
-            if not (self.env_ignore_empty and value == "")
-        }
-
-
 @functools.cache
 def _isolated(settings_cls: type[BaseSettings]) -> type[BaseSettings]:
     """``settings_cls`` built from its constructor's arguments only: no process environment, no .env file."""
@@ -223,12 +215,12 @@ def _isolated(settings_cls: type[BaseSettings]) -> type[BaseSettings]:
 def _validation_errors(settings_cls: type[BaseSettings], name: str, value: str) -> list[str]:
     """Why ``settings_cls`` rejects ``name=value`` (empty when it accepts it); never quotes the value."""
     try:
-        data = _MappingSource(settings_cls, {name: value})()
+        data = EnvMapping(settings_cls, {name: value})()
         _isolated(settings_cls)(**data)
     except SettingsError:
-        return ['not valid JSON (lists and objects are written as JSON, e.g. ["a", "b"])']
-    except ValidationError as exc:
-        return [str(error["msg"]) for error in exc.errors(include_url=False, include_input=False)]
+        return [NOT_JSON]
+    except SettingsInvalid as exc:
+        return [reason for _, reason in exc.problems]
     return []
 
 

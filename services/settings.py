@@ -2,6 +2,10 @@
 
 Nested groups use ``__``: ``APIHUB_KAFKA__BOOTSTRAP_SERVERS``, ``APIHUB_KIS__APPKEY``,
 ``APIHUB_KIWOOM__SECRETKEY``. Secrets are ``SecretStr`` so they never print in a repr or a log.
+
+A value the settings refuse (or a credentials file that cannot be read) raises ``SettingsInvalid``, which
+names each variable and why, never the value: pydantic's own error quotes its input, and the input may be
+a secret. The command line turns it into ``error:`` lines and exit status 2.
 """
 
 from __future__ import annotations
@@ -9,21 +13,52 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict, SettingsError
 
 from hubclient.models import Provider
 
 _CALLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")  # ApiRequest.caller's pattern
 
+_UNPARSED_FIELD = re.compile(r'field "([^"]+)"')
+NOT_JSON = 'not valid JSON (lists and objects are written as JSON, e.g. ["a", "b"])'
+
 #: Default jitter budgets (``arrival_jitter_ms``): a broker across the internet, and one on this host.
 REMOTE_JITTER_MS = 50.0
 LOCAL_JITTER_MS = 20.0
+
+
+class SettingsInvalid(ValueError):
+    """Settings a process cannot run with: ``problems`` pairs each variable with why it was refused.
+
+    No value is part of a problem: a refused value may be a secret."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{name}: {reason}" for name, reason in problems))
+
+
+def _errors(exc: ValidationError) -> list[Any]:
+    """pydantic's errors without their input (which may be a secret) and without links."""
+    return list(exc.errors(include_input=False, include_url=False, include_context=False))
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
 
 
 class KafkaSettings(BaseModel):
@@ -166,6 +201,7 @@ class ProviderSettings(BaseModel):
     """One broker: endpoint, credentials and limits."""
 
     secret_field: ClassVar[str] = "secret"  # noqa: S105 - the name of the secret's setting
+    env_group: ClassVar[str] = "APIHUB_<PROVIDER>"  # its variables' prefix, for error messages
 
     base_url: str
     environment: Literal["real", "mock"] = "real"
@@ -193,13 +229,14 @@ class ProviderSettings(BaseModel):
         "this host (the sandbox)",
     )
 
-    @model_validator(mode="after")
-    def _members_named_once(self) -> Self:
-        names = [c.name for c in self.credentials]
+    @field_validator("credentials")
+    @classmethod
+    def _members_named_once(cls, credentials: list[CredentialSettings]) -> list[CredentialSettings]:
+        names = [c.name for c in credentials]
         clash = {n for n in names if names.count(n) > 1 or n == DEFAULT_MEMBER}
         if clash:
             raise ValueError(f"credential names must be unique and not {DEFAULT_MEMBER!r}: {sorted(clash)}")
-        return self
+        return credentials
 
     @property
     def mock(self) -> bool:
@@ -215,14 +252,15 @@ class ProviderSettings(BaseModel):
         """
         listed = list(self.credentials)
         if self.credentials_file:
-            raw = orjson.loads(Path(self.credentials_file).read_bytes())
-            listed += [CredentialSettings.model_validate(item) for item in raw]
+            listed += self._read_credentials_file(self.credentials_file)
         members: dict[str, Self] = {}
         if self.appkey is not None or not listed:
             members[DEFAULT_MEMBER] = self.model_copy(update={"credentials": [], "credentials_file": None})
         for cred in listed:
-            if cred.name in members:
-                raise ValueError(f"credential {cred.name!r} is configured twice")
+            if cred.name in members:  # the list alone is checked when read: the file is involved
+                where = f"{self.env_group}__CREDENTIALS_FILE"
+                reason = f"credential {cred.name!r} is configured twice (names are unique across the file "
+                raise SettingsInvalid([(where, reason + f"and {self.env_group}__CREDENTIALS)")])
             members[cred.name] = self.model_copy(
                 update={
                     "appkey": cred.appkey,
@@ -236,6 +274,33 @@ class ProviderSettings(BaseModel):
                     "product_code": cred.product_code,
                 }
             )
+        return members
+
+    def _read_credentials_file(self, path: str) -> list[CredentialSettings]:
+        """The members listed in the credentials file, or ``SettingsInvalid`` saying what is wrong."""
+        where = f"{self.env_group}__CREDENTIALS_FILE"
+        try:
+            raw = orjson.loads(Path(path).read_bytes())
+        except OSError as exc:
+            reason = f"cannot read {path}: {exc.strerror or type(exc).__name__}"
+            raise SettingsInvalid([(where, reason)]) from None
+        except orjson.JSONDecodeError:
+            raise SettingsInvalid([(where, f"{path} is {NOT_JSON}")]) from None
+        if not isinstance(raw, list):
+            raise SettingsInvalid([(where, f"{path} must hold a JSON list of credentials")])
+        members, problems = [], []
+        for index, item in enumerate(raw):
+            try:
+                member = CredentialSettings.model_validate(item)
+            except ValidationError as exc:
+                inside = f"{path}: [{index}]"
+                problems += [(where, f"{inside}{_path(e['loc'])}: {_message(e)}") for e in _errors(exc)]
+                continue
+            if member.name == DEFAULT_MEMBER:
+                problems.append((where, f"{path}: [{index}].name: {DEFAULT_MEMBER!r} is the provider's key"))
+            members.append(member)
+        if problems:
+            raise SettingsInvalid(problems)
         return members
 
     @property
@@ -252,6 +317,7 @@ class KisSettings(ProviderSettings):
     """KIS Open API; the secret is called ``appsecret`` there."""
 
     secret_field: ClassVar[str] = "appsecret"  # noqa: S105 - a field name
+    env_group: ClassVar[str] = "APIHUB_KIS"
 
     base_url: str = "http://127.0.0.1:18080/kis/real"
     appsecret: SecretStr | None = None
@@ -268,6 +334,7 @@ class KiwoomSettings(ProviderSettings):
     """Kiwoom REST API; the secret is called ``secretkey`` there."""
 
     secret_field: ClassVar[str] = "secretkey"  # noqa: S105 - a field name
+    env_group: ClassVar[str] = "APIHUB_KIWOOM"
 
     base_url: str = "http://127.0.0.1:18080/kiwoom/real"
     secretkey: SecretStr | None = None
@@ -282,16 +349,87 @@ class KiwoomSettings(ProviderSettings):
     )
 
 
-def _default_instance_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+class EnvMapping(EnvSettingsSource):
+    """pydantic-settings' own parsing of ``APIHUB_*`` variables, over a mapping instead of the environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._mapping = dict(env)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            (key if self.case_sensitive else key.lower()): value
+            for key, value in self._mapping.items()
+            if not (self.env_ignore_empty and value == "")
+        }
 
 
-class GatewaySettings(BaseSettings):
-    """Everything the gateway process needs."""
+class HubSettings(BaseSettings):
+    """The settings of one API Hub process, read from ``APIHUB_*`` variables; refusals raise
+    ``SettingsInvalid`` naming the variables."""
 
     model_config = SettingsConfigDict(
         env_prefix="APIHUB_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
     )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            prefix = str(self.model_config.get("env_prefix") or "")
+            problems = [_refusal(type(self), prefix, error) for error in _errors(exc)]
+            raise SettingsInvalid(problems) from None
+        except SettingsError as exc:
+            raise SettingsInvalid(_unparsed(type(self), str(exc))) from None
+
+
+def _refusal(model: type[BaseModel], prefix: str, error: Any) -> tuple[str, str]:
+    """The variable one validation error is about (``APIHUB_KIS__RATE_PER_S``) and the reason; where the
+    error is inside a JSON value, the place in it leads the reason (``[0].appkey: Field required``)."""
+    name, loc = prefix, tuple(error["loc"])
+    for index, part in enumerate(loc):
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            break
+        name += part.upper()
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model, name = annotation, name + "__"
+            continue
+        inside = _path(loc[index + 1 :]).lstrip(".")
+        return name, f"{inside}: {_message(error)}" if inside else _message(error)
+    return name + "*", _message(error)
+
+
+def _message(error: Any) -> str:
+    """pydantic's message, without the "Value error, " its validators' messages start with."""
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _unparsed(settings_cls: type[BaseSettings], message: str) -> list[tuple[str, str]]:
+    """The variables whose value pydantic-settings could not parse as JSON (each tried alone)."""
+    prefix = str(settings_cls.model_config.get("env_prefix") or "").upper()
+    culprits = []
+    for key, value in os.environ.items():
+        if not key.upper().startswith(prefix):
+            continue
+        try:
+            EnvMapping(settings_cls, {key: value})()
+        except SettingsError:
+            culprits.append((key.upper(), NOT_JSON))
+    if culprits:
+        return culprits
+    found = _UNPARSED_FIELD.search(message)
+    group = f"{prefix}{found.group(1).upper()}*" if found else f"{prefix}*"
+    return [(group, f"a value is {NOT_JSON}")]
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GatewaySettings(HubSettings):
+    """Everything the gateway process needs."""
 
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
@@ -326,12 +464,8 @@ class GatewaySettings(BaseSettings):
         return self.kis if provider is Provider.KIS else self.kiwoom
 
 
-class ClientSettings(BaseSettings):
+class ClientSettings(HubSettings):
     """Settings of the command-line clients (``topics``, ``call``, ``demo``)."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="APIHUB_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
-    )
 
     kafka: KafkaSettings = KafkaSettings()
     gateway_metrics_url: str = "http://127.0.0.1:18081"
@@ -357,12 +491,8 @@ def _default_worker_instance() -> str:
     return socket.gethostname()
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(HubSettings):
     """Everything a worker process (``apihub worker NAME``) needs."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="APIHUB_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
-    )
 
     kafka: KafkaSettings = KafkaSettings()
     topics: WorkerTopics = WorkerTopics()

@@ -7,8 +7,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from services.audit.collect import DEFAULT_GRACE_MS, Limits, Source
 from services.audit.command import add_source_arguments, source_from
 from services.audit.join import OUTCOMES, Filters
@@ -16,17 +14,13 @@ from services.audit.timerange import TimeRange, parse_duration_ms, resolve_range
 from services.replay import ReplayError
 from services.replay.compare import DEFAULT_IGNORE
 from services.replay.names import DEFAULT_PREFIX, HubNames, check_names
-from services.settings import ClientSettings, KafkaSettings, RedisSettings
+from services.settings import ClientSettings, HubSettings, KafkaSettings, RedisSettings
 
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:18080"
 
 
-class ReplaySettings(BaseSettings):
+class ReplaySettings(HubSettings):
     """What the replay reads from ``APIHUB_*``: Kafka's address and topics, and the Redis its hub uses."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="APIHUB_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
-    )
 
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()

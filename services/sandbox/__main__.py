@@ -5,19 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 
+from services.cli import print_settings_invalid
 from services.sandbox.app import serve
 from services.sandbox.settings import SandboxSettings
+from services.settings import SettingsInvalid
 
 
-def main() -> None:
-    """Run the sandbox until interrupted."""
+def main() -> int:
+    """Run the sandbox until interrupted (exit 2 when its settings cannot be used)."""
     logging.basicConfig(
         level=logging.INFO, format='{"ts":"%(asctime)s","level":"%(levelname)s","event":"%(message)s"}'
     )
+    try:
+        settings = SandboxSettings()
+    except SettingsInvalid as exc:
+        print_settings_invalid(exc, sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(SandboxSettings()))
+        asyncio.run(serve(settings))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,9 +16,10 @@ from datetime import date, datetime, time
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.sandbox.symbols import SYMBOLS
+from services.settings import HubSettings
 
 LatencyDistribution = Literal["fixed", "uniform", "exponential", "normal"]
 ENVIRONMENT_IDS = ("kis/real", "kis/mock", "kiwoom/real", "kiwoom/mock")
@@ -170,12 +171,10 @@ class FeedSettings(BaseModel):
         return self
 
 
-class SandboxSettings(BaseSettings):
+class SandboxSettings(HubSettings):
     """Everything the sandbox needs, built once at the edge and passed down."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="APIHUB_SANDBOX__", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="APIHUB_SANDBOX__", env_ignore_empty=False)
 
     host: str = "127.0.0.1"
     port: int = 18080

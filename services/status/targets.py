@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from services.settings import KisSettings, KiwoomSettings
+from services.settings import HubSettings, KisSettings, KiwoomSettings
 from services.worker.main import WORKERS
 
 #: ``make up``'s addresses; read when present, below the environment.
@@ -25,16 +25,10 @@ STACK_ENV = Path(__file__).resolve().parents[2] / ".local" / "stack.env"
 GATEWAY = "gateway"
 
 
-class StatusSettings(BaseSettings):
+class StatusSettings(HubSettings):
     """The settings ``apihub status`` reads (names shared with the gateway, the workers and ``demo``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="APIHUB_",
-        env_nested_delimiter="__",
-        env_ignore_empty=True,
-        extra="ignore",
-        env_file=STACK_ENV,
-    )
+    model_config = SettingsConfigDict(env_file=STACK_ENV)
 
     gateway_metrics_url: str = "http://127.0.0.1:18081"
     health_host: str = "127.0.0.1"

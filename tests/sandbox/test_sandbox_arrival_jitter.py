@@ -6,12 +6,12 @@ import asyncio
 import time
 
 import pytest
-from pydantic import ValidationError
 
 from services.sandbox.clock import SimClock
 from services.sandbox.faults import Faults
 from services.sandbox.referee import Arrival, Referee
 from services.sandbox.settings import FaultSettings, SandboxSettings
+from services.settings import SettingsInvalid
 from tests.sandbox.sandbox_kit import TRADING, Sandbox, SandboxFactory, kis_key
 
 JITTER_MS = 40.0
@@ -120,7 +120,7 @@ async def test_negative_jitter_refused(sandbox: Sandbox) -> None:
     assert (await sandbox.faults(arrival_jitter_ms=-1)).status == 400
     current = await (await sandbox.client.get("/_sandbox/faults")).json()
     assert current["arrival_jitter_ms"] == 0.0
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsInvalid, match=r"^APIHUB_SANDBOX__FAULTS__ARRIVAL_JITTER_MS: Input should be"):
         SandboxSettings(faults={"arrival_jitter_ms": -1})
 
 

@@ -5,6 +5,7 @@ Every command here that would reach Kafka is pointed at a loopback port nobody l
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -143,3 +144,42 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             cli.main([command, "--help"])
         assert caught.value.code == 0
         assert f"apihub {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["gateway"], ["credentials"], ["worker", "history-collector"]])
+def test_settings_that_cannot_be_used_stop_a_command_with_exit_2(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused setting ends the command before it starts anything: ``error:`` and one line per variable
+    on stderr, no traceback, no value (a secret's tail would be in pydantic's own message), exit 2."""
+    secret = "TOPSECRET-0a1b2c3d4e5f6a7b8c9d"
+    members = [{"name": "a", "appkey": f"k{i}", "secret": secret} for i in range(2)]
+    monkeypatch.setenv("APIHUB_KIS__CREDENTIALS", json.dumps(members))
+    monkeypatch.setenv("APIHUB_KAFKA__SESSION_TIMEOUT_MS", "soon")
+    assert cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the settings cannot be used")
+    assert "  APIHUB_KAFKA__SESSION_TIMEOUT_MS: Input should be a valid integer" in err
+    assert "Traceback" not in err and secret[-10:] not in err
+
+
+def test_a_credentials_file_the_gateway_cannot_read_stops_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The credentials file is read as the gateway starts: a missing one is named, exit 2."""
+    monkeypatch.setenv("APIHUB_KIS__CREDENTIALS_FILE", str(tmp_path / "pool.json"))
+    assert cli.main(["gateway"]) == 2
+    assert f"  APIHUB_KIS__CREDENTIALS_FILE: cannot read {tmp_path / 'pool.json'}" in capsys.readouterr().err
+
+
+def test_the_sandbox_module_refuses_its_settings_the_same_way(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m services.sandbox`` (the image's other entry) prints the same lines and exits 2."""
+    from services.sandbox.__main__ import main
+
+    monkeypatch.setenv("APIHUB_SANDBOX__KIS_REAL_RATE_PER_S", "0")
+    assert main() == 2
+    assert "  APIHUB_SANDBOX__KIS_REAL_RATE_PER_S: Input should be greater than or equal to 1" in (
+        capsys.readouterr().err
+    )

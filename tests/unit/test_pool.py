@@ -23,7 +23,7 @@ from services.gateway.pool import FREE_WITHIN_S, Pool, account_bound, domain_of,
 from services.gateway.providers.base import KST
 from services.gateway.sharing import SETTLED_KEEP_S, SharedReads, immutable
 from services.gateway.testing import Rig, build_gateway, kis_envelope
-from services.settings import CredentialSettings, GatewaySettings, KisSettings
+from services.settings import CredentialSettings, GatewaySettings, KisSettings, SettingsInvalid
 from tests.unit.test_gateway_core import ORDER as GATEWAY_CORE_ORDER
 from tests.unit.test_gateway_core import serve
 from tests.unit.test_pacing import max_in_any_second
@@ -95,12 +95,27 @@ def test_pool_from_settings_inherits_what_members_do_not_set(tmp_path: Path) -> 
     assert "secret-a" not in repr(settings)  # secrets stay masked in the settings' repr
 
 
-def test_pool_settings_refuse_clashing_names() -> None:
-    """Two members of one name, or one called 'default', are a configuration error."""
+def test_pool_settings_refuse_clashing_names(tmp_path: Path) -> None:
+    """Two members of one name, or one called 'default', are a configuration error, also when one of them
+    comes from the credentials file."""
     with pytest.raises(ValidationError, match="unique"):
         KisSettings(credentials=[member("a"), member("a")])
     with pytest.raises(ValidationError, match="unique"):
         KisSettings(credentials=[member("default")])
+    extra = tmp_path / "creds.json"
+    extra.write_text(json.dumps([{"name": "a", "appkey": "k3", "secret": "s3"}]))
+    with pytest.raises(SettingsInvalid) as twice:
+        KisSettings(credentials=[member("a")], credentials_file=str(extra)).pool()
+    assert twice.value.problems == [
+        (
+            "APIHUB_KIS__CREDENTIALS_FILE",
+            "credential 'a' is configured twice (names are unique across the file and "
+            "APIHUB_KIS__CREDENTIALS)",
+        )
+    ]
+    extra.write_text(json.dumps([{"name": "default", "appkey": "k3", "secret": "s3"}]))
+    with pytest.raises(SettingsInvalid, match="'default' is the provider's key"):
+        KisSettings(credentials_file=str(extra)).pool()
 
 
 def test_pool_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:

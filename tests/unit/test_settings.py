@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
-from services.settings import GatewaySettings, WorkerSettings
+from services.sandbox.settings import SandboxSettings
+from services.settings import (
+    NOT_JSON,
+    GatewaySettings,
+    KiwoomSettings,
+    SettingsInvalid,
+    WorkerSettings,
+    _unparsed,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
@@ -51,3 +60,98 @@ def test_nested_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.kis.rate_per_s == 2.5
     assert settings.kafka.bootstrap_servers == "127.0.0.1:19092"
     assert "secret-value" not in repr(settings) and "k" * 36 not in str(settings.model_dump())
+
+
+SECRET = "TOPSECRET-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+
+def test_a_refused_value_names_its_variable_never_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every refusal names the variable (and the place inside a JSON value) and why, and no value at all:
+    pydantic's own message quotes its input, which here holds a secret."""
+    members = [
+        {"name": "a", "appkey": "PS" + "a" * 34, "secret": SECRET, "rate_per_s": "fast"},
+        {"name": "b", "appkey": "PS" + "b" * 34},
+    ]
+    monkeypatch.setenv("APIHUB_KIS__CREDENTIALS", json.dumps(members))
+    monkeypatch.setenv("APIHUB_MAX_BACKLOG", "-1")
+    with pytest.raises(SettingsInvalid) as caught:
+        GatewaySettings()
+    assert caught.value.problems == [
+        (
+            "APIHUB_KIS__CREDENTIALS",
+            "[0].rate_per_s: Input should be a valid number, unable to parse string as a number",
+        ),
+        ("APIHUB_KIS__CREDENTIALS", "[1].secret: Field required"),
+        ("APIHUB_MAX_BACKLOG", "Input should be greater than 0"),
+    ]
+    assert SECRET[-12:] not in str(caught.value) and "fast" not in str(caught.value)
+
+
+def test_a_clash_of_names_is_the_list_s_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validator's message loses pydantic's "Value error, " and is filed under the list it checked; the
+    members' secrets (pydantic shows the tail of the input here) stay out."""
+    members = [{"name": "a", "appkey": f"k{i}", "secret": SECRET} for i in range(2)]
+    monkeypatch.setenv("APIHUB_KIWOOM__CREDENTIALS", json.dumps(members))
+    with pytest.raises(SettingsInvalid) as caught:
+        GatewaySettings()
+    assert caught.value.problems == [
+        ("APIHUB_KIWOOM__CREDENTIALS", "credential names must be unique and not 'default': ['a']")
+    ]
+    assert SECRET[-12:] not in str(caught.value)
+
+
+def test_a_value_that_is_not_json_is_found_among_its_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic-settings names only the group ("kis") when a JSON value does not parse; each variable is
+    tried alone to name the one at fault."""
+    monkeypatch.setenv("APIHUB_KIS__CREDENTIALS", '[{"name": "a", "secret": "' + SECRET)
+    monkeypatch.setenv("APIHUB_KIS__RATE_PER_S", "5")
+    with pytest.raises(SettingsInvalid) as caught:
+        GatewaySettings()
+    assert caught.value.problems == [("APIHUB_KIS__CREDENTIALS", NOT_JSON)]
+    assert SECRET not in str(caught.value)
+
+
+def test_an_unparsed_group_is_named_when_no_variable_alone_fails() -> None:
+    """Where no single variable can be blamed (the value came from elsewhere), the group is named."""
+    assert _unparsed(GatewaySettings, 'error parsing value for field "kis" from source "X"') == [
+        ("APIHUB_KIS*", f"a value is {NOT_JSON}")
+    ]
+
+
+def test_the_sandbox_settings_refuse_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process's settings (here the sandbox's, under its own prefix) report the same way."""
+    monkeypatch.setenv("APIHUB_SANDBOX__PORT", "eighty")
+    with pytest.raises(SettingsInvalid) as caught:
+        SandboxSettings()
+    assert caught.value.problems == [
+        ("APIHUB_SANDBOX__PORT", "Input should be a valid integer, unable to parse string as an integer")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "cannot read {path}: No such file or directory"),
+        ("[{", "{path} is " + NOT_JSON),
+        ('{"name": "a"}', "{path} must hold a JSON list of credentials"),
+        (
+            json.dumps([{"name": "a", "appkey": "k", "secret": SECRET, "extra": 1}, {"name": "b"}]),
+            "{path}: [0].extra: Extra inputs are not permitted; "
+            "APIHUB_KIWOOM__CREDENTIALS_FILE: {path}: [1].appkey: Field required; "
+            "APIHUB_KIWOOM__CREDENTIALS_FILE: {path}: [1].secret: Field required",
+        ),
+    ],
+    ids=["missing", "not-json", "not-a-list", "bad-members"],
+)
+def test_a_credentials_file_that_cannot_be_used_says_why(
+    tmp_path: Path, content: str | None, reason: str
+) -> None:
+    """The credentials file is read when the pool is built: each way it can be wrong is named, with the
+    file and the member's index, never a value from it."""
+    path = tmp_path / "pool.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SettingsInvalid) as caught:
+        KiwoomSettings(credentials_file=str(path)).pool()
+    assert str(caught.value) == "APIHUB_KIWOOM__CREDENTIALS_FILE: " + reason.format(path=path)
+    assert SECRET not in str(caught.value)

@@ -170,7 +170,12 @@ def cmd_call(args: argparse.Namespace) -> int:
                 client_options=client_kwargs(settings.kafka),
             ) as hub:
                 response = await hub.submit(
-                    args.provider, args.tr_id, params, timeout=args.timeout, priority=args.priority
+                    args.provider,
+                    args.tr_id,
+                    params,
+                    timeout=args.timeout,
+                    priority=args.priority,
+                    credential=args.credential,
                 )
         except HubError as exc:
             if isinstance(exc.__cause__, KafkaError):  # not connected: main() says so, with the hint
@@ -279,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     call.add_argument("--priority", default="interactive", choices=["interactive", "normal", "bulk"])
     call.add_argument("--caller", default="apihub-cli")
+    call.add_argument(
+        "--credential",
+        metavar="NAME",
+        help="the pool member to call with (account and order calls must name one; reads default to the "
+        "member that can serve soonest)",
+    )
     call.set_defaults(func=cmd_call)
     feed = sub.add_parser("feed", help="publish the sandbox market's ticks to market.ticks")
     feed.add_argument("--bootstrap-servers")

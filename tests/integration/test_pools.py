@@ -11,17 +11,33 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from pydantic import SecretStr
 
 from hubclient import HubClient
 from hubclient.models import Status
-from services import credentials_cli
+from services import cli, credentials_cli
 from services.settings import CredentialSettings, GatewaySettings
 from tests import processes
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, fake_credentials, referee
 from tests.integration.test_resilience import ORDER
 from tests.params import PRICE, distinct_price
+
+#: An account's balance (KIS TTTC8434R): bound to an account, so a pool of several must be told whose.
+BALANCE = {
+    "CANO": "50000002",
+    "ACNT_PRDT_CD": "01",
+    "AFHR_FLPR_YN": "N",
+    "OFL_YN": "",
+    "INQR_DVSN": "02",
+    "UNPR_DVSN": "01",
+    "FUND_STTL_ICLD_YN": "N",
+    "FNCG_AMT_AUTO_RDPT_YN": "N",
+    "PRCS_DVSN": "00",
+    "CTX_AREA_FK100": "",
+    "CTX_AREA_NK100": "",
+}
 
 
 @asynccontextmanager
@@ -34,17 +50,32 @@ async def picky_sandbox(accepted: list[str]) -> AsyncIterator[str]:
         yield running.url
 
 
+def documents(text: str) -> list[dict[str, object]]:
+    """The JSON documents printed one after another (``apihub call`` prints each answer indented)."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        document, at = decoder.raw_decode(text, len(text) - len(text[at:].lstrip()))
+        found.append(document)
+    return found
+
+
 def pool_member(name: str, account: str) -> CredentialSettings:
     key, secret = fake_credentials()
     return CredentialSettings(name=name, appkey=SecretStr(key), secret=SecretStr(secret), account=account)
 
 
 async def test_pool_spreads_reads_passes_over_a_refused_key_and_binds_orders(
-    services: Services, topics: Topics, gateway: GatewayFactory, gateway_settings: GatewaySettings
+    services: Services,
+    topics: Topics,
+    gateway: GatewayFactory,
+    gateway_settings: GatewaySettings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Three members a, b, c (c's key unknown to the broker): 150 distinct reads are all ok and served by
     a and b, each at most 20 in any second at the referee; an order without a credential is refused
-    credential_required, one naming b reaches the broker with b's key; 20 identical reads make one call."""
+    credential_required, one naming b reaches the broker with b's key; 20 identical reads make one call;
+    ``apihub call --credential b`` serves an account read that fails without it."""
     members = [
         pool_member("a", "50000001-01"),
         pool_member("b", "50000002-01"),
@@ -76,6 +107,15 @@ async def test_pool_spreads_reads_passes_over_a_refused_key_and_binds_orders(
             after = await referee(url, "kis/real", keys["a"]), await referee(url, "kis/real", keys["b"])
             listed = credentials_cli.rows(app.settings)
             await credentials_cli.fill(app.settings, listed)
+            monkeypatch.setenv("APIHUB_KAFKA__BOOTSTRAP_SERVERS", services.kafka_bootstrap)
+            monkeypatch.setenv("APIHUB_KAFKA__REQUEST_TOPIC", topics.requests)
+            monkeypatch.setenv("APIHUB_KAFKA__RESPONSE_TOPIC", topics.responses)
+            balance = ["KIS", "TTTC8434R", *(f"{k}={v}" for k, v in BALANCE.items())]
+            cli_exits = [
+                await asyncio.to_thread(cli.main, ["call", *credential, *balance, "--timeout", "30"])
+                for credential in ([], ["--credential", "b"])
+            ]
+            cli_answers = documents(capsys.readouterr().out)
         stats = {name: await referee(url, "kis/real", key) for name, key in keys.items()}
     assert Counter(r.status for r in reads) == {Status.OK: 150}, Counter((r.status, r.reason) for r in reads)
     assert {r.credential for r in reads} == {"a", "b"}
@@ -85,6 +125,12 @@ async def test_pool_spreads_reads_passes_over_a_refused_key_and_binds_orders(
     assert stats["c"].get("requests", 0) <= 3  # its refused token calls only: then it rests
     assert (unnamed.status, unnamed.reason) == (Status.INVALID, "credential_required")
     assert (named.status, named.credential) == (Status.OK, "b"), named
+    # apihub call: an account read without --credential is refused, with it served by that member
+    assert cli_exits == [1, 0]
+    assert [(a["status"], a["reason"], a["credential"]) for a in cli_answers] == [
+        ("invalid", "credential_required", None),
+        ("ok", None, "b"),
+    ]
     assert {r.status for r in same} == {Status.OK}
     calls = sum(a["requests"] for a in after) - sum(b["requests"] for b in before)
     assert calls == 1, calls

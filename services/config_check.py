@@ -55,6 +55,9 @@ REQUIRED: dict[str, str] = {
     "APIHUB_KIWOOM__SECRETKEY": "the gateway cannot obtain a Kiwoom token without it",
 }
 
+#: The provider's own key and secret, which a credential pool may stand in for.
+KEY_NAMES = ("__APPKEY", "__APPSECRET", "__SECRETKEY")
+
 #: The brokers' own hosts and the environment each one is (reference/broker-apis.md).
 BROKER_HOSTS: dict[str, dict[str, str]] = {
     "KIS": {"openapi.koreainvestment.com": "real", "openapivts.koreainvestment.com": "mock"},
@@ -89,11 +92,13 @@ class EnvFile:
 
 @dataclass(frozen=True)
 class Setting:
-    """A variable an API Hub process reads: which settings classes read it, and whether it is a secret."""
+    """A variable an API Hub process reads: which settings classes read it, whether it is a secret, and
+    whether its value holds secrets (a JSON list of credentials) and so is never shown either."""
 
     name: str
     owners: tuple[type[BaseSettings], ...]
     secret: bool
+    holds_secrets: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,28 +180,40 @@ def _is_secret(annotation: Any) -> bool:
     return annotation is SecretStr or SecretStr in get_args(annotation)
 
 
-def _names(model: type[BaseModel], prefix: str) -> dict[str, bool]:
-    """Every variable a settings model reads (nested groups joined by ``__``), with its secrecy."""
-    names: dict[str, bool] = {}
+def _holds_secrets(annotation: Any) -> bool:
+    """True when a value of this type has a secret somewhere inside (``list[CredentialSettings]``)."""
+    if _is_secret(annotation):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return any(_holds_secrets(info.annotation) for info in annotation.model_fields.values())
+    return any(_holds_secrets(arg) for arg in get_args(annotation))
+
+
+def _names(model: type[BaseModel], prefix: str) -> dict[str, Any]:
+    """Every variable a settings model reads (nested groups joined by ``__``), with its type."""
+    names: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         annotation = info.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             names |= _names(annotation, f"{prefix}{name.upper()}__")
         else:
-            names[f"{prefix}{name.upper()}"] = _is_secret(annotation)
+            names[f"{prefix}{name.upper()}"] = annotation
     return names
 
 
 def catalog() -> dict[str, Setting]:
     """Every ``APIHUB_*`` variable read by the gateway, the workers, the CLI clients and the sandbox."""
     owners: dict[str, list[type[BaseSettings]]] = {}
-    secrets: dict[str, bool] = {}
+    types: dict[str, Any] = {}
     for settings_cls in (GatewaySettings, WorkerSettings, ClientSettings, SandboxSettings):
         prefix = str(settings_cls.model_config.get("env_prefix") or "")
-        for name, secret in _names(settings_cls, prefix).items():
+        for name, annotation in _names(settings_cls, prefix).items():
             owners.setdefault(name, []).append(settings_cls)
-            secrets[name] = secrets.get(name, False) or secret
-    return {name: Setting(name, tuple(owners[name]), secrets[name]) for name in sorted(owners)}
+            types[name] = annotation  # one name means one setting, of one type, wherever it is read
+    return {
+        name: Setting(name, tuple(owners[name]), _is_secret(types[name]), _holds_secrets(types[name]))
+        for name in sorted(owners)
+    }
 
 
 @functools.cache
@@ -321,7 +338,7 @@ def check_env(env: Mapping[str, str], known: Mapping[str, Setting] | None = None
             continue
         if value == "":
             continue
-        shown = "" if setting.secret else f" (got {_shown(value)!r})"
+        shown = "" if setting.holds_secrets else f" (got {_shown(value)!r})"
         reasons = dict.fromkeys(
             reason for owner in setting.owners for reason in _validation_errors(owner, name, value)
         )
@@ -330,7 +347,11 @@ def check_env(env: Mapping[str, str], known: Mapping[str, Setting] | None = None
             reasons[extra] = None
         problems.extend(Problem(name, "malformed", f"{reason}{shown}") for reason in reasons)
     for name, reason in REQUIRED.items():
-        if not ours.get(name):
+        group = name.rpartition("__")[0]
+        pooled = name.endswith(KEY_NAMES) and (
+            ours.get(f"{group}__CREDENTIALS") or ours.get(f"{group}__CREDENTIALS_FILE")
+        )
+        if not ours.get(name) and not pooled:
             problems.append(Problem(name, "missing", reason))
     for provider in BROKER_HOSTS:
         problems.extend(_provider_problems(provider, ours))

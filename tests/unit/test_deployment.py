@@ -446,6 +446,26 @@ CASES = [
     pytest.param(
         plus(GOOD, "APIHUB_KISS__APPKEY=x"), {("unknown", "APIHUB_KISS__APPKEY")}, id="unknown-name"
     ),
+    pytest.param(
+        plus(
+            without(without(GOOD, "APIHUB_KIS__APPKEY"), "APIHUB_KIS__APPSECRET"),
+            f'APIHUB_KIS__CREDENTIALS=[{{"name": "a", "appkey": "{KIS_KEY}", "appsecret": "{KIS_SECRET}"}}]',
+        ),
+        set(),
+        id="a-pool-instead-of-the-own-key",
+    ),
+    pytest.param(
+        plus(
+            without(GOOD, "APIHUB_KIWOOM__APPKEY"), "APIHUB_KIWOOM__CREDENTIALS_FILE=/run/secrets/kiwoom.json"
+        ),
+        set(),
+        id="a-pool-file-instead-of-the-own-key",
+    ),
+    pytest.param(
+        plus(GOOD, 'APIHUB_KIS__CREDENTIALS=[{"name": "a", "appkey": "k"}]'),
+        {("malformed", "APIHUB_KIS__CREDENTIALS")},
+        id="a-pool-member-without-its-secret",
+    ),
     pytest.param(plus(GOOD, "just some words"), {("syntax", "line 15")}, id="no-equals"),
     pytest.param(plus(GOOD, "APIHUB_LOG_LEVEL2 = 'open"), {("syntax", "APIHUB_LOG_LEVEL2")}, id="open-quote"),
 ]
@@ -536,14 +556,16 @@ def test_config_check_never_prints_a_secret(env_file: Path, capsys: pytest.Captu
                 f"APIHUB_KIWOOM_SECRETKEY={KIWOOM_SECRET}",  # misspelt: unknown
                 "APIHUB_REDIS__URL=redis://:hunter2-password@redis:6379/x",
                 "APIHUB_REDIS__URL=http://:hunter2-password@redis:6379/0",
+                f'APIHUB_KIS__CREDENTIALS=[{{"name": "a b", "appkey": "pool-key-1", "secret": "{pasted}x"}}]',
                 pasted,
             ]
         )
     )
     assert main(["config", "check", str(env_file)]) == 1
     out = capsys.readouterr().out
-    for secret in (KIS_KEY, KIS_SECRET, KIWOOM_KEY, KIWOOM_SECRET, "hunter2-password", pasted):
+    for secret in (KIS_KEY, KIS_SECRET, KIWOOM_KEY, KIWOOM_SECRET, "hunter2-password", pasted, "pool-key-1"):
         assert secret not in out
+    assert re.search(r"APIHUB_KIS__CREDENTIALS +\[0\]\.name: String should match pattern", out)  # not shown
     assert "APIHUB_KIS__APPKEY set" in out and "APIHUB_KIWOOM__SECRETKEY set" in out
     assert "redis://:***@redis" in out or "http://:***@redis" in out
 

@@ -23,21 +23,7 @@ from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, fake_credentials, referee
 from tests.integration.test_resilience import ORDER
 from tests.params import PRICE, distinct_price
-
-#: An account's balance (KIS TTTC8434R): bound to an account, so a pool of several must be told whose.
-BALANCE = {
-    "CANO": "50000002",
-    "ACNT_PRDT_CD": "01",
-    "AFHR_FLPR_YN": "N",
-    "OFL_YN": "",
-    "INQR_DVSN": "02",
-    "UNPR_DVSN": "01",
-    "FUND_STTL_ICLD_YN": "N",
-    "FNCG_AMT_AUTO_RDPT_YN": "N",
-    "PRCS_DVSN": "00",
-    "CTX_AREA_FK100": "",
-    "CTX_AREA_NK100": "",
-}
+from tests.sandbox.test_sandbox_kis_trading import BALANCE  # an account read: TTTC8434R
 
 
 @asynccontextmanager
@@ -110,7 +96,7 @@ async def test_pool_spreads_reads_passes_over_a_refused_key_and_binds_orders(
             monkeypatch.setenv("APIHUB_KAFKA__BOOTSTRAP_SERVERS", services.kafka_bootstrap)
             monkeypatch.setenv("APIHUB_KAFKA__REQUEST_TOPIC", topics.requests)
             monkeypatch.setenv("APIHUB_KAFKA__RESPONSE_TOPIC", topics.responses)
-            balance = ["KIS", "TTTC8434R", *(f"{k}={v}" for k, v in BALANCE.items())]
+            balance = ["KIS", "TTTC8434R", *(f"{k}={v}" for k, v in {**BALANCE, "CANO": "50000002"}.items())]
             cli_exits = [
                 await asyncio.to_thread(cli.main, ["call", *credential, *balance, "--timeout", "30"])
                 for credential in ([], ["--credential", "b"])

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from datetime import date
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
@@ -327,21 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def print_settings_invalid(exc: SettingsInvalid, out: TextIO) -> None:
-    """Each refused setting on a line of its own, with a pointer to ``apihub config check``."""
-    print("error: the settings cannot be used (no value is shown, it may be a secret):", file=out)
-    for name, reason in exc.problems:
-        print(f"  {name}: {reason}", file=out)
-    print("apihub config check FILE reports every variable of an env file the same way", file=out)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``apihub`` console script."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except SettingsInvalid as exc:  # a variable or credentials file the process cannot run with
-        print_settings_invalid(exc, sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return 2
     except KafkaError as exc:  # the common operator mistake: the stack is not up or the address is wrong
         from services.kafka_client import SECURITY_HINT

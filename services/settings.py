@@ -51,6 +51,13 @@ class SettingsInvalid(ValueError):
         self.problems = problems
         super().__init__("; ".join(f"{name}: {reason}" for name, reason in problems))
 
+    def report(self) -> str:
+        """What a process prints as it refuses to start: each problem on a line of its own."""
+        lines = ["error: the settings cannot be used (no value is shown, it may be a secret):"]
+        lines += [f"  {name}: {reason}" for name, reason in self.problems]
+        lines.append("apihub config check FILE reports every variable of an env file the same way")
+        return "\n".join(lines)
+
 
 def _errors(exc: ValidationError) -> list[Any]:
     """pydantic's errors without their input (which may be a secret) and without links."""

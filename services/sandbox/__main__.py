@@ -7,7 +7,6 @@ import contextlib
 import logging
 import sys
 
-from services.cli import print_settings_invalid
 from services.sandbox.app import serve
 from services.sandbox.settings import SandboxSettings
 from services.settings import SettingsInvalid
@@ -21,7 +20,7 @@ def main() -> int:
     try:
         settings = SandboxSettings()
     except SettingsInvalid as exc:
-        print_settings_invalid(exc, sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))

@@ -64,6 +64,18 @@ def _errors(exc: ValidationError) -> list[Any]:
     return list(exc.errors(include_input=False, include_url=False, include_context=False))
 
 
+_SHARED_KEY = "members {} have the same appkey: the broker limits the key, so a pool lists it once"
+
+
+def _sharing_a_key(keys: list[tuple[str, SecretStr | None]]) -> list[str]:
+    """The names of the members whose appkey another member has too (``default``: the provider's own)."""
+    holders: dict[str, list[str]] = {}
+    for name, key in keys:
+        if key is not None:
+            holders.setdefault(key.get_secret_value(), []).append(name)
+    return sorted(name for names in holders.values() if len(names) > 1 for name in names)
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
 
@@ -243,6 +255,9 @@ class ProviderSettings(BaseModel):
         clash = {n for n in names if names.count(n) > 1 or n == DEFAULT_MEMBER}
         if clash:
             raise ValueError(f"credential names must be unique and not {DEFAULT_MEMBER!r}: {sorted(clash)}")
+        shared = _sharing_a_key([(c.name, c.appkey) for c in credentials])
+        if shared:
+            raise ValueError(_SHARED_KEY.format(shared))
         return credentials
 
     @property
@@ -281,6 +296,10 @@ class ProviderSettings(BaseModel):
                     "product_code": cred.product_code,
                 }
             )
+        shared = _sharing_a_key([(name, member.appkey) for name, member in members.items()])
+        if shared:  # the list alone is checked when read: the provider's own key or the file is involved
+            where = f"{self.env_group}__CREDENTIALS{'_FILE' if self.credentials_file else ''}"
+            raise SettingsInvalid([(where, _SHARED_KEY.format(shared))])
         return members
 
     def _read_credentials_file(self, path: str) -> list[CredentialSettings]:

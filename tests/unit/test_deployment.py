@@ -466,6 +466,15 @@ CASES = [
         {("malformed", "APIHUB_KIS__CREDENTIALS")},
         id="a-pool-member-without-its-secret",
     ),
+    pytest.param(
+        plus(
+            GOOD,
+            'APIHUB_KIS__CREDENTIALS=[{"name": "a", "appkey": "k", "secret": "s"}, '
+            '{"name": "b", "appkey": "k", "secret": "s"}]',
+        ),
+        {("malformed", "APIHUB_KIS__CREDENTIALS")},
+        id="two-pool-members-with-one-key",
+    ),
     pytest.param(plus(GOOD, "just some words"), {("syntax", "line 15")}, id="no-equals"),
     pytest.param(plus(GOOD, "APIHUB_LOG_LEVEL2 = 'open"), {("syntax", "APIHUB_LOG_LEVEL2")}, id="open-quote"),
 ]

@@ -118,6 +118,31 @@ def test_pool_settings_refuse_clashing_names(tmp_path: Path) -> None:
         KisSettings(credentials_file=str(extra)).pool()
 
 
+def test_one_appkey_is_one_member(tmp_path: Path) -> None:
+    """Two members with one appkey would pace the broker's one limit twice over: refused wherever the two
+    come from (the list, the provider's own key, the file), naming the members and never the key."""
+    twin = CredentialSettings.model_validate({"name": "b", "appkey": "PS-a", "appsecret": "other"})
+    with pytest.raises(ValidationError, match=r"members \['a', 'b'\] have the same appkey"):
+        KisSettings(credentials=[member("a"), twin, member("c")])
+    with pytest.raises(SettingsInvalid) as own:
+        KisSettings(appkey=SecretStr("PS-a"), appsecret=SecretStr("s"), credentials=[member("a")]).pool()
+    assert own.value.problems == [
+        ("APIHUB_KIS__CREDENTIALS", f"members ['a', 'default'] have the same appkey{SHARED_KEY_REASON}")
+    ]
+    extra = tmp_path / "creds.json"
+    extra.write_text(json.dumps([{"name": "b", "appkey": "PS-a", "secret": "s3"}]))
+    with pytest.raises(SettingsInvalid) as filed:
+        KisSettings(credentials=[member("a")], credentials_file=str(extra)).pool()
+    assert filed.value.problems == [
+        ("APIHUB_KIS__CREDENTIALS_FILE", f"members ['a', 'b'] have the same appkey{SHARED_KEY_REASON}")
+    ]
+    assert "PS-a" not in str(own.value) + str(filed.value)
+    assert list(KisSettings(credentials=[member("a"), member("b")]).pool()) == ["a", "b"]  # distinct: fine
+
+
+SHARED_KEY_REASON = ": the broker limits the key, so a pool lists it once"
+
+
 def test_pool_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     """APIHUB_KIS__CREDENTIALS is a JSON list; without an appkey of its own the pool is the list alone."""
     monkeypatch.setenv(

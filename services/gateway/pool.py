@@ -13,6 +13,7 @@ account call without a name in a pool of several is ``invalid`` / ``credential_r
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -68,7 +69,7 @@ class Pool:
         self.provider = provider
         self.members = [Member(provider, name, s) for name, s in settings.pool().items()]
         self._by_name = {m.name: m for m in self.members}
-        self._by_account = {m.settings.account: m for m in self.members if m.settings.account}
+        self._by_account = _by_account(self.members)
         # unnamed reads go to the members of the provider's own environment
         self._readers = [m for m in self.members if m.settings.environment == settings.environment]
         self._readers = self._readers or list(self.members)
@@ -140,6 +141,18 @@ class Pool:
     def mark_sick(self, domain: str) -> None:
         """``domain`` could not get a token: pass it over for a while."""
         self._sick_until[domain] = self._clock.monotonic() + SICK_S
+
+
+def _by_account(members: list[Member]) -> dict[str, Member]:
+    """Members by account: the whole number (``50000001-01``), and the number before the product code
+    (``50000001``, KIS's ``CANO``) where no other member has that one."""
+    found = {m.settings.account: m for m in members if m.settings.account}
+    numbers = Counter(account.split("-")[0] for account in found)
+    for account, member in list(found.items()):
+        number = account.split("-")[0]
+        if numbers[number] == 1:
+            found.setdefault(number, member)
+    return found
 
 
 def _check_account(member: Member, request: ApiRequest) -> None:

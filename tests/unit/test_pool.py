@@ -228,6 +228,27 @@ async def test_account_calls_name_their_member() -> None:
     assert appkeys_sent(rig) == {"PS-b": 1}
 
 
+def test_a_member_is_named_by_its_account_or_the_number_before_the_product_code() -> None:
+    """``50000001-01`` and ``50000001`` (KIS's CANO) name member a; a number two members hold under
+    different product codes names neither, the whole account still does."""
+    settings = KisSettings(
+        credentials=[
+            member("a", account="50000001-01"),
+            member("b", account="50000002-01"),
+            member("c", account="50000002-22"),
+        ]
+    )
+    pool = Pool(Provider.KIS, settings, ManualClock())
+    assert [pool.named(n).name for n in ("a", "50000001-01", "50000001", "50000002-22")] == [
+        "a",
+        "a",
+        "a",
+        "c",
+    ]
+    with pytest.raises(Invalid, match="no KIS credential '50000002'"):
+        pool.named("50000002")
+
+
 async def test_a_member_without_a_token_is_passed_over_while_the_others_serve() -> None:
     """Member a's key is refused by the token endpoint: every unnamed read is still answered ok by the
     others, a read naming a gets the token error, and a is not asked again for every read."""

@@ -79,6 +79,7 @@ async def fill(settings: GatewaySettings, table: list[Row]) -> None:
     """Add each member's pace and token figures from Redis (raises ``RedisError``/``OSError``)."""
     from services.gateway.clock import SystemClock  # lazily: see the module docstring
     from services.gateway.pool import domain_of
+    from services.gateway.slots import log_key, shared_name
     from services.gateway.token_store import RedisTokenStore
 
     redis = redis_client(settings.redis, connections=2, wait_s=2)
@@ -93,7 +94,7 @@ async def fill(settings: GatewaySettings, table: list[Row]) -> None:
         seconds, micros = await redis.time()
         now_s = seconds + micros / 1e6
         for row in table:
-            log = f"{settings.redis.key_prefix}pace:{{{row.domain}}}:log"
+            log = log_key(settings.redis.key_prefix, shared_name(row.domain, appkeys.get(row.domain)))
             counts = [await redis.zcount(log, int((now_s - w) * 1e6), "+inf") for w in WINDOWS_S]
             row.sent_1s, row.sent_10s = counts
             stored = await store.load(row.domain)

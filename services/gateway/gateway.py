@@ -52,7 +52,7 @@ from services.gateway.providers.kis import KisAdapter
 from services.gateway.responses import Responder
 from services.gateway.scheduler import Queued, Scheduler
 from services.gateway.sharing import SharedReads, read_key, shareable, shared_copy
-from services.gateway.slots import SlotStore
+from services.gateway.slots import SlotStore, shared_name
 from services.gateway.token_store import TokenStore
 from services.gateway.tokens import TokenManager
 from services.gateway.websocket import ApprovalIssuer, CredentialLender
@@ -96,6 +96,10 @@ class Gateway:
         self.members = {m.domain: m for pool in self.pools.values() for m in pool.members}
         self.sharing = SharedReads(self.clock, cache_entries=shared_cache_entries)
         adapters = {d: adapter_for(m.settings) for d, m in self.members.items()}
+        keys = {  # each member's schedule is shared by its appkey, whatever another instance calls it
+            d: shared_name(d, m.settings.appkey.get_secret_value() if m.settings.appkey else None)
+            for d, m in self.members.items()
+        }
         self.limiters = {  # each key's overall limit; token calls take these slots too
             d: DomainLimiter(
                 d,
@@ -103,6 +107,7 @@ class Gateway:
                 jitter=JitterBudget(m.settings.arrival_jitter_s, self.clock, run_queue=run_queue),
                 clock=self.clock,
                 shared=slots,
+                shared_name=keys[d],
             )
             for d, m in self.members.items()
         }
@@ -113,6 +118,7 @@ class Gateway:
                 jitter=JitterBudget(m.settings.arrival_jitter_s, self.clock, run_queue=run_queue),
                 clock=self.clock,
                 shared=slots,
+                shared_name=class_domain(keys[d], c),
             )
             for d, m in self.members.items()
             for c, rate in class_rates(m.settings).items()

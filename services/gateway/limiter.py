@@ -69,10 +69,12 @@ class DomainLimiter:
         jitter: JitterBudget,
         clock: Clock,
         shared: SlotStore | None,
+        shared_name: str | None = None,
     ) -> None:
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
         self.domain = domain
+        self.shared_name = shared_name or domain  # its schedule's name in the shared store (slots.py)
         self.rate_per_s = rate_per_s
         self.limit = max(1, math.floor(rate_per_s))
         self.rate_factor = 1.0
@@ -113,7 +115,7 @@ class DomainLimiter:
         shared: list[Reservation] | None = None
         if self._shared is not None:
             try:
-                shared = await self._shared.reserve_run(ask, members)
+                shared = await self._shared.reserve_run(replace(ask, domain=self.shared_name), members)
             except (RedisError, OSError) as exc:
                 self._note_shared(exc)
             else:
@@ -145,7 +147,7 @@ class DomainLimiter:
         if self._shared is not None and slot.shared_start is not None:
             slot.shared_start += delta
             try:
-                await self._shared.extend(self.domain, slot.member, slot.shared_start + slot.allowance_s)
+                await self._shared.extend(self.shared_name, slot.member, slot.shared_start + slot.allowance_s)
             except (RedisError, OSError) as exc:
                 self._note_shared(exc)
 
@@ -203,7 +205,7 @@ class DomainLimiter:
     async def _extend_shared(self, member: str, bound: float) -> None:
         assert self._shared is not None
         try:
-            await self._shared.extend(self.domain, member, bound)
+            await self._shared.extend(self.shared_name, member, bound)
         except (RedisError, OSError) as exc:
             self._note_shared(exc)
 

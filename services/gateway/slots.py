@@ -26,6 +26,11 @@ slots instead of one per slot.
 event loop in one round trip), shared by every instance and handed over across rebalances, restarts and
 crashes. ``MemorySlots`` is the same algorithm on a
 ``Clock``: the process's own guard while Redis is unreachable, and the store of unit tests.
+
+The shared schedule of a domain is named by its key, not by the member's name (``shared_name``): the
+provider and the appkey's fingerprint, as its token is. Every instance then paces one appkey as one,
+whatever the pool calls it there (a member renamed in a rolling restart, the provider's own key moved
+into the list); only a domain without a key keeps its own name.
 """
 
 from __future__ import annotations
@@ -39,8 +44,19 @@ from redis.exceptions import NoScriptError
 
 from services.gateway.batching import CommandBatcher
 from services.gateway.clock import Clock
+from services.gateway.token_store import fingerprint
 
 WINDOW_S = 1.0  # the brokers count a sliding second
+
+
+def shared_name(domain: str, appkey: str | None) -> str:
+    """The name a domain's schedule is shared under: ``KIS/<fingerprint>`` for a key, else the domain."""
+    return domain if appkey is None else f"{domain.partition('/')[0]}/{fingerprint(appkey)}"
+
+
+def log_key(key_prefix: str, name: str) -> str:
+    """The Redis key of the send log shared under ``name`` (what ``apihub credentials`` counts)."""
+    return f"{key_prefix}pace:{{{name}}}:log"
 
 
 @dataclass(frozen=True)
@@ -195,7 +211,7 @@ class RedisSlots:
         self._batches = CommandBatcher(redis)
 
     def _keys(self, domain: str) -> list[str]:
-        # the domain is the hash tag: one script reads both keys, so on Redis Cluster they share a slot
+        # the name is the hash tag: one script reads both keys, so on Redis Cluster they share a slot
         return [f"{self._prefix}{{{domain}}}:tat", f"{self._prefix}{{{domain}}}:log"]
 
     async def reserve(self, ask: Ask) -> Reservation:

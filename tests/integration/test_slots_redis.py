@@ -13,7 +13,8 @@ from redis.exceptions import NoScriptError
 from services.gateway.clock import SystemClock
 from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
-from services.gateway.slots import Ask, RedisSlots
+from services.gateway.slots import Ask, RedisSlots, log_key, shared_name
+from services.gateway.token_store import fingerprint
 from tests.conftest import Services
 
 
@@ -48,6 +49,38 @@ async def test_instances_share_one_window(redis: Redis, unique: str) -> None:
     # The first allowance also holds each instance's typical own lag (none yet): J = 20 ms exactly.
     assert all(starts[i + 10] - starts[i] >= 1.02 - 1e-6 for i in range(len(starts) - 10))
     assert starts[-1] - starts[0] < 3 * 1.02 + 0.5  # and no slower than the pace
+
+
+async def test_one_key_known_by_two_names_shares_one_window(redis: Redis, unique: str) -> None:
+    """Two instances that call one appkey by different names (KIS and KIS/k1) reserve in the one log named
+    by the key, in Redis: their starts together keep the window, and the log is under the key's name."""
+    clock = SystemClock()
+    store = RedisSlots(redis, key_prefix=f"test:{unique}:")
+    name = shared_name("KIS", "PS-one-key")
+    limiters = [
+        DomainLimiter(
+            domain,
+            10,
+            jitter=JitterBudget(0.02, clock, cold_lag_s=0.0),
+            clock=clock,
+            shared=store,
+            shared_name=name,
+        )
+        for domain in ("KIS", "KIS/k1")
+    ]
+    starts: list[float] = []
+
+    async def reserve(limiter: DomainLimiter) -> None:
+        for _ in range(15):
+            slot = await limiter.reserve()
+            assert slot.shared_start is not None
+            starts.append(slot.shared_start)
+
+    await asyncio.gather(*(reserve(limiter) for limiter in limiters))
+    starts.sort()
+    assert all(starts[i + 10] - starts[i] >= 1.02 - 1e-6 for i in range(len(starts) - 10))
+    assert await redis.zcard(log_key(f"test:{unique}:", name)) == 30
+    assert name == f"KIS/{fingerprint('PS-one-key')}"
 
 
 async def test_a_late_send_pushes_the_window_back(redis: Redis, unique: str) -> None:

@@ -4,6 +4,7 @@ cache of immutable reads."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import uuid
@@ -19,10 +20,14 @@ from hubclient.catalog import lookup
 from hubclient.models import ApiRequest, Provider, Status
 from services.gateway.clock import ManualClock
 from services.gateway.errors import Invalid
+from services.gateway.gateway import Gateway
+from services.gateway.idempotency import MemoryRecords
 from services.gateway.pool import FREE_WITHIN_S, Pool, account_bound, domain_of, provider_of
 from services.gateway.providers.base import KST
 from services.gateway.sharing import SETTLED_KEEP_S, SharedReads, immutable
+from services.gateway.slots import MemorySlots
 from services.gateway.testing import Rig, build_gateway, kis_envelope
+from services.gateway.token_store import MemoryTokenStore
 from services.settings import CredentialSettings, GatewaySettings, KisSettings, SettingsInvalid
 from tests.unit.test_gateway_core import ORDER as GATEWAY_CORE_ORDER
 from tests.unit.test_gateway_core import serve
@@ -247,6 +252,47 @@ def test_a_member_is_named_by_its_account_or_the_number_before_the_product_code(
     ]
     with pytest.raises(Invalid, match="no KIS credential '50000002'"):
         pool.named("50000002")
+
+
+async def test_one_key_under_two_names_in_two_instances_is_paced_as_one() -> None:
+    """Instance 1 knows its key as the provider's own (domain KIS), instance 2 as pool member k1 (KIS/k1),
+    as in a rolling restart that moves the key into the pool: both share one schedule, named by the key,
+    so the broker sees at most 20 calls in any second from the two together."""
+    stores: list[MemorySlots] = []
+
+    def one_store(clock: ManualClock) -> MemorySlots:
+        stores.append(MemorySlots(clock))
+        return stores[0]
+
+    rig = build_gateway(slots=one_store)
+    own = rig.gateway.members["KIS"].settings
+    assert own.appkey is not None and own.appsecret is not None
+    renamed = KisSettings(
+        base_url=own.base_url,
+        arrival_jitter_ms=own.arrival_jitter_ms,
+        credentials=[CredentialSettings(name="k1", appkey=own.appkey, secret=own.appsecret)],
+    )
+    second = Gateway(
+        instance_id="gw-test-2",
+        providers={Provider.KIS: renamed},
+        dispatcher=rig.dispatcher,  # the same broker, its calls recorded in one list
+        slots=stores[0],
+        token_store=MemoryTokenStore(rig.clock),
+        approval_store=MemoryTokenStore(rig.clock),
+        idempotency=MemoryRecords(),
+        clock=rig.clock,
+    )
+    assert list(second.limiters) == ["KIS/k1"]
+    tasks = [asyncio.create_task(g.handle(ask(rig.clock))) for g in (rig.gateway, second) for _ in range(40)]
+    for _ in range(2000):
+        await rig.clock.advance(0.01)
+        if all(t.done() for t in tasks):
+            break
+    await rig.gateway.stop()
+    await second.stop()
+    assert Counter(t.result().status for t in tasks) == {Status.OK: 80}
+    sent = sorted(s.at_s for s in rig.dispatcher.sent)  # token calls take slots of the key too
+    assert len(sent) == 82 and max_in_any_second(sent) <= 20
 
 
 async def test_a_member_without_a_token_is_passed_over_while_the_others_serve() -> None:

@@ -74,7 +74,7 @@ class DomainLimiter:
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
         self.domain = domain
-        self.shared_name = shared_name or domain  # its schedule's name in the shared store (slots.py)
+        self.shared_name = shared_name or domain  # its schedule's name in both stores (slots.py)
         self.rate_per_s = rate_per_s
         self.limit = max(1, math.floor(rate_per_s))
         self.rate_factor = 1.0
@@ -94,7 +94,7 @@ class DomainLimiter:
 
     def next_slot_in_s(self) -> float:
         """How long a reservation made now would wait, as far as this process knows."""
-        return max(0.0, self._local.next_start(self.domain, self.limit) - self._clock.monotonic())
+        return max(0.0, self._local.next_start(self.shared_name, self.limit) - self._clock.monotonic())
 
     async def reserve(self, not_before_s: float = 0.0) -> Slot:
         """Record the next slot, no earlier than ``not_before_s`` from now, in the shared store (and
@@ -109,13 +109,13 @@ class DomainLimiter:
         child(PACING_JITTER, self.domain).set(allowance)
         interval = (1.0 + allowance) / (self.rate_per_s * self.rate_factor)
         before = self._clock.monotonic()
-        local_wait = max(self._local.next_start(self.domain, self.limit) - before, not_before_s)
+        local_wait = max(self._local.next_start(self.shared_name, self.limit) - before, not_before_s)
         members = [next(self._members) for _ in range(max(1, count))]
-        ask = Ask(self.domain, interval, self.limit, allowance, max(0.0, local_wait), members[0])
+        ask = Ask(self.shared_name, interval, self.limit, allowance, max(0.0, local_wait), members[0])
         shared: list[Reservation] | None = None
         if self._shared is not None:
             try:
-                shared = await self._shared.reserve_run(replace(ask, domain=self.shared_name), members)
+                shared = await self._shared.reserve_run(ask, members)
             except (RedisError, OSError) as exc:
                 self._note_shared(exc)
             else:
@@ -143,7 +143,7 @@ class DomainLimiter:
             return
         slot.start_s += delta
         slot.earliest_s += delta
-        await self._local.extend(self.domain, slot.member, slot.start_s + slot.allowance_s)
+        await self._local.extend(self.shared_name, slot.member, slot.start_s + slot.allowance_s)
         if self._shared is not None and slot.shared_start is not None:
             slot.shared_start += delta
             try:
@@ -171,7 +171,7 @@ class DomainLimiter:
         overrun = lag + self.jitter.setting_s - slot.allowance_s
         if overrun <= 0:
             return
-        await self._local.extend(self.domain, slot.member, slot.start_s + overrun + slot.allowance_s)
+        await self._local.extend(self.shared_name, slot.member, slot.start_s + overrun + slot.allowance_s)
         if self._shared is not None and slot.shared_start is not None:
             # In the background: the request must not wait for Redis; the bound matters to reservations
             # a second from now, long after this write lands.

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import sys
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -21,7 +22,10 @@ from redis.exceptions import RedisError
 
 from hubclient.models import Provider
 from services.redis_client import redis_client
-from services.settings import GatewaySettings, ProviderSettings
+from services.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from services.gateway.pool import Member
 
 WINDOWS_S = (1.0, 10.0)
 
@@ -52,43 +56,39 @@ def mask(account: str | None) -> str:
     return f"{shown}-{tail}" if tail else shown
 
 
-def rows(settings: GatewaySettings) -> list[Row]:
-    """Every member of both pools, without live figures."""
-    from services.gateway.pool import domain_of  # lazily: see the module docstring
-    from services.gateway.token_store import fingerprint
+def members(settings: GatewaySettings) -> list[Member]:
+    """Every member of both pools (a credentials file is read once, here)."""
+    from services.gateway.pool import Member  # lazily: see the module docstring
 
-    out = []
-    for provider in Provider:
-        pool: dict[str, ProviderSettings] = dict(settings.provider(provider).pool())
-        for name, member in pool.items():
-            out.append(
-                Row(
-                    provider=provider.value,
-                    member=name,
-                    domain=domain_of(provider, name),
-                    environment=member.environment,
-                    account=mask(member.account),
-                    appkey=fingerprint(member.appkey.get_secret_value()) if member.appkey else "(none)",
-                    rate_per_s=member.rate_per_s,
-                )
-            )
-    return out
+    return [Member(p, name, m) for p in Provider for name, m in settings.provider(p).pool().items()]
 
 
-async def fill(settings: GatewaySettings, table: list[Row]) -> None:
+def rows(pool: list[Member]) -> list[Row]:
+    """One row per member, without live figures."""
+    from services.gateway.token_store import fingerprint  # lazily: see the module docstring
+
+    return [
+        Row(
+            provider=m.provider.value,
+            member=m.name,
+            domain=m.domain,
+            environment=m.settings.environment,
+            account=mask(m.settings.account),
+            appkey=fingerprint(m.settings.appkey.get_secret_value()) if m.settings.appkey else "(none)",
+            rate_per_s=m.settings.rate_per_s,
+        )
+        for m in pool
+    ]
+
+
+async def fill(settings: GatewaySettings, pool: list[Member], table: list[Row]) -> None:
     """Add each member's pace and token figures from Redis (raises ``RedisError``/``OSError``)."""
     from services.gateway.clock import SystemClock  # lazily: see the module docstring
-    from services.gateway.pool import domain_of
     from services.gateway.slots import log_key, shared_name
     from services.gateway.token_store import RedisTokenStore
 
     redis = redis_client(settings.redis, connections=2, wait_s=2)
-    appkeys = {
-        domain_of(p, name): m.appkey.get_secret_value()
-        for p in Provider
-        for name, m in settings.provider(p).pool().items()
-        if m.appkey is not None
-    }
+    appkeys = {m.domain: m.settings.appkey.get_secret_value() for m in pool if m.settings.appkey is not None}
     store = RedisTokenStore(redis, key_prefix=settings.redis.key_prefix, appkeys=appkeys, clock=SystemClock())
     try:
         seconds, micros = await redis.time()
@@ -160,10 +160,11 @@ def render(table: list[Row]) -> str:
 def cmd_credentials(args: argparse.Namespace) -> int:
     """List the pools; exit 1 when Redis could not be read."""
     settings = GatewaySettings()
-    table = rows(settings)
+    pool = members(settings)
+    table = rows(pool)
     problem = None
     try:
-        asyncio.run(fill(settings, table))
+        asyncio.run(fill(settings, pool, table))
     except (RedisError, OSError) as exc:
         problem = (
             f"Redis at {_without_password(settings.redis.url)} not readable ({exc}): pace, tokens unknown"

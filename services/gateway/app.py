@@ -30,7 +30,7 @@ from services.gateway.idempotency import IdempotencyStore
 from services.gateway.intake import read_record
 from services.gateway.metrics import ANSWERED_LATE, REQUESTS, child
 from services.gateway.permissions import CallerTopics, check_arrival, load_permissions
-from services.gateway.pool import domain_of
+from services.gateway.pool import pools
 from services.gateway.publisher import Publisher
 from services.gateway.slots import RedisSlots
 from services.gateway.token_store import RedisTokenStore
@@ -61,11 +61,12 @@ class GatewayApp:
         self.pacing_redis: Redis = redis_client(settings.redis, connections=4, wait_s=1)
         self.dispatcher = HttpDispatcher(dict(providers))
         clock = SystemClock()
+        provider_pools = pools(providers, clock)  # once: a credentials file is read and checked once
         appkeys = {  # by limit domain: each pool member's token is its appkey's
-            domain_of(p, name): member.appkey.get_secret_value()
-            for p, s in providers.items()
-            for name, member in s.pool().items()
-            if member.appkey is not None
+            m.domain: m.settings.appkey.get_secret_value()
+            for pool in provider_pools.values()
+            for m in pool.members
+            if m.settings.appkey is not None
         }
         prefix = settings.redis.key_prefix
         permissions_file = settings.permissions_file
@@ -86,6 +87,7 @@ class GatewayApp:
             shared_cache_entries=settings.shared_cache_entries,
             permissions=load_permissions(Path(permissions_file)) if permissions_file else None,
             run_queue=RunQueueWait(clock),
+            provider_pools=provider_pools,
         )
         self.publisher = Publisher(
             settings.kafka.bootstrap_servers,

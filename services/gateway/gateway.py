@@ -45,7 +45,7 @@ from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
 from services.gateway.pacing import DomainPacer, ReplyPath
 from services.gateway.permissions import Permissions, check_permitted
-from services.gateway.pool import Member, account_bound, pools
+from services.gateway.pool import Member, Pool, account_bound, pools
 from services.gateway.providers import make_adapter
 from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
@@ -83,6 +83,7 @@ class Gateway:
         adapter_for: Callable[[ProviderSettings], ProviderAdapter] = make_adapter,
         shared_cache_entries: int = 1000,
         run_queue: RunQueueWait | None = None,
+        provider_pools: Mapping[Provider, Pool] | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.responder = Responder(instance_id, self.clock)
@@ -92,7 +93,8 @@ class Gateway:
         self._param_limits = (max_param_keys, max_param_value_chars)
         self._idempotency = idempotency
         self._reply = ReplyPath(self.clock)
-        self.pools = pools(providers, self.clock)
+        # built by the caller when it needs the members too (their appkeys for the token stores)
+        self.pools = dict(provider_pools) if provider_pools is not None else pools(providers, self.clock)
         self.members = {m.domain: m for pool in self.pools.values() for m in pool.members}
         self.sharing = SharedReads(self.clock, cache_entries=shared_cache_entries)
         adapters = {d: adapter_for(m.settings) for d, m in self.members.items()}

@@ -8,6 +8,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import orjson
@@ -26,12 +27,20 @@ from hubclient.headers import (
     request_headers,
 )
 from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
+from services import credentials_cli
 from services.gateway import app as app_module
 from services.gateway import publisher as publisher_module
 from services.gateway.app import GatewayApp
 from services.gateway.publisher import Publisher
 from services.gateway.testing import Rig, build_gateway
-from services.settings import GatewaySettings, KafkaSettings, RedisSettings
+from services.settings import (
+    CredentialSettings,
+    GatewaySettings,
+    KafkaSettings,
+    KisSettings,
+    ProviderSettings,
+    RedisSettings,
+)
 from tests.unit.kafka_fakes import FakeCluster, FakeProducer, factory
 
 REQUESTS, RESPONSES, DLQ = "api.requests", "api.responses", "api.requests.dlq"
@@ -285,3 +294,31 @@ async def test_publisher_keeps_reasons_short_and_forwards_events(harness: Harnes
     await publisher.event("apihub.events", b"key", b'{"event":"x"}')
     [event] = harness.cluster.records("apihub.events")
     assert (event.key, event.value) == (b"key", b'{"event":"x"}')
+
+
+def test_a_credentials_file_is_read_once_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The token store's appkeys and the routed members come from one read: the file cannot change between."""
+    pool_file = tmp_path / "kis.json"
+    pool_file.write_text(
+        orjson.dumps([{"name": f"m{i}", "appkey": f"key-{i}", "secret": "s"} for i in (1, 2)]).decode()
+    )
+    reads: list[str] = []
+    read = ProviderSettings._read_credentials_file
+
+    def counted(self: ProviderSettings, path: str) -> list[CredentialSettings]:
+        reads.append(path)
+        return read(self, path)
+
+    monkeypatch.setattr(ProviderSettings, "_read_credentials_file", counted)
+    settings = GatewaySettings(
+        redis=RedisSettings(url=f"redis://127.0.0.1:{closed_port()}/0"),
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        kis=KisSettings(credentials_file=str(pool_file)),
+    )
+    monkeypatch.setattr(publisher_module, "AIOKafkaProducer", factory(FakeCluster({}), FakeProducer, []))
+    app = GatewayApp(settings)
+    assert sorted(app.gateway.members) == ["KIS/m1", "KIS/m2", "KIWOOM"]
+    assert reads == [str(pool_file)]
+    table = credentials_cli.rows(pool := credentials_cli.members(settings))
+    assert [r.domain for r in table if r.provider == "KIS"] == ["KIS/m1", "KIS/m2"] and len(pool) == 3
+    assert reads == [str(pool_file)] * 2  # one read for the gateway, one for the command

@@ -82,13 +82,15 @@ def _payload_schemas() -> dict[str, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
-def _channel_binding(spec: TopicSpec) -> dict[str, Any]:
+def _channel_binding(spec: TopicSpec, *, named: bool = True) -> dict[str, Any]:
+    """The Kafka binding of a channel on ``spec``'s topic (``named``: the topic is the channel's address,
+    not a parameterised one)."""
     config: dict[str, Any] = {}
     for key, value in sorted(spec.config.items()):
         config[key] = [value] if key == "cleanup.policy" else int(value)
     return {
         "kafka": {
-            "topic": spec.name,
+            **({"topic": spec.name} if named else {}),
             "partitions": spec.partitions,
             "replicas": spec.replication_factor,
             "topicConfiguration": config,
@@ -173,7 +175,7 @@ def document() -> dict[str, Any]:
                     "caller": {"description": "the caller the deployment binds to this topic"},
                 },
                 "messages": {"apiRequest": {"$ref": "#/components/messages/ApiRequest"}},
-                "bindings": _channel_binding(requests),
+                "bindings": _channel_binding(requests, named=False),
             },
             "responses": {
                 "address": responses.name,
@@ -289,13 +291,25 @@ def document() -> dict[str, Any]:
                                 "type": "string",
                                 "description": "where it came from: topic:partition:offset",
                             },
+                            h.DLQ_OMITTED: {
+                                "type": "string",
+                                "description": "only when the record was too large for this topic: its size "
+                                "in bytes (decimal); the value and the record's own headers are left out",
+                            },
                         },
-                        "The record's own headers, then these two.",
+                        "The record's own headers, then these.",
                     ),
-                    "payload": {"description": "the request record's value, byte for byte"},
+                    "payload": {
+                        "description": "the request record's value, byte for byte (none when it had none, or "
+                        "when apihub-dlq-value-omitted is set)"
+                    },
                     "bindings": {
                         "kafka": {
-                            "key": {"type": "null", "description": "no key"},
+                            "key": {
+                                "type": ["string", "null"],
+                                "description": "the request record's key, or its source "
+                                "(topic:partition:offset) when it had neither key nor value",
+                            },
                             "bindingVersion": _BINDING_VERSION,
                         }
                     },

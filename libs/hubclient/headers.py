@@ -21,6 +21,9 @@ SCHEMA = "apihub-schema"
 #: On ``api.requests.dlq`` only: why the message could not be served, and where it came from.
 DLQ_REASON = "apihub-dlq-reason"
 DLQ_SOURCE = "apihub-dlq-source"
+#: On a dead letter whose value was too large for the dead-letter topic: the value's size in bytes (decimal
+#: text); the value is left out and the request stays readable at its source.
+DLQ_OMITTED = "apihub-dlq-value-omitted"
 
 Headers = list[tuple[str, bytes]]
 
@@ -31,10 +34,17 @@ def encode_partition(partition: int) -> bytes:
 
 
 def decode_partition(raw: bytes) -> int:
-    """Read a reply partition header: 4-byte big-endian, or decimal text from hand-written tools."""
-    if len(raw) == 4:
+    """Read a reply partition header: 4-byte big-endian, or decimal digits from hand-written tools.
+
+    Four bytes that are all digits are text (``b"1000"``): as an int they would name a partition past
+    808 million, which no topic has. Anything else that is not digits raises ``ValueError``.
+    """
+    if len(raw) == 4 and not raw.strip().isdigit():
         return int.from_bytes(raw, "big", signed=True)
-    return int(raw.decode("ascii").strip())
+    text = raw.strip()
+    if not text.isdigit():
+        raise ValueError(f"not a partition number: {raw!r}")
+    return int(text)
 
 
 def request_headers(request: ApiRequest) -> Headers:

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from hubclient.catalog import lookup
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
 from services.gateway.clock import SystemClock
 from services.gateway.consumer import RequestConsumer
@@ -31,7 +32,7 @@ from services.gateway.intake import read_record
 from services.gateway.metrics import ANSWERED_LATE, REQUESTS, child
 from services.gateway.permissions import CallerTopics, check_arrival, load_permissions
 from services.gateway.pool import pools
-from services.gateway.publisher import Publisher
+from services.gateway.publisher import AnswerTooLarge, Publisher
 from services.gateway.slots import RedisSlots
 from services.gateway.token_store import RedisTokenStore
 from services.kafka_client import client_kwargs
@@ -207,7 +208,9 @@ class GatewayApp:
         source = f"{record.topic}:{record.partition}:{record.offset}"
         headers = list(record.headers or ())
         await self._publish_with_retry(
-            lambda: self.publisher.dead_letter(record.value, headers, reason=reason, source=source)
+            lambda: self.publisher.dead_letter(
+                record.key, record.value, headers, reason=reason, source=source
+            )
         )
 
     def _abandonable(self, record: ConsumerRecord[bytes, bytes]) -> bool:
@@ -226,15 +229,21 @@ class GatewayApp:
         correlation_id: bytes | None = None,
     ) -> None:
         started = time.monotonic()
-        await self._publish_with_retry(
-            lambda: self.publisher.respond(
-                response,
+
+        def send(answer: ApiResponse) -> Awaitable[None]:
+            return self.publisher.respond(
+                answer,
                 reply_topic=topic,
                 reply_partition=partition,
                 request=request,
                 correlation_id=correlation_id,
             )
-        )
+
+        try:
+            await self._publish_with_retry(lambda: send(response))
+        except AnswerTooLarge as exc:
+            response = _in_place_of_too_large(response, request, exc)
+            await self._publish_with_retry(lambda: send(response))
         self.gateway.observe_reply(time.monotonic() - started)
         child(REQUESTS, provider, tr_id, caller, response.status.value).inc()
         if request is not None and time.time() * 1000 > request.deadline_ms:
@@ -311,6 +320,40 @@ class GatewayApp:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
+
+
+def _in_place_of_too_large(
+    response: ApiResponse, request: ApiRequest | None, exc: AnswerTooLarge
+) -> ApiResponse:
+    """The answer sent when Kafka will not carry ``response``: the same, without the broker's body.
+
+    A call that is not idempotent (an order) and reached the broker ends ``unknown_outcome``: its caller
+    cannot see what the broker said, so reconciles instead of sending it again. Any other is
+    ``upstream_error``; both with reason ``answer_too_large``.
+    """
+    order = (
+        request is not None
+        and response.attempts > 0
+        and not lookup(request.provider, request.tr_id).idempotent
+    )
+    log_event(
+        logger,
+        "request.answer_too_large",
+        logging.WARNING,
+        request_id=response.request_id,
+        status=response.status.value,
+        bytes=exc.size,
+        topic=exc.topic,
+    )
+    return response.model_copy(
+        update={
+            "status": Status.UNKNOWN_OUTCOME if order else Status.UPSTREAM_ERROR,
+            "reason": "answer_too_large",
+            "message": f"{exc} (the broker's answer was {response.status.value}); its body is left out",
+            "data": None,
+            "continuation": None,
+        }
+    )
 
 
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:

@@ -1,4 +1,10 @@
-"""Producing answers: responses to the request's reply partition, bad input to the dead-letter topic."""
+"""Producing answers: responses to the request's reply partition, bad input to the dead-letter topic.
+
+A record Kafka will not take for its size (over the producer's ``max_request_size`` or the topic's
+``max.message.bytes``) is not retried, as it would never land: a dead letter is kept without its value and
+the original headers (``apihub-dlq-value-omitted`` gives the record's size; the request stays at its
+source), and an answer raises ``AnswerTooLarge`` for the caller to answer with a smaller one instead.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
-from hubclient.headers import DLQ_REASON, DLQ_SOURCE, Headers, response_headers
+from hubclient.headers import DLQ_OMITTED, DLQ_REASON, DLQ_SOURCE, Headers, response_headers
 from hubclient.models import ApiRequest, ApiResponse
 from services.gateway.metrics import DLQ_MESSAGES
 from services.logs import log_event
@@ -18,6 +25,17 @@ logger = logging.getLogger(__name__)
 #: sender finding its partition's batch full waits for the batch in flight (one per partition with
 #: idempotence) to be acknowledged.
 BATCH_BYTES = 512 * 1024
+#: What Kafka says of a record too large for the producer (before sending) or for the topic (the broker).
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+class AnswerTooLarge(Exception):
+    """An answer Kafka refused for its size; ``size`` is its value's bytes."""
+
+    def __init__(self, topic: str, size: int) -> None:
+        super().__init__(f"an answer of {size} bytes is larger than {topic} accepts")
+        self.topic = topic
+        self.size = size
 
 
 class Publisher:
@@ -74,13 +92,17 @@ class Publisher:
         request's ``kafka_correlationId`` bytes (``correlation_id``, when it had one) echoed unchanged."""
         if not self._started:
             raise RuntimeError("Publisher.start() was not called")
-        await self._producer.send_and_wait(
-            reply_topic,
-            value=response.to_json(),
-            key=response.request_id.encode(),
-            partition=reply_partition,
-            headers=response_headers(response, request, correlation_id),
-        )
+        value = response.to_json()
+        try:
+            await self._producer.send_and_wait(
+                reply_topic,
+                value=value,
+                key=response.request_id.encode(),
+                partition=reply_partition,
+                headers=response_headers(response, request, correlation_id),
+            )
+        except TOO_LARGE as exc:
+            raise AnswerTooLarge(reply_topic, len(value)) from exc
 
     async def event(self, topic: str, key: bytes, value: bytes) -> None:
         """Produce one operational event (``events.EventForwarder``)."""
@@ -88,12 +110,27 @@ class Publisher:
             raise RuntimeError("Publisher.start() was not called")
         await self._producer.send_and_wait(topic, value=value, key=key)
 
-    async def dead_letter(self, value: bytes | None, headers: Headers, *, reason: str, source: str) -> None:
-        """Keep an unusable message, with why and where it came from, on the dead-letter topic."""
+    async def dead_letter(
+        self, key: bytes | None, value: bytes | None, headers: Headers, *, reason: str, source: str
+    ) -> None:
+        """Keep an unusable message, with why and where it came from, on the dead-letter topic.
+
+        The record keeps its key, value and headers; one with neither key nor value (which Kafka cannot
+        store) is keyed by its source.
+        """
         if not self._started:
             raise RuntimeError("Publisher.start() was not called")
-        kept = [(k, v) for k, v in headers if k not in (DLQ_REASON, DLQ_SOURCE)]
-        kept += [(DLQ_REASON, reason.encode()[:1000]), (DLQ_SOURCE, source.encode())]
-        await self._producer.send_and_wait(self._dlq_topic, value=value, headers=kept)
+        own = [(DLQ_REASON, reason.encode()[:1000]), (DLQ_SOURCE, source.encode())]
+        kept = [(k, v) for k, v in headers if k not in (DLQ_REASON, DLQ_SOURCE, DLQ_OMITTED)] + own
+        if key is None and value is None:
+            key = source.encode()
+        try:
+            await self._producer.send_and_wait(self._dlq_topic, value=value, key=key, headers=kept)
+        except TOO_LARGE:
+            size = len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+            omitted = [*own, (DLQ_OMITTED, str(size).encode())]
+            await self._producer.send_and_wait(
+                self._dlq_topic, value=None, key=key if key is not None else source.encode(), headers=omitted
+            )
         DLQ_MESSAGES.labels(reason.split(":", 1)[0]).inc()
         log_event(logger, "request.dead_lettered", logging.WARNING, reason=reason, source=source)

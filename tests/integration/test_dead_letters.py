@@ -7,6 +7,7 @@ from aiokafka import AIOKafkaProducer
 
 from hubclient.headers import (
     CORRELATION_ID,
+    DLQ_OMITTED,
     DLQ_REASON,
     DLQ_SOURCE,
     REPLY_PARTITION,
@@ -15,6 +16,8 @@ from hubclient.headers import (
 )
 from hubclient.ids import new_request_id
 from hubclient.models import ApiResponse, Status
+from services.settings import GatewaySettings
+from services.topics import TopicSpec, ensure_topics
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics
 from tests.integration.test_round_trip import PRICE, hub, read_all
@@ -120,3 +123,56 @@ async def test_unknown_reply_partition_is_dead_lettered(
         (dead,) = await read_all(services, topics.dlq, 1, timeout_s=20)
     assert after.status is Status.OK
     assert header_value(dead.headers, DLQ_REASON).decode().startswith("reply_partition_unknown")
+
+
+async def test_what_kafka_will_not_carry_ends_in_a_dead_letter_or_an_answer_all_the_same(
+    services: Services, topics: Topics, gateway: GatewayFactory, gateway_settings: GatewaySettings
+) -> None:
+    """A record with no value, a dead letter past its topic's ``max.message.bytes`` and an answer past the
+    reply topic's: none may stall the partition (each was retried forever, its offset never committed)."""
+    small_dlq, small_replies = f"{topics.dlq}.small", f"{topics.responses}.small"
+    await ensure_topics(
+        services.kafka_bootstrap,
+        [
+            TopicSpec(small_dlq, 1, 1, {"max.message.bytes": "65536"}),
+            TopicSpec(small_replies, 1, 1, {"max.message.bytes": "1500"}),
+        ],
+    )
+    empty_id, big_id = new_request_id(), new_request_id()
+    price = price_request(reply_topic=small_replies, reply_partition=0)
+    producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+    await producer.start()
+    try:
+        for request_id, value in ((empty_id, None), (big_id, b"x" * 100_000)):
+            headers = [(CORRELATION_ID, request_id.encode()), (REPLY_TOPIC, topics.responses.encode())]
+            headers.append((REPLY_PARTITION, (0).to_bytes(4, "big")))
+            await producer.send_and_wait(topics.requests, value, key=b"KIS", headers=headers)
+        await producer.send_and_wait(topics.requests, price, key=b"KIS")
+    finally:
+        await producer.stop()
+
+    kafka = gateway_settings.kafka.model_copy(
+        update={"dlq_topic": small_dlq, "extra_reply_topics": [small_replies]}
+    )
+    async with gateway(kafka=kafka), hub(services, topics) as client:
+        after = await client.execute("KIS", "FHKST01010100", PRICE, timeout=20)
+        empty, big = await read_all(services, small_dlq, 2, timeout_s=20)
+        (too_large,) = await read_all(services, small_replies, 1, timeout_s=20)
+    assert after.status is Status.OK
+    assert (empty.key, empty.value) == (b"KIS", None)
+    assert header_value(empty.headers, DLQ_REASON).decode().startswith("unparseable")
+    assert big.value is None and int(header_value(big.headers, DLQ_OMITTED) or b"0") > 100_000
+    assert header_value(big.headers, DLQ_REASON).decode().startswith("too_large")
+    assert header_value(big.headers, CORRELATION_ID) is None  # the original headers are left out too
+    answers = {
+        ApiResponse.from_json(r.value).request_id: ApiResponse.from_json(r.value)
+        for r in await read_all(services, topics.responses, 3)
+    }
+    assert answers[empty_id].status is Status.INVALID and answers[big_id].status is Status.INVALID
+    answer = ApiResponse.from_json(too_large.value)
+    assert (answer.status, answer.reason, answer.data, answer.attempts) == (
+        Status.UPSTREAM_ERROR,
+        "answer_too_large",
+        None,
+        1,
+    )

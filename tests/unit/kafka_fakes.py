@@ -19,6 +19,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import OffsetAndTimestamp
 
 Headers = Sequence[tuple[str, bytes]]
@@ -269,6 +271,10 @@ class FakeProducer(_Scripted):
         headers: Headers | None = None,
     ) -> asyncio.Future[Any]:
         self._check("send")
+        assert not (value is None and key is None), "Need at least one: key or value"  # as aiokafka's
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers or ()))
+        if size > self.config.get("max_request_size", 1_048_576):
+            raise MessageSizeTooLargeError(f"The message is {size} bytes when serialized")
         fields = {"key": key, "partition": partition, "headers": tuple(headers or ())}
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._pending is not None:

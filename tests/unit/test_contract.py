@@ -133,6 +133,21 @@ def test_headers_mirror_the_body() -> None:
     assert header_value(headers, "missing") is None
 
 
+@pytest.mark.parametrize(
+    ("raw", "partition"),
+    [(b"\x00\x00\x00\x31", 49), (b"0003", 3), (b"1000", 1000), (b" 12 ", 12), (b"7", 7)],
+)
+def test_a_partition_header_is_binary_unless_it_is_all_digits(raw: bytes, partition: int) -> None:
+    """Four digit bytes are text: as an int they would be a partition past 808 million."""
+    assert decode_partition(raw) == partition
+
+
+@pytest.mark.parametrize("raw", [b"1_0", b"-1", b"0x1", b"", b"3.0"])
+def test_a_partition_header_that_is_not_a_number_is_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_partition(raw)
+
+
 def test_checked_in_schemas_match_the_models() -> None:
     """schemas/*.schema.json equal what the models generate (run `apihub schemas generate` after a change)."""
     assert schemas.stale() == []

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from hubclient.headers import (
     CORRELATION_ID,
+    DLQ_OMITTED,
     DLQ_REASON,
     DLQ_SOURCE,
     REPLY_PARTITION,
@@ -32,7 +33,7 @@ from services.gateway import app as app_module
 from services.gateway import publisher as publisher_module
 from services.gateway.app import GatewayApp
 from services.gateway.publisher import Publisher
-from services.gateway.testing import Rig, build_gateway
+from services.gateway.testing import Rig, build_gateway, kis_envelope
 from services.settings import (
     CredentialSettings,
     GatewaySettings,
@@ -42,6 +43,7 @@ from services.settings import (
     RedisSettings,
 )
 from tests.unit.kafka_fakes import FakeCluster, FakeProducer, factory
+from tests.unit.test_gateway_core import ORDER
 
 REQUESTS, RESPONSES, DLQ = "api.requests", "api.responses", "api.requests.dlq"
 
@@ -279,7 +281,7 @@ async def test_publisher_refuses_use_before_start(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(RuntimeError, match="start"):
         await publisher.event("apihub.events", b"k", b"v")
     with pytest.raises(RuntimeError, match="start"):
-        await publisher.dead_letter(b"v", [], reason="r", source="s")
+        await publisher.dead_letter(None, b"v", [], reason="r", source="s")
     await publisher.stop()  # stopping what never started is harmless
     assert not made[0].started
 
@@ -287,7 +289,7 @@ async def test_publisher_refuses_use_before_start(monkeypatch: pytest.MonkeyPatc
 async def test_publisher_keeps_reasons_short_and_forwards_events(harness: Harness) -> None:
     """A dead-letter reason is cut at 1000 bytes; an operational event goes to its topic as given."""
     publisher = harness.app.publisher
-    await publisher.dead_letter(None, [("a", b"1")], reason="schema: " + "x" * 5000, source="t:0:1")
+    await publisher.dead_letter(None, b"", [("a", b"1")], reason="schema: " + "x" * 5000, source="t:0:1")
     [letter] = harness.cluster.records(DLQ)
     meta = dict(letter.headers)
     assert len(meta[DLQ_REASON]) == 1000 and meta["a"] == b"1"
@@ -322,3 +324,57 @@ def test_a_credentials_file_is_read_once_at_start(monkeypatch: pytest.MonkeyPatc
     table = credentials_cli.rows(pool := credentials_cli.members(settings))
     assert [r.domain for r in table if r.provider == "KIS"] == ["KIS/m1", "KIS/m2"] and len(pool) == 3
     assert reads == [str(pool_file)] * 2  # one read for the gateway, one for the command
+
+
+async def test_a_record_with_no_value_is_dead_lettered_under_its_key_and_answered(harness: Harness) -> None:
+    """A null value (a tombstone) is unparseable: its dead letter keeps the key, and the headers' address
+    gets an ``invalid`` answer; with neither key nor value the dead letter is keyed by its source."""
+    request_id = str(uuid.uuid4())
+    headers = [(CORRELATION_ID, request_id.encode()), (REPLY_TOPIC, RESPONSES.encode())]
+    headers.append((REPLY_PARTITION, encode_partition(1)))
+    keyed = ConsumerRecord(REQUESTS, 0, 46, 0, 0, b"KIS", None, None, 3, 0, headers)
+    await harness.serve(keyed)
+    await harness.serve(record_of(None, [], offset=47))
+    first, second = harness.cluster.records(DLQ)
+    assert (first.key, first.value, second.key, second.value) == (b"KIS", None, b"api.requests:0:47", None)
+    assert dict(first.headers)[DLQ_REASON].startswith(b"unparseable")
+    [(response, _)] = harness.answers()
+    assert (response.request_id, response.status) == (request_id, Status.INVALID)
+
+
+async def test_a_dead_letter_too_large_for_kafka_keeps_why_and_where_without_the_value(
+    harness: Harness,
+) -> None:
+    """The copy would never land (value and headers past the producer's limit): it goes without them."""
+    request = price_request(partition=0)
+    value = b"x" * 1_048_000
+    headers = [*request_headers(request), ("big", b"y" * 600)]
+    await harness.serve(record_of(value, headers, offset=9))
+    [letter] = harness.cluster.records(DLQ)
+    meta = dict(letter.headers)
+    assert letter.value is None and letter.key == b"api.requests:0:9"
+    assert meta[DLQ_REASON].startswith(b"too_large") and meta[DLQ_SOURCE] == b"api.requests:0:9"
+    assert int(meta[DLQ_OMITTED]) > 1_048_576 - 1_000 and CORRELATION_ID not in meta
+    [(response, _)] = harness.answers()
+    assert response.status is Status.INVALID and response.request_id == request.request_id
+
+
+@pytest.mark.parametrize(
+    ("tr_id", "params", "status"),
+    [
+        ("FHKST01010100", {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": "005930"}, Status.UPSTREAM_ERROR),
+        ("TTTC0012U", ORDER, Status.UNKNOWN_OUTCOME),
+    ],
+)
+async def test_an_answer_too_large_for_kafka_is_answered_without_the_body(
+    harness: Harness, tr_id: str, params: dict[str, str], status: Status
+) -> None:
+    """A broker body Kafka will not carry: the caller still gets one answer, ``answer_too_large``; an order's
+    is ``unknown_outcome`` (its caller cannot see what the broker said, so must reconcile, not resend)."""
+    harness.rig.broker.then(kis_envelope(output={"blob": "z" * 1_100_000}))
+    request = price_request(partition=1).model_copy(update={"tr_id": tr_id, "params": params})
+    await harness.serve(record_of(request.to_json(), request_headers(request)))
+    [(response, headers)] = harness.answers()
+    assert (response.status, response.reason, response.data) == (status, "answer_too_large", None)
+    assert response.attempts == 1 and "larger than api.responses accepts" in (response.message or "")
+    assert headers[CORRELATION_ID] == request.request_id.encode()

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 from enum import Enum, StrEnum
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 #: Bumped on any incompatible change of the envelopes; sent in the ``apihub-schema`` header.
 SCHEMA_VERSION = "1"
@@ -72,6 +72,17 @@ def _plain(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's ``integer``: a number without a fraction (``1.0`` is one), not a string or a boolean,
+    which pydantic would otherwise turn into one (``"3"`` -> 3, ``true`` -> 1)."""
+    if isinstance(value, str | bytes | bool):
+        raise ValueError("must be a JSON integer, not a string or a boolean")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
@@ -103,14 +114,16 @@ class ApiRequest(_Envelope):
     params: dict[str, Any] = Field(default_factory=dict, description="the call's parameters, by name")
     caller: str = Field(pattern=_NAME_PATTERN, description="name of the calling service")
     priority: Priority = Priority.NORMAL
-    deadline_ms: int = Field(gt=0, description="epoch ms after which the answer is useless")
-    created_at_ms: int = Field(gt=0, description="epoch ms when the caller created the request")
+    deadline_ms: JsonInt = Field(
+        gt=0, description="epoch ms after which the answer is useless; not before created_at_ms"
+    )
+    created_at_ms: JsonInt = Field(gt=0, description="epoch ms when the caller created the request")
     reply_topic: str = Field(
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="topic of the answer; may be left out when the kafka_replyTopic header names it (the "
         "body wins; a body and header that disagree are answered invalid)",
     )
-    reply_partition: int = Field(
+    reply_partition: JsonInt = Field(
         ge=0,
         lt=1 << 31,
         description="partition of the answer; may be left out when the kafka_replyPartition header names it "
@@ -130,9 +143,15 @@ class ApiRequest(_Envelope):
     )
 
     @model_validator(mode="after")
-    def _deadline_after_creation(self) -> Self:
+    def _consistent(self) -> Self:
         if self.deadline_ms < self.created_at_ms:
             raise ValueError("deadline_ms is before created_at_ms")
+        if self.kind is RequestKind.WEBSOCKET_CREDENTIALS and (
+            self.tr_id != WEBSOCKET_CREDENTIALS_TR_ID or self.params
+        ):
+            raise ValueError(
+                f"a websocket_credentials request has tr_id {WEBSOCKET_CREDENTIALS_TR_ID!r} and no params"
+            )
         return self
 
     @property

@@ -44,7 +44,7 @@ from services.gateway.idempotency import Records
 from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
 from services.gateway.pacing import DomainPacer, ReplyPath
-from services.gateway.permissions import Permissions, check_permitted
+from services.gateway.permissions import Permissions, check_lending, check_permitted
 from services.gateway.pool import Member, Pool, account_bound, pools
 from services.gateway.providers import make_adapter
 from services.gateway.providers.base import ProviderAdapter
@@ -235,6 +235,10 @@ class Gateway:
         if request.provider not in self._providers:
             return self.answer(request, Status.INVALID, reason="unknown_provider")
         if request.kind is RequestKind.WEBSOCKET_CREDENTIALS:
+            try:
+                check_lending(self._permissions, request)
+            except GatewayError as exc:
+                return self.responder.error(request, exc)
             return await self.lender.lend(request)  # from the token store: no slot, no idempotency record
         try:
             spec = check_request(

@@ -17,7 +17,9 @@ class::
 
 Without a file every caller may make every call (the behaviour before permissions existed). With one,
 a caller that is not listed gets ``default``, read-only quotation calls unless the file says otherwise;
-orders and account calls always need a grant that names them. A refused call is answered
+orders and account calls always need a grant that names them, and so does a ``websocket_credentials``
+request (``tr_ids: [websocket_credentials]``), whose answer lends the gateway's own credential (Kiwoom's
+is the access token every call uses). A refused call is answered
 ``rejected`` / ``not_permitted`` at admission, before any upstream call, and logged as
 ``request.not_permitted``. The decision (``permitted``) is a pure function of the table and the call.
 
@@ -39,7 +41,7 @@ from typing import Any
 import yaml
 
 from hubclient.catalog import TrSpec
-from hubclient.models import ApiRequest, Provider
+from hubclient.models import WEBSOCKET_CREDENTIALS_TR_ID, ApiRequest, Provider
 from services.gateway.errors import NotPermitted
 from services.logs import log_event
 
@@ -68,6 +70,12 @@ class Grant:
             or spec.limit_class.value in self.limit_classes
         )
 
+    def lends(self, provider: Provider) -> bool:
+        """True when this grant allows ``websocket_credentials`` requests for ``provider``."""
+        if self.providers and provider not in self.providers:
+            return False
+        return WEBSOCKET_CREDENTIALS_TR_ID in self.tr_ids
+
 
 READ_ONLY = (Grant(kinds=READ_ONLY_KINDS),)
 
@@ -89,6 +97,16 @@ def permitted(permissions: Permissions | None, caller: str, spec: TrSpec) -> boo
     if permissions is None:
         return True
     return any(grant.covers(spec) for grant in permissions.grants(caller))
+
+
+def check_lending(permissions: Permissions | None, request: ApiRequest) -> None:
+    """Raise ``NotPermitted`` (and log it) unless the caller may have the provider's WebSocket credential;
+    everyone may without a table, no one by ``kinds`` or ``limit_classes`` alone."""
+    if permissions is None or any(g.lends(request.provider) for g in permissions.grants(request.caller)):
+        return
+    raise _refused(
+        request, f"caller {request.caller!r} may not have {request.provider.value}'s WebSocket credential"
+    )
 
 
 def check_permitted(permissions: Permissions | None, request: ApiRequest, spec: TrSpec) -> None:

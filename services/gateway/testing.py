@@ -24,6 +24,7 @@ from services.gateway.clock import Clock, ManualClock
 from services.gateway.errors import DispatchError, UpstreamNoAnswer
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import MemoryRecords
+from services.gateway.permissions import Permissions
 from services.gateway.providers.base import KST, UpstreamAnswer, UpstreamRequest
 from services.gateway.slots import MemorySlots, SlotStore
 from services.gateway.token_store import MemoryTokenStore
@@ -180,6 +181,7 @@ def build_gateway(
     credentials: list[CredentialSettings] | None = None,
     shared_cache_entries: int = 1000,
     slots: Callable[[ManualClock], SlotStore] = MemorySlots,
+    permissions: Permissions | None = None,
 ) -> Rig:
     """A gateway on a manual clock, in-memory brokers and in-memory stores: KIS (with the pool members
     ``credentials`` besides its own key), and Kiwoom when its settings are given (base URL, keys and jitter
@@ -226,5 +228,6 @@ def build_gateway(
         clock=clock,
         max_backlog=max_backlog,
         shared_cache_entries=shared_cache_entries,
+        permissions=permissions,
     )
     return Rig(gateway, clock, kis_broker, kiwoom_broker, dispatcher, records)

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from hubclient.catalog import TrSpec, entries, lookup
-from hubclient.models import ApiRequest, Provider
+from hubclient.models import WEBSOCKET_CREDENTIALS_TR_ID, ApiRequest, Provider, RequestKind
 from services.gateway.errors import NotPermitted
 from services.gateway.permissions import (
     Grant,
     Permissions,
+    check_lending,
     check_permitted,
     load_permissions,
     parse_permissions,
@@ -131,3 +132,52 @@ def test_malformed_files_are_refused(raw: object) -> None:
     """A permissions file the gateway does not fully understand stops it rather than granting by accident."""
     with pytest.raises(ValueError):
         parse_permissions(raw)
+
+
+def lend(caller: str, provider: Provider) -> ApiRequest:
+    """A websocket_credentials request of ``caller``."""
+    return ApiRequest(
+        request_id=str(uuid.uuid4()),
+        provider=provider,
+        tr_id=WEBSOCKET_CREDENTIALS_TR_ID,
+        caller=caller,
+        deadline_ms=2**41,
+        created_at_ms=1,
+        reply_topic="api.responses",
+        reply_partition=0,
+        kind=RequestKind.WEBSOCKET_CREDENTIALS,
+    )
+
+
+@pytest.mark.parametrize(
+    ("caller", "provider", "lent"),
+    [
+        ("kis-service", KIS, True),
+        ("kis-service", KIWOOM, False),  # its grant names KIS only
+        ("trader", KIS, False),  # kinds (account reads, quotes) never lend a credential
+        ("everything", KIWOOM, False),  # nor do limit classes
+        ("stranger", KIS, False),  # unlisted: read-only quotes, no credential
+        ("stranger", KIWOOM, False),
+    ],
+)
+def test_a_websocket_credential_is_lent_only_by_a_grant_that_names_it(
+    caller: str, provider: Provider, lent: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The credential is the gateway's own (Kiwoom's is the token every call uses): only a grant naming
+    ``websocket_credentials`` for the provider lends it; without a table everyone may have it."""
+    table = Permissions(
+        callers={
+            **TABLE.callers,
+            "kis-service": (
+                Grant(providers=frozenset({KIS}), tr_ids=frozenset({WEBSOCKET_CREDENTIALS_TR_ID})),
+            ),
+            "everything": (Grant(limit_classes=frozenset({"query", "ledger", "order"})),),
+        }
+    )
+    check_lending(None, lend(caller, provider))
+    if lent:
+        check_lending(table, lend(caller, provider))
+        return
+    with caplog.at_level(logging.WARNING), pytest.raises(NotPermitted):
+        check_lending(table, lend(caller, provider))
+    assert any(getattr(r, "fields", {}).get("caller") == caller for r in caplog.records)

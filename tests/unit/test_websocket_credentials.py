@@ -23,6 +23,7 @@ from hubclient.models import (
 )
 from hubclient.testing import InMemoryTransport, failed, ok
 from services.gateway.clock import ManualClock
+from services.gateway.permissions import Grant, Permissions
 from services.gateway.providers.base import UpstreamAnswer
 from services.gateway.providers.kis import APPROVAL_KEY_LIFETIME_S, KisAdapter
 from services.gateway.testing import FakeDispatcher, FakeKis, Rig, build_gateway
@@ -151,6 +152,23 @@ async def test_kiwoom_lends_the_gateways_own_token() -> None:
     assert (credentials.kind, credentials.secret) == ("access_token", "kw-token-1")
     assert credentials.expires_at_ms == rig.gateway.tokens._cache[Provider.KIWOOM].expires_at_s * 1000
     assert rig.kiwoom.tokens_issued == 1
+    await rig.gateway.stop()
+
+
+async def test_with_a_permissions_file_only_a_granted_caller_is_lent_a_credential() -> None:
+    """A caller without a grant naming websocket_credentials is refused before any token is touched."""
+    grant = Grant(providers=frozenset({Provider.KIWOOM}), tr_ids=frozenset({WEBSOCKET_CREDENTIALS_TR_ID}))
+    rig = build_gateway(
+        kiwoom=KiwoomSettings(), permissions=Permissions(callers={"kiwoom-service": (grant,)})
+    )
+    stranger = lend_request(rig.clock, Provider.KIWOOM).model_copy(update={"caller": "history-collector"})
+    refused = await answer(rig, stranger)
+    assert (refused.status, refused.reason, refused.data) == (Status.REJECTED, "not_permitted", None)
+    assert rig.kiwoom.tokens_issued == 0
+    granted = await answer(
+        rig, lend_request(rig.clock, Provider.KIWOOM).model_copy(update={"caller": "kiwoom-service"})
+    )
+    assert granted.ok and WebSocketCredentials.model_validate(granted.data).secret == "kw-token-1"
     await rig.gateway.stop()
 
 

@@ -142,16 +142,13 @@ class Caller:
             flight.finish(response)
             return
         child(RETRIES, pacer.provider.value, decision.reason or "-").inc()
+        flight.retry_reason = decision.reason
         if effects.backoff:
             await self._clock.sleep(backoff_s(flight.attempts, random.random()))  # noqa: S311 - jitter
         try:
             pacer.requeue(flight)
-        except GatewayError:  # the backlog filled meanwhile
-            flight.finish(
-                self._responder.answer(
-                    flight.request, Status.UPSTREAM_ERROR, reason=decision.reason, flight=flight
-                )
-            )
+        except GatewayError as exc:  # the backlog filled meanwhile
+            flight.finish(self._responder.gave_up(flight, exc))
 
     async def _clear_inflight(self, flight: Flight) -> None:
         """The broker did not execute the call: a redelivery may send it again."""

@@ -47,6 +47,7 @@ class Flight:
     estimated_wait_s: float = 0.0  # how far away that was when it was admitted
     token_replaced: bool = False
     classified: Classified | None = None
+    retry_reason: str | None = None  # why its last attempt is being tried again (a policy reason)
     withdrawn: bool = False  # its caller let go (revoke, shutdown): never call upstream for it
 
     def finish(self, response: ApiResponse) -> None:

@@ -136,9 +136,13 @@ def decide(
         return _finish(Status.UNKNOWN_OUTCOME, result.value, FAILURE)
     if more:
         return _requeue(result.value, Effects(backoff=True, breaker_failure=True))
-    return _finish(
-        Status.UPSTREAM_ERROR, "unreachable" if result is Result.NO_ANSWER else result.value, FAILURE
-    )
+    return _finish(Status.UPSTREAM_ERROR, given_up(result.value), FAILURE)
+
+
+def given_up(retry_reason: str) -> str:
+    """The ``upstream_error`` reason of a call whose retry goes no further: the retry's reason, except that
+    a read sent without an answer is ``unreachable`` (``no_answer`` is an order's ``unknown_outcome``)."""
+    return Result.UNREACHABLE.value if retry_reason == Result.NO_ANSWER else retry_reason
 
 
 def _about_the_request(result: Result, *, idempotent: bool, more: bool, http_status: int | None) -> Decision:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from hubclient.models import ApiRequest, ApiResponse, Status, Timing
 from services.gateway.clock import Clock
-from services.gateway.errors import GatewayError
+from services.gateway.errors import GatewayError, Refused
 from services.gateway.flights import Flight
+from services.gateway.policy import given_up
 
 
 class Responder:
@@ -47,5 +48,21 @@ class Responder:
         )
 
     def error(self, request: ApiRequest, error: GatewayError, flight: Flight | None = None) -> ApiResponse:
-        """The response a gateway error stands for."""
+        """The response a gateway error stands for; a refusal of a retry is ``gave_up`` instead."""
+        if flight is not None and flight.retry_reason is not None and isinstance(error, Refused):
+            return self.gave_up(flight, error)
         return self.answer(request, error.status, reason=error.reason, message=error.message, flight=flight)
+
+    def gave_up(self, flight: Flight, refusal: GatewayError) -> ApiResponse:
+        """A call already tried upstream whose retry was refused (circuit open, backlog full, no token):
+        ``upstream_error`` with the failed attempt's reason, not ``rejected``, which says nothing reached
+        the broker."""
+        assert flight.retry_reason is not None
+        why = f"retry refused: {refusal.reason}" + (f" ({refusal.message})" if refusal.message else "")
+        return self.answer(
+            flight.request,
+            Status.UPSTREAM_ERROR,
+            reason=given_up(flight.retry_reason),
+            message=why,
+            flight=flight,
+        )

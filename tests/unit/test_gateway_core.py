@@ -245,6 +245,26 @@ async def test_transient_read_is_retried_but_an_order_is_not() -> None:
     assert rig.records.records[order.response.request_id] is not None  # the answer is kept for redeliveries
 
 
+async def test_a_read_whose_retry_meets_the_open_circuit_is_an_upstream_error_not_a_rejection() -> None:
+    """Five reads against a broker answering 5xx without envelope open the breaker; retries then refused
+    had reached the broker, so each read ends upstream_error/transient, not rejected/circuit_open; a read
+    arriving after them never reached it and is rejected."""
+    rig = build_gateway()
+    for _ in range(20):
+        rig.broker.then(UpstreamAnswer(502, {}, None))
+    answers = await serve(rig, [request(rig.clock) for _ in range(5)])
+    (late,) = await serve(rig, [request(rig.clock)])
+    assert {(a.response.status, a.response.reason) for a in answers} == {(Status.UPSTREAM_ERROR, "transient")}
+    refused = [a.response for a in answers if "retry refused: circuit_open" in (a.response.message or "")]
+    assert refused and all(r.attempts >= 1 and r.http_status == 502 for r in refused)
+    assert (late.response.status, late.response.reason, late.response.attempts) == (
+        Status.REJECTED,
+        "circuit_open",
+        0,
+    )
+    assert len(rig.dispatcher.calls("/quotations/")) == sum(a.response.attempts for a in answers)
+
+
 async def test_unreachable_order_is_retried_and_its_mark_cleared() -> None:
     """A connection that failed before sending is retried even for an order."""
     rig = build_gateway()
@@ -255,7 +275,8 @@ async def test_unreachable_order_is_retried_and_its_mark_cleared() -> None:
 
 async def test_rejected_token_is_replaced_once() -> None:
     """EGW00123 drops the token, a new one is issued and the request succeeds; a second rejection ends it.
-    Within a minute of the last issuance no new token can be had, and the request says so."""
+    Within a minute of the last issuance no new token can be had, and the request says so (as an upstream
+    error: its call reached the broker, which refused the token)."""
     rig = build_gateway()
     await serve(rig, [request(rig.clock)])
     await rig.clock.advance(62)  # the issuance permit of the first token has run out
@@ -271,7 +292,8 @@ async def test_rejected_token_is_replaced_once() -> None:
     assert rig.broker.tokens_issued == 3
     rig.broker.then(rejected)  # rejected again within a minute of the last issuance: none can be had
     (early,) = await serve(rig, [request(rig.clock)])
-    assert (early.response.status, early.response.reason) == (Status.REJECTED, "token_unavailable")
+    assert (early.response.status, early.response.reason) == (Status.UPSTREAM_ERROR, "token_rejected")
+    assert (early.response.message or "").startswith("retry refused: token_unavailable")
 
 
 async def test_deadline_cuts_a_slow_call() -> None:

@@ -153,11 +153,18 @@ class RequestConsumer:
             await self._handler(record)
         except asyncio.CancelledError:
             raise  # shutting down: not completed, so not committed, so redelivered
-        except Exception:
-            # The handler answers every request itself; reaching here means the answer could not be
-            # published. Leave the offset uncommitted so the record is served again.
+        except KafkaError:
+            # The handler retries a publish until it lands, and gives up only when stopping: leave the
+            # offset uncommitted so the next owner serves the record again.
             logger.exception("consumer.handler_failed", extra={"fields": {"offset": record.offset}})
             return
+        except Exception:
+            # A bug in answering this record. It would fail the same way when served again, and an offset
+            # left open would hold back every later commit of the partition (then pause it): count it
+            # done. The request stays on its topic, the audit log, where `apihub audit` shows it unanswered.
+            logger.exception(
+                "consumer.handler_bug", extra={"fields": {"offset": record.offset, "partition": tp.partition}}
+            )
         finally:
             INFLIGHT.dec()
             tasks = self._tasks.get(tp)

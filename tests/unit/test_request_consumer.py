@@ -125,16 +125,32 @@ async def test_only_the_completed_prefix_is_committed(make: Callable[..., Any]) 
     await until(lambda: run.committed() == 3)
 
 
-async def test_a_failed_handler_leaves_its_offset_uncommitted(make: Callable[..., Any]) -> None:
-    """A record whose answer could not be published stops the committed position before it."""
+async def test_a_failed_publish_leaves_its_offset_uncommitted(make: Callable[..., Any]) -> None:
+    """A record whose answer could not be published (the handler gives up on Kafka only when stopping)
+    stops the committed position before it."""
     run = await make()
     run.put(2)
     await until(lambda: len(run.handler.seen) == 2)
     run.handler.finish(0, 0)
-    run.handler.finish(0, 1, RuntimeError("publish failed"))
+    run.handler.finish(0, 1, KafkaConnectionError("publish failed"))
     await until(lambda: run.committed() == 1)
     await asyncio.sleep(0.1)
     assert run.committed() == 1
+
+
+async def test_a_bug_in_the_handler_does_not_hold_the_partition_back(
+    make: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any other error would recur when the record is served again, and an open offset would hold back
+    every later commit: it is logged and the partition moves on."""
+    run = await make()
+    run.put(3)
+    await until(lambda: len(run.handler.seen) == 3)
+    run.handler.finish(0, 0)
+    run.handler.finish(0, 1, AssertionError("Need at least one: key or value"))
+    run.handler.finish(0, 2)
+    await until(lambda: run.committed() == 3)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == ["consumer.handler_bug"]
 
 
 async def test_readahead_pauses_a_partition_until_work_completes(make: Callable[..., Any]) -> None:

@@ -308,7 +308,7 @@ def document() -> dict[str, Any]:
                             "key": {
                                 "type": ["string", "null"],
                                 "description": "the request record's key, or its source "
-                                "(topic:partition:offset) when it had neither key nor value",
+                                "(topic:partition:offset) when it had no key and its dead letter no value",
                             },
                             "bindingVersion": _BINDING_VERSION,
                         }

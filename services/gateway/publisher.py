@@ -115,22 +115,21 @@ class Publisher:
     ) -> None:
         """Keep an unusable message, with why and where it came from, on the dead-letter topic.
 
-        The record keeps its key, value and headers; one with neither key nor value (which Kafka cannot
-        store) is keyed by its source.
+        The record keeps its key, value and headers; without a key, a dead letter without a value (which
+        Kafka cannot store) is keyed by its source.
         """
         if not self._started:
             raise RuntimeError("Publisher.start() was not called")
         own = [(DLQ_REASON, reason.encode()[:1000]), (DLQ_SOURCE, source.encode())]
         kept = [(k, v) for k, v in headers if k not in (DLQ_REASON, DLQ_SOURCE, DLQ_OMITTED)] + own
-        if key is None and value is None:
-            key = source.encode()
+        keyed = key if key is not None else source.encode()
         try:
-            await self._producer.send_and_wait(self._dlq_topic, value=value, key=key, headers=kept)
+            await self._producer.send_and_wait(
+                self._dlq_topic, value=value, key=keyed if value is None else key, headers=kept
+            )
         except TOO_LARGE:
             size = len(value or b"") + sum(len(k) + len(v) for k, v in headers)
             omitted = [*own, (DLQ_OMITTED, str(size).encode())]
-            await self._producer.send_and_wait(
-                self._dlq_topic, value=None, key=key if key is not None else source.encode(), headers=omitted
-            )
+            await self._producer.send_and_wait(self._dlq_topic, value=None, key=keyed, headers=omitted)
         DLQ_MESSAGES.labels(reason.split(":", 1)[0]).inc()
         log_event(logger, "request.dead_lettered", logging.WARNING, reason=reason, source=source)

@@ -449,6 +449,17 @@ start_sandbox() {
     say "sandbox: ready on http://$HOST:$SANDBOX_PORT (pid $(running_pid sandbox))"
 }
 
+# Exports the variables of an env file as Compose and pydantic-settings read it, never through bash's
+# `source`: a JSON credential pool keeps its quotes and a secret holding $, a backtick or a space is not
+# expanded or run. An empty value (a line kept from .env.example) is skipped, so it cannot hide the stack's
+# address set before it.
+export_env_file() {
+    local pairs pair
+    mapfile -d '' pairs < <("$PYTHON" -m services.config_check "$1")
+    wait $! || die "gateway: ${1#"$REPO_ROOT"/} cannot be read (see above; apihub config check $1)"
+    for pair in "${pairs[@]}"; do export "$pair"; done
+}
+
 start_gateway() {
     require_apihub gateway
     write_stack_env
@@ -459,16 +470,15 @@ start_gateway() {
         set -a
         # shellcheck source=/dev/null
         source "$STACK_ENV"
+        set +a
         # Real settings (credentials, base URLs) may come from .env; otherwise the sandbox's demo keys.
         if [[ -f $REPO_ROOT/.env ]]; then
-            # shellcheck source=/dev/null
-            source "$REPO_ROOT/.env"
+            export_env_file "$REPO_ROOT/.env"
         fi
         local key value
         while IFS='=' read -r key value; do
             [[ -n ${!key:-} ]] || export "$key=$value"
         done <"$(sandbox_credentials)"
-        set +a
         export APIHUB_METRICS_PORT=$GATEWAY_METRICS_PORT
         export APIHUB_KIS__BASE_URL=${APIHUB_KIS__BASE_URL:-http://$HOST:$SANDBOX_PORT/kis/real}
         export APIHUB_KIWOOM__BASE_URL=${APIHUB_KIWOOM__BASE_URL:-http://$HOST:$SANDBOX_PORT/kiwoom/real}

@@ -14,7 +14,8 @@ its reason, in one of five kinds:
 Secrets (``SecretStr`` settings) are never printed: the report says only "set" or "missing" for them. Other
 values appear in a reason with any URL password masked; values of unknown names never appear.
 Policy is pure (``parse_env``, ``check_env``); ``run`` does the I/O and returns the exit code:
-0 no problem, 1 problems, 2 the file cannot be read.
+0 no problem, 1 problems, 2 the file cannot be read. ``python -m services.config_check FILE`` hands the
+file's variables to ``ops/stack.sh`` (``shell_pairs``), which then never lets bash parse ``.env``.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import difflib
 import functools
 import logging
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TextIO, cast, get_args
+from typing import Any, BinaryIO, Literal, TextIO, cast, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
@@ -386,18 +388,63 @@ def format_report(path: str, report: Report, lines: Mapping[str, int] | None = N
     return "\n".join(out)
 
 
-def run(path: str, out: TextIO, err: TextIO) -> int:
-    """Check the env file at ``path`` and print the report: 0 ok, 1 problems, 2 unreadable."""
+def _read(path: str, err: TextIO, who: str) -> str | None:
+    """The file's text, or None after saying on ``err`` why it cannot be read."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         if isinstance(exc, UnicodeDecodeError):
             reason = "not UTF-8 text"
-        print(f"apihub config check: cannot read {path}: {reason}", file=err)
+        print(f"{who}: cannot read {path}: {reason}", file=err)
+        return None
+
+
+def run(path: str, out: TextIO, err: TextIO) -> int:
+    """Check the env file at ``path`` and print the report: 0 ok, 1 problems, 2 unreadable."""
+    text = _read(path, err, "apihub config check")
+    if text is None:
         return 2
     parsed = parse_env(text)
     report = check_env(parsed.values)
     report = Report(parsed.problems + report.problems, report.secrets, report.checked, report.ignored)
     print(format_report(path, report, parsed.lines), file=out)
     return 0 if report.ok else 1
+
+
+# --- the env file for a shell ---------------------------------------------------------------------
+
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def shell_pairs(env: EnvFile) -> bytes:
+    """The variables as NUL-separated ``KEY=VALUE`` items, for a shell to ``export`` one by one (pure).
+
+    No shell parses a value, so a JSON credential pool keeps its quotes and a secret holding ``$``, a
+    backtick or a space stays as written. An empty value (a line copied from ``.env.example``) is left out:
+    the settings ignore empty variables, so exporting one would only hide a value set before it."""
+    return b"".join(
+        f"{key}={value}".encode() + b"\0"
+        for key, value in env.values.items()
+        if value and _SHELL_NAME.fullmatch(key) and "\0" not in value
+    )
+
+
+def export(path: str, out: BinaryIO, err: TextIO) -> int:
+    """Write the env file's variables to ``out`` as ``shell_pairs`` does: 0, or 2 with each syntax problem
+    (by line, never echoing it) when the file cannot be read as a whole."""
+    text = _read(path, err, "env file")
+    if text is None:
+        return 2
+    parsed = parse_env(text)
+    syntax = [p for p in parsed.problems if p.kind == "syntax"]
+    for problem in syntax:
+        print(f"error: {path}: {problem.name}: {problem.reason}", file=err)
+    if syntax:
+        return 2
+    out.write(shell_pairs(parsed))
+    return 0
+
+
+if __name__ == "__main__":  # ops/stack.sh: python -m services.config_check FILE
+    sys.exit(export(sys.argv[1], sys.stdout.buffer, sys.stderr))

@@ -28,8 +28,18 @@ class HubNames:
         )
 
 
-def check_names(names: HubNames, gateway_group: str, gateway_topics: tuple[str, ...]) -> None:
-    """Refuse names that are the running gateway's: its group, its topics (``ReplayError``)."""
+def check_names(
+    names: HubNames, gateway_group: str, gateway_topics: tuple[str, ...], gateway_redis_prefix: str
+) -> None:
+    """Refuse names that are the running gateway's: its group, its topics, or a Redis key prefix that is
+    its own or contains it or lies inside it (the replay gateway would read and write the running one's
+    tokens, limiter state and idempotency records) (``ReplayError``)."""
+    ours, theirs = names.redis_prefix, gateway_redis_prefix
+    if ours.startswith(theirs) or theirs.startswith(ours):
+        raise ReplayError(
+            f"the replay hub's Redis key prefix {ours!r} overlaps the gateway's ({theirs!r}, "
+            "APIHUB_REDIS__KEY_PREFIX): choose another --replay-prefix"
+        )
     if names.group_id == gateway_group:
         raise ReplayError(f"the replay's consumer group may not be the gateway's ({gateway_group})")
     shared = sorted({names.requests, names.responses, names.dlq} & set(gateway_topics))

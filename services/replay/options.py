@@ -131,6 +131,7 @@ def target_from(args: argparse.Namespace, settings: ReplaySettings) -> Target:
             names,
             settings.kafka.group_id,
             (settings.kafka.request_topic, settings.kafka.response_topic, settings.kafka.dlq_topic),
+            settings.redis.key_prefix,
         )
     return Target(
         kind=args.target,

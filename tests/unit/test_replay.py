@@ -219,17 +219,22 @@ def test_compare_without_a_recorded_answer() -> None:
 
 
 @pytest.mark.parametrize(
-    ("prefix", "group", "topics", "refused"),
+    ("prefix", "group", "topics", "refused", "redis_prefix"),
     [
-        ("apihub.replay", "apihub-gateway", ("api.requests", "api.responses"), None),
-        ("api", "api.gateway", ("api.requests",), "group"),
-        ("api", "apihub-gateway", ("api.requests", "api.responses"), "topics"),
+        ("apihub.replay", "apihub-gateway", ("api.requests", "api.responses"), None, "apihub:"),
+        ("api", "api.gateway", ("api.requests",), "group", "apihub:"),
+        ("api", "apihub-gateway", ("api.requests", "api.responses"), "topics", "apihub:"),
+        ("apihub", "apihub-gateway", ("api.requests",), "Redis key prefix 'apihub:' overlaps", "apihub:"),
+        ("apihub:x", "apihub-gateway", ("api.requests",), "overlaps the gateway's", "apihub:"),
+        ("apihub.replay", "apihub-gateway", ("api.requests",), "overlaps the gateway's", "apihub.r"),
+        ("apihub.replay", "apihub-gateway", ("api.requests",), None, "hub:"),
     ],
 )
 def test_the_replay_hub_never_takes_the_gateways_group_or_topics(
-    prefix: str, group: str, topics: tuple[str, ...], refused: str | None
+    prefix: str, group: str, topics: tuple[str, ...], refused: str | None, redis_prefix: str
 ) -> None:
-    """The replay hub's names are refused when they are the running gateway's group or topics."""
+    """The replay hub's names are refused when they are the running gateway's group or topics, or when its
+    Redis key prefix is the gateway's, inside it or around it (APIHUB_REDIS__KEY_PREFIX)."""
     names = HubNames.from_prefix(prefix)
     assert (names.requests, names.group_id, names.redis_prefix) == (
         f"{prefix}.requests",
@@ -237,10 +242,10 @@ def test_the_replay_hub_never_takes_the_gateways_group_or_topics(
         f"{prefix}:",
     )
     if refused is None:
-        check_names(names, group, topics)
+        check_names(names, group, topics, redis_prefix)
     else:
         with pytest.raises(ReplayError, match=refused):
-            check_names(names, group, topics)
+            check_names(names, group, topics, redis_prefix)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,12 @@ from datetime import date
 from typing import Any
 
 import orjson
-from aiokafka.errors import KafkaError
+from aiokafka import errors as kafka_errors
+from aiokafka.errors import KafkaError, ProducerFenced, UnknownTopicOrPartitionError
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hubclient.errors import HubError
 from services.audit.command import add_parser as add_audit_parser
@@ -24,6 +29,8 @@ from services.credentials_cli import add_parser as add_credentials_parser
 from services.logs import configure_logging
 from services.replay.command import add_parser as add_replay_parser
 from services.settings import ClientSettings, SettingsInvalid
+from services.settings import _errors as settings_errors
+from services.settings import _message as settings_message
 from services.status.command import add_parser as add_status_parser
 
 
@@ -45,19 +52,45 @@ def cmd_gateway(_: argparse.Namespace) -> int:
     settings = GatewaySettings()
     configure_logging(settings.log_level)
     stop = asyncio.Event()
-    _run_until_signal(run_gateway(settings, stop), stop)
+    try:
+        _run_until_signal(run_gateway(settings, stop), stop)
+    except (RedisConnectionError, RedisTimeoutError) as exc:  # its message names the address, no password
+        print(
+            f"error: Redis is not reachable ({exc}); is the stack up (make up) and APIHUB_REDIS__URL "
+            "(or APIHUB_REDIS__SENTINELS) right?",
+            file=sys.stderr,
+        )
+        return 2
+    except RedisError as exc:
+        print(f"error: Redis refused the gateway ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run one worker (history-collector, verification-worker, recovery-worker) until SIGTERM/SIGINT."""
     from services.settings import WorkerSettings
+    from services.worker.health import HealthPortUnavailable
     from services.worker.main import run_worker
 
     settings = WorkerSettings()
     configure_logging(settings.log_level)
     stop = asyncio.Event()
-    _run_until_signal(run_worker(args.name, settings, stop), stop)
+    try:
+        _run_until_signal(run_worker(args.name, settings, stop), stop)
+    except ProducerFenced:
+        transactional_id = f"{settings.group_id or args.name}.{settings.instance_id}"
+        print(
+            f"error: Kafka fenced this worker: another process started with its transactional id "
+            f"{transactional_id!r}. Each running instance of a worker needs its own APIHUB_INSTANCE_ID "
+            "(default: the host name, so two on one host clash); keep it across restarts, so a restarted "
+            "instance fences its killed predecessor (docs/WORKERS.md)",
+            file=sys.stderr,
+        )
+        return 2
+    except HealthPortUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -66,6 +99,16 @@ def _day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
+    return port
 
 
 def cmd_history_collect(args: argparse.Namespace) -> int:
@@ -99,12 +142,24 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         task = asyncio.create_task(serve(settings))
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if task.done():  # it could not start (its port is taken): say why instead of waiting for a signal
+            task.result()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    _run_until_signal(main(), stop)
+    try:
+        _run_until_signal(main(), stop)
+    except OSError as exc:
+        print(
+            f"error: the sandbox cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); "
+            "choose another --port (or APIHUB_SANDBOX_PORT for make up)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 
@@ -207,22 +262,66 @@ def cmd_feed(args: argparse.Namespace) -> int:
         "corrupt_rate": args.corrupt_rate,
         "seed": args.seed,
     }
-    feed = FeedSettings.model_validate(
-        {**base.feed.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
-    )
+    try:
+        feed = FeedSettings.model_validate(
+            {**base.feed.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        for error in settings_errors(exc):
+            print(f"apihub feed: error: {_feed_problem(error, args)}", file=sys.stderr)
+        return 2
     settings = base.model_copy(update={"feed": feed})
     configure_logging("INFO")
     stop = asyncio.Event()
-    if args.once or args.day:
+    try:
+        if args.once or args.day:
 
-        async def main() -> None:
-            report = await publish_day(settings, feed.bootstrap_servers, stop=stop, client_options=security)
-            print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+            async def main() -> None:
+                report = await publish_day(
+                    settings, feed.bootstrap_servers, stop=stop, client_options=security
+                )
+                print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
 
-        _run_until_signal(main(), stop)
-    else:
-        _run_until_signal(run_feed(settings, stop, client_options=security), stop)
+            _run_until_signal(main(), stop)
+        else:
+            _run_until_signal(run_feed(settings, stop, client_options=security), stop)
+    except UnknownTopicOrPartitionError:
+        print(
+            f"apihub feed: error: Kafka at {feed.bootstrap_servers} has no topic {feed.topic!r}; "
+            "apihub topics ensure creates the declared topics (or name another with --topic)",
+            file=sys.stderr,
+        )
+        return 2
     return 0
+
+
+#: The ``apihub feed`` flag behind each feed setting, and its attribute on the parsed arguments.
+FEED_FLAGS = {
+    "bootstrap_servers": ("--bootstrap-servers", "bootstrap_servers"),
+    "topic": ("--topic", "topic"),
+    "symbols": ("--symbols", "symbols"),
+    "day": ("--day", "day"),
+    "speed": ("--speed", "speed"),
+    "gaps": ("--gap", "gap"),
+    "gap_rate": ("--gap-rate", "gap_rate"),
+    "corrupt_rate": ("--corrupt-rate", "corrupt_rate"),
+    "seed": ("--seed", "seed"),
+}
+
+
+def _feed_problem(error: Any, args: argparse.Namespace) -> str:
+    """One refused feed setting in the words of its flag: ``--gap '005930@25:00-26:00': start: ...``."""
+    loc, reason = tuple(error["loc"]), settings_message(error)
+    known = FEED_FLAGS.get(str(loc[0])) if loc else None
+    if known is None:
+        return reason
+    flag, attribute = known
+    value = getattr(args, attribute)
+    if flag == "--gap" and len(loc) > 1 and isinstance(loc[1], int):
+        value, loc = value[loc[1]], loc[1:]
+    inside = ".".join(str(part) for part in loc[1:])
+    shown = " ".join(value) if isinstance(value, list) else str(value)
+    return f"{flag} {shown}: {inside + ': ' if inside else ''}{reason}"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -268,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.set_defaults(func=cmd_history_collect)
     sandbox = sub.add_parser("sandbox", help="run the KIS/Kiwoom sandbox")
     sandbox.add_argument("--host")
-    sandbox.add_argument("--port", type=int)
+    sandbox.add_argument("--port", type=_port, help="TCP port, 0-65535 (default 18080)")
     sandbox.set_defaults(func=cmd_sandbox)
     topics = sub.add_parser("topics", help="manage the declared topics")
     topics.add_argument("action", choices=["ensure"])
@@ -327,6 +426,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Kafka errors that mean the client could not talk to the brokers (down, wrong address, or a listener that
+#: wants SASL or TLS), as opposed to brokers that answered and refused.
+NOT_CONNECTED = (
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.KafkaUnavailableError,
+    kafka_errors.NoBrokersAvailable,
+    kafka_errors.UnrecognizedBrokerVersion,
+    kafka_errors.KafkaProtocolError,
+    kafka_errors.AuthenticationFailedError,
+    kafka_errors.AuthenticationMethodNotSupported,
+    kafka_errors.SaslAuthenticationFailed,
+)
+NOT_AUTHORIZED = (
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.GroupAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.TransactionalIdAuthorizationFailed,
+)
+
+
+def kafka_failure(exc: KafkaError, what: str | None = None) -> str:
+    """The ``error:`` line for a Kafka error that ended a command; ``what`` is the client's own account of
+    it (a hub client's), said instead of Kafka's."""
+    from services.kafka_client import SECURITY_HINT
+
+    if isinstance(exc, UnknownTopicOrPartitionError):
+        return (
+            f"error: a topic this command uses does not exist ({what or exc}); "
+            "apihub topics ensure creates the declared topics"
+        )
+    if isinstance(exc, NOT_AUTHORIZED):
+        return f"error: Kafka refused this principal ({what or exc}); {SECURITY_HINT}"
+    if isinstance(exc, ProducerFenced):
+        return f"error: Kafka fenced this producer: another process uses its transactional id ({exc})"
+    if isinstance(exc, NOT_CONNECTED):
+        said = what or f"Kafka is not reachable ({exc})"
+        return f"error: {said}; is the stack up (make up) and the address right? And {SECURITY_HINT}"
+    return f"error: Kafka refused the command ({what or f'{type(exc).__name__}: {exc}'})"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``apihub`` console script."""
     args = build_parser().parse_args(argv)
@@ -336,23 +478,12 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.report(), file=sys.stderr)
         return 2
     except KafkaError as exc:  # the common operator mistake: the stack is not up or the address is wrong
-        from services.kafka_client import SECURITY_HINT
-
-        print(
-            f"error: Kafka is not reachable ({exc}); is the stack up (make up) and the address right? "
-            f"And {SECURITY_HINT}",
-            file=sys.stderr,
-        )
+        print(kafka_failure(exc), file=sys.stderr)
         return 2
     except HubError as exc:  # a hub client's connection failed (its cause is Kafka's error)
         if not isinstance(exc.__cause__, KafkaError):
             raise
-        from services.kafka_client import SECURITY_HINT
-
-        print(
-            f"error: {exc}; is the stack up (make up) and the address right? And {SECURITY_HINT}",
-            file=sys.stderr,
-        )
+        print(kafka_failure(exc.__cause__, str(exc)), file=sys.stderr)
         return 2
     return code
 

@@ -526,7 +526,7 @@ class WorkerSettings(HubSettings):
     instance_id: str = Field(
         default_factory=_default_worker_instance,
         description="stable across restarts: with the name it makes the transactional id, so a restarted "
-        "worker fences its killed self",
+        "worker fences its killed self; distinct per running instance (two on one host set their own)",
     )
     health_host: str = "127.0.0.1"
     health_port: int | None = Field(

@@ -177,7 +177,7 @@ class SandboxSettings(HubSettings):
     model_config = SettingsConfigDict(env_prefix="APIHUB_SANDBOX__", env_ignore_empty=False)
 
     host: str = "127.0.0.1"
-    port: int = 18080
+    port: int = Field(default=18080, ge=0, le=65535)
 
     # Per-appkey request limits, sliding one-second window counted on arrival.
     kis_real_rate_per_s: int = Field(default=20, ge=1)

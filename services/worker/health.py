@@ -40,6 +40,10 @@ def answer(request_line: str, ready: bool) -> bytes:
     return _response("404 Not Found", b"not found\n")
 
 
+class HealthPortUnavailable(Exception):
+    """The health server's address is taken (or not this host's): the worker cannot start."""
+
+
 class HealthServer:
     """Serves the three paths on ``host:port`` between ``start()`` and ``stop()``."""
 
@@ -57,8 +61,14 @@ class HealthServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        """Bind and serve."""
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        """Bind and serve; ``HealthPortUnavailable`` when the address cannot be bound."""
+        try:
+            self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        except OSError as exc:
+            raise HealthPortUnavailable(
+                f"cannot listen on {self._host}:{self._port} for /healthz, /readyz and /metrics "
+                f"({exc.strerror or exc}); set APIHUB_HEALTH_PORT to a free port"
+            ) from exc
 
     async def stop(self) -> None:
         """Close the socket."""

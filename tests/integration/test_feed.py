@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date, datetime, time
@@ -18,6 +19,7 @@ from services.sandbox.clock import KST, SimClock
 from services.sandbox.feed import GapReport, plan_day, publish_day, run_feed, sandbox_market
 from services.sandbox.settings import FeedSettings, SandboxSettings
 from services.topics import ensure_topics, load_topics
+from tests import processes
 from tests.conftest import Services
 
 DAY = date(2026, 11, 26)  # a Thursday inside the default market history
@@ -203,3 +205,31 @@ async def test_paced_replay_stops_cleanly(services: Services, tick_topic: str) -
         await topic.poll(500)
     assert len(records) == report.published
     assert orjson.loads(records[-1].value)["ts_ms"] == report.last_ts_ms
+
+
+def test_feed_to_a_missing_topic_names_it(services: Services, unique: str) -> None:
+    """``apihub feed`` to a topic Kafka does not have ends with one line naming the topic and
+    ``apihub topics ensure``, exit 2; Kafka was reachable, so it does not say otherwise."""
+    topic = f"nosuch{unique}.ticks"
+    argv = [
+        "feed",
+        "--once",
+        "--topic",
+        topic,
+        "--symbols",
+        SYMBOL,
+        "--bootstrap-servers",
+        services.kafka_bootstrap,
+    ]
+    done = subprocess.run(
+        processes.apihub_argv(*argv),
+        env=processes.clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("apihub feed: error:")]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(errors) == 1 and repr(topic) in errors[0] and "apihub topics ensure" in errors[0]
+    assert "not reachable" not in done.stderr and "Traceback" not in done.stderr

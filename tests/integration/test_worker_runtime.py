@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,8 +13,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.settings import KafkaSettings, WorkerSettings, WorkerTopics
 from services.worker.runtime import TaskLoop
+from tests import processes
 from tests.conftest import Services
-from tests.integration.conftest import read_committed
+from tests.integration.conftest import private_worker_topics, read_committed
 from tests.unit.test_worker_runtime import EchoHandler
 
 
@@ -71,3 +73,55 @@ async def test_tasks_and_dead_letters_commit_with_their_offsets(services: Servic
     finally:
         await consumer.stop()
     assert committed == 3
+
+
+async def test_two_workers_with_one_instance_id_are_told_to_set_their_own(
+    services: Services, unique: str, tmp_path: Path
+) -> None:
+    """Two history-collectors with one APIHUB_INSTANCE_ID share a transactional id, so the second fences the
+    first: the first exits 2 saying each instance needs its own APIHUB_INSTANCE_ID (not "Kafka is not
+    reachable"), without a traceback."""
+    bootstrap = services.kafka_bootstrap
+    fields = ("history_jobs", "history_progress", "candles", "dlq")
+    topics = await private_worker_topics(bootstrap, f"x{unique}", *fields)
+    env = {
+        "APIHUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "APIHUB_GROUP_ID": f"fence-{unique}",
+        "APIHUB_INSTANCE_ID": "same-host",
+        **{f"APIHUB_TOPICS__{field.upper()}": getattr(topics, field) for field in fields},
+    }
+    children = []
+    for name in ("first", "second"):
+        port = processes.free_port()
+        children.append(
+            await processes.start(
+                name,
+                processes.apihub_argv("worker", "history-collector"),
+                env={**env, "APIHUB_HEALTH_PORT": str(port)},
+                log_path=tmp_path / f"{name}.log",
+                ready_url=f"http://127.0.0.1:{port}/readyz",
+            )
+        )
+    first, second = children
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        async with asyncio.timeout(90):
+            while first.running:  # malformed tasks on every partition until the first commits one
+                for partition in range(3):
+                    await producer.send_and_wait(topics.history_jobs, b"{not json", partition=partition)
+                await asyncio.sleep(1)
+    finally:
+        await producer.stop()
+        await second.stop()
+        await first.stop()
+    log = (tmp_path / "first.log").read_text()
+    assert first.proc.returncode == 2, first.describe_exit()
+    assert "error: Kafka fenced this worker" in log and "its own APIHUB_INSTANCE_ID" in log, log[-3000:]
+    assert f"'fence-{unique}.same-host'" in log
+    # Only the error line is plain text; the rest is the JSON log (where aiokafka's own abandoned futures
+    # are logged by asyncio), never a traceback on the terminal.
+    assert [line for line in log.splitlines() if not line.startswith("{")] == [
+        line for line in log.splitlines() if line.startswith("error: Kafka fenced this worker")
+    ]
+    assert "not reachable" not in log

@@ -6,10 +6,21 @@ Every command here that would reach Kafka is pointed at a loopback port nobody l
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    ProducerFenced,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 
 from services import cli
 
@@ -183,3 +194,115 @@ def test_the_sandbox_module_refuses_its_settings_the_same_way(
     assert "  APIHUB_SANDBOX__KIS_REAL_RATE_PER_S: Input should be greater than or equal to 1" in (
         capsys.readouterr().err
     )
+
+
+def test_the_gateway_without_redis_says_so(tmp_path: Path) -> None:
+    """A gateway that cannot reach Redis as it starts ends with one ``error:`` line naming Redis, exit 2, no
+    traceback (a process of its own: the gateway leaves its unstarted Kafka producer to the collector)."""
+    env = {
+        **os.environ,
+        "APIHUB_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port()}",
+        "APIHUB_REDIS__URL": f"redis://127.0.0.1:{closed_port()}/0",
+        "APIHUB_METRICS_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "gateway"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(errors) == 1 and errors[0].startswith("error: Redis is not reachable"), done.stderr[-2000:]
+    assert "APIHUB_REDIS__URL" in errors[0] and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "says", "never"),
+    [
+        (KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]"), "Kafka is not reachable", None),
+        (UnknownTopicOrPartitionError(), "apihub topics ensure", "not reachable"),
+        (ProducerFenced(), "transactional id", "not reachable"),
+        (TopicAuthorizationFailedError(), "refused this principal", "not reachable"),
+        (CommitFailedError("rebalanced"), "Kafka refused the command (CommitFailedError", "not reachable"),
+    ],
+)
+def test_only_a_connection_failure_is_called_unreachable(
+    error: KafkaError, says: str, never: str | None
+) -> None:
+    """Each Kafka error that ends a command gets one ``error:`` line; only failing to connect says "not
+    reachable" (with the stack and SASL hints); an unknown topic points at ``apihub topics ensure``."""
+    line = cli.kafka_failure(error)
+    assert line.startswith("error: ") and "\n" not in line and says in line
+    assert never is None or never not in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gap", "005930@25:00-26:00"], "--gap 005930@25:00-26:00: start: Input should be in a valid time"),
+        (["--gap", "garbage"], "--gap garbage: gap 'garbage' is not SYMBOL@HH:MM-HH:MM"),
+        (["--gap", "005930@10:30-10:00"], "--gap 005930@10:30-10:00: gap of 005930 ends (10:00:00) before"),
+        (["--corrupt-rate", "2"], "--corrupt-rate 2.0: Input should be less than or equal to 1"),
+        (["--corrupt-rate", "-0.5"], "--corrupt-rate -0.5: Input should be greater than or equal to 0"),
+        (["--speed", "-1"], "--speed -1.0: Input should be greater than or equal to 0"),
+        (["--symbols", "12"], "--symbols 12: symbols ['12'] are not in the sandbox's symbol master"),
+        (["--gap", "000660@10:00-10:30"], "error: gaps name symbols the feed does not publish: ['000660']"),
+    ],
+)
+def test_feed_refuses_bad_values_one_line_each(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    """A value the feed cannot use is named by its flag on an ``error:`` line of its own, exit 2, before
+    anything reaches Kafka; no pydantic dump."""
+    assert cli.main(["feed", "--once", "--symbols", "005930", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("apihub feed: error: ") and message in err
+    assert "Traceback" not in err and "pydantic" not in err and "For further information" not in err
+
+
+def test_sandbox_on_a_taken_port_says_so_and_exits(capsys: pytest.CaptureFixture[str]) -> None:
+    """The sandbox whose port is taken exits 2 with one line naming the address (it used to wait forever
+    for a signal after the traceback)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["sandbox", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: the sandbox cannot listen on 127.0.0.1:{port} ("
+    )
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_sandbox_refuses_a_port_that_is_none(capsys: pytest.CaptureFixture[str], port: str) -> None:
+    """A --port outside 0-65535 is a usage error (exit 2) naming it."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["sandbox", "--port", port])
+    assert caught.value.code == 2
+    assert f"{port!r} is not a TCP port (0-65535)" in capsys.readouterr().err
+
+
+def test_worker_on_a_taken_health_port_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose APIHUB_HEALTH_PORT is taken exits 2 with one line naming it, before reaching Kafka."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("APIHUB_HEALTH_PORT", str(port))
+        assert cli.main(["worker", "history-collector"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: cannot listen on 127.0.0.1:{port} for /healthz")
+        and "APIHUB_HEALTH_PORT" in err
+    )
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+

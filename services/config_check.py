@@ -317,8 +317,6 @@ def _value_problem(name: str, value: str) -> str | None:
         return _url_problem(value)
     if name == "APIHUB_KAFKA__BOOTSTRAP_SERVERS":
         return _bootstrap_problem(value)
-    if name == "APIHUB_REDIS__URL" and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        return "expected redis://, rediss:// or unix:// URL"
     if name == "APIHUB_LOG_LEVEL" and value.upper() not in LOG_LEVELS:
         return f"not a log level ({', '.join(sorted(LOG_LEVELS - {'NOTSET', 'WARN', 'FATAL'}))})"
     if name in ("APIHUB_METRICS_PORT", "APIHUB_HEALTH_PORT") and value.isdigit() and int(value) > 65535:

@@ -167,6 +167,14 @@ class RedisSettings(BaseModel):
     )
     sentinel_master: str = Field(default="mymaster", min_length=1, description="the primary's Sentinel name")
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        # The URL is not quoted back: it may hold the password.
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("not a Redis URL (redis://host:port/db, rediss:// for TLS, or unix:///path)")
+        return url
+
     @field_validator("sentinels", mode="before")
     @classmethod
     def _split_sentinels(cls, value: object) -> object:

@@ -306,3 +306,16 @@ def test_worker_on_a_taken_health_port_says_so(
     )
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
+
+@pytest.mark.parametrize("url", ["notaurl", "http://:hunter2-password@redis:6379/0"])
+def test_a_redis_url_that_is_none_is_a_refused_setting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """APIHUB_REDIS__URL must be redis://, rediss:// or unix://: anything else is refused as the command
+    starts, on the settings' ``error:`` lines (the URL not shown: it may hold the password), exit 2."""
+    monkeypatch.setenv("APIHUB_REDIS__URL", url)
+    assert cli.main(["credentials"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the settings cannot be used")
+    assert "  APIHUB_REDIS__URL: not a Redis URL" in err
+    assert "Traceback" not in err and url not in err and "hunter2" not in err

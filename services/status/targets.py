@@ -3,8 +3,9 @@
 Built once at the command's edge (``StatusSettings``, then ``targets``) from, in this order of precedence:
 the command's flags, ``APIHUB_*`` variables in the environment, ``.local/stack.env`` (written by
 ``make up``), and the local stack's defaults. The gateway is ``APIHUB_GATEWAY_METRICS_URL`` (the setting
-``apihub demo`` reads too); each worker listens where ``apihub worker NAME`` puts its health server
-(18091 history-collector, 18092 verification-worker, 18093 recovery-worker, on ``APIHUB_HEALTH_HOST``).
+``apihub demo`` reads too); each worker is ``APIHUB_WORKER_URLS__<NAME>`` (stack.env has the stack's), else
+where ``apihub worker NAME`` puts its health server by default (18091 history-collector, 18092
+verification-worker, 18093 recovery-worker, on ``APIHUB_HEALTH_HOST``).
 The limits (calls per second) are the gateway's own settings, ``APIHUB_KIS__RATE_PER_S`` and
 ``APIHUB_KIWOOM__RATE_PER_S``: the metrics carry what was sent, the settings what is allowed.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
 from pydantic_settings import SettingsConfigDict
 
 from services.settings import HubSettings, KisSettings, KiwoomSettings
@@ -25,6 +27,15 @@ STACK_ENV = Path(__file__).resolve().parents[2] / ".local" / "stack.env"
 GATEWAY = "gateway"
 
 
+class WorkerUrls(BaseModel):
+    """Each worker's health address (``APIHUB_WORKER_URLS__HISTORY_COLLECTOR=http://...``, which
+    ``make up`` writes to stack.env); unset, ``health_host`` and the worker's default port."""
+
+    history_collector: str | None = None
+    verification_worker: str | None = None
+    recovery_worker: str | None = None
+
+
 class StatusSettings(HubSettings):
     """The settings ``apihub status`` reads (names shared with the gateway, the workers and ``demo``)."""
 
@@ -32,6 +43,7 @@ class StatusSettings(HubSettings):
 
     gateway_metrics_url: str = "http://127.0.0.1:18081"
     health_host: str = "127.0.0.1"
+    worker_urls: WorkerUrls = WorkerUrls()
     kis: KisSettings = KisSettings()
     kiwoom: KiwoomSettings = KiwoomSettings()
 
@@ -63,7 +75,9 @@ def targets(
     """The endpoints and limits for ``settings``; the flags' ``gateway`` URL takes precedence, and
     ``workers`` (name -> URL, any name), when given, are the workers watched instead of the stack's three."""
     urls = workers or {
-        name: f"http://{settings.health_host}:{kind.health_port}" for name, kind in WORKERS.items()
+        name: getattr(settings.worker_urls, name.replace("-", "_"))
+        or f"http://{settings.health_host}:{kind.health_port}"
+        for name, kind in WORKERS.items()
     }
     endpoints = [Endpoint(GATEWAY, (gateway or settings.gateway_metrics_url).rstrip("/"))]
     endpoints += [Endpoint(name, url.rstrip("/")) for name, url in urls.items()]

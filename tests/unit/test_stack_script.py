@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -69,3 +70,29 @@ def test_an_env_file_that_cannot_be_read_stops_the_gateway_start(tmp_path: Path,
     )
     assert result.returncode == 1 and "started" not in result.stdout
     assert "line 1" in result.stderr and "cannot be read" in result.stderr and "unclosed" not in result.stderr
+
+
+def test_status_watches_the_workers_where_the_stack_put_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stack.env, as ``make up`` writes it with moved ports, gives ``apihub status`` each worker's address
+    (not the default 18091-18093)."""
+    from services.status.targets import StatusSettings, targets
+
+    stack_env = tmp_path / "stack.env"
+    script = (
+        f"LOCAL_DIR={tmp_path}\nSTACK_ENV={stack_env}\nHOST=127.0.0.1\nREDIS_PORT=1\nSANDBOX_PORT=2\n"
+        "GATEWAY_METRICS_PORT=3\nHISTORY_PORT=33091\nVERIFICATION_PORT=33094\nRECOVERY_PORT=33095\n"
+        "kafka_bootstrap() { echo 127.0.0.1:4; }\n" + stack_function("write_stack_env") + "write_stack_env\n"
+    )
+    assert run_bash(script, tmp_path).returncode == 0
+    for name in list(os.environ):
+        if name.startswith("APIHUB_"):
+            monkeypatch.delenv(name)
+    watched = targets(StatusSettings(_env_file=stack_env))  # type: ignore[call-arg]
+    assert {e.name: e.url for e in watched.endpoints} == {
+        "gateway": "http://127.0.0.1:3",
+        "history-collector": "http://127.0.0.1:33091",
+        "verification-worker": "http://127.0.0.1:33094",
+        "recovery-worker": "http://127.0.0.1:33095",
+    }

@@ -319,7 +319,11 @@ def test_a_restarted_gateway_counts_from_zero() -> None:
 
 def test_targets_from_settings_and_flags() -> None:
     """The gateway comes from the setting unless a flag names one; flagged workers replace the stack's."""
-    settings = StatusSettings(gateway_metrics_url="http://10.0.0.5:9000/", health_host="127.0.0.2")
+    settings = StatusSettings(  # not this machine's .local/stack.env, which names its workers
+        _env_file=None,  # type: ignore[call-arg]
+        gateway_metrics_url="http://10.0.0.5:9000/",
+        health_host="127.0.0.2",
+    )
     default = targets(settings)
     assert [(e.name, e.url) for e in default.endpoints] == [
         ("gateway", "http://10.0.0.5:9000"),

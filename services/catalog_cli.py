@@ -128,6 +128,18 @@ def _generate(source: Path | None, *, check: bool) -> int:
     except FileNotFoundError as exc:
         print(f"error: the endpoint tables are not there: {exc.filename}", file=sys.stderr)
         return 2
+    except NotADirectoryError:
+        print(f"error: --source {source} is not a folder (it holds the two .tsv tables)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot read the endpoint tables in {source}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # a row without a column the build reads
+        print(f"error: the endpoint tables in {source} lack the column {exc.args[0]!r}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # not UTF-8, a malformed row, an entry that cannot be keyed
+        print(f"error: the endpoint tables in {source} cannot be used: {exc}", file=sys.stderr)
+        return 2
     target = catalog_build.CATALOG_FILE
     if check:
         stale = not target.exists() or target.read_text(encoding="utf-8") != text

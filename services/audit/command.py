@@ -17,7 +17,7 @@ from typing import TextIO
 from services.audit import AuditError
 from services.audit.collect import DEFAULT_GRACE_MS, Limits, Source, collect
 from services.audit.join import OUTCOMES, Filters
-from services.audit.output import summary_lines, table_lines, write_csv, write_jsonl
+from services.audit.output import open_output, summary_lines, table_lines, write_csv, write_jsonl
 from services.audit.progress import Progress, quiet
 from services.audit.stats import summarize
 from services.audit.timerange import FORMS, TimeRange, parse_duration_ms, resolve_range
@@ -150,6 +150,15 @@ def _describe_filters(filters: Filters) -> str:
 
 async def run_audit(options: AuditOptions, stdout: TextIO, stderr: TextIO) -> int:
     """Read, join, filter and show; returns the exit code."""
+    target = open_output(options.output, newline="")
+    try:
+        return await _audit(options, target, stdout, stderr)
+    finally:
+        if target is not None:
+            target.close()
+
+
+async def _audit(options: AuditOptions, target: TextIO | None, stdout: TextIO, stderr: TextIO) -> int:
     progress = Progress(stderr) if options.show_progress else quiet()
     collected = await collect(
         options.source,
@@ -174,20 +183,15 @@ async def run_audit(options: AuditOptions, stdout: TextIO, stderr: TextIO) -> in
         unmatched_answers=collected.joined.unmatched_answers,
         truncated=collected.truncated,
     )
-    target = options.output.open("w", encoding="utf-8", newline="") if options.output else None
-    try:
-        out = target or stdout
-        if options.output_format == "table":
-            rows = table_lines(kept, limit=options.rows)
-            out.write("\n".join([*summary, *(["", *rows] if rows else [])]) + "\n")
-        else:
-            writer = write_jsonl if options.output_format == "jsonl" else write_csv
-            writer(kept, out, with_data=options.with_data)
-            # rows on stdout keep it machine-readable: the summary goes to stderr then
-            (stdout if target else stderr).write("\n".join(summary) + "\n")
-    finally:
-        if target is not None:
-            target.close()
+    out = target or stdout
+    if options.output_format == "table":
+        rows = table_lines(kept, limit=options.rows)
+        out.write("\n".join([*summary, *(["", *rows] if rows else [])]) + "\n")
+    else:
+        writer = write_jsonl if options.output_format == "jsonl" else write_csv
+        writer(kept, out, with_data=options.with_data)
+        # rows on stdout keep it machine-readable: the summary goes to stderr then
+        (stdout if target else stderr).write("\n".join(summary) + "\n")
     if options.output is not None:
         print(f"wrote {len(kept):,} rows to {options.output}", file=stdout if target else stderr)
     return EXIT_PARTIAL if collected.truncated else 0

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
+from services.audit import AuditError
 from services.audit.join import PENDING, UNANSWERED, Exchange
 from services.audit.redact import redact, safe_data, safe_params
 from services.audit.stats import PERCENTILES, Summary
@@ -247,3 +249,14 @@ def write_csv(exchanges: Iterable[Exchange], out: TextIO, *, with_data: bool = F
         writer.writerow(row)
         count += 1
     return count
+
+
+def open_output(path: Path | None, *, newline: str | None = None) -> TextIO | None:
+    """``--output``'s file opened for writing (None: stdout), before anything is read, so a path that cannot
+    be written is an ``AuditError`` at once rather than a traceback after the whole read."""
+    if path is None:
+        return None
+    try:
+        return path.open("w", encoding="utf-8", newline=newline)
+    except OSError as exc:
+        raise AuditError(f"cannot write --output {path}: {exc.strerror or exc}") from None

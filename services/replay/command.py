@@ -22,7 +22,7 @@ from hubclient.models import ApiRequest
 from hubclient.transport import KafkaTransport
 from services.audit import AuditError
 from services.audit.collect import collect
-from services.audit.output import wrap_items
+from services.audit.output import open_output, wrap_items
 from services.audit.progress import Progress, quiet
 from services.audit.timerange import describe
 from services.logs import configure_logging
@@ -127,6 +127,15 @@ async def _send(options: ReplayOptions, plan: Plan, progress: Progress) -> list[
 
 async def run_replay(options: ReplayOptions, stdout: TextIO, stderr: TextIO) -> int:
     """Read, plan, send (unless a dry run), compare and report; returns the exit code."""
+    target = open_output(options.output)
+    try:
+        return await _replay(options, target, stdout, stderr)
+    finally:
+        if target is not None:
+            target.close()
+
+
+async def _replay(options: ReplayOptions, target: TextIO | None, stdout: TextIO, stderr: TextIO) -> int:
     progress = Progress(stderr) if options.show_progress else quiet()
     collected = await collect(
         options.source,
@@ -151,19 +160,14 @@ async def run_replay(options: ReplayOptions, stdout: TextIO, stderr: TextIO) -> 
     ]
     if collected.truncated:
         header += wrap_items("WARNING ", [f"read stopped early: {collected.truncated}"])
-    target = options.output.open("w", encoding="utf-8") if options.output else None
-    try:
-        out = target or stdout
-        if options.output_format == "jsonl":
-            for outcome in outcomes:
-                out.write(orjson.dumps(outcome_row(outcome)).decode() + "\n")
-            (stdout if target else stderr).write("\n".join([*header, *count_lines(outcomes)]) + "\n")
-        else:
-            body = [line for outcome in outcomes for line in outcome_lines(outcome)]
-            out.write("\n".join([*header, *count_lines(outcomes), *(["", *body] if body else [])]) + "\n")
-    finally:
-        if target is not None:
-            target.close()
+    out = target or stdout
+    if options.output_format == "jsonl":
+        for outcome in outcomes:
+            out.write(orjson.dumps(outcome_row(outcome)).decode() + "\n")
+        (stdout if target else stderr).write("\n".join([*header, *count_lines(outcomes)]) + "\n")
+    else:
+        body = [line for outcome in outcomes for line in outcome_lines(outcome)]
+        out.write("\n".join([*header, *count_lines(outcomes), *(["", *body] if body else [])]) + "\n")
     troubled = any(o.verdict not in ("same", "skipped", "would send") for o in outcomes)
     return 1 if troubled else 0
 

@@ -523,6 +523,35 @@ def test_cli_generate_reports_absent_tables(tmp_path: Any, capsys: pytest.Captur
     assert "kis-endpoints.tsv" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("kis", "says"),
+    [
+        (b"kind\ttr_id\nrest\tFHKST01010100\n", "lack the column"),
+        (b"kind\ttr_id\n\xff\xfe\tx\n", "cannot be used: 'utf-8' codec can't decode"),
+    ],
+    ids=["missing-column", "not-utf8"],
+)
+def test_cli_generate_refuses_tables_it_cannot_read(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], kis: bytes, says: str
+) -> None:
+    """Tables with a column missing or that are not UTF-8 text are one ``error:`` line, exit 2."""
+    (tmp_path / build.KIS_TABLE).write_bytes(kis)
+    (tmp_path / build.KIWOOM_TABLE).write_bytes(b"kind\n")
+    assert main(["catalog", "generate", "--source", str(tmp_path), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the endpoint tables in ") and says in err and len(err.splitlines()) == 1
+
+
+def test_cli_generate_refuses_a_file_as_source(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--source`` naming a file, not a folder, is one ``error:`` line, exit 2."""
+    (tmp_path / "tables.tsv").write_text("kind\n")
+    assert main(["catalog", "generate", "--source", str(tmp_path / "tables.tsv"), "--check"]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: --source {tmp_path / 'tables.tsv'} is not a folder (it holds the two .tsv tables)\n"
+    )
+
+
 def test_write_reports_whether_it_changed(tmp_path: Any) -> None:
     """write() regenerates a target once and reports no change the second time."""
     source = tmp_path / "src"

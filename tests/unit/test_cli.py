@@ -319,3 +319,23 @@ def test_a_redis_url_that_is_none_is_a_refused_setting(
     assert err.startswith("error: the settings cannot be used")
     assert "  APIHUB_REDIS__URL: not a Redis URL" in err
     assert "Traceback" not in err and url not in err and "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["audit", "--last", "15m", "--format", "csv", "--output", "{missing}"],
+        ["audit", "--last", "15m", "--format", "csv", "--output", "{folder}"],
+        ["replay", "--dry-run", "--format", "jsonl", "--output", "{missing}"],
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_reading(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str]
+) -> None:
+    """``--output`` in a missing folder or naming a folder is one ``error:`` line and exit 2, before Kafka
+    is read (here Kafka is unreachable, so reading first would have said that instead)."""
+    paths = {"missing": str(tmp_path / "no" / "x.csv"), "folder": str(tmp_path)}
+    assert cli.main([part.format(**paths) for part in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"apihub {argv[0]}: error: cannot write --output ") and "not reachable" not in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -93,10 +93,9 @@ def resolve_range(start: str | None, end: str | None, last: str | None, now_ms: 
     ``[to - D, to)``, and with neither ``--from`` nor ``--last`` the last 15 minutes."""
     if start is not None and last is not None:
         raise AuditError("give --from or --last, not both")
+    start_ms = None if start is None else parse_instant(start, now_ms)  # first, so a bad --from is named
     end_ms = now_ms if end is None else parse_instant(end, now_ms)
-    if start is not None:
-        start_ms = parse_instant(start, now_ms)
-    else:
+    if start_ms is None:
         start_ms = end_ms - (DEFAULT_LAST_MS if last is None else parse_duration_ms(last))
     if start_ms >= end_ms:
         raise AuditError(f"the range is empty: {format_kst(start_ms)} is not before {format_kst(end_ms)} KST")

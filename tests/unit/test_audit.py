@@ -161,10 +161,15 @@ def test_resolve_range(start: str | None, end: str | None, last: str | None, exp
 
 @pytest.mark.parametrize(
     ("start", "end", "last", "message"),
-    [("09:00", None, "1h", "not both"), ("10:00", "09:00", None, "empty"), ("09:00", "09:00", None, "empty")],
+    [
+        ("09:00", None, "1h", "not both"),
+        ("10:00", "09:00", None, "empty"),
+        ("09:00", "09:00", None, "empty"),
+        ("25:00", "26:00", None, "'25:00'"),  # the first bad value is the one named
+    ],
 )
 def test_resolve_range_refuses(start: str, end: str | None, last: str | None, message: str) -> None:
-    """--from with --last, and an empty or backwards range, are refused."""
+    """--from with --last, an empty or backwards range, and a time that is none (--from first), are refused."""
     with pytest.raises(AuditError, match=message):
         resolve_range(start, end, last, NOW)
 

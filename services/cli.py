@@ -28,7 +28,7 @@ from services.catalog_cli import add_parser as add_catalog_parser
 from services.credentials_cli import add_parser as add_credentials_parser
 from services.logs import configure_logging
 from services.replay.command import add_parser as add_replay_parser
-from services.settings import ClientSettings, SettingsInvalid
+from services.settings import CALLER_NAME, ClientSettings, SettingsInvalid
 from services.settings import _errors as settings_errors
 from services.settings import _message as settings_message
 from services.status.command import add_parser as add_status_parser
@@ -197,14 +197,29 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 1 if stale else 0
 
 
-def _parse_params(pairs: list[str]) -> dict[str, str]:
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"parameter {pair!r} is not KEY=VALUE")
-        params[key] = value
-    return params
+def _param(pair: str) -> tuple[str, str]:
+    key, sep, value = pair.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"parameter {pair!r} is not KEY=VALUE")
+    return key, value
+
+
+def _caller(name: str) -> str:
+    if not CALLER_NAME.match(name):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a caller name (1-64 of A-Z a-z 0-9 . _ / -, starting with a letter or digit)"
+        )
+    return name
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
 
 
 def cmd_call(args: argparse.Namespace) -> int:
@@ -213,7 +228,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     from services.kafka_client import client_kwargs
 
     settings = ClientSettings()
-    params = _parse_params(args.params)
+    params = dict(args.params)
 
     async def main() -> int:
         try:
@@ -379,10 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     call = sub.add_parser("call", help="send one request through the hub")
     call.add_argument("provider", choices=["KIS", "KIWOOM"])
     call.add_argument("tr_id")
-    call.add_argument("params", nargs="*", metavar="KEY=VALUE")
+    call.add_argument("params", nargs="*", type=_param, metavar="KEY=VALUE")
     call.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     call.add_argument("--priority", default="interactive", choices=["interactive", "normal", "bulk"])
-    call.add_argument("--caller", default="apihub-cli")
+    call.add_argument("--caller", type=_caller, default="apihub-cli")
     call.add_argument(
         "--credential",
         metavar="NAME",
@@ -414,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", default=".env", help="the env file (default .env)")
     check.set_defaults(func=cmd_config_check)
     demo = sub.add_parser("demo", help="run the demo workload and print a summary")
-    demo.add_argument("--rounds", type=int, default=2)
+    demo.add_argument("--rounds", type=_positive_int, default=2, help="rounds of the workload (default 2)")
     demo.add_argument("--no-repair", action="store_true", help="skip the repair loop (workers on the hub)")
     demo.add_argument("--sandbox-url", help="the sandbox, for the referee's figures (default: $SANDBOX_URL)")
     demo.set_defaults(func=cmd_demo)
@@ -474,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except BrokenPipeError:  # the reader left (apihub catalog list | head): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush does not fail again
+        return 128 + signal.SIGPIPE
     except SettingsInvalid as exc:  # a variable or credentials file the process cannot run with
         print(exc.report(), file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 
 from hubclient.models import Provider
 
-_CALLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")  # ApiRequest.caller's pattern
+CALLER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")  # ApiRequest.caller's pattern
 
 _UNPARSED_FIELD = re.compile(r'field "([^"]+)"')
 NOT_JSON = 'not valid JSON (lists and objects are written as JSON, e.g. ["a", "b"])'
@@ -132,7 +132,7 @@ class KafkaSettings(BaseModel):
                 raise ValueError(
                     f"caller topic {topic!r} is already the gateway's request, reply or other topic"
                 )
-            if not _CALLER_NAME.match(caller):
+            if not CALLER_NAME.match(caller):
                 raise ValueError(f"caller topic {topic!r}: {caller!r} is not a caller name")
         callers = list(self.caller_topics.values())
         twice = sorted({c for c in callers if callers.count(c) > 1})

@@ -26,9 +26,20 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value
 
 
+PROVIDERS = ("KIS", "KIWOOM")
+
+
 def _limit(text: str) -> tuple[str, float]:
     provider, value = _pair(text)
-    return provider.upper(), _positive(value)
+    if provider.upper() not in PROVIDERS:
+        raise argparse.ArgumentTypeError(f"{provider!r} is not a provider ({', '.join(PROVIDERS)})")
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of calls per second") from None
+    if not rate > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0")
+    return provider.upper(), rate
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -169,7 +169,8 @@ def test_resolve_range(start: str | None, end: str | None, last: str | None, exp
     ],
 )
 def test_resolve_range_refuses(start: str, end: str | None, last: str | None, message: str) -> None:
-    """--from with --last, an empty or backwards range, and a time that is none (--from first), are refused."""
+    """--from with --last, an empty or backwards range, and a time that is none (--from named first)
+    are refused."""
     with pytest.raises(AuditError, match=message):
         resolve_range(start, end, last, NOW)
 

@@ -106,12 +106,46 @@ def test_call_without_kafka_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Kafka is not reachable" in err and "make up" in err and "HubError" not in err
 
 
-def test_call_refuses_a_parameter_without_a_value() -> None:
-    """``call`` parameters are KEY=VALUE; anything else stops before connecting."""
-    with pytest.raises(SystemExit, match="'FID_INPUT_ISCD' is not KEY=VALUE"):
-        cli.main(["call", "KIS", "FHKST01010100", "FID_COND_MRKT_DIV_CODE=J", "FID_INPUT_ISCD"])
-    with pytest.raises(SystemExit, match="'=J' is not KEY=VALUE"):
-        cli.main(["call", "KIS", "FHKST01010100", "=J"])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["call", "KIS", "FHKST01010100", "FID_COND_MRKT_DIV_CODE=J", "FID_INPUT_ISCD"],
+            "'FID_INPUT_ISCD' is not",
+        ),
+        (["call", "KIS", "FHKST01010100", "=J"], "parameter '=J' is not KEY=VALUE"),
+        (["call", "KIS", "FHKST01010100", "--caller", ""], "'' is not a caller name"),
+        (["demo", "--rounds", "-1"], "argument --rounds: '-1' must be more than 0"),
+        (["status", "--limit", "KIS=x"], "'x' is not a number of calls per second"),
+        (["status", "--limit", "FOO=3"], "'FOO' is not a provider (KIS, KIWOOM)"),
+    ],
+)
+def test_usage_errors_exit_2_before_connecting(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """``call`` parameters are KEY=VALUE and its caller a caller name, demo rounds are positive, a status
+    limit is a provider's calls per second: anything else is a usage error (exit 2; 1 is a call's non-ok
+    answer), one line, before anything connects."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "pydantic" not in err
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly() -> None:
+    """``apihub catalog list | head -1``: the closed pipe ends the command without a traceback."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "catalog", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().startswith(b"provider")
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=30) == 141, err
+    assert err == ""
 
 
 def test_schemas_check_passes_on_the_committed_schemas(capsys: pytest.CaptureFixture[str]) -> None:

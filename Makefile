@@ -50,9 +50,10 @@ run: up
 	set -a && source .local/stack.env && set +a && $(BIN)/apihub demo
 	@echo
 	@echo "Audit log (requests and responses with their headers), read with Kafka's own console consumer:"
-	@echo "  ops/bin/kafka-console-consumer --bootstrap-server 127.0.0.1:19092 --topic api.responses \\"
-	@echo "      --from-beginning --property print.headers=true --property print.key=true --timeout-ms 5000"
-	@echo "Metrics: http://127.0.0.1:18081/metrics   Logs: .local/*/   Stop everything: make down"
+	@set -a && source .local/stack.env && set +a && \
+		echo "  ops/bin/kafka-console-consumer --bootstrap-server $$KAFKA_BOOTSTRAP_SERVERS --topic api.responses \\" && \
+		echo "      --from-beginning --property print.headers=true --property print.key=true --timeout-ms 5000" && \
+		echo "Metrics: $$GATEWAY_METRICS_URL/metrics   Logs: .local/*/   Stop everything: make down"
 
 # make test = the unit suite with its coverage floor (test-unit), then the integration suite (chaos left
 # out, as in test-integration) with its coverage appended, printing the whole-suite figure; each test runs once.

@@ -28,9 +28,13 @@ from services.catalog_cli import add_parser as add_catalog_parser
 from services.credentials_cli import add_parser as add_credentials_parser
 from services.logs import configure_logging
 from services.replay.command import add_parser as add_replay_parser
-from services.settings import CALLER_NAME, ClientSettings, SettingsInvalid
-from services.settings import _errors as settings_errors
-from services.settings import _message as settings_message
+from services.settings import (
+    CALLER_NAME,
+    ClientSettings,
+    SettingsInvalid,
+    validation_errors,
+    validation_message,
+)
 from services.status.command import add_parser as add_status_parser
 
 
@@ -282,7 +286,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
             {**base.feed.model_dump(), **{k: v for k, v in updates.items() if v is not None}}
         )
     except ValidationError as exc:
-        for error in settings_errors(exc):
+        for error in validation_errors(exc):
             print(f"apihub feed: error: {_feed_problem(error, args)}", file=sys.stderr)
         return 2
     settings = base.model_copy(update={"feed": feed})
@@ -326,7 +330,7 @@ FEED_FLAGS = {
 
 def _feed_problem(error: Any, args: argparse.Namespace) -> str:
     """One refused feed setting in the words of its flag: ``--gap '005930@25:00-26:00': start: ...``."""
-    loc, reason = tuple(error["loc"]), settings_message(error)
+    loc, reason = tuple(error["loc"]), validation_message(error)
     known = FEED_FLAGS.get(str(loc[0])) if loc else None
     if known is None:
         return reason

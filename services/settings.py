@@ -59,7 +59,7 @@ class SettingsInvalid(ValueError):
         return "\n".join(lines)
 
 
-def _errors(exc: ValidationError) -> list[Any]:
+def validation_errors(exc: ValidationError) -> list[Any]:
     """pydantic's errors without their input (which may be a secret) and without links."""
     return list(exc.errors(include_input=False, include_url=False, include_context=False))
 
@@ -328,7 +328,10 @@ class ProviderSettings(BaseModel):
                 member = CredentialSettings.model_validate(item)
             except ValidationError as exc:
                 inside = f"{path}: [{index}]"
-                problems += [(where, f"{inside}{_path(e['loc'])}: {_message(e)}") for e in _errors(exc)]
+                problems += [
+                    (where, f"{inside}{_path(e['loc'])}: {validation_message(e)}")
+                    for e in validation_errors(exc)
+                ]
                 continue
             if member.name == DEFAULT_MEMBER:
                 problems.append((where, f"{path}: [{index}].name: {DEFAULT_MEMBER!r} is the provider's key"))
@@ -411,7 +414,7 @@ class HubSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             prefix = str(self.model_config.get("env_prefix") or "")
-            problems = [_refusal(type(self), prefix, error) for error in _errors(exc)]
+            problems = [_refusal(type(self), prefix, error) for error in validation_errors(exc)]
             raise SettingsInvalid(problems) from None
         except SettingsError as exc:
             raise SettingsInvalid(_unparsed(type(self), str(exc))) from None
@@ -431,11 +434,11 @@ def _refusal(model: type[BaseModel], prefix: str, error: Any) -> tuple[str, str]
             model, name = annotation, name + "__"
             continue
         inside = _path(loc[index + 1 :]).lstrip(".")
-        return name, f"{inside}: {_message(error)}" if inside else _message(error)
-    return name + "*", _message(error)
+        return name, f"{inside}: {validation_message(error)}" if inside else validation_message(error)
+    return name + "*", validation_message(error)
 
 
-def _message(error: Any) -> str:
+def validation_message(error: Any) -> str:
     """pydantic's message, without the "Value error, " its validators' messages start with."""
     return str(error["msg"]).removeprefix("Value error, ")
 

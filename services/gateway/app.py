@@ -114,12 +114,16 @@ class GatewayApp:
         self._stopping = False
 
     async def start(self) -> None:
-        """Start every part, then begin consuming."""
-        await self.redis.ping()
-        await self.dispatcher.start()
-        await self.publisher.start()
-        await self.events.start()
-        await self.consumer.start()
+        """Start every part, then begin consuming; a part that cannot start closes those built before."""
+        try:
+            await self.redis.ping()
+            await self.dispatcher.start()
+            await self.publisher.start()
+            await self.events.start()
+            await self.consumer.start()
+        except BaseException:
+            await self.stop()
+            raise
         self._run_task = asyncio.create_task(self.consumer.run(), name="gateway-consumer")
         log_event(
             logger,

@@ -67,10 +67,9 @@ class Publisher:
         self._started = True
 
     async def stop(self) -> None:
-        """Flush and close."""
-        if self._started:
-            self._started = False
-            await self._producer.stop()
+        """Flush and close (a producer never started too: it warns as "Unclosed" when collected)."""
+        self._started = False
+        await self._producer.stop()  # a second stop does nothing
 
     async def can_reply_to(self, topic: str, partition: int) -> bool:
         """True when ``partition`` of ``topic`` exists (else aiokafka would refuse the send outright)."""

@@ -268,6 +268,22 @@ async def test_start_needs_redis(harness: Harness) -> None:
         await harness.app.start()
 
 
+async def test_a_start_that_fails_closes_what_it_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis down at start: the error goes up, and the producer built for the answers is closed, not left to
+    warn "Unclosed AIOKafkaProducer" in the log as the process ends."""
+    made: list[FakeProducer] = []
+    monkeypatch.setattr(publisher_module, "AIOKafkaProducer", factory(FakeCluster(), FakeProducer, made))
+    settings = GatewaySettings(
+        redis=RedisSettings(url=f"redis://127.0.0.1:{closed_port()}/0"),
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+    )
+    app = GatewayApp(settings)
+    with pytest.raises((RedisConnectionError, OSError)):
+        await app.start()
+    [producer] = made
+    assert producer.stopped and not producer.started
+
+
 async def test_publisher_refuses_use_before_start(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every publishing call before ``start`` is a clear error, not an AttributeError."""
     made: list[FakeProducer] = []

@@ -121,8 +121,8 @@ def cmd_history_collect(args: argparse.Namespace) -> int:
     from services.settings import WorkerSettings
     from services.worker.errors import MalformedTask
 
-    if args.timeout <= 0:
-        print("apihub history collect: error: --timeout must be positive", file=sys.stderr)
+    if not 0 < args.timeout <= 86_400:  # NaN compares false too
+        print("apihub history collect: error: --timeout must be positive, at most 86400 s", file=sys.stderr)
         return 2
     try:
         job = make_job(
@@ -214,6 +214,17 @@ def _caller(name: str) -> str:
             f"{name!r} is not a caller name (1-64 of A-Z a-z 0-9 . _ / -, starting with a letter or digit)"
         )
     return name
+
+
+def _seconds(text: str) -> float:
+    """A timeout: a positive, finite number of seconds, at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86_400:  # NaN compares false too
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most 86400 seconds")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -381,7 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--timeframe", required=True, choices=["1m", "1d"])
     collect.add_argument("--provider", default="KIS", choices=["KIS", "KIWOOM"])
     collect.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds the job may take, worker included (default 600)"
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds the job may take, worker included (default 600)",
     )
     collect.set_defaults(func=cmd_history_collect)
     sandbox = sub.add_parser("sandbox", help="run the KIS/Kiwoom sandbox")
@@ -399,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("provider", choices=["KIS", "KIWOOM"])
     call.add_argument("tr_id")
     call.add_argument("params", nargs="*", type=_param, metavar="KEY=VALUE")
-    call.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    call.add_argument("--timeout", type=_seconds, default=10.0, help="seconds (default 10)")
     call.add_argument("--priority", default="interactive", choices=["interactive", "normal", "bulk"])
     call.add_argument("--caller", type=_caller, default="apihub-cli")
     call.add_argument(

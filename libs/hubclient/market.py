@@ -40,8 +40,10 @@ Timeframe = Literal["1m", "1d"]
 KisMinuteTrId = Literal["FHKST03010200", "FHKST03010230"]
 Row = dict[str, Any]
 
-_UNSIGNED = re.compile(r"[0-9]+")
-_SIGNED = re.compile(r"[+-]?[0-9]+")
+# At most 18 digits: every count and KRW price fits with room (a 64-bit writer takes up to 19), and a
+# 5,000-digit field would trip Python's int() limit.
+_UNSIGNED = re.compile(r"[0-9]{1,18}")
+_SIGNED = re.compile(r"[+-]?[0-9]{1,18}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,10 @@ def _count(row: Row, field: str, tr_id: str, index: int, *, signed: bool = False
     """A non-negative integer field; with ``signed`` a leading direction sign is allowed and dropped."""
     text = _text(row, field, tr_id, index)
     if not (_SIGNED if signed else _UNSIGNED).fullmatch(text):
-        raise MalformedPayload(tr_id, field, f"is not an unsigned integer: {text!r}", row=index)
+        shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+        raise MalformedPayload(
+            tr_id, field, f"is not an unsigned integer of 18 digits at most: {shown!r}", row=index
+        )
     return abs(int(text))
 
 

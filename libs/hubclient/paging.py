@@ -16,6 +16,7 @@ raised as it is, after the pages before it were yielded.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -51,13 +52,13 @@ async def paginate(
     pool member (a KIS account's ``tr_cont`` keys are only valid there).
 
     Raises ``PagingLimit`` when a bound is hit with pages left (a last page that arrives inside the bounds
-    ends the walk normally), ``InvalidRequest`` for a non-positive bound, and any ``HubError`` of
-    ``execute`` unchanged.
+    ends the walk normally), ``InvalidRequest`` for a bound that is not positive (NaN included) or an
+    infinite ``max_s``, and any ``HubError`` of ``execute`` unchanged.
     """
-    if max_pages < 1:
+    if not max_pages >= 1:  # so NaN is refused too: it compares False with every bound
         raise InvalidRequest("max_pages must be at least 1")
-    if max_s <= 0:
-        raise InvalidRequest("max_s must be positive")
+    if not 0 < max_s < math.inf:
+        raise InvalidRequest("max_s must be a positive, finite number of seconds")
     started = time.monotonic()
     continuation: dict[str, str] | None = None
     last: ApiResponse | None = None

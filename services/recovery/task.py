@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from hubclient.market import KST
-from services.worker.task import Task
+from hubclient.models import JsonInt
+from services.worker.task import MAX_JSON_INT, Task
 
 #: KRX stock codes: six digits or capital letters (``005930``, ``0001A0``).
 SYMBOL_PATTERN = r"^[0-9A-Z]{6}$"
@@ -39,7 +40,7 @@ class RecoveryTask(Task):
     day: date = Field(description="trading day, YYYY-MM-DD (KST)")
     start: str = Field(pattern=MINUTE_PATTERN, description="first minute of the window, HH:MM KST")
     end: str = Field(pattern=MINUTE_PATTERN, description="minute after the window, HH:MM KST (exclusive)")
-    round: int = Field(ge=1, description="1 for the first repair of this window")
+    round: JsonInt = Field(ge=1, lt=MAX_JSON_INT, description="1 for the first repair of this window")
     reason: Literal["gap", "mismatch"] = Field(description="what verification found in the window")
 
     @field_validator("day", mode="before")

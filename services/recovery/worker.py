@@ -23,7 +23,7 @@ from services.recovery.task import RecoveryTask
 from services.settings import WorkerSettings
 from services.worker.outputs import Outputs
 from services.worker.retry import Retrier
-from services.worker.task import Task, parse_task
+from services.worker.task import Task, parse_task, refuse_future_day
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class BackfillManager:
         self.task_topic = settings.topics.recovery_tasks
         self._settings = settings
         retrier = retrier or Retrier(NAME, call_timeout_s=settings.call_timeout_s)
+        self._today = today
         self._fetcher = TradeFetcher(hub, retrier, today=today, max_pages=max_pages)
 
     async def start(self) -> None:
@@ -68,6 +69,7 @@ class BackfillManager:
         """Fetch the window's trades and add the window record and the re-verification task to ``out``."""
         if not isinstance(task, RecoveryTask):
             raise TypeError(f"{NAME} handles RecoveryTask, not {type(task).__name__}")
+        refuse_future_day(task.day, self._today())
         deadline_s = task.deadline_s(self._settings.task_deadline_s)
         fetched = await self._fetcher.fetch(task, deadline_s)
         trades = window_trades(fetched.run, task.start_at, task.end_at)

@@ -14,8 +14,9 @@ from datetime import date
 
 from pydantic import Field, field_validator, model_validator
 
+from hubclient.models import JsonInt
 from services.verification.minutes import Window, parse_hhmm
-from services.worker.task import Task
+from services.worker.task import MAX_JSON_INT, Task
 
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -27,7 +28,9 @@ class VerificationTask(Task):
     day: date = Field(description="trading day, YYYY-MM-DD")
     start: str = Field(description="first minute, HH:MM (inclusive)")
     end: str = Field(description="end minute, HH:MM (exclusive)")
-    round: int = Field(default=1, ge=1, description="1 for a first check, +1 after each repair")
+    round: JsonInt = Field(
+        default=1, ge=1, lt=MAX_JSON_INT, description="1 for a first check, +1 after each repair"
+    )
 
     @field_validator("day", mode="before")
     @classmethod

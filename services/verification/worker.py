@@ -32,7 +32,7 @@ from services.worker.errors import MalformedTask
 from services.worker.outputs import Outputs
 from services.worker.retry import Retrier
 from services.worker.runtime import Handler
-from services.worker.task import Task, parse_task
+from services.worker.task import Task, parse_task, refuse_future_day
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class VerificationConsumer:
         """Verify one window and add its result (and recovery tasks) to ``out``."""
         if not isinstance(task, VerificationTask):
             raise MalformedTask(f"not a verification task: {type(task).__name__}")
+        refuse_future_day(task.day, self._today())
         deadline_s = task.deadline_s(self._settings.task_deadline_s)
         query = MinuteQuery(task.symbol, task.day, task.window, today=task.day == self._today())
         catch_up_s = min(CATCH_UP_S, deadline_s - self._monotonic())

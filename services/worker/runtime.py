@@ -22,6 +22,7 @@ import logging
 import time
 from typing import Any, Protocol
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -62,9 +63,17 @@ class Handler(Protocol):
         ...
 
 
+#: Bytes a dead letter's ``task`` text may take as JSON, escapes included (a task of control characters
+#: takes six bytes a character): with the rest of the letter it stays far below Kafka's 1 MiB a record.
+TASK_TEXT_BYTES = 100_000
+#: Characters of a record key kept as a dead letter's key.
+KEY_CHARS = 1_000
+
+
 def dead_letter(worker: str, record: ConsumerRecord[Any, Any], reason: str, error: str) -> dict[str, Any]:
-    """The dead-letter value of a task record: where it came from, why it failed, the task itself."""
-    raw = record.value or b""
+    """The dead-letter value of a task record: where it came from, why it failed, the task itself (its
+    text cut to ``TASK_TEXT_BYTES`` as JSON; the record stays at its source)."""
+    raw = (record.value or b"")[:TASK_TEXT_BYTES]
     try:
         text = raw.decode()
     except UnicodeDecodeError:
@@ -72,13 +81,20 @@ def dead_letter(worker: str, record: ConsumerRecord[Any, Any], reason: str, erro
     return {
         "worker": worker,
         "reason": reason,
-        "error": error[:2000],
+        "error": _json_cut(error, 4_000),
         "topic": record.topic,
         "partition": record.partition,
         "offset": record.offset,
-        "task": text[:100_000],
+        "task": _json_cut(text, TASK_TEXT_BYTES),
         "failed_at_ms": int(time.time() * 1000),
     }
+
+
+def _json_cut(text: str, limit: int) -> str:
+    """``text``, cut until it takes at most ``limit`` bytes as a JSON string."""
+    while len(orjson.dumps(text)) > limit:
+        text = text[: len(text) * 3 // 4]
+    return text
 
 
 class TaskLoop:
@@ -220,7 +236,7 @@ async def process(
 
 def _record_key(record: ConsumerRecord[Any, Any]) -> str:
     if record.key:
-        return bytes(record.key).decode(errors="replace")
+        return bytes(record.key)[:KEY_CHARS].decode(errors="replace")
     return f"{record.topic}:{record.partition}:{record.offset}"
 
 

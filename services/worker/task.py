@@ -3,17 +3,24 @@
 A task is a JSON object. ``task_id`` names it (outputs derive their idempotent keys from it or from what
 they describe); ``deadline_ms`` (epoch ms) bounds the time spent on it, hub retries included; without
 one the worker's ``task_deadline_s`` applies from the moment it starts. Unknown fields are refused, so a
-typo is a clear dead letter rather than a silently ignored option.
+typo is a clear dead letter rather than a silently ignored option; an integer field takes a JSON integer
+below 2**53 (not a string, not a boolean).
 """
 
 from __future__ import annotations
 
 import time
+from datetime import date
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.worker.errors import MalformedTask
+from hubclient.models import JsonInt
+from services.worker.errors import MalformedTask, TaskFailed
+
+#: Integers a task may hold: JSON's safe range (any larger is no count or time a task could mean, and a
+#: 64-bit writer refuses past it).
+MAX_JSON_INT = 2**53
 
 
 class Task(BaseModel):
@@ -22,8 +29,8 @@ class Task(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     task_id: str = Field(min_length=1, max_length=200)
-    deadline_ms: int | None = Field(
-        default=None, gt=0, description="epoch ms after which the task is given up"
+    deadline_ms: JsonInt | None = Field(
+        default=None, gt=0, lt=MAX_JSON_INT, description="epoch ms after which the task is given up"
     )
 
     def deadline_s(
@@ -38,6 +45,17 @@ class Task(BaseModel):
 
 
 T = TypeVar("T", bound=Task)
+
+
+def refuse_future_day(day: date, today: date) -> None:
+    """Raise ``TaskFailed`` (``future_day``) for a window of a day after ``today`` (KST): it has no trades
+    yet, and a verdict or a recovered window written now would stand for minutes still to be traded."""
+    if day > today:
+        raise TaskFailed(
+            f"{day.isoformat()} is after today ({today.isoformat()}, KST): its windows can be checked or "
+            "recovered once they are traded",
+            reason="future_day",
+        )
 
 
 def parse_task(model: type[T], value: bytes | None) -> T:

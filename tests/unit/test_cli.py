@@ -60,6 +60,9 @@ def test_history_collect_refuses_a_malformed_day(capsys: pytest.CaptureFixture[s
     ("extra", "message"),
     [
         (["--timeout", "0"], "--timeout must be positive"),
+        (["--timeout", "nan"], "--timeout must be positive"),  # a traceback, exit 1, before
+        (["--timeout", "inf"], "--timeout must be positive"),
+        (["--timeout", "1e300"], "at most 86400 s"),
         (["--symbols", "12"], "error:"),
     ],
 )
@@ -115,6 +118,8 @@ def test_call_without_kafka_says_so(capsys: pytest.CaptureFixture[str]) -> None:
         ),
         (["call", "KIS", "FHKST01010100", "=J"], "parameter '=J' is not KEY=VALUE"),
         (["call", "KIS", "FHKST01010100", "--caller", ""], "'' is not a caller name"),
+        (["call", "KIS", "FHKST01010100", "--timeout", "nan"], "'nan' must be more than 0"),
+        (["call", "KIS", "FHKST01010100", "--timeout", "soon"], "'soon' is not a number of seconds"),
         (["demo", "--rounds", "-1"], "argument --rounds: '-1' must be more than 0"),
         (["status", "--limit", "KIS=x"], "'x' is not a number of calls per second"),
         (["status", "--limit", "FOO=3"], "'FOO' is not a provider (KIS, KIWOOM)"),

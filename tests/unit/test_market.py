@@ -201,6 +201,8 @@ def test_kiwoom_tick_rows_become_ticks() -> None:
         (kiwoom_minute(cur_prc="+-70100"), "cur_prc", "not an unsigned integer"),
         (kiwoom_minute(high_pric=""), "high_pric", "not an unsigned integer"),
         (kiwoom_minute(trde_qty="-5"), "trde_qty", "not an unsigned integer"),
+        (kiwoom_minute(trde_qty="9" * 5000), "trde_qty", "18 digits at most"),  # int() refused: a ValueError
+        (kiwoom_minute(cur_prc="1" * 25), "cur_prc", "18 digits at most"),  # past 64 bits: unwritable
         (kiwoom_minute(low_pric=None), "low_pric", "missing"),
         (kiwoom_minute(open_pric=70000.5), "open_pric", "float"),
         (kiwoom_minute(cntr_tm="20261123"), "cntr_tm", "time"),

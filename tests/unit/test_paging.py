@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -124,9 +125,14 @@ async def test_error_midway_is_raised_after_the_earlier_pages() -> None:
     assert seen[-1].continuation == cont(2), "the last good page says where to resume"
 
 
-@pytest.mark.parametrize("bounds", [{"max_pages": 0}, {"max_s": 0}])
-async def test_non_positive_bounds_are_refused_before_sending(bounds: dict[str, Any]) -> None:
-    """A zero page count or zero total time is an InvalidRequest and nothing is sent."""
+@pytest.mark.parametrize(
+    "bounds",
+    [{"max_pages": 0}, {"max_s": 0}, {"max_pages": math.nan}, {"max_s": math.nan}, {"max_s": math.inf}],
+)
+async def test_bounds_that_bound_nothing_are_refused_before_sending(bounds: dict[str, Any]) -> None:
+    """A zero page count or total time is an InvalidRequest and nothing is sent; so is NaN (every comparison
+    with it is false, so it passed the checks and bounded nothing: a never-ending walk went on for good)
+    and an infinite total time."""
     transport = InMemoryTransport(scripted([({"p": 1}, None)]))
     async with HubClient(transport, caller="unit") as hub:
         with pytest.raises(InvalidRequest):

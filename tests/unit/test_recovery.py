@@ -303,6 +303,15 @@ def test_records_keys_and_values() -> None:
         (orjson.dumps(task_value(start="10:05", end="10:05")), "start before it ends"),
         (orjson.dumps(task_value(start="10:06", end="10:05")), "start before it ends"),
         (orjson.dumps(task_value(round=0)), "round"),
+        (orjson.dumps(task_value(round=True)), "round"),  # not taken as round 1
+        (orjson.dumps(task_value(round="3")), "round"),
+        (
+            b'{"task_id":"t","symbol":"005930","day":"2026-11-27","start":"10:00","end":"10:05","reason":"gap",'
+            b'"round":1000000000000000000000000000000}',
+            "round",
+        ),  # past 64 bits: failed as it was written
+        (orjson.dumps(task_value(deadline_ms="1796000000000")), "deadline_ms"),
+        (orjson.dumps(task_value(deadline_ms=True)), "deadline_ms"),
         (orjson.dumps(task_value(reason="hunch")), "reason"),
     ],
 )
@@ -391,6 +400,15 @@ async def test_day_beyond_the_brokers_history_fails() -> None:
         await recover(broker, task_value(day="2026-11-20"), today=DAY)
     assert info.value.reason == "out_of_range"
     assert all(tr_id == "ka10079" for tr_id, _ in broker.asked)
+
+
+async def test_a_window_of_a_day_to_come_is_refused_before_any_call() -> None:
+    """Recovered now, tomorrow's window would be empty, and a recovered window owns its minutes: it would
+    hide the feed's trades once they come. The task fails as future_day; nothing is asked or written."""
+    broker = Broker(pages_of(tape(DAY, "09:00:00", 50), 20))
+    with pytest.raises(TaskFailed) as info:
+        await recover(broker, task_value(day=(DAY + timedelta(days=1)).isoformat()), today=DAY)
+    assert info.value.reason == "future_day" and broker.asked == []
 
 
 async def test_kis_fallback_for_todays_latest_trades() -> None:

@@ -628,6 +628,14 @@ async def test_retriable_hub_errors_are_retried() -> None:
     assert len(transport.sent) == 4
 
 
+async def test_a_window_of_a_day_to_come_gets_no_verdict() -> None:
+    """A day after today has no trades yet: no verdict ("verified", 0 minutes) and no recovery tasks, but a
+    dead letter saying future_day, before any call."""
+    with pytest.raises(TaskFailed) as info:
+        await verify(task("10:00", "10:30"), today=DAY - timedelta(days=1))
+    assert info.value.reason == "future_day"
+
+
 async def test_a_refused_call_gives_the_task_up() -> None:
     """A non-retriable hub error ends the task with TaskFailed (dead-lettered by the runtime), no outputs."""
     transport = InMemoryTransport(lambda request: failed(request, Status.INVALID, "unknown_tr_id"))
@@ -649,6 +657,10 @@ async def test_a_refused_call_gives_the_task_up() -> None:
         {"day": "2026-02-30"},
         {"symbol": "5930"},
         {"round": 0},
+        {"round": True},
+        {"round": "2"},
+        {"round": 2**53},
+        {"deadline_ms": False},
         {"reason": "gap"},
     ],
 )

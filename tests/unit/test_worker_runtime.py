@@ -16,7 +16,7 @@ from services.worker.errors import MalformedTask, TaskFailed
 from services.worker.health import HealthServer, answer
 from services.worker.outputs import Outputs, Record
 from services.worker.retry import MAX_BACKOFF_S, Retrier, backoff_s
-from services.worker.runtime import process
+from services.worker.runtime import KEY_CHARS, process
 from services.worker.task import Task, parse_task
 
 DLQ = "workers.dlq"
@@ -150,6 +150,19 @@ async def test_malformed_record_is_dead_lettered_under_its_key() -> None:
     commits = Commits()
     await process(EchoHandler(), record(None, key=None), commits, dlq_topic=DLQ)
     assert commits.calls[0][0][0].key == "echo.tasks:2:7"
+
+
+async def test_a_dead_letter_stays_far_below_kafkas_record_limit() -> None:
+    """A 500 kB key and 120 kB of control characters (six bytes each as JSON: 720 kB of task text) made a
+    dead letter over 1 MiB, so its commit failed and the worker died on the record at every restart."""
+    commits = Commits()
+    poison = record(b"\x01" * 120_000, key=b"k" * 500_000)
+    assert await process(EchoHandler(), poison, commits, dlq_topic=DLQ) == "malformed"
+    ((records, offsets),) = commits.calls
+    [letter] = records
+    assert len(letter.key) == KEY_CHARS and len(letter.value) < 110_000
+    assert orjson.loads(letter.value)["task"] == "\x01" * len(orjson.loads(letter.value)["task"])
+    assert offsets == {TopicPartition("echo.tasks", 2): 8}
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:

@@ -17,7 +17,7 @@ from hubclient import HubClient
 from hubclient.market import KST
 from services.logs import log_event
 from services.recovery.fetch import DEFAULT_MAX_PAGES, TradeFetcher
-from services.recovery.records import reverify_task_id, reverify_value, window_key, window_value
+from services.recovery.records import reverify_task_id, reverify_value, window_key, window_parts, window_value
 from services.recovery.tape import window_trades
 from services.recovery.task import RecoveryTask
 from services.settings import WorkerSettings
@@ -74,8 +74,9 @@ class BackfillManager:
         fetched = await self._fetcher.fetch(task, deadline_s)
         trades = window_trades(fetched.run, task.start_at, task.end_at)
         topics = self._settings.topics
-        window = window_value(task, fetched.provider.value, fetched.tr_id, trades)
-        out.add(topics.ticks_recovered, window_key(task), window)
+        for part, held in window_parts(task, trades):
+            window = window_value(part, fetched.provider.value, fetched.tr_id, held)
+            out.add(topics.ticks_recovered, window_key(part), window)
         out.add(topics.verification_tasks, reverify_task_id(task), reverify_value(task))
         log_event(
             logger,

@@ -7,6 +7,7 @@ page and check the repaired window against the feed's plan and the market's minu
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,14 @@ from hubclient import HubClient
 from hubclient.market import KST, Tick
 from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
 from hubclient.testing import InMemoryTransport, failed, ok
-from services.recovery.records import reverify_task_id, reverify_value, window_key, window_value
+from services.recovery.records import (
+    WINDOW_BYTES,
+    reverify_task_id,
+    reverify_value,
+    window_key,
+    window_parts,
+    window_value,
+)
 from services.recovery.tape import Trade, holds_day, join_page, latest_cover, walk_reached, window_trades
 from services.recovery.task import RecoveryTask
 from services.recovery.worker import NAME, BackfillManager, build
@@ -400,6 +408,27 @@ async def test_day_beyond_the_brokers_history_fails() -> None:
         await recover(broker, task_value(day="2026-11-20"), today=DAY)
     assert info.value.reason == "out_of_range"
     assert all(tr_id == "ka10079" for tr_id, _ in broker.asked)
+
+
+def test_a_window_too_large_for_one_record_is_written_as_windows_of_whole_minutes() -> None:
+    """A busy window's trades would pass Kafka's 1 MiB a record (the commit would fail at every retry):
+    they go as consecutive windows of whole minutes, each under WINDOW_BYTES, covering the whole window,
+    every trade kept in order; a window of a few trades stays one record."""
+    task = RecoveryTask.model_validate(task_value(start="10:00", end="10:15"))
+    trades: list[Trade] = []
+    for i in range(12_000):  # 10:01-10:10, 20 trades a second for ten minutes, then none until 10:15
+        when = at("10:01:00") + timedelta(seconds=i // 20)
+        trades.append(Trade(when, i % 20, 70_000 + i % 50, 1 + i % 999))
+    parts = window_parts(task, trades)
+    assert len(parts) >= 2
+    assert (parts[0][0].start, parts[-1][0].end) == ("10:00", "10:15")
+    assert all(a.end == b.start for (a, _), (b, _) in itertools.pairwise(parts))  # no gap, no overlap
+    assert [t for _, held in parts for t in held] == trades
+    for part, held in parts:
+        assert len(orjson.dumps([t.as_value() for t in held])) <= WINDOW_BYTES
+        assert all(part.start_at <= t.time < part.end_at for t in held)
+        assert window_key(part) == f"{SYMBOL}|{DAY.isoformat()}|{part.start}-{part.end}"
+    assert window_parts(task, trades[:50]) == [(task, trades[:50])]
 
 
 async def test_a_window_of_a_day_to_come_is_refused_before_any_call() -> None:

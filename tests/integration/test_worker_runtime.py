@@ -15,7 +15,7 @@ from services.settings import KafkaSettings, WorkerSettings, WorkerTopics
 from services.worker.runtime import TaskLoop
 from tests import processes
 from tests.conftest import Services
-from tests.integration.conftest import private_worker_topics, read_committed
+from tests.integration.conftest import Topics, private_worker_topics, read_committed
 from tests.unit.test_worker_runtime import EchoHandler
 
 
@@ -76,19 +76,21 @@ async def test_tasks_and_dead_letters_commit_with_their_offsets(services: Servic
 
 
 async def test_two_workers_with_one_instance_id_are_told_to_set_their_own(
-    services: Services, unique: str, tmp_path: Path
+    services: Services, unique: str, tmp_path: Path, topics: Topics
 ) -> None:
     """Two history-collectors with one APIHUB_INSTANCE_ID share a transactional id, so the second fences the
     first: the first exits 2 saying each instance needs its own APIHUB_INSTANCE_ID (not "Kafka is not
     reachable"), without a traceback."""
     bootstrap = services.kafka_bootstrap
     fields = ("history_jobs", "history_progress", "candles", "dlq")
-    topics = await private_worker_topics(bootstrap, f"x{unique}", *fields)
+    own = await private_worker_topics(bootstrap, f"x{unique}", *fields)
     env = {
         "APIHUB_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "APIHUB_GROUP_ID": f"fence-{unique}",
         "APIHUB_INSTANCE_ID": "same-host",
-        **{f"APIHUB_TOPICS__{field.upper()}": getattr(topics, field) for field in fields},
+        "APIHUB_KAFKA__REQUEST_TOPIC": topics.requests,  # the hub client's: this test's own, so they exist
+        "APIHUB_KAFKA__RESPONSE_TOPIC": topics.responses,
+        **{f"APIHUB_TOPICS__{field.upper()}": getattr(own, field) for field in fields},
     }
     children = []
     for name in ("first", "second"):
@@ -109,7 +111,7 @@ async def test_two_workers_with_one_instance_id_are_told_to_set_their_own(
         async with asyncio.timeout(90):
             while first.running:  # malformed tasks on every partition until the first commits one
                 for partition in range(3):
-                    await producer.send_and_wait(topics.history_jobs, b"{not json", partition=partition)
+                    await producer.send_and_wait(own.history_jobs, b"{not json", partition=partition)
                 await asyncio.sleep(1)
     finally:
         await producer.stop()

@@ -10,6 +10,7 @@ a secret. The command line turns it into ``error:`` lines and exit status 2.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -22,6 +23,7 @@ import orjson
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -76,8 +78,13 @@ def _sharing_a_key(keys: list[tuple[str, SecretStr | None]]) -> list[str]:
     return sorted(name for names in holders.values() if len(names) > 1 for name in names)
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+def _path(loc: tuple[int | str, ...], error: Any) -> str:
+    """Where in a JSON value ``error`` is; a field the model does not know is not named, as its name may be
+    a secret pasted in the wrong place."""
+    parts = list(loc)
+    if error.get("type") == "extra_forbidden" and parts and isinstance(parts[-1], str):
+        parts[-1] = "(a field it does not know)"
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
 
 
 class KafkaSettings(BaseModel):
@@ -229,6 +236,8 @@ class ProviderSettings(BaseModel):
 
     secret_field: ClassVar[str] = "secret"  # noqa: S105 - the name of the secret's setting
     env_group: ClassVar[str] = "APIHUB_<PROVIDER>"  # its variables' prefix, for error messages
+    #: The broker's limit of a mock (virtual trading) key where it is below a real key's (None: the same).
+    mock_rate_per_s: ClassVar[float | None] = None
 
     base_url: str
     environment: Literal["real", "mock"] = "real"
@@ -268,6 +277,21 @@ class ProviderSettings(BaseModel):
             raise ValueError(_SHARED_KEY.format(shared))
         return credentials
 
+    @model_validator(mode="after")
+    def _mock_pace(self) -> Self:
+        """A mock provider that sets no rate is paced at the broker's mock limit, not a real key's."""
+        if self.mock and self.mock_rate_per_s and "rate_per_s" not in self.model_fields_set:
+            self.rate_per_s = min(self.rate_per_s, self.mock_rate_per_s)
+        return self
+
+    def rate_for(self, environment: Literal["real", "mock"]) -> float:
+        """The pace of a pool member of ``environment`` that sets none: the provider's; for a mock key of a
+        real provider no more than the broker's mock limit (a real key's 20/s would send a KIS mock key ten
+        times its limit, more than the broker's throttling answers can slow it down)."""
+        if environment == "mock" and not self.mock and self.mock_rate_per_s:
+            return min(self.rate_per_s, self.mock_rate_per_s)
+        return self.rate_per_s
+
     @property
     def mock(self) -> bool:
         """True for the broker's mock (virtual trading) server."""
@@ -297,7 +321,7 @@ class ProviderSettings(BaseModel):
                     self.secret_field: cred.secret,
                     "environment": cred.environment or self.environment,
                     "base_url": cred.base_url or self.base_url,
-                    "rate_per_s": cred.rate_per_s or self.rate_per_s,
+                    "rate_per_s": cred.rate_per_s or self.rate_for(cred.environment or self.environment),
                     "credentials": [],
                     "credentials_file": None,
                     "account": cred.account,
@@ -329,7 +353,7 @@ class ProviderSettings(BaseModel):
             except ValidationError as exc:
                 inside = f"{path}: [{index}]"
                 problems += [
-                    (where, f"{inside}{_path(e['loc'])}: {validation_message(e)}")
+                    (where, f"{inside}{_path(e['loc'], e)}: {validation_message(e)}")
                     for e in validation_errors(exc)
                 ]
                 continue
@@ -355,10 +379,15 @@ class KisSettings(ProviderSettings):
 
     secret_field: ClassVar[str] = "appsecret"  # noqa: S105 - a field name
     env_group: ClassVar[str] = "APIHUB_KIS"
+    #: KIS does not publish its mock server's limit; 2/s is what its own samples and python-kis pace at (and
+    #: what the sandbox's mock enforces), where 5/s and 1/s are also quoted.
+    mock_rate_per_s: ClassVar[float | None] = 2.0
 
     base_url: str = "http://127.0.0.1:18080/kis/real"
     appsecret: SecretStr | None = None
-    rate_per_s: float = Field(default=20.0, gt=0)
+    rate_per_s: float = Field(
+        default=20.0, gt=0, description="calls per second of the key; a mock key's default is 2"
+    )
     ledger_rate_per_s: float = Field(
         default=10.0,
         gt=0,
@@ -401,6 +430,19 @@ class EnvMapping(EnvSettingsSource):
         }
 
 
+def _log_level(value: object) -> object:
+    """A level name ``logging`` knows (any case), as its upper-case name."""
+    if isinstance(value, str) and value.upper() in logging.getLevelNamesMapping():
+        return value.upper()
+    names = ", ".join(sorted(set(logging.getLevelNamesMapping()) - {"NOTSET", "WARN", "FATAL"}))
+    raise ValueError(f"not a log level ({names})")
+
+
+LogLevel = Annotated[str, BeforeValidator(_log_level)]
+#: A TCP port to listen on (0: any free one).
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
 class HubSettings(BaseSettings):
     """The settings of one API Hub process, read from ``APIHUB_*`` variables; refusals raise
     ``SettingsInvalid`` naming the variables."""
@@ -433,7 +475,7 @@ def _refusal(model: type[BaseModel], prefix: str, error: Any) -> tuple[str, str]
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model, name = annotation, name + "__"
             continue
-        inside = _path(loc[index + 1 :]).lstrip(".")
+        inside = _path(loc[index + 1 :], error).lstrip(".")
         return name, f"{inside}: {validation_message(error)}" if inside else validation_message(error)
     return name + "*", validation_message(error)
 
@@ -474,7 +516,7 @@ class GatewaySettings(HubSettings):
     kiwoom: KiwoomSettings = KiwoomSettings()
     instance_id: str = Field(default_factory=_default_instance_id)
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 18081
+    metrics_port: Port = 18081
     max_backlog: int = Field(default=10_000, gt=0, description="requests queued per limit domain")
     readahead_per_partition: int = Field(
         default=12_000, gt=0, description="records read and unanswered per partition before it is paused"
@@ -490,7 +532,7 @@ class GatewaySettings(HubSettings):
         ge=0,
         description="answers of immutable reads (past sessions' unadjusted bars) kept to share; 0: none",
     )
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     permissions_file: str | None = Field(
         default=None,
         description="YAML file of caller permissions; unset: every caller may make every call",
@@ -540,7 +582,7 @@ class WorkerSettings(HubSettings):
         "worker fences its killed self; distinct per running instance (two on one host set their own)",
     )
     health_host: str = "127.0.0.1"
-    health_port: int | None = Field(
+    health_port: Port | None = Field(
         default=None, description="default: 18091 history, 18092 verification, 18093 recovery"
     )
     task_deadline_s: float = Field(default=600.0, gt=0, description="time a task may take when it names none")
@@ -548,4 +590,4 @@ class WorkerSettings(HubSettings):
     transaction_timeout_ms: int = Field(
         default=15_000, ge=1000, description="how long a killed worker's open transaction can hold readers"
     )
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"

@@ -222,6 +222,30 @@ def test_a_credentials_file_the_gateway_cannot_read_stops_it(
     assert f"  APIHUB_KIS__CREDENTIALS_FILE: cannot read {tmp_path / 'pool.json'}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "reason"),
+    [
+        (["gateway"], "APIHUB_LOG_LEVEL", "verbose", "not a log level"),
+        (["worker", "history-collector"], "APIHUB_LOG_LEVEL", "chatty", "not a log level"),
+        (["gateway"], "APIHUB_METRICS_PORT", "70000", "less than or equal to 65535"),
+        (["worker", "history-collector"], "APIHUB_HEALTH_PORT", "70000", "less than or equal to 65535"),
+    ],
+)
+def test_a_log_level_or_port_a_process_cannot_use_stops_it_as_a_setting(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    variable: str,
+    value: str,
+    reason: str,
+) -> None:
+    """Both were tracebacks, exit 1, from logging and bind(); now a setting's error line, exit 2."""
+    monkeypatch.setenv(variable, value)
+    assert cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert f"  {variable}: " in err and reason in err and "Traceback" not in err
+
+
 def test_the_sandbox_module_refuses_its_settings_the_same_way(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

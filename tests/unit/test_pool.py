@@ -28,7 +28,13 @@ from services.gateway.sharing import SETTLED_KEEP_S, SharedReads, immutable
 from services.gateway.slots import MemorySlots
 from services.gateway.testing import Rig, build_gateway, kis_envelope
 from services.gateway.token_store import MemoryTokenStore
-from services.settings import CredentialSettings, GatewaySettings, KisSettings, SettingsInvalid
+from services.settings import (
+    CredentialSettings,
+    GatewaySettings,
+    KisSettings,
+    KiwoomSettings,
+    SettingsInvalid,
+)
 from tests.unit.test_gateway_core import ORDER as GATEWAY_CORE_ORDER
 from tests.unit.test_gateway_core import serve
 from tests.unit.test_pacing import max_in_any_second
@@ -80,6 +86,28 @@ def appkeys_sent(rig: Rig, path: str = "/quotations/") -> Counter[str]:
 
 
 # --- settings ---------------------------------------------------------------------------------------
+
+
+def test_a_mock_key_that_sets_no_rate_is_paced_at_the_brokers_mock_limit() -> None:
+    """KIS's mock server allows about 2 calls a second: a mock member of a real provider inherited the real
+    20/s (the referee saw 305 arrivals over the limit in a minute, and the broker's throttling answers slow
+    a key to a quarter at most). A mock provider without a rate is paced at 2/s too; a rate set wins."""
+    mock = CredentialSettings.model_validate(
+        {"name": "m", "appkey": "PS-m", "secret": "s", "environment": "mock"}
+    )
+    own = CredentialSettings.model_validate(
+        {"name": "o", "appkey": "PS-o", "secret": "s", "environment": "mock", "rate_per_s": 1}
+    )
+    pool = KisSettings(credentials=[member("a"), mock, own]).pool()
+    assert {n: (m.environment, m.rate_per_s) for n, m in pool.items()} == {
+        "a": ("real", 20.0),
+        "m": ("mock", 2.0),
+        "o": ("mock", 1.0),
+    }
+    assert KisSettings(environment="mock").rate_per_s == 2.0
+    assert KisSettings(environment="mock", rate_per_s=4).pool()["default"].rate_per_s == 4.0
+    assert KisSettings(environment="mock", rate_per_s=4, credentials=[mock]).pool()["m"].rate_per_s == 4.0
+    assert KiwoomSettings(environment="mock").rate_per_s == 5.0  # Kiwoom's mock allows what its real does
 
 
 def test_pool_from_settings_inherits_what_members_do_not_set(tmp_path: Path) -> None:

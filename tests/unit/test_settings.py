@@ -87,6 +87,17 @@ def test_a_refused_value_names_its_variable_never_the_value(monkeypatch: pytest.
     assert SECRET[-12:] not in str(caught.value) and "fast" not in str(caught.value)
 
 
+def test_a_field_a_member_does_not_know_is_not_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret pasted as a field name (a JSON key) was printed back as the field's name."""
+    members = [{"name": "a", "appkey": "PS" + "a" * 34, "secret": "s", SECRET: "s"}]
+    monkeypatch.setenv("APIHUB_KIS__CREDENTIALS", json.dumps(members))
+    with pytest.raises(SettingsInvalid) as caught:
+        GatewaySettings()
+    assert caught.value.problems == [
+        ("APIHUB_KIS__CREDENTIALS", "[0].(a field it does not know): Extra inputs are not permitted")
+    ]
+
+
 def test_a_clash_of_names_is_the_list_s_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     """A validator's message loses pydantic's "Value error, " and is filed under the list it checked; the
     members' secrets (pydantic shows the tail of the input here) stay out."""
@@ -135,8 +146,8 @@ def test_the_sandbox_settings_refuse_the_same_way(monkeypatch: pytest.MonkeyPatc
         ("[{", "{path} is " + NOT_JSON),
         ('{"name": "a"}', "{path} must hold a JSON list of credentials"),
         (
-            json.dumps([{"name": "a", "appkey": "k", "secret": SECRET, "extra": 1}, {"name": "b"}]),
-            "{path}: [0].extra: Extra inputs are not permitted; "
+            json.dumps([{"name": "a", "appkey": "k", "secret": SECRET, SECRET: 1}, {"name": "b"}]),
+            "{path}: [0].(a field it does not know): Extra inputs are not permitted; "
             "APIHUB_KIWOOM__CREDENTIALS_FILE: {path}: [1].appkey: Field required; "
             "APIHUB_KIWOOM__CREDENTIALS_FILE: {path}: [1].secret: Field required",
         ),

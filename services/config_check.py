@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import logging
 import re
 import sys
 from collections.abc import Mapping
@@ -43,6 +42,8 @@ from services.settings import (
     SettingsInvalid,
     WorkerSettings,
 )
+from services.status.targets import StatusSettings
+from services.urls import masked
 
 ProblemKind = Literal["syntax", "duplicate", "unknown", "missing", "malformed"]
 PREFIX = "APIHUB_"
@@ -69,7 +70,6 @@ BROKER_HOSTS: dict[str, dict[str, str]] = {
 #: Documented KIS credential lengths (KIS token page; PYKIS ``APPKEY_LENGTH``/``SECRETKEY_LENGTH``).
 KIS_LENGTHS = {"APIHUB_KIS__APPKEY": 36, "APIHUB_KIS__APPSECRET": 180}
 
-LOG_LEVELS = frozenset(logging.getLevelNamesMapping())
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _PLACEHOLDER = re.compile(r"^(<.*>|\$\{.*\}|changeme|change-me|change_me|todo|fixme|secret|password)$", re.I)
 
@@ -204,10 +204,11 @@ def _names(model: type[BaseModel], prefix: str) -> dict[str, Any]:
 
 
 def catalog() -> dict[str, Setting]:
-    """Every ``APIHUB_*`` variable read by the gateway, the workers, the CLI clients and the sandbox."""
+    """Every ``APIHUB_*`` variable read by the gateway, the workers, the CLI clients (``apihub status``
+    too) and the sandbox."""
     owners: dict[str, list[type[BaseSettings]]] = {}
     types: dict[str, Any] = {}
-    for settings_cls in (GatewaySettings, WorkerSettings, ClientSettings, SandboxSettings):
+    for settings_cls in (GatewaySettings, WorkerSettings, ClientSettings, SandboxSettings, StatusSettings):
         prefix = str(settings_cls.model_config.get("env_prefix") or "")
         for name, annotation in _names(settings_cls, prefix).items():
             owners.setdefault(name, []).append(settings_cls)
@@ -244,17 +245,6 @@ def _validation_errors(settings_cls: type[BaseSettings], name: str, value: str) 
 
 
 # --- the rules ------------------------------------------------------------------------------------
-
-
-def _shown(value: str) -> str:
-    """A non-secret value as it may be printed: a URL's password masked."""
-    try:
-        parts = urlsplit(value)
-        if parts.password:
-            return value.replace(f":{parts.password}@", ":***@", 1)
-    except ValueError:
-        pass
-    return value
 
 
 def _url_problem(value: str) -> str | None:
@@ -317,10 +307,6 @@ def _value_problem(name: str, value: str) -> str | None:
         return _url_problem(value)
     if name == "APIHUB_KAFKA__BOOTSTRAP_SERVERS":
         return _bootstrap_problem(value)
-    if name == "APIHUB_LOG_LEVEL" and value.upper() not in LOG_LEVELS:
-        return f"not a log level ({', '.join(sorted(LOG_LEVELS - {'NOTSET', 'WARN', 'FATAL'}))})"
-    if name in ("APIHUB_METRICS_PORT", "APIHUB_HEALTH_PORT") and value.isdigit() and int(value) > 65535:
-        return "not a TCP port (0-65535)"
     return None
 
 
@@ -338,7 +324,7 @@ def check_env(env: Mapping[str, str], known: Mapping[str, Setting] | None = None
             continue
         if value == "":
             continue
-        shown = "" if setting.holds_secrets else f" (got {_shown(value)!r})"
+        shown = "" if setting.holds_secrets else f" (got {masked(value)!r})"
         reasons = dict.fromkeys(
             reason for owner in setting.owners for reason in _validation_errors(owner, name, value)
         )

@@ -15,7 +15,6 @@ import asyncio
 import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from redis.exceptions import RedisError
@@ -23,6 +22,7 @@ from redis.exceptions import RedisError
 from hubclient.models import Provider
 from services.redis_client import redis_client
 from services.settings import GatewaySettings
+from services.urls import masked
 
 if TYPE_CHECKING:
     from services.gateway.pool import Member
@@ -105,13 +105,6 @@ async def fill(settings: GatewaySettings, pool: list[Member], table: list[Row]) 
         await redis.aclose()
 
 
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -166,9 +159,7 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     try:
         asyncio.run(fill(settings, pool, table))
     except (RedisError, OSError) as exc:
-        problem = (
-            f"Redis at {_without_password(settings.redis.url)} not readable ({exc}): pace, tokens unknown"
-        )
+        problem = f"Redis at {masked(settings.redis.url)} not readable ({exc}): pace, tokens unknown"
     if args.json:
         print(orjson.dumps([asdict(r) for r in table]).decode())
     else:

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import TextIO
 
 import orjson
+from redis.exceptions import RedisError
 
 from hubclient.models import ApiRequest
 from hubclient.transport import KafkaTransport
@@ -182,4 +183,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return asyncio.run(run_replay(options, sys.stdout, sys.stderr))
     except AuditError as exc:
         print(f"apihub replay: error: {exc}", file=sys.stderr)
+        return 2
+    except RedisError as exc:  # the replay hub's Redis (--redis-url), which the gateway shares
+        print(f"apihub replay: error: Redis is not reachable ({exc}); check --redis-url", file=sys.stderr)
         return 2

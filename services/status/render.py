@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from services.status.view import PRIORITIES, GatewayView, StatusView, WorkerView
+from services.urls import masked
 
 WIDTH = 80
 MAX_REJECTION_ROWS = 4
@@ -61,9 +62,9 @@ def _title(view: StatusView) -> str:
 
 def _gateway_lines(gw: GatewayView) -> list[str]:
     if not gw.up:
-        return [f"gateway  DOWN  {gw.error}  ({gw.url})"]
+        return [f"gateway  DOWN  {gw.error}  ({masked(gw.url)})"]
     lines = [
-        f"gateway  up  {gw.url}  in-flight {count(gw.inflight)}  lag {count(gw.lag)}"
+        f"gateway  up  {masked(gw.url)}  in-flight {count(gw.inflight)}  lag {count(gw.lag)}"
         f"  partitions {count(gw.partitions)}"
     ]
     mix = [f"ok {count(gw.answers.get('ok', 0.0))}"]
@@ -121,7 +122,7 @@ def _worker_lines(workers: Iterable[WorkerView]) -> list[str]:
     lines = [header]
     for w in workers:
         if not w.up:
-            lines.append(f"{w.name[:20]:<21}DOWN  {w.error}  ({w.url})")
+            lines.append(f"{w.name[:20]:<21}DOWN  {w.error}  ({masked(w.url)})")
             continue
         lines.append(
             f"{w.name[:20]:<21}{'up':<6}{count(w.done):>8}{count(w.failed):>8}{count(w.malformed):>11}"

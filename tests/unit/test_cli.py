@@ -174,6 +174,25 @@ def test_schemas_check_names_a_stale_file(
     assert f"schemas/{names[0]} differs from the models" in err and "apihub schemas generate" in err
 
 
+def test_config_check_knows_what_make_up_writes_for_apihub_status(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``.local/stack.env`` names the workers' health addresses, which ``apihub status`` reads: not unknown,
+    while a misspelt one still is; a log level and a port are checked once, as the settings check them."""
+    env = tmp_path / "stack.env"
+    env.write_text(
+        "APIHUB_WORKER_URLS__HISTORY_COLLECTOR=http://127.0.0.1:18091\n"
+        "APIHUB_WORKER_URLS__RECOVERY_WORKER=http://127.0.0.1:18093\n"
+        "APIHUB_WORKER_URL__HISTORY_COLLECTOR=http://127.0.0.1:18091\n"
+        "APIHUB_METRICS_PORT=70000\n"
+    )
+    cli.main(["config", "check", str(env)])
+    out = capsys.readouterr().out
+    assert "unknown    APIHUB_WORKER_URL__HISTORY_COLLECTOR" in out
+    assert "unknown    APIHUB_WORKER_URLS__" not in out and "WORKER_URLS__RECOVERY_WORKER" not in out
+    assert out.count("APIHUB_METRICS_PORT") == 1
+
+
 def test_config_check_reads_the_named_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """``config check FILE``: 0 for the sandbox's env file, 1 naming an unknown variable, 2 unreadable."""
     clean = Path(__file__).resolve().parents[2] / "ops" / "sandbox.env"

@@ -431,3 +431,21 @@ def test_the_replay_gateway_connects_as_the_operators_principal(monkeypatch: pyt
     assert (kafka.security_protocol, kafka.sasl_username) == ("SASL_PLAINTEXT", "replayer")
     assert kafka.sasl_password is not None and kafka.sasl_password.get_secret_value() == "pw"
     assert kafka.request_topic == "apihub.replay.requests"
+
+
+def test_a_replay_hub_without_its_redis_is_an_error_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The replay gateway's Redis not answering was a traceback with exit 1 (read as "results differ")."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from services import cli
+    from services.replay import command
+
+    async def no_redis(*_: object) -> int:
+        raise RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+
+    monkeypatch.setattr(command, "run_replay", no_redis)
+    assert cli.main(["replay", "--last", "5m", "--redis-url", "redis://:pw@127.0.0.1:1/0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("apihub replay: error: Redis is not reachable (Error 111") and "pw" not in err

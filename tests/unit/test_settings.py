@@ -17,6 +17,7 @@ from services.settings import (
     WorkerSettings,
     _unparsed,
 )
+from services.status.targets import StatusSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
@@ -34,10 +35,11 @@ def env_names(model: type[BaseModel], prefix: str = "APIHUB_") -> set[str]:
 
 
 def test_env_example_lists_every_setting() -> None:
-    """Each gateway and worker setting appears in .env.example, and nothing there is unknown."""
+    """Each gateway, worker and ``apihub status`` setting appears in .env.example, and nothing there is
+    unknown (the extra reply topics and the status addresses were missing)."""
     listed = {line.split("=", 1)[0] for line in EXAMPLE.read_text().splitlines() if line and line[0] != "#"}
-    known = env_names(GatewaySettings) | env_names(WorkerSettings)
-    assert known - {"APIHUB_KAFKA__EXTRA_REPLY_TOPICS"} - listed == set()
+    known = env_names(GatewaySettings) | env_names(WorkerSettings) | env_names(StatusSettings)
+    assert known - listed == set()
     assert listed - known == set()
 
 

@@ -470,6 +470,22 @@ async def test_once_reports_services_down_with_exit_code_1() -> None:
     assert "\x1b" not in text and text.count("apihub status") == 1
 
 
+async def test_an_address_with_a_password_is_shown_without_it() -> None:
+    """A metrics URL behind basic auth (``http://user:pw@host``) was printed whole on every frame."""
+    port = free_port()
+    nobody = Targets(
+        (
+            Endpoint(GATEWAY, f"http://ops:hunter2-secret@127.0.0.1:{port}"),
+            Endpoint("w", f"http://ops:hunter2-secret@127.0.0.1:{port}"),
+        ),
+        {"KIS": 20.0},
+    )
+    out = io.StringIO()
+    await run_status(nobody, interval_s=0.05, timeout_s=1, once=True, out=out, stop=asyncio.Event())
+    text = out.getvalue()
+    assert "hunter2" not in text and text.count(f"http://ops:***@127.0.0.1:{port}") == 2
+
+
 async def test_live_loop_stops_when_asked() -> None:
     """The live loop prints frames one after another off a terminal and ends with 0 once stop is set."""
     nobody = Targets((Endpoint(GATEWAY, f"http://127.0.0.1:{free_port()}"),), {"KIS": 20.0})

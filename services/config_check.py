@@ -39,6 +39,8 @@ from services.settings import (
     ClientSettings,
     EnvMapping,
     GatewaySettings,
+    KisSettings,
+    KiwoomSettings,
     SettingsInvalid,
     WorkerSettings,
 )
@@ -384,14 +386,31 @@ def _read(path: str, err: TextIO, who: str) -> str | None:
         return None
 
 
+def credentials_file_problems(env: Mapping[str, str]) -> list[Problem]:
+    """What is wrong with the credentials files ``env`` names, each read as the gateway reads it, where
+    the file is on this host; a path that is not (often a container's) is left to the gateway's start."""
+    problems: list[Problem] = []
+    for provider in (KisSettings, KiwoomSettings):
+        path = env.get(f"{provider.env_group}__CREDENTIALS_FILE", "")
+        if not path or not Path(path).exists():
+            continue
+        try:
+            provider(credentials_file=path).pool()
+        except SettingsInvalid as exc:
+            problems += [Problem(name, "malformed", reason) for name, reason in exc.problems]
+    return problems
+
+
 def run(path: str, out: TextIO, err: TextIO) -> int:
-    """Check the env file at ``path`` and print the report: 0 ok, 1 problems, 2 unreadable."""
+    """Check the env file at ``path`` (and the credentials files it names that are on this host) and print
+    the report: 0 ok, 1 problems, 2 unreadable."""
     text = _read(path, err, "apihub config check")
     if text is None:
         return 2
     parsed = parse_env(text)
     report = check_env(parsed.values)
-    report = Report(parsed.problems + report.problems, report.secrets, report.checked, report.ignored)
+    problems = parsed.problems + report.problems + credentials_file_problems(parsed.values)
+    report = Report(problems, report.secrets, report.checked, report.ignored)
     print(format_report(path, report, parsed.lines), file=out)
     return 0 if report.ok else 1
 

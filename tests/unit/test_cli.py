@@ -193,6 +193,23 @@ def test_config_check_knows_what_make_up_writes_for_apihub_status(
     assert out.count("APIHUB_METRICS_PORT") == 1
 
 
+def test_config_check_reads_the_credentials_files_that_are_here(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A credentials file on this host is read as the gateway would read it (config check said ok, then
+    the gateway refused to start); one that is not here (a container's path) is left to the gateway."""
+    bad = tmp_path / "kiwoom.json"
+    bad.write_text('[{"name": "a", "appkey": "k"}]')
+    env = tmp_path / "prod.env"
+    env.write_text(
+        f"APIHUB_KIWOOM__CREDENTIALS_FILE={bad}\nAPIHUB_KIS__CREDENTIALS_FILE=/run/secrets/kis.json\n"
+    )
+    assert cli.main(["config", "check", str(env)]) == 1
+    out = capsys.readouterr().out
+    assert "malformed  APIHUB_KIWOOM__CREDENTIALS_FILE" in out and f"{bad}: [0].secret: Field required" in out
+    assert "APIHUB_KIS__CREDENTIALS_FILE" not in out
+
+
 def test_config_check_reads_the_named_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """``config check FILE``: 0 for the sandbox's env file, 1 naming an unknown variable, 2 unreadable."""
     clean = Path(__file__).resolve().parents[2] / "ops" / "sandbox.env"

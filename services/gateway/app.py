@@ -18,7 +18,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from hubclient.catalog import lookup
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
 from services.gateway.clock import SystemClock
 from services.gateway.consumer import RequestConsumer
@@ -246,7 +245,16 @@ class GatewayApp:
         try:
             await self._publish_with_retry(lambda: send(response))
         except AnswerTooLarge as exc:
-            response = _in_place_of_too_large(response, request, exc)
+            log_event(
+                logger,
+                "request.answer_too_large",
+                logging.WARNING,
+                request_id=response.request_id,
+                status=response.status.value,
+                bytes=exc.size,
+                topic=exc.topic,
+            )
+            response = self.gateway.responder.too_large(response, request, str(exc))
             await self._publish_with_retry(lambda: send(response))
         self.gateway.observe_reply(time.monotonic() - started)
         child(REQUESTS, provider, tr_id, caller, response.status.value).inc()
@@ -324,40 +332,6 @@ class GatewayApp:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
-
-
-def _in_place_of_too_large(
-    response: ApiResponse, request: ApiRequest | None, exc: AnswerTooLarge
-) -> ApiResponse:
-    """The answer sent when Kafka will not carry ``response``: the same, without the broker's body.
-
-    A call that is not idempotent (an order) and reached the broker ends ``unknown_outcome``: its caller
-    cannot see what the broker said, so reconciles instead of sending it again. Any other is
-    ``upstream_error``; both with reason ``answer_too_large``.
-    """
-    order = (
-        request is not None
-        and response.attempts > 0
-        and not lookup(request.provider, request.tr_id).idempotent
-    )
-    log_event(
-        logger,
-        "request.answer_too_large",
-        logging.WARNING,
-        request_id=response.request_id,
-        status=response.status.value,
-        bytes=exc.size,
-        topic=exc.topic,
-    )
-    return response.model_copy(
-        update={
-            "status": Status.UNKNOWN_OUTCOME if order else Status.UPSTREAM_ERROR,
-            "reason": "answer_too_large",
-            "message": f"{exc} (the broker's answer was {response.status.value}); its body is left out",
-            "data": None,
-            "continuation": None,
-        }
-    )
 
 
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hubclient.catalog import lookup
 from hubclient.models import ApiRequest, ApiResponse, Status, Timing
 from services.gateway.clock import Clock
 from services.gateway.errors import GatewayError, Refused
@@ -65,4 +66,25 @@ class Responder:
             reason=given_up(flight.retry_reason),
             message=why,
             flight=flight,
+        )
+
+    @staticmethod
+    def too_large(response: ApiResponse, request: ApiRequest | None, why: str) -> ApiResponse:
+        """The answer sent when Kafka will not carry ``response`` (``why``): the same, without the broker's
+        body, reason ``answer_too_large``. An order (a call that is not idempotent) that reached the broker
+        ends ``unknown_outcome``: its caller cannot see what the broker said, so reconciles rather than
+        sending it again; any other call ``upstream_error``."""
+        order = (
+            request is not None
+            and response.attempts > 0
+            and not lookup(request.provider, request.tr_id).idempotent
+        )
+        return response.model_copy(
+            update={
+                "status": Status.UNKNOWN_OUTCOME if order else Status.UPSTREAM_ERROR,
+                "reason": "answer_too_large",
+                "message": f"{why} (the broker's answer was {response.status.value}); its body is left out",
+                "data": None,
+                "continuation": None,
+            }
         )

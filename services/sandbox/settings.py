@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.sandbox.symbols import SYMBOLS
-from services.settings import HubSettings
+from services.settings import HubSettings, Port
 
 LatencyDistribution = Literal["fixed", "uniform", "exponential", "normal"]
 ENVIRONMENT_IDS = ("kis/real", "kis/mock", "kiwoom/real", "kiwoom/mock")
@@ -177,7 +177,7 @@ class SandboxSettings(HubSettings):
     model_config = SettingsConfigDict(env_prefix="APIHUB_SANDBOX__", env_ignore_empty=False)
 
     host: str = "127.0.0.1"
-    port: int = Field(default=18080, ge=0, le=65535)
+    port: Port = 18080
 
     # Per-appkey request limits, sliding one-second window counted on arrival.
     kis_real_rate_per_s: int = Field(default=20, ge=1)

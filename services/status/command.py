@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hubclient.models import Provider
+
 DEFAULT_INTERVAL_S = 2.0
 MAX_SCRAPE_TIMEOUT_S = 2.0
 
 
-def _positive(text: str) -> float:
+def _positive(text: str, unit: str = "seconds") -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of {unit}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
     return value
@@ -26,20 +28,12 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value
 
 
-PROVIDERS = ("KIS", "KIWOOM")
-
-
 def _limit(text: str) -> tuple[str, float]:
     provider, value = _pair(text)
-    if provider.upper() not in PROVIDERS:
-        raise argparse.ArgumentTypeError(f"{provider!r} is not a provider ({', '.join(PROVIDERS)})")
-    try:
-        rate = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of calls per second") from None
-    if not rate > 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0")
-    return provider.upper(), rate
+    known = [p.value for p in Provider]
+    if provider.upper() not in known:
+        raise argparse.ArgumentTypeError(f"{provider!r} is not a provider ({', '.join(known)})")
+    return provider.upper(), _positive(value, "calls per second")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -104,9 +104,10 @@ class VerificationConsumer:
         """Verify one window and add its result (and recovery tasks) to ``out``."""
         if not isinstance(task, VerificationTask):
             raise MalformedTask(f"not a verification task: {type(task).__name__}")
-        refuse_future_day(task.day, self._today())
+        today = self._today()
+        refuse_future_day(task.day, today)
         deadline_s = task.deadline_s(self._settings.task_deadline_s)
-        query = MinuteQuery(task.symbol, task.day, task.window, today=task.day == self._today())
+        query = MinuteQuery(task.symbol, task.day, task.window, today=task.day == today)
         catch_up_s = min(CATCH_UP_S, deadline_s - self._monotonic())
         _, kis, kiwoom = await together(
             self._ticks.catch_up(catch_up_s),

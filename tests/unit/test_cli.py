@@ -24,6 +24,9 @@ from aiokafka.errors import (
 
 from services import cli
 
+HISTORY_1D = ["history", "collect", "--symbols", "005930", "--from", "2026-11-23", "--to", "2026-11-27"]
+HISTORY_1D += ["--timeframe", "1d"]
+
 
 def closed_port() -> int:
     """A loopback port nobody listens on."""
@@ -56,25 +59,12 @@ def test_history_collect_refuses_a_malformed_day(capsys: pytest.CaptureFixture[s
     assert "'2026-13-01' is not a day (YYYY-MM-DD)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [
-        (["--timeout", "0"], "--timeout must be positive"),
-        (["--timeout", "nan"], "--timeout must be positive"),  # a traceback, exit 1, before
-        (["--timeout", "inf"], "--timeout must be positive"),
-        (["--timeout", "1e300"], "at most 86400 s"),
-        (["--symbols", "12"], "error:"),
-    ],
-)
-def test_history_collect_checks_the_job_before_sending(
-    capsys: pytest.CaptureFixture[str], extra: list[str], message: str
-) -> None:
-    """A non-positive timeout or a job the worker would refuse exits 2 before anything reaches Kafka."""
-    argv = ["history", "collect", "--symbols", "005930", "--from", "2026-11-23", "--to", "2026-11-27"]
-    code = cli.main([*argv, "--timeframe", "1d", *extra])
+def test_history_collect_checks_the_job_before_sending(capsys: pytest.CaptureFixture[str]) -> None:
+    """A job the worker would refuse exits 2 before anything reaches Kafka."""
+    code = cli.main([*HISTORY_1D, "--symbols", "12"])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("apihub history collect: error:") and message in err
+    assert err.startswith("apihub history collect: error:")
 
 
 def test_history_collect_without_kafka_says_so(capsys: pytest.CaptureFixture[str], no_kafka: str) -> None:
@@ -119,6 +109,10 @@ def test_call_without_kafka_says_so(capsys: pytest.CaptureFixture[str]) -> None:
         (["call", "KIS", "FHKST01010100", "=J"], "parameter '=J' is not KEY=VALUE"),
         (["call", "KIS", "FHKST01010100", "--caller", ""], "'' is not a caller name"),
         (["call", "KIS", "FHKST01010100", "--timeout", "nan"], "'nan' must be more than 0"),
+        ([*HISTORY_1D, "--timeout", "0"], "argument --timeout: '0' must be more than 0"),
+        ([*HISTORY_1D, "--timeout", "nan"], "'nan' must be more than 0"),  # a traceback, exit 1, before
+        ([*HISTORY_1D, "--timeout", "inf"], "'inf' must be more than 0 and at most 86400 seconds"),
+        ([*HISTORY_1D, "--timeout", "1e300"], "at most 86400 seconds"),
         (["call", "KIS", "FHKST01010100", "--timeout", "soon"], "'soon' is not a number of seconds"),
         (["demo", "--rounds", "-1"], "argument --rounds: '-1' must be more than 0"),
         (["status", "--limit", "KIS=x"], "'x' is not a number of calls per second"),

@@ -134,8 +134,11 @@ def cmd_history_collect(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Run the broker sandbox until SIGTERM/SIGINT."""
     from services.sandbox.app import serve
-    from services.sandbox.settings import SandboxSettings
+    from services.sandbox.settings import SandboxSettings, reference_table
 
+    if args.settings:
+        print(reference_table(), end="")
+        return 0
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = SandboxSettings(**overrides)
     configure_logging("INFO")
@@ -396,8 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     collect.set_defaults(func=cmd_history_collect)
     sandbox = sub.add_parser("sandbox", help="run the KIS/Kiwoom sandbox")
-    sandbox.add_argument("--host")
-    sandbox.add_argument("--port", type=_port, help="TCP port, 0-65535 (default 18080)")
+    sandbox.add_argument("--host", help="address to listen on (default APIHUB_SANDBOX__HOST, else 127.0.0.1)")
+    sandbox.add_argument(
+        "--port", type=_port, help="TCP port, 0-65535 (default APIHUB_SANDBOX__PORT, else 18080)"
+    )
+    sandbox.add_argument(
+        "--settings",
+        action="store_true",
+        help="print every APIHUB_SANDBOX__ variable with its default and meaning (docs/SANDBOX.md), and exit",
+    )
     sandbox.set_defaults(func=cmd_sandbox)
     topics = sub.add_parser("topics", help="manage the declared topics")
     topics.add_argument("action", choices=["ensure"])

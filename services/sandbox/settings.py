@@ -12,6 +12,7 @@ endpoint ``POST /_sandbox/faults`` accepts, so every fault can be set at start-u
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, time
 from typing import Any, Literal
 
@@ -36,7 +37,9 @@ class FaultSettings(BaseModel):
     )
     latency_ms: float = Field(default=0.0, ge=0, description="added latency: mean (or fixed value), ms")
     latency_jitter_ms: float = Field(default=0.0, ge=0, description="uniform half-width or normal sigma, ms")
-    latency_distribution: LatencyDistribution = "fixed"
+    latency_distribution: LatencyDistribution = Field(
+        default="fixed", description="fixed, uniform, exponential or normal (of the added latency)"
+    )
     error_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls answered with a 5xx")
     error_status: int = Field(default=500, ge=500, le=599, description="HTTP status of injected errors")
     drop_rate: float = Field(default=0.0, ge=0, le=1, description="share of calls whose connection is cut")
@@ -110,7 +113,7 @@ class FeedSettings(BaseModel):
 
     bootstrap_servers: str = Field(default="127.0.0.1:19092", description="Kafka bootstrap servers")
     topic: str = Field(default="market.ticks", description="topic the ticks are published to")
-    client_id: str = "sandbox-feed"
+    client_id: str = Field(default="sandbox-feed", description="Kafka client id of the feed's producer")
     symbols: list[str] = Field(
         default_factory=lambda: list(DEFAULT_FEED_SYMBOLS), min_length=1, description="six-digit codes"
     )
@@ -176,14 +179,18 @@ class SandboxSettings(HubSettings):
 
     model_config = SettingsConfigDict(env_prefix="APIHUB_SANDBOX__", env_ignore_empty=False)
 
-    host: str = "127.0.0.1"
-    port: Port = 18080
+    host: str = Field(default="127.0.0.1", description="address the sandbox listens on")
+    port: Port = Field(default=18080, description="TCP port (`apihub sandbox --port` wins)")
 
     # Per-appkey request limits, sliding one-second window counted on arrival.
-    kis_real_rate_per_s: int = Field(default=20, ge=1)
-    kis_mock_rate_per_s: int = Field(default=2, ge=1)
-    kiwoom_real_rate_per_s: int = Field(default=5, ge=1)
-    kiwoom_mock_rate_per_s: int = Field(default=5, ge=1)
+    kis_real_rate_per_s: int = Field(default=20, ge=1, description="KIS real: calls per second per appkey")
+    kis_mock_rate_per_s: int = Field(default=2, ge=1, description="KIS mock: calls per second per appkey")
+    kiwoom_real_rate_per_s: int = Field(
+        default=5, ge=1, description="Kiwoom real: calls per second per appkey"
+    )
+    kiwoom_mock_rate_per_s: int = Field(
+        default=5, ge=1, description="Kiwoom mock: calls per second per appkey"
+    )
     # Per-appkey limits of a limit class, inside the key's (counted per class by the referee either way).
     # The brokers publish no per-key figure (KIS: 120 TPS for its whole ledger), so 0 = not limited.
     kis_ledger_rate_per_s: int = Field(
@@ -195,30 +202,44 @@ class SandboxSettings(HubSettings):
 
     # Token rules.
     token_issue_interval_s: float = Field(default=60.0, ge=0, description="min gap between issuances")
-    token_lifetime_s: float = Field(default=86_400.0, gt=0)
+    token_lifetime_s: float = Field(default=86_400.0, gt=0, description="a token's lifetime (simulated s)")
     kis_token_reuse_s: float = Field(
         default=6 * 3600.0, ge=0, description="KIS re-issue inside this returns the same token and expiry"
     )
     kiwoom_token_reuse_s: float = Field(default=0.0, ge=0, description="Kiwoom: 0 = a new token each time")
 
     # Status codes where the reference disagrees.
-    kis_throttle_status: int = 500
-    kis_token_error_status: int = 500
-    kiwoom_throttle_status: int = 429
+    kis_throttle_status: int = Field(
+        default=500, description="HTTP status of KIS's EGW00201 (over the limit)"
+    )
+    kis_token_error_status: int = Field(
+        default=500, description="HTTP status of a TR call's bearer token refused (EGW00121, EGW00123)"
+    )
+    kiwoom_throttle_status: int = Field(
+        default=429, description="HTTP status of Kiwoom's 1700 (over the limit)"
+    )
 
     # Optional appkey allow-lists; empty = any key of the right shape, bound on its first token.
-    kis_real_appkeys: list[str] = Field(default_factory=list)
-    kis_mock_appkeys: list[str] = Field(default_factory=list)
-    kiwoom_real_appkeys: list[str] = Field(default_factory=list)
-    kiwoom_mock_appkeys: list[str] = Field(default_factory=list)
+    kis_real_appkeys: list[str] = Field(default_factory=list, description="KIS real: the only appkeys served")
+    kis_mock_appkeys: list[str] = Field(default_factory=list, description="KIS mock: the only appkeys served")
+    kiwoom_real_appkeys: list[str] = Field(
+        default_factory=list, description="Kiwoom real: the only appkeys served"
+    )
+    kiwoom_mock_appkeys: list[str] = Field(
+        default_factory=list, description="Kiwoom mock: the only appkeys served"
+    )
 
     # Paging sizes.
-    kis_balance_rows_real: int = Field(default=50, ge=1)
-    kis_balance_rows_mock: int = Field(default=20, ge=1)
+    kis_balance_rows_real: int = Field(default=50, ge=1, description="KIS real: holdings per balance page")
+    kis_balance_rows_mock: int = Field(default=20, ge=1, description="KIS mock: holdings per balance page")
     kis_balance_holdings: int = Field(default=57, ge=0, description="holdings in every simulated account")
-    kiwoom_tick_rows_per_page: int = Field(default=900, ge=1)
-    kiwoom_minute_rows_per_page: int = Field(default=900, ge=1)
-    kiwoom_daily_rows_per_page: int = Field(default=600, ge=1)
+    kiwoom_tick_rows_per_page: int = Field(default=900, ge=1, description="Kiwoom: tick chart rows per page")
+    kiwoom_minute_rows_per_page: int = Field(
+        default=900, ge=1, description="Kiwoom: minute chart rows per page"
+    )
+    kiwoom_daily_rows_per_page: int = Field(
+        default=600, ge=1, description="Kiwoom: daily chart rows per page"
+    )
     generic_rows: int = Field(
         default=45, ge=1, description="rows of a generic list answer over all its pages (generic_kis/kiwoom)"
     )
@@ -229,7 +250,7 @@ class SandboxSettings(HubSettings):
     )
 
     # Market.
-    market_seed: int = 20_260_101
+    market_seed: int = Field(default=20_260_101, description="seed of the deterministic market")
     market_history_start: date = Field(default=date(2024, 1, 2), description="first day with data")
     market_holidays: list[date] = Field(default_factory=list, description="weekdays without a session")
     minute_history_days: int = Field(default=365, ge=1, description="calendar days of minute bars kept")
@@ -244,3 +265,37 @@ class SandboxSettings(HubSettings):
 
     faults: FaultSettings = Field(default_factory=FaultSettings)
     feed: FeedSettings = Field(default_factory=FeedSettings)
+
+
+def reference(
+    model: type[BaseModel] = SandboxSettings, prefix: str = "APIHUB_SANDBOX__"
+) -> list[tuple[str, str, str]]:
+    """Every variable the sandbox reads, as ``(name, default as written in the environment, meaning)``;
+    a group's fields (``faults``, ``feed``) under its own prefix. ``docs/SANDBOX.md`` holds this table
+    (``apihub sandbox --settings`` prints it; a test compares the two)."""
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += reference(annotation, f"{prefix}{name.upper()}__")
+            continue
+        default = field.get_default(call_default_factory=True)
+        if default is None:
+            written = ""
+        elif isinstance(default, (list, dict)):
+            written = json.dumps(default, default=str)
+        elif isinstance(default, (date, time)):
+            written = default.isoformat()
+        else:
+            written = str(default)
+        rows.append((f"{prefix}{name.upper()}", written, field.description or ""))
+    return rows
+
+
+def reference_table() -> str:
+    """``reference()`` as a Markdown table."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, default, meaning in reference():
+        shown = f"`{default}`" if default else "(unset)"
+        lines.append(f"| `{name}` | {shown} | {meaning.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

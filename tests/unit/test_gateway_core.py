@@ -18,6 +18,7 @@ from hubclient.catalog import LimitClass
 from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
 from services.gateway.clock import Clock, ManualClock
 from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
+from services.gateway.idempotency import Record
 from services.gateway.providers.base import UpstreamAnswer
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.slots import Ask, MemorySlots, Reservation
@@ -343,6 +344,63 @@ async def test_redelivery_is_answered_from_the_record() -> None:
     (again,) = await serve(rig, [req])
     assert again.response == first.response
     assert len(rig.dispatcher.calls("/quotations/")) == 1
+
+
+class GatedLookups:
+    """Wraps a rig's idempotency lookups so each waits until the test opens the gate."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.gate = asyncio.Event()
+        self.started = 0
+        plain = rig.records.lookup
+
+        async def lookup(request_id: str) -> Record | None:
+            self.started += 1
+            await self.gate.wait()
+            return await plain(request_id)
+
+        rig.records.lookup = lookup  # type: ignore[method-assign]
+
+
+async def until(rig: Rig, done: Callable[[], bool], limit_s: float = 5.0) -> None:
+    """Move the clock in small steps until ``done()`` (asserted within ``limit_s``)."""
+    for _ in range(int(limit_s / 0.005)):
+        if done():
+            return
+        await rig.clock.advance(0.005)
+    assert done()
+
+
+async def test_an_order_is_sent_only_after_its_lookup() -> None:
+    """An order must learn whether an earlier delivery reached the broker before anything is sent."""
+    rig = build_gateway()
+    lookups = GatedLookups(rig)
+    rig.broker.then(kis_envelope(output={"ODNO": "1"}))
+    task = asyncio.create_task(rig.gateway.handle(request(rig.clock, tr_id="TTTC0012U", params=ORDER)))
+    await rig.clock.advance(2)
+    assert lookups.started == 1 and rig.dispatcher.calls("/trading/") == []
+    lookups.gate.set()
+    await until(rig, task.done)
+    assert task.result().ok and len(rig.dispatcher.calls("/trading/")) == 1
+    await rig.gateway.stop()
+
+
+async def test_a_read_let_go_during_its_lookup_is_never_sent() -> None:
+    """A caller that lets go while its request's idempotency lookup is on its way: nothing is sent."""
+    rig = build_gateway(rate_per_s=2)
+    ahead = [asyncio.create_task(rig.gateway.handle(request(rig.clock))) for _ in range(3)]
+    await rig.clock.advance(0.01)
+    lookups = GatedLookups(rig)
+    late = asyncio.create_task(rig.gateway.handle(request(rig.clock)))
+    await rig.clock.advance(0.01)
+    assert lookups.started == 1
+    late.cancel()
+    lookups.gate.set()
+    await until(rig, lambda: all(t.done() for t in ahead))
+    await rig.clock.advance(3)  # well past the slot the read would have had
+    await rig.gateway.stop()
+    assert late.cancelled()
+    assert len(rig.dispatcher.calls("/quotations/")) == 3
 
 
 async def test_withdrawn_request_is_never_sent() -> None:

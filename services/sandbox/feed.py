@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import TopicAuthorizationFailedError, UnknownTopicOrPartitionError
 
 from services.logs import log_event
 from services.sandbox.bars import CLOSE_S, OPEN_S, DailyBar, Tick, round_tick
@@ -458,9 +459,22 @@ async def _producer(
     )
     try:
         await producer.start()
+        await _require_topic(producer, feed.topic)
         yield producer
     finally:
         await producer.stop()
+
+
+async def _require_topic(producer: AIOKafkaProducer, topic: str) -> None:
+    """Refuse at once a topic Kafka does not have (``UnknownTopicOrPartitionError``) or does not let this
+    principal see (``TopicAuthorizationFailedError``): the first send would wait for its metadata for the
+    whole request timeout (40 s) before saying so."""
+    await producer.client.add_topic(topic)  # a metadata request naming it
+    cluster = producer.client.cluster
+    if topic in cluster.unauthorized_topics:
+        raise TopicAuthorizationFailedError(topic)
+    if cluster.partitions_for_topic(topic) is None:
+        raise UnknownTopicOrPartitionError(topic)
 
 
 def sandbox_clock(settings: SandboxSettings) -> SimClock:

@@ -1,10 +1,11 @@
 """``BackfillManager``: the recovery-worker's handler for the runtime's ``TaskLoop``.
 
 For each ``RecoveryTask`` it fetches the trades covering the window (``fetch.TradeFetcher``), keeps those in
-``[start, end)`` numbered within their second (``tape.window_trades``) and adds two records to the task's
-outputs: the window on ``market.ticks.recovered`` and the next round's verification task on
-``verification.tasks``. The runtime commits both with the task's offset in one transaction, so a redone
-task writes the same two keys and values again. It holds nothing between tasks.
+``[start, end)`` numbered within their second (``tape.window_trades``) and adds to the task's outputs the
+window on ``market.ticks.recovered`` (several records when its trades pass ``records.WINDOW_BYTES``) and
+the next round's verification task on ``verification.tasks``. The runtime commits them with the task's
+offset in one transaction, so a redone task writes the same keys and values again. It holds nothing
+between tasks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from hubclient import HubClient
 from hubclient.market import KST
 from services.logs import log_event
 from services.recovery.fetch import DEFAULT_MAX_PAGES, TradeFetcher
-from services.recovery.records import reverify_task_id, reverify_value, window_key, window_parts, window_value
+from services.recovery.records import (
+    reverify_task_id,
+    reverify_value,
+    window_key,
+    window_records,
+    window_value,
+)
 from services.recovery.tape import window_trades
 from services.recovery.task import RecoveryTask
 from services.settings import WorkerSettings
@@ -66,7 +73,7 @@ class BackfillManager:
         return parse_task(RecoveryTask, value)
 
     async def handle(self, task: Task, out: Outputs) -> None:
-        """Fetch the window's trades and add the window record and the re-verification task to ``out``."""
+        """Fetch the window's trades and add the window's records and the re-verification task to ``out``."""
         if not isinstance(task, RecoveryTask):
             raise TypeError(f"{NAME} handles RecoveryTask, not {type(task).__name__}")
         refuse_future_day(task.day, self._today())
@@ -74,9 +81,10 @@ class BackfillManager:
         fetched = await self._fetcher.fetch(task, deadline_s)
         trades = window_trades(fetched.run, task.start_at, task.end_at)
         topics = self._settings.topics
-        for part, held in window_parts(task, trades):
-            window = window_value(part, fetched.provider.value, fetched.tr_id, held)
-            out.add(topics.ticks_recovered, window_key(part), window)
+        records = window_records(task, trades)
+        for record in records:
+            window = window_value(record, fetched.provider.value, fetched.tr_id)
+            out.add(topics.ticks_recovered, window_key(record), window)
         out.add(topics.verification_tasks, reverify_task_id(task), reverify_value(task))
         log_event(
             logger,
@@ -88,6 +96,7 @@ class BackfillManager:
             provider=fetched.provider.value,
             tr_id=fetched.tr_id,
             trades=len(trades),
+            records=len(records),
             pages=fetched.pages,
         )
 

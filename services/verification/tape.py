@@ -9,7 +9,10 @@ Two sources fill it (values as in ``docs/WORKERS.md``):
   the feed delivered: those minutes are built from the window's trades only, in tape order by
   ``(time_kst, n)`` (duplicates of one ``(time_kst, n)`` dropped). A later window with the same
   ``(symbol, day, start, end)`` replaces the earlier one; where windows with different bounds overlap,
-  the one read last owns the minute.
+  the one read last owns the minute. A window too large for one record comes in parts: records with
+  ``part`` (1 to ``parts``), ``parts``, the same bounds and ``task_id``, each holding a run of its trades.
+  It is read when its last missing part is (its trades are all the parts' trades), and until then its
+  minutes stay as they were.
 
 A record that cannot be read is counted in ``malformed`` and otherwise ignored, so one bad message never
 stops the worker. The book is pure: ``TickStore`` feeds it from Kafka.
@@ -41,10 +44,15 @@ class RecoveredWindow:
     trades: tuple[RecoveredTrade, ...]  # sorted by (second, n), one per (second, n)
 
 
+#: The parts of one window read so far, by ``(window, task_id, parts)``: part number -> its trades.
+PartsRead = dict[tuple[Window, str, int], dict[int, tuple[RecoveredTrade, ...]]]
+
+
 @dataclass
 class _SymbolDay:
     feed: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # seq -> (second, price, volume)
     windows: dict[Window, RecoveredWindow] = field(default_factory=dict)
+    parts: PartsRead = field(default_factory=dict)  # windows in parts not yet read whole
 
 
 def _int(value: Any, name: str) -> int:
@@ -78,6 +86,14 @@ def _second(value: Any, day: date) -> int | None:
     if local.date() != day:
         return None
     return local.hour * 3600 + local.minute * 60 + local.second
+
+
+def _tape_order(trades: Iterable[RecoveredTrade]) -> tuple[RecoveredTrade, ...]:
+    """``trades`` sorted by ``(second, n)``, the first of each ``(second, n)`` kept."""
+    kept: dict[tuple[int, int], RecoveredTrade] = {}
+    for trade in trades:
+        kept.setdefault((trade[0], trade[1]), trade)
+    return tuple(kept[key] for key in sorted(kept))
 
 
 def _object(raw: bytes | None) -> Mapping[str, Any]:
@@ -128,6 +144,10 @@ class TickBook:
             symbol, day = _text(value.get("symbol"), "symbol"), _day(value.get("day"))
             start, end = _text(value.get("start"), "start"), _text(value.get("end"), "end")
             window = Window(parse_hhmm(start), parse_hhmm(end))
+            part, parts = _int(value.get("part", 1), "part"), _int(value.get("parts", 1), "parts")
+            if not 1 <= part <= parts:
+                raise ValueError(f"part {part} of {parts}")
+            task_id = _text(value.get("task_id"), "task_id") if parts > 1 else ""
             ticks = value.get("ticks")
             if not isinstance(ticks, list):
                 raise ValueError("ticks is not a list")
@@ -135,14 +155,21 @@ class TickBook:
         except (ValueError, TypeError, orjson.JSONDecodeError):
             self.malformed += 1
             return False
-        windows = self._symbol_day(symbol, day).windows
-        windows[window] = RecoveredWindow(window, next(self._arrivals), trades)
+        held = self._symbol_day(symbol, day)
         self.recovered_records += 1
+        if parts > 1:
+            read = held.parts.setdefault((window, task_id, parts), {})
+            read[part] = trades
+            if len(read) < parts:
+                return True
+            del held.parts[(window, task_id, parts)]
+            trades = _tape_order(trade for number in sorted(read) for trade in read[number])
+        held.windows[window] = RecoveredWindow(window, next(self._arrivals), trades)
         return True
 
     @staticmethod
     def _recovered_trades(ticks: Iterable[Any], day: date) -> tuple[RecoveredTrade, ...]:
-        trades: dict[tuple[int, int], RecoveredTrade] = {}
+        trades: list[RecoveredTrade] = []
         for tick in ticks:
             if not isinstance(tick, dict):
                 raise ValueError("a tick is not an object")
@@ -150,8 +177,8 @@ class TickBook:
             n = _int(tick.get("n", 0), "n")
             price, volume = _int(tick.get("price"), "price"), _int(tick.get("volume"), "volume")
             if second is not None:
-                trades.setdefault((second, n), (second, n, price, volume))
-        return tuple(trades[key] for key in sorted(trades))
+                trades.append((second, n, price, volume))
+        return _tape_order(trades)
 
     def symbol_days(self) -> list[tuple[str, date]]:
         """Every (symbol, day) with trades or windows, sorted."""

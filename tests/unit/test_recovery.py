@@ -24,10 +24,11 @@ from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
 from hubclient.testing import InMemoryTransport, failed, ok
 from services.recovery.records import (
     WINDOW_BYTES,
+    WindowRecord,
     reverify_task_id,
     reverify_value,
     window_key,
-    window_parts,
+    window_records,
     window_value,
 )
 from services.recovery.tape import Trade, holds_day, join_page, latest_cover, walk_reached, window_trades
@@ -42,7 +43,7 @@ from services.sandbox.settings import FeedSettings, SandboxSettings
 from services.sandbox.state import SandboxState
 from services.settings import WorkerSettings, WorkerTopics
 from services.worker.errors import MalformedTask, TaskFailed
-from services.worker.outputs import Outputs, Record
+from services.worker.outputs import Outputs, Record, encode
 from services.worker.retry import Retrier
 from tests.conftest import REPO
 
@@ -175,7 +176,7 @@ async def recover(
     window, verify = out.pending
     assert (window.topic, verify.topic) == (TOPICS.ticks_recovered, TOPICS.verification_tasks)
     task = manager.parse(orjson.dumps(value))
-    assert (window.key, verify.key) == (window_key(task), reverify_task_id(task))
+    assert (window.key, verify.key) == (f"{SYMBOL}|{task.day}|{task.window}", reverify_task_id(task))
     return orjson.loads(window.value), orjson.loads(verify.value), transport.sent
 
 
@@ -267,20 +268,16 @@ def test_window_trades_numbers_within_each_second_in_tape_order() -> None:
 
 
 def test_records_keys_and_values() -> None:
-    """The window record and the re-verification task have the contract's keys and fields, exactly."""
+    """The window record and the re-verification task have the contract's keys and fields, exactly, and
+    a window of one record is written byte for byte as before windows could come in parts."""
     task = RecoveryTask.model_validate(task_value(round=2, reason="mismatch"))
-    assert window_key(task) == "005930|2026-11-27|10:00-10:05"
-    assert window_value(task, "KIWOOM", "ka10079", [Trade(A.time, 0, 70_100, 3)]) == {
-        "kind": "window",
-        "symbol": SYMBOL,
-        "day": "2026-11-27",
-        "start": "10:00",
-        "end": "10:05",
-        "provider": "KIWOOM",
-        "tr_id": "ka10079",
-        "ticks": [{"time_kst": "2026-11-27T10:00:07+09:00", "n": 0, "price": 70_100, "volume": 3}],
-        "task_id": "recover|005930|2026-11-27|10:00-10:05|r1",
-    }
+    [record] = window_records(task, [Trade(A.time, 0, 70_100, 3)])
+    assert window_key(record) == "005930|2026-11-27|10:00-10:05"
+    assert encode(window_value(record, "KIWOOM", "ka10079")) == (
+        b'{"kind":"window","symbol":"005930","day":"2026-11-27","start":"10:00","end":"10:05",'
+        b'"provider":"KIWOOM","tr_id":"ka10079","ticks":[{"time_kst":"2026-11-27T10:00:07+09:00","n":0,'
+        b'"price":70100,"volume":3}],"task_id":"recover|005930|2026-11-27|10:00-10:05|r1"}'
+    )
     assert reverify_task_id(task) == "verify|005930|2026-11-27|10:00-10:05|r3"
     assert reverify_value(task) == {
         "task_id": "verify|005930|2026-11-27|10:00-10:05|r3",
@@ -410,25 +407,161 @@ async def test_day_beyond_the_brokers_history_fails() -> None:
     assert all(tr_id == "ka10079" for tr_id, _ in broker.asked)
 
 
+def trades_in(first: str, count: int, per_second: int) -> list[Trade]:
+    """``count`` trades from ``first`` (HH:MM:SS) on, ``per_second`` to a second and numbered within it."""
+    begin = at(first)
+    return [
+        Trade(begin + timedelta(seconds=i // per_second), i % per_second, 70_000 + i % 50, 1 + i % 999)
+        for i in range(count)
+    ]
+
+
+def as_json(trades: Sequence[Trade]) -> bytes:
+    """``trades`` as one record's ``ticks`` (JSON)."""
+    return orjson.dumps([t.as_value() for t in trades])
+
+
+KAFKA_RECORD_BYTES = 1024 * 1024
+
+
 def test_a_window_too_large_for_one_record_is_written_as_windows_of_whole_minutes() -> None:
     """A busy window's trades would pass Kafka's 1 MiB a record (the commit would fail at every retry):
     they go as consecutive windows of whole minutes, each under WINDOW_BYTES, covering the whole window,
     every trade kept in order; a window of a few trades stays one record."""
     task = RecoveryTask.model_validate(task_value(start="10:00", end="10:15"))
-    trades: list[Trade] = []
-    for i in range(12_000):  # 10:01-10:10, 20 trades a second for ten minutes, then none until 10:15
-        when = at("10:01:00") + timedelta(seconds=i // 20)
-        trades.append(Trade(when, i % 20, 70_000 + i % 50, 1 + i % 999))
-    parts = window_parts(task, trades)
-    assert len(parts) >= 2
-    assert (parts[0][0].start, parts[-1][0].end) == ("10:00", "10:15")
-    assert all(a.end == b.start for (a, _), (b, _) in itertools.pairwise(parts))  # no gap, no overlap
-    assert [t for _, held in parts for t in held] == trades
-    for part, held in parts:
-        assert len(orjson.dumps([t.as_value() for t in held])) <= WINDOW_BYTES
-        assert all(part.start_at <= t.time < part.end_at for t in held)
-        assert window_key(part) == f"{SYMBOL}|{DAY.isoformat()}|{part.start}-{part.end}"
-    assert window_parts(task, trades[:50]) == [(task, trades[:50])]
+    trades = trades_in("10:01:00", 12_000, 20)  # 10:01-10:10, then none until 10:15
+    records = window_records(task, trades)
+    assert len(records) >= 2 and {(r.part, r.parts) for r in records} == {(1, 1)}
+    assert (records[0].window.start, records[-1].window.end) == ("10:00", "10:15")
+    assert all(a.window.end == b.window.start for a, b in itertools.pairwise(records))  # no gap, no overlap
+    assert [t for r in records for t in r.trades] == trades
+    for record in records:
+        assert record.ticks == as_json(record.trades) and len(record.ticks) <= WINDOW_BYTES
+        assert all(record.window.start_at <= t.time < record.window.end_at for t in record.trades)
+        assert window_key(record) == f"{SYMBOL}|{DAY.isoformat()}|{record.window.start}-{record.window.end}"
+    assert window_records(task, trades[:50]) == [WindowRecord(task, trades[:50], as_json(trades[:50]))]
+
+
+@pytest.mark.parametrize(
+    ("busy", "too_big_for"),
+    [(7_000, WINDOW_BYTES), (15_000, KAFKA_RECORD_BYTES), (40_000, 2 * KAFKA_RECORD_BYTES)],
+)
+def test_a_minute_too_busy_for_one_record_is_written_in_parts(busy: int, too_big_for: int) -> None:
+    """A minute whose trades alone pass WINDOW_BYTES (past ~6,000 trades) or Kafka's 1 MiB (past ~13,000)
+    is its own window, written in parts: keys ``...|HH:MM-HH:MM|k/n``, values with ``part`` and ``parts``,
+    each part's ticks under WINDOW_BYTES; joined in part order they are exactly its trades, in tape order.
+    The minutes around it are whole windows as before, and the same trades give the same records again."""
+    task = RecoveryTask.model_validate(task_value(start="10:00", end="10:05"))
+    before, minute, after = (
+        trades_in("10:00:00", 30, 1),
+        trades_in("10:01:00", busy, -(-busy // 60)),
+        trades_in("10:03:00", 12, 2),
+    )
+    assert len(as_json(minute)) > too_big_for
+    records = window_records(task, [*before, *minute, *after])
+
+    split = [r for r in records if r.parts > 1]
+    parts = len(split)
+    assert parts >= 2 and [(r.part, r.parts) for r in split] == [(k, parts) for k in range(1, parts + 1)]
+    assert [(r.window.start, r.window.end, r.trades) for r in records if r.parts == 1] == [
+        ("10:00", "10:01", before),
+        ("10:02", "10:05", after),
+    ]
+    assert records[1 : 1 + parts] == split  # in place of the minute, in part order
+    assert {(r.window.start, r.window.end) for r in split} == {("10:01", "10:02")}
+    assert [t for r in split for t in r.trades] == minute
+    assert [window_key(r) for r in split] == [
+        f"{SYMBOL}|2026-11-27|10:01-10:02|{k}/{parts}" for k in range(1, parts + 1)
+    ]
+
+    values = [orjson.loads(encode(window_value(r, "KIWOOM", "ka10079"))) for r in records]
+    for record, value in zip(records, values, strict=True):
+        assert len(orjson.dumps(value["ticks"])) <= WINDOW_BYTES
+        assert len(encode(window_value(record, "KIWOOM", "ka10079"))) < WINDOW_BYTES + 1024
+        assert value["ticks"] == [t.as_value() for t in record.trades]
+    for record, value in zip(split, values[1 : 1 + parts], strict=True):
+        assert list(value) == [
+            "kind", "symbol", "day", "start", "end", "part", "parts", "provider", "tr_id", "ticks", "task_id"
+        ]  # fmt: skip
+        assert (value["start"], value["end"], value["part"], value["parts"]) == (
+            "10:01",
+            "10:02",
+            record.part,
+            parts,
+        )
+        assert value["task_id"] == task.task_id
+    assert not any("part" in v or "parts" in v for v in (values[0], values[-1]))
+    assert [t for v in values for t in v["ticks"]] == [t.as_value() for t in (*before, *minute, *after)]
+
+    def written(trades: Sequence[Trade]) -> list[tuple[str, bytes]]:
+        return [
+            (window_key(r), encode(window_value(r, "KIWOOM", "ka10079")))
+            for r in window_records(task, trades)
+        ]
+
+    assert written([*before, *minute, *after]) == written(list((*before, *minute, *after)))
+
+
+def test_a_busy_minute_after_quiet_minutes_takes_them_into_its_window() -> None:
+    """Minutes without trades before a busy minute belong to its window, so every minute of the task's
+    window is still owned by exactly one window, and the parts cover them all."""
+    task = RecoveryTask.model_validate(task_value(start="10:00", end="10:05"))
+    minute = trades_in("10:02:00", 15_000, 250)
+    records = window_records(task, minute)
+    assert {(r.window.start, r.window.end) for r in records if r.parts > 1} == {("10:00", "10:03")}
+    assert [(r.window.start, r.window.end, r.trades) for r in records if r.parts == 1] == [
+        ("10:03", "10:05", [])
+    ]
+    assert [t for r in records for t in r.trades] == minute
+
+
+def busy_broker(busy: int) -> tuple[Broker, list[Tick]]:
+    """ka10079 pages of 900 rows: a trade before 10:00, a few in 10:00, ``busy`` in 10:01, a few after."""
+    trades = [tick("09:59:59", 70_000, 1)]
+    trades += [tick(f"10:00:{s:02d}", 70_000 + s, 2 + s) for s in range(0, 60, 6)]
+    trades += [
+        Tick(
+            SYMBOL,
+            at("10:01:00") + timedelta(seconds=i * 60 // busy),
+            70_000 + i % 97,
+            100 + i,
+            Provider.KIWOOM,
+            "ka10079",
+        )
+        for i in range(busy)
+    ]
+    trades += [tick(f"10:03:{s:02d}", 71_000 + s, 90_000 + s) for s in range(0, 60, 5)]
+    return Broker(pages_of(trades, 900)), trades
+
+
+async def test_the_worker_writes_a_busy_minute_as_parts_kafka_takes() -> None:
+    """Through BackfillManager, a window with a minute of 15,000 trades gives window records that each fit a
+    Kafka record with room to spare (before parts one was over 1 MiB and the task's commit failed for
+    ever), holding exactly the tape's trades of the window in order, then the re-verification task; the
+    same task again gives the same records."""
+
+    async def records() -> list[Record]:
+        broker, _ = busy_broker(15_000)
+        async with HubClient(InMemoryTransport(broker), caller=NAME) as hub:
+            manager = BackfillManager(
+                SETTINGS, hub, retrier=Retrier(NAME, call_timeout_s=2, sleep=no_sleep), today=lambda: DAY
+            )
+            out = Outputs(never_commit)
+            await manager.handle(manager.parse(orjson.dumps(task_value())), out)
+        return out.pending
+
+    first = await records()
+    *windows, verify = first
+    assert {w.topic for w in windows} == {
+        TOPICS.ticks_recovered
+    } and verify.topic == TOPICS.verification_tasks
+    assert all(len(w.value) < WINDOW_BYTES + 1024 for w in windows)
+    values = [orjson.loads(w.value) for w in windows]
+    parts = sum(1 for v in values if "parts" in v)
+    assert parts >= 3 and len(windows) == parts + 2
+    _, tape_trades = busy_broker(15_000)
+    assert [t for v in values for t in v["ticks"]] == expected_ticks(tape_trades, "10:00", "10:05")
+    assert await records() == first
 
 
 async def test_a_window_of_a_day_to_come_is_refused_before_any_call() -> None:

@@ -15,6 +15,9 @@ from hubclient import HubClient
 from hubclient.market import KST
 from hubclient.models import ApiRequest, ApiResponse, Priority, Status
 from hubclient.testing import InMemoryTransport, failed, ok
+from services.recovery.records import window_records, window_value
+from services.recovery.tape import Trade
+from services.recovery.task import RecoveryTask
 from services.sandbox.bars import Bar
 from services.sandbox.feed import _DayRun, plan_day, sandbox_market
 from services.sandbox.market import Market
@@ -27,7 +30,7 @@ from services.verification.tape import TickBook
 from services.verification.task import VerificationTask
 from services.verification.worker import VerificationConsumer, build
 from services.worker.errors import MalformedTask, TaskFailed
-from services.worker.outputs import Outputs, Record
+from services.worker.outputs import Outputs, Record, encode
 from services.worker.retry import Retrier
 from services.worker.task import parse_task
 
@@ -291,6 +294,93 @@ def test_malformed_recovered_records_are_counted_not_kept() -> None:
     for broken in ({**good, "kind": "tick"}, {**good, "end": "09:00"}, {**good, "ticks": [{"n": 0}]}):
         assert not book.add_recovered(orjson.dumps(broken))
     assert book.malformed == 3 and book.bars(SYMBOL, DAY, W) == {}
+
+
+def in_parts(value: bytes, parts: int, *, task_id: str | None = None) -> list[bytes]:
+    """A recovered window value cut into ``parts`` records of consecutive ticks, as the recovery worker
+    writes a window too large for one record."""
+    whole = orjson.loads(value)
+    ticks, size = whole["ticks"], -(-len(whole["ticks"]) // parts)
+    shape = {"task_id": task_id} if task_id else {}
+    return [
+        orjson.dumps(
+            {**whole, "part": k + 1, "parts": parts, **shape, "ticks": ticks[k * size : (k + 1) * size]}
+        )
+        for k in range(parts)
+    ]
+
+
+def test_a_window_in_parts_is_read_whole_once_every_part_is() -> None:
+    """The parts of a window, read in any order, make the window once the last one is read: its minutes
+    are built from all their trades in (time_kst, n) order; until then the feed's trades stand."""
+    book = TickBook()
+    book.add_feed(feed(1, "10:01:10", 500, 9))
+    ticks = [(f"10:01:{s:02d}", n, 100 + s + n, 1 + n) for s in range(0, 60, 10) for n in range(3)]
+    first, second, third = in_parts(recovered("10:01", "10:02", ticks), 3)
+    assert book.add_recovered(third) and book.add_recovered(first)
+    assert book.bars(SYMBOL, DAY, W) == bars(MinuteBar(m("10:01"), 500, 500, 500, 500, 9))
+    assert book.add_recovered(second)
+    assert book.bars(SYMBOL, DAY, W) == bars(MinuteBar(m("10:01"), 100, 152, 100, 152, 36))
+    assert book.recovered_records == 3 and book.malformed == 0
+
+
+def test_parts_of_different_tasks_are_not_mixed_and_the_last_whole_window_wins() -> None:
+    """Parts are joined only with parts of the same task and count; a window completed later (in parts
+    or whole) replaces an earlier one, as for whole windows; a redone task's parts make it again."""
+    book = TickBook()
+    one = in_parts(
+        recovered("10:00", "10:01", [("10:00:01", 0, 1, 1), ("10:00:02", 0, 1, 1)]), 2, task_id="r1"
+    )
+    two = in_parts(
+        recovered("10:00", "10:01", [("10:00:01", 0, 2, 1), ("10:00:02", 0, 2, 1)]), 2, task_id="r2"
+    )
+    for value in (one[0], two[1], two[0]):
+        book.add_recovered(value)
+    assert book.bars(SYMBOL, DAY, W) == bars(MinuteBar(m("10:00"), 2, 2, 2, 2, 2))  # r1 still lacks a part
+    book.add_recovered(one[1])
+    assert book.bars(SYMBOL, DAY, W) == bars(MinuteBar(m("10:00"), 1, 1, 1, 1, 2))  # r1 completed last
+    book.add_recovered(recovered("10:00", "10:01", [("10:00:01", 0, 3, 1)]))
+    assert book.bars(SYMBOL, DAY, W) == bars(MinuteBar(m("10:00"), 3, 3, 3, 3, 1))
+    for value in one:  # r1 redone: written again, read again
+        book.add_recovered(value)
+    assert book.bars(SYMBOL, DAY, W) == bars(MinuteBar(m("10:00"), 1, 1, 1, 1, 2))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [{"part": 0}, {"part": 3}, {"parts": "2"}, {"part": True}, {"parts": 0}, {"task_id": ""}, {"task_id": 7}],
+)
+def test_a_part_out_of_shape_is_counted_not_kept(shape: dict[str, Any]) -> None:
+    """A part numbered outside 1..parts, a count that is no number, or a part without its task is
+    malformed: counted and ignored."""
+    book = TickBook()
+    first, second = in_parts(recovered("10:00", "10:01", [("10:00:01", 0, 1, 1), ("10:00:02", 0, 1, 1)]), 2)
+    assert book.add_recovered(first)
+    assert not book.add_recovered(orjson.dumps({**orjson.loads(second), **shape}))
+    assert book.malformed == 1 and book.bars(SYMBOL, DAY, W) == {}
+
+
+def test_the_recovery_workers_parts_of_a_busy_minute_make_its_bar() -> None:
+    """The records the recovery worker writes for a minute of 15,000 trades, read by the verification
+    worker's book in any order, build exactly that minute's bar from all its trades."""
+    day = DAY
+    task = RecoveryTask.model_validate(
+        {"task_id": "recover|005930|2026-11-26|10:00-10:05|r1", "symbol": SYMBOL, "day": day.isoformat(),
+         "start": "10:00", "end": "10:05", "round": 1, "reason": "gap"}
+    )  # fmt: skip
+    begin = datetime.combine(day, time(10, 1), KST)
+    trades = [
+        Trade(begin + timedelta(seconds=i // 250), i % 250, 70_000 + (i * 37) % 1001, 1 + i % 13)
+        for i in range(15_000)
+    ]
+    records = window_records(task, trades)
+    assert sum(1 for r in records if r.parts > 1) >= 3
+    book = TickBook()
+    for record in reversed(records):
+        assert book.add_recovered(encode(window_value(record, "KIWOOM", "ka10079")))
+    expected = bars_from_trades((m("10:01"), t.price, t.volume) for t in trades)
+    assert book.bars(SYMBOL, day, Window(m("10:00"), m("10:05"))) == expected
+    assert book.malformed == 0
 
 
 # -- the sandbox: its ticks make its minute bars -------------------------------------------------------------

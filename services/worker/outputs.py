@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
+from services.worker.errors import TaskFailed
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -28,6 +30,11 @@ class Record:
 
 #: Commits records (and, at the end of a task, its offsets) in one transaction.
 Commit = Callable[[list[Record], Mapping[TopicPartition, int] | None], Awaitable[None]]
+
+
+#: Bytes an output record's value may take: Kafka takes about 1 MiB a record (the producer's
+#: ``max_request_size`` and the broker's ``message.max.bytes``), key and framing included.
+MAX_VALUE_BYTES = 1_000_000
 
 
 def encode(value: Mapping[str, Any]) -> bytes:
@@ -49,8 +56,16 @@ class Outputs:
         return list(self._pending)
 
     def add(self, topic: str, key: str, value: Mapping[str, Any]) -> None:
-        """Add one record; nothing is visible to readers before a commit."""
-        self._pending.append(Record(topic, key, encode(value)))
+        """Add one record; nothing is visible to readers before a commit. A value over
+        ``MAX_VALUE_BYTES`` fails the task (``output_too_large``) here, where it is dead-lettered: Kafka
+        would refuse it at the commit, which ends the process and leaves the task to fail again forever."""
+        raw = encode(value)
+        if len(raw) > MAX_VALUE_BYTES:
+            raise TaskFailed(
+                f"an output record for {topic} takes {len(raw):,} bytes, over {MAX_VALUE_BYTES:,}",
+                reason="output_too_large",
+            )
+        self._pending.append(Record(topic, key, raw))
 
     def discard(self) -> None:
         """Forget what was added since the last commit (a failed task keeps only its checkpoints)."""

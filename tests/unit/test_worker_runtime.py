@@ -14,7 +14,7 @@ from aiokafka.structs import ConsumerRecord
 from hubclient import HubTimeout, RequestRejected
 from services.worker.errors import MalformedTask, TaskFailed
 from services.worker.health import HealthServer, answer
-from services.worker.outputs import Outputs, Record
+from services.worker.outputs import MAX_VALUE_BYTES, Outputs, Record
 from services.worker.retry import MAX_BACKOFF_S, Retrier, backoff_s
 from services.worker.runtime import KEY_CHARS, process
 from services.worker.task import Task, parse_task
@@ -134,6 +134,42 @@ async def test_failed_task_is_dead_lettered_with_its_offset(
     assert (letter["topic"], letter["partition"], letter["offset"]) == ("echo.tasks", 2, 7)
     assert orjson.loads(letter["task"]) == {"task_id": "t2", "word": "hi"}
     assert offsets == {TopicPartition("echo.tasks", 2): 8}
+
+
+class TooLargeHandler(EchoHandler):
+    """Checkpoints one record, then adds one Kafka would refuse."""
+
+    async def handle(self, task: Task, out: Outputs) -> None:
+        out.add(self.out_topic, f"{task.task_id}|1", {"word": "small"})
+        await out.checkpoint()
+        out.add(self.out_topic, f"{task.task_id}|2", {"ticks": "x" * MAX_VALUE_BYTES})
+
+
+async def test_an_output_kafka_would_refuse_fails_the_task_not_the_worker() -> None:
+    """An output record over Kafka's 1 MiB made the commit raise, which ended the worker, and the task
+    failed the same way at every restart; now the task is dead-lettered as output_too_large and its offset
+    moves on (its checkpoints stay)."""
+    commits = Commits()
+    outcome = await process(
+        TooLargeHandler(), record(b'{"task_id": "t9", "word": "hi"}'), commits, dlq_topic=DLQ
+    )
+    assert outcome == "failed"
+    (first, _), (last, offsets) = commits.calls
+    assert [r.key for r in first] == ["t9|1"]
+    assert [(r.topic, r.key) for r in last] == [(DLQ, "t9")]
+    letter = orjson.loads(last[0].value)
+    assert letter["reason"] == "output_too_large" and "echo.out" in letter["error"]
+    assert offsets == {TopicPartition("echo.tasks", 2): 8}
+
+
+def test_a_value_at_the_bound_is_kept() -> None:
+    out = Outputs(Commits())
+    fits = {"v": "x" * (MAX_VALUE_BYTES - len(b'{"v":""}'))}
+    out.add("t", "k", fits)
+    assert len(out.pending[0].value) == MAX_VALUE_BYTES
+    with pytest.raises(TaskFailed):
+        out.add("t", "k", {"v": fits["v"] + "x"})
+    assert len(out.pending) == 1
 
 
 async def test_malformed_record_is_dead_lettered_under_its_key() -> None:

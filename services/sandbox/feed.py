@@ -49,6 +49,9 @@ SOURCES = ("kis-ws", "kiwoom-ws")
 _SESSION_MINUTES = (CLOSE_S - OPEN_S) // 60  # 390; the 15:30:00 closing auction lies just past the last
 _KEEP_DAYS = 16  # day runs run_feed remembers, so a clock set back does not publish a day twice
 _MIN_WAIT_S = 0.01
+#: How long the feed looks for its topic in Kafka's metadata before refusing it, and how often.
+TOPIC_WAIT_S = 5.0
+TOPIC_LOOK_S = 0.25
 
 
 # -- the plan: what happens to every trade of a day --------------------------------------------------------
@@ -466,15 +469,20 @@ async def _producer(
 
 
 async def _require_topic(producer: AIOKafkaProducer, topic: str) -> None:
-    """Refuse at once a topic Kafka does not have (``UnknownTopicOrPartitionError``) or does not let this
-    principal see (``TopicAuthorizationFailedError``): the first send would wait for its metadata for the
-    whole request timeout (40 s) before saying so."""
-    await producer.client.add_topic(topic)  # a metadata request naming it
-    cluster = producer.client.cluster
-    if topic in cluster.unauthorized_topics:
-        raise TopicAuthorizationFailedError(topic)
-    if cluster.partitions_for_topic(topic) is None:
-        raise UnknownTopicOrPartitionError(topic)
+    """Refuse within ``TOPIC_WAIT_S`` a topic Kafka does not have (``UnknownTopicOrPartitionError``) or does
+    not let this principal see (``TopicAuthorizationFailedError``): the first send would wait for its
+    metadata for the whole request timeout (40 s) before saying so. A topic created a moment ago may be
+    missing from the first answers (its metadata is still spreading), hence a few looks."""
+    client = producer.client
+    await client.add_topic(topic)  # a metadata request naming it
+    for _ in range(round(TOPIC_WAIT_S / TOPIC_LOOK_S)):
+        if topic in client.cluster.unauthorized_topics:
+            raise TopicAuthorizationFailedError(topic)
+        if client.cluster.partitions_for_topic(topic) is not None:
+            return
+        await asyncio.sleep(TOPIC_LOOK_S)
+        await client.force_metadata_update()
+    raise UnknownTopicOrPartitionError(topic)
 
 
 def sandbox_clock(settings: SandboxSettings) -> SimClock:

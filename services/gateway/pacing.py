@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from hubclient.models import ApiRequest, Provider
 from services.gateway.breaker import CircuitBreaker
@@ -42,6 +42,8 @@ NEAR_ESTIMATE_S = 1.0  # a slot estimated at most this far away: its lateness co
 # the slot store then records up to RUN_MAX slots, as many as requests wait, instead of one per slot.
 RUN_BELOW_INTERVAL_S = 0.005
 RUN_MAX = 16
+
+T = TypeVar("T")
 
 Attempt = Callable[["DomainPacer", Flight, PacedSlot, str], Coroutine[Any, Any, None]]
 TokenSource = Callable[[str], Awaitable[str]]  # by limit domain
@@ -207,7 +209,9 @@ class DomainPacer:
             await self._has_work.wait()
             return
         try:
-            await self._token(self.domain)  # a refresh takes a slot of its own: before ours
+            # a refresh takes a slot of its own: before ours; it may take a while (a slow broker, another
+            # instance's lock): the queued requests' deadlines are kept meanwhile
+            await self._keeping_deadlines(self._token(self.domain))
         except GatewayError as exc:  # no token: the best queued request gets that answer, no slot used
             self._fail_first(exc)
             return
@@ -244,6 +248,31 @@ class DomainPacer:
         first, *rest = await self.limiter.reserve_run(count)
         self._ahead.extend(rest)
         return first
+
+    async def _keeping_deadlines(self, work: Awaitable[T]) -> T:
+        """Await ``work`` while answering the queued requests whose deadline comes first (``_expire``), as
+        ``_wait_until`` does while it sleeps: nothing the loop waits for may hold an answer past its
+        deadline."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                waiters: set[asyncio.Future[Any]] = {task}
+                earliest_ms = self.scheduler.earliest_deadline_ms()
+                if earliest_ms is not None:
+                    due_in = earliest_ms / 1000 - self.service_s() - self._clock.time()
+                    waiters.add(asyncio.ensure_future(self._clock.sleep(max(due_in, 0.001))))
+                self._queue_changed.clear()
+                waiters.add(asyncio.ensure_future(self._queue_changed.wait()))
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters - {task}:
+                        waiter.cancel()
+                self._expire()
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def _wait_until(self, start_s: float) -> None:
         """Sleep until ``start_s``, waking to answer requests whose deadline comes first (and when new

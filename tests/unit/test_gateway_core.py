@@ -307,6 +307,21 @@ async def test_deadline_cuts_a_slow_call() -> None:
     assert answer.at_ms < created + 1000
 
 
+async def test_queued_requests_expire_while_the_token_is_slow_to_come() -> None:
+    """The pacing loop waiting for a token (a slow issuance, another instance's lock) still answers the
+    queued requests whose deadline comes first: expired before the deadline, never after (the loop used to
+    expire them only once the token came, 1 s after their deadline here)."""
+    rig = build_gateway()
+    rig.broker.latency_s = 3.0  # the token call; the quotes answer at once
+    for _ in range(5):
+        rig.broker.then(kis_envelope(output={"stck_prpr": "70000"}), latency_s=0.002)
+    results = await serve(rig, [request(rig.clock, deadline_s=2.0) for _ in range(5)])
+    for a in results:
+        assert (a.response.status, a.response.reason) == (Status.EXPIRED, "deadline_too_close"), a.response
+        created = a.at_ms - a.response.timing.total_ms
+        assert a.at_ms < created + 2000
+
+
 async def test_token_refreshed_before_expiry_with_a_paced_call() -> None:
     """A day later the token is renewed before use, and the token call takes a slot of its own."""
     rig = build_gateway()

@@ -165,6 +165,7 @@ class Gateway:
                 clock=self.clock,
                 reply=self._reply,
                 token=self.tokens.get,
+                token_cached=self.tokens.cached_valid,
                 attempt=caller.attempt,
                 finish=self._finish,
             )

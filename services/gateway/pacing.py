@@ -82,6 +82,7 @@ class DomainPacer:
         token: TokenSource,
         attempt: Attempt,
         finish: Finish,
+        token_cached: Callable[[str], bool] = lambda _domain: False,
     ) -> None:
         self.name = name
         self.provider = provider
@@ -92,6 +93,7 @@ class DomainPacer:
         self._clock = clock
         self._reply = reply
         self._token = token
+        self._token_cached = token_cached  # True: ``token`` answers at once (no wait to keep deadlines in)
         self._attempt = attempt
         self._finish = finish
         self._has_work = asyncio.Event()
@@ -211,7 +213,10 @@ class DomainPacer:
         try:
             # a refresh takes a slot of its own: before ours; it may take a while (a slow broker, another
             # instance's lock): the queued requests' deadlines are kept meanwhile
-            await self._keeping_deadlines(self._token(self.domain))
+            if self._token_cached(self.domain):
+                await self._token(self.domain)
+            else:
+                await self._keeping_deadlines(self._token(self.domain))
         except GatewayError as exc:  # no token: the best queued request gets that answer, no slot used
             self._fail_first(exc)
             return

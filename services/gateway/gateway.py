@@ -417,8 +417,11 @@ class Gateway:
         )
 
     async def _remember(self, response: ApiResponse) -> None:
+        """Store the answer's idempotency record before it is published; its time counts in the reply path
+        (a slow Redis must not make answers late)."""
         if self._idempotency is None:
             return
+        started_s = self.clock.monotonic()
         try:
             await self._idempotency.store(response)
         except (RedisError, OSError) as exc:
@@ -429,3 +432,5 @@ class Gateway:
                 request_id=response.request_id,
                 error=str(exc),
             )
+        finally:
+            self._reply.observe_store(self.clock.monotonic() - started_s)

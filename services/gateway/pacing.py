@@ -51,18 +51,24 @@ Finish = Callable[[Flight, GatewayError], None]
 
 
 class ReplyPath:
-    """How long an answer takes from the gateway to its caller: a base plus the slowest recent produce."""
+    """How long an answer takes from the upstream call to its caller: a base plus the slowest recent
+    idempotency record (stored before the answer goes out) and the slowest recent produce."""
 
     def __init__(self, clock: Clock) -> None:
+        self._store = SlidingMax(clock, HOLD_S)
         self._produce = SlidingMax(clock, HOLD_S)
+
+    def observe_store(self, store_s: float) -> None:
+        """One answer's idempotency record stored (or given up)."""
+        self._store.observe(store_s)
 
     def observe(self, produce_s: float) -> None:
         """One acknowledged produce of an answer."""
         self._produce.observe(produce_s)
 
     def budget_s(self) -> float:
-        """Seconds to keep between sending an answer and its deadline."""
-        return REPLY_BASE_S + self._produce.value()
+        """Seconds to keep between an upstream answer and its deadline."""
+        return REPLY_BASE_S + self._store.value() + self._produce.value()
 
 
 class DomainPacer:

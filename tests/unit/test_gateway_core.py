@@ -307,6 +307,26 @@ async def test_deadline_cuts_a_slow_call() -> None:
     assert answer.at_ms < created + 1000
 
 
+async def test_a_slow_idempotency_record_counts_in_the_reply_path() -> None:
+    """The record is stored before the answer goes out, so once a store took 1 s a request whose deadline
+    leaves less than that after its call is refused at once; the store's time used to be left out of the
+    reply budget, and that answer came after the deadline."""
+    rig = build_gateway()
+    plain = rig.records.store
+
+    async def slow_store(response: ApiResponse) -> None:
+        await rig.clock.sleep(1.0)
+        await plain(response)
+
+    rig.records.store = slow_store  # type: ignore[method-assign]
+    (first,) = await serve(rig, [request(rig.clock)])
+    assert first.response.ok
+    (second,) = await serve(rig, [request(rig.clock, deadline_s=0.8)])
+    created_ms = second.at_ms - second.response.timing.total_ms
+    assert (second.response.status, second.response.reason) == (Status.REJECTED, "deadline_unreachable")
+    assert second.at_ms < created_ms + 800
+
+
 async def test_queued_requests_expire_while_the_token_is_slow_to_come() -> None:
     """The pacing loop waiting for a token (a slow issuance, another instance's lock) still answers the
     queued requests whose deadline comes first: expired before the deadline, never after (the loop used to

@@ -259,7 +259,10 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(
     raw = await serve(lambda _: [OK], close_after=True)  # closes without saying Connection: close
     pool = Http1Pool(limit=1)
     await pool.request("GET", f"{raw.url}/", {})
-    await asyncio.sleep(0.05)  # the close reaches the idle connection
+    [idle] = pool._idle[pool._split(f"{raw.url}/")[0]]
+    async with asyncio.timeout(10):  # the close reaches the idle connection
+        while not idle.closed:
+            await asyncio.sleep(0.005)
     assert (await pool.request("GET", f"{raw.url}/", {})).body == b"ok"
     assert raw.connections == 2
     await pool.close()
@@ -295,7 +298,9 @@ async def test_a_queued_call_cancelled_after_its_wake_passes_the_turn_on(serve: 
     busy = await pool._acquire(origin)  # the one connection, in use
     first = asyncio.create_task(pool.request("GET", f"{raw.url}/", {}))
     second = asyncio.create_task(pool.request("GET", f"{raw.url}/", {}))
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):  # both queued behind ``busy``, ``first`` ahead
+        while len(pool._waiting) < 2:
+            await asyncio.sleep(0.005)
     pool._release(busy, reusable=True)  # wakes ``first`` ...
     first.cancel()  # ... which is cancelled before it runs
     assert (await asyncio.wait_for(second, 2)).body == b"ok"

@@ -281,10 +281,14 @@ async def test_run_feed_with_a_running_clock_wakes_for_the_next_trade() -> None:
     producer = RecordingProducer()
     stop = asyncio.Event()
     task = asyncio.create_task(run_feed(settings, stop, clock=clock, producer=producer))  # type: ignore[arg-type]
-    await asyncio.sleep(0.5)
-    stop.set()
-    await asyncio.wait_for(task, timeout=10)
-    assert producer.records
+    later = datetime(2026, 11, 26, 9, 1, tzinfo=KST).isoformat()  # 0.1 s of real time after the start
+    try:
+        async with asyncio.timeout(30):  # until a trade the clock reached only after the start is published
+            while not any(str(v["time_kst"]) > later for v in producer.values()):
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
     last = max(str(v["time_kst"]) for v in producer.values())
     assert last <= clock.now().isoformat()
 

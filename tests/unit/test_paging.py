@@ -90,18 +90,19 @@ async def test_last_page_exactly_at_max_pages_is_not_an_error() -> None:
 async def test_max_s_bounds_the_whole_walk_including_a_slow_page() -> None:
     """A page that would run past max_s is cut at max_s and reported as PagingLimit, not HubTimeout."""
     endless = [({"p": n}, cont(n + 1)) for n in range(1, 10)]
-    # Two pages of 0.2 s fit in 0.5 s with 0.1 s to spare (a loaded host, the coverage tracer); the third
-    # would end at 0.6 s.
-    transport = InMemoryTransport(scripted(list(endless), delay_s=0.2))
+    # Two pages of 0.3 s fit in 0.85 s with 0.25 s to spare for a loaded host and the coverage tracer (a
+    # late wake-up only makes them later); the third cannot end before 0.9 s, however fast the host.
+    transport = InMemoryTransport(scripted(list(endless), delay_s=0.3))
     loop = asyncio.get_running_loop()
     async with HubClient(transport, caller="unit") as hub:
         started = loop.time()
         with pytest.raises(PagingLimit) as info:
-            await collect(hub, timeout=5, max_s=0.5)
+            await collect(hub, timeout=5, max_s=0.85)
         took = loop.time() - started
     assert (info.value.limit, info.value.pages, info.value.continuation) == ("max_s", 2, cont(3))
     assert isinstance(info.value.__cause__, HubTimeout)
-    assert 0.5 <= took < 1.0 and 0.5 <= info.value.elapsed_s < 1.0
+    # Cut at max_s, not at the page's own 5 s timeout.
+    assert 0.85 <= took < 5 and 0.85 <= info.value.elapsed_s < 5
 
 
 async def test_a_page_timing_out_on_its_own_timeout_is_hub_timeout() -> None:

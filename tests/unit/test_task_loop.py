@@ -89,17 +89,18 @@ async def test_tasks_are_done_in_order_and_committed_with_their_offsets(rig: Rig
 
 async def test_a_task_in_progress_when_stopping_is_abandoned_uncommitted(rig: Rig) -> None:
     """Stop during a task: the task is cancelled, its offset stays for the next owner."""
-    gate = asyncio.Event()
+    gate, entered = asyncio.Event(), asyncio.Event()
 
     class Slow(EchoHandler):
         async def handle(self, task: object, out: object) -> None:
+            entered.set()
             await gate.wait()
 
     loop = await started(rig, Slow())
     rig.cluster.append(TASKS, task("slow"))
     stop = asyncio.Event()
     running = asyncio.create_task(loop.run(stop))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(entered.wait(), 10)  # the task is in progress
     stop.set()
     await asyncio.wait_for(running, 5)
     await loop.stop()

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from hubclient import HubClient
 from hubclient.market import KST
@@ -45,6 +46,31 @@ async def sandbox_now(sandbox_url: str) -> datetime:
     async with aiohttp.ClientSession() as session, session.get(f"{sandbox_url}/_sandbox/clock") as resp:
         body: dict[str, Any] = await resp.json()
     return datetime.fromisoformat(body["now"]).astimezone(KST)
+
+
+async def done_twice(
+    services: Services, settings: WorkerSettings, handler: BackfillManager, task: dict[str, Any]
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """``handler`` run by the real ``TaskLoop`` on ``settings``' topics, sent ``task`` twice (a redelivery);
+    returns the two re-verification tasks it committed, then stops the loop."""
+    topics = settings.topics
+    loop = TaskLoop(handler, settings)
+    await loop.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(loop.run(stop))
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+        await producer.start()
+        try:
+            for _ in range(2):
+                await producer.send_and_wait(topics.recovery_tasks, orjson.dumps(task), key=b"k")
+        finally:
+            await producer.stop()
+        return await read_committed(services.kafka_bootstrap, topics.verification_tasks, count=2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 15)
+        await loop.stop()
 
 
 def window_day(now: datetime) -> date:
@@ -105,24 +131,8 @@ async def test_recovery_task_repairs_the_window_and_asks_for_a_recheck(
         services.kafka_bootstrap, caller=NAME, request_topic=topics.requests, reply_topic=topics.responses
     )
     async with gateway(), hub:
-        loop = TaskLoop(build(settings, hub), settings)
-        await loop.start()
-        stop = asyncio.Event()
-        running = asyncio.create_task(loop.run(stop))
-        try:
-            producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
-            await producer.start()
-            try:
-                for _ in range(2):  # the same task twice: a redelivery
-                    await producer.send_and_wait(worker_topics.recovery_tasks, orjson.dumps(task), key=b"k")
-            finally:
-                await producer.stop()
-            windows = await read_committed(services.kafka_bootstrap, worker_topics.ticks_recovered, count=2)
-            checks = await read_committed(services.kafka_bootstrap, worker_topics.verification_tasks, count=2)
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, 15)
-            await loop.stop()
+        checks = await done_twice(services, settings, build(settings, hub), task)
+    windows = await read_committed(services.kafka_bootstrap, worker_topics.ticks_recovered, count=2)
 
     assert [r.key for r in windows] == [f"{SYMBOL}|{day}|{START}-{END}".encode()] * 2
     assert windows[0].value == windows[1].value
@@ -227,23 +237,9 @@ async def test_a_minute_too_busy_for_one_record_goes_through_kafka_in_parts(
         task_deadline_s=45,
     )
     async with HubClient(InMemoryTransport(broker), caller=NAME) as hub:
-        loop = TaskLoop(BackfillManager(settings, hub, today=lambda: BUSY_DAY), settings)
-        await loop.start()
-        stop = asyncio.Event()
-        running = asyncio.create_task(loop.run(stop))
-        try:
-            producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
-            await producer.start()
-            try:
-                for _ in range(2):  # the same task twice: a redelivery
-                    await producer.send_and_wait(worker_topics.recovery_tasks, orjson.dumps(task), key=b"k")
-            finally:
-                await producer.stop()
-            checks = await read_committed(services.kafka_bootstrap, worker_topics.verification_tasks, count=2)
-        finally:
-            stop.set()
-            await asyncio.wait_for(running, 15)
-            await loop.stop()
+        checks = await done_twice(
+            services, settings, BackfillManager(settings, hub, today=lambda: BUSY_DAY), task
+        )
     windows = await read_committed(services.kafka_bootstrap, worker_topics.ticks_recovered)
 
     assert len(checks) == 2 and await end_offset(services, worker_topics.dlq) == 0

@@ -2,8 +2,9 @@
 
 WorkerError              root; ``reason`` is the machine-readable word written to the dead-letter topic
 ├── MalformedTask        the record is not a task this worker can read (dead-lettered at once)
-└── TaskFailed           the task cannot be done: the hub refused it for good, or it kept failing until
-                         the task's deadline (dead-lettered with the last error, never dropped)
+└── TaskFailed           the task cannot be done: the hub refused it for good, it kept failing until the
+                         task's deadline, or an output is too large for Kafka (dead-lettered with the
+                         last error, never dropped)
 """
 
 from __future__ import annotations
@@ -28,6 +29,6 @@ class MalformedTask(WorkerError):
 
 
 class TaskFailed(WorkerError):
-    """The task was given up; ``reason`` says why (``gave_up``, ``refused``, ``bad_payload``, ...)."""
+    """The task was given up; ``reason`` says why (``gave_up``, ``refused``, ``output_too_large``, ...)."""
 
     reason = "failed"

@@ -261,9 +261,9 @@ class DomainPacer:
         return first
 
     async def _keeping_deadlines(self, work: Awaitable[T]) -> T:
-        """Await ``work`` while answering the queued requests whose deadline comes first (``_expire``), as
-        ``_wait_until`` does while it sleeps: nothing the loop waits for may hold an answer past its
-        deadline."""
+        """Await ``work`` (a token, the sleep until a slot) while answering the queued requests whose deadline
+        comes first (``_expire``), waking at the earliest deadline and when new work arrives (which may
+        have it): nothing the loop waits for may hold an answer past its deadline."""
         task = asyncio.ensure_future(work)
         try:
             while not task.done():
@@ -286,20 +286,9 @@ class DomainPacer:
                 task.cancel()
 
     async def _wait_until(self, start_s: float) -> None:
-        """Sleep until ``start_s``, waking to answer requests whose deadline comes first (and when new
-        work arrives, which may have the earliest deadline)."""
+        """Sleep until ``start_s``, answering meanwhile the requests whose deadline comes first."""
         while (left := start_s - self._clock.monotonic()) > 0:
-            earliest_ms = self.scheduler.earliest_deadline_ms()
-            if earliest_ms is not None:
-                due_in = earliest_ms / 1000 - self.service_s() - self._clock.time()
-                left = min(left, max(due_in, 0.001))
-            self._queue_changed.clear()
-            sleep = asyncio.ensure_future(self._clock.sleep(left))
-            changed = asyncio.ensure_future(self._queue_changed.wait())
-            await asyncio.wait({sleep, changed}, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in (sleep, changed):
-                waiter.cancel()
-            self._expire()
+            await self._keeping_deadlines(self._clock.sleep(left))
 
     def _pop(self) -> Flight | None:
         self._expire()

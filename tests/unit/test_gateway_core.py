@@ -196,6 +196,28 @@ async def test_every_answer_comes_before_its_deadline() -> None:
         assert a.at_ms < created + 1000, a.response
 
 
+async def test_a_request_overtaken_in_its_queue_expires_while_the_loop_sleeps_for_a_slot() -> None:
+    """At 1 call a second, a bulk read admitted for the next slots is overtaken by interactive reads; its
+    deadline then comes while the loop sleeps for a slot, and it is answered expired before it, not at
+    the next slot after it."""
+    rig = build_gateway(rate_per_s=1.0, jitter_ms=0.0)
+    first = asyncio.create_task(rig.gateway.handle(request(rig.clock)))
+    await until(rig, lambda: len(rig.dispatcher.calls("/quotations/")) >= 1)
+    bulk_request = request(rig.clock, deadline_s=2.5, priority=Priority.BULK)
+    bulk = asyncio.create_task(rig.gateway.handle(bulk_request))
+    await rig.clock.advance(0.01)
+    ahead = [
+        asyncio.create_task(rig.gateway.handle(request(rig.clock, priority=Priority.INTERACTIVE)))
+        for _ in range(3)
+    ]
+    await until(rig, bulk.done, limit_s=4.0)
+    answered_ms = rig.clock.time() * 1000
+    assert (bulk.result().status, bulk.result().reason) == (Status.EXPIRED, "deadline_too_close")
+    assert answered_ms < bulk_request.deadline_ms
+    await until(rig, lambda: first.done() and all(t.done() for t in ahead), limit_s=10.0)
+    await rig.gateway.stop()
+
+
 async def test_far_estimates_that_came_late_do_not_refuse_an_interactive_request() -> None:
     """When the interval widens under a deep bulk backlog (a busy host widens the jitter budget), the bulk
     requests start seconds after admission said; an interactive request admitted then is still served,

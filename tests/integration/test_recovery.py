@@ -48,6 +48,20 @@ async def sandbox_now(sandbox_url: str) -> datetime:
     return datetime.fromisoformat(body["now"]).astimezone(KST)
 
 
+def recovery_task(day: date) -> dict[str, Any]:
+    """The first round's recovery task of SYMBOL's START-END window on ``day``, as the verification worker
+    writes it."""
+    return {
+        "task_id": f"recover|{SYMBOL}|{day}|{START}-{END}|r1",
+        "symbol": SYMBOL,
+        "day": day.isoformat(),
+        "start": START,
+        "end": END,
+        "round": 1,
+        "reason": "gap",
+    }
+
+
 async def done_twice(
     services: Services, settings: WorkerSettings, handler: BackfillManager, task: dict[str, Any]
 ) -> list[ConsumerRecord[bytes, bytes]]:
@@ -106,16 +120,8 @@ async def test_recovery_task_repairs_the_window_and_asks_for_a_recheck(
     """A recovery task processed twice by the real TaskLoop yields, both times, one window record holding
     exactly the sandbox market's trades of the window and the next round's verification task."""
     day = window_day(await sandbox_now(sandbox_url))
-    task_id = f"recover|{SYMBOL}|{day}|{START}-{END}|r1"
-    task = {
-        "task_id": task_id,
-        "symbol": SYMBOL,
-        "day": day.isoformat(),
-        "start": START,
-        "end": END,
-        "round": 1,
-        "reason": "gap",
-    }
+    task = recovery_task(day)
+    task_id = task["task_id"]
     settings = WorkerSettings(
         kafka=KafkaSettings(
             bootstrap_servers=services.kafka_bootstrap,
@@ -218,16 +224,8 @@ async def test_a_minute_too_busy_for_one_record_goes_through_kafka_in_parts(
         more = {"cont-yn": "Y", "next-key": str(index + 1)} if index + 1 < len(pages) else None
         return ok(request, {"stk_cd": SYMBOL, "stk_tic_chart_qry": pages[index]}, continuation=more)
 
-    task_id = f"recover|{SYMBOL}|{BUSY_DAY}|{START}-{END}|r1"
-    task = {
-        "task_id": task_id,
-        "symbol": SYMBOL,
-        "day": BUSY_DAY.isoformat(),
-        "start": START,
-        "end": END,
-        "round": 1,
-        "reason": "gap",
-    }
+    task = recovery_task(BUSY_DAY)
+    task_id = task["task_id"]
     feed = await private_worker_topics(services.kafka_bootstrap, f"f{unique}", "ticks")
     settings = WorkerSettings(
         kafka=KafkaSettings(bootstrap_servers=services.kafka_bootstrap),

@@ -150,10 +150,15 @@ def _from_local_stack(stack: ExitStack) -> Services:
     return Services(env["KAFKA_BOOTSTRAP_SERVERS"], env["REDIS_URL"], "local stack")
 
 
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark everything under tests/integration/ (real services) so ``-m "not integration"`` skips it."""
+    """Mark everything under tests/integration/ (real services) so ``-m "not integration"`` skips it, by
+    that directory, not by a folder name anywhere in the path (a checkout under ``integration/`` would mark
+    every test)."""
     for item in items:
-        if "integration" in item.path.parts:
+        if item.path.resolve().is_relative_to(INTEGRATION_DIR):
             item.add_marker(pytest.mark.integration)
 
 

@@ -14,7 +14,9 @@ GatewayError                     root; ``status`` and ``reason`` go straight int
 
 Lower-level errors are translated at one seam each (``http1``'s ``Http1Error`` tree in ``dispatcher``,
 Redis where it is called) and kept as the cause. ``Gateway.answer`` turns any of these into the terminal
-response.
+response. One error comes after the answer is made: ``publisher.AnswerTooLarge`` (Kafka refused the answer
+for its size), which ``app`` answers again without ``data`` (``answer_too_large``: ``upstream_error``, or
+``unknown_outcome`` for an order that reached the broker).
 """
 
 from __future__ import annotations

@@ -56,3 +56,11 @@ def test_load_result_counts_answers_and_percentiles() -> None:
     assert result.percentile_ms("read", 0.5) == 50 and result.percentile_ms("read", 0.99) == 99
     outcome = result.outcome("s", "t")
     assert outcome.sent == 3 and outcome.answered == {"ok": 1, "unknown_outcome": 1}
+
+
+def test_main_leaves_the_figures_when_no_scenario_recorded_an_outcome(tmp_path: Path) -> None:
+    """A run that selected nothing, or stopped before any outcome, must not wipe the last figures."""
+    doc = tmp_path / "RELIABILITY.md"
+    doc.write_text(f"# R\n\n{BEGIN}\nlast figures\n{END}\n")
+    assert main(["--doc", str(doc), "--results", str(tmp_path / "none")]) == 0
+    assert doc.read_text() == f"# R\n\n{BEGIN}\nlast figures\n{END}\n"

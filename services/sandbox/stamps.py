@@ -17,7 +17,8 @@ Stamps are on the real-time clock (``time.time_ns()``), in nanoseconds.
 
 Linux stamps received packets only while some socket on the host asks for stamps, and switches that on
 in the background a moment after the first one asks; ``installed`` therefore holds a socket with stamps
-on for as long as it lasts, so the first connections are stamped too.
+on for as long as it lasts and, before it returns, waits (``stamps_on``, at most half a second) until a
+byte sent over loopback comes back stamped, so the first connections are stamped too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import contextlib
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +36,8 @@ SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platfor
 EXTRA_KEY = "apihub_stamping_socket"
 _TIMESPEC = struct.Struct("qq")  # struct timespec on 64-bit Linux
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
+STAMPS_ON_WAIT_S = 0.5  # how long a sandbox starting waits for the host to stamp received packets
+STAMPS_ON_POLL_S = 0.002
 
 
 class StampingSocket(socket.socket):
@@ -46,11 +50,9 @@ class StampingSocket(socket.socket):
         self.received_ns: int | None = None
 
     def _note(self, ancillary: list[tuple[int, int, bytes]]) -> None:
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
-                seconds, nanos = _TIMESPEC.unpack_from(data)
-                if seconds or nanos:
-                    self.received_ns = seconds * 1_000_000_000 + nanos
+        stamp = _stamp_ns(ancillary)
+        if stamp is not None:
+            self.received_ns = stamp
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         data, ancillary, _, _ = self.recvmsg(bufsize, _ANCILLARY, flags)
@@ -62,6 +64,40 @@ class StampingSocket(socket.socket):
         count, ancillary, _, _ = self.recvmsg_into([view[:nbytes] if nbytes else view], _ANCILLARY, flags)
         self._note(ancillary)
         return count
+
+
+def _stamp_ns(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The receive stamp (ns) in a ``recvmsg``'s ancillary data, None when it carries none."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanos = _TIMESPEC.unpack_from(data)
+            if seconds or nanos:
+                return int(seconds * 1_000_000_000 + nanos)
+    return None
+
+
+def stamps_on(max_s: float = STAMPS_ON_WAIT_S) -> bool:
+    """Wait until the host stamps received packets (at most ``max_s``): send a byte over a loopback TCP
+    connection, whose receiving end asks for stamps, until one comes back stamped. True once one does."""
+    if SO_TIMESTAMPNS is None or not _ANCILLARY:
+        return False
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        socket.create_connection(server.getsockname()[:2], timeout=max_s) as client,
+    ):
+        accepted, _ = server.accept()
+        with accepted:
+            accepted.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            accepted.settimeout(max_s)
+            deadline = time.monotonic() + max_s
+            while True:
+                client.sendall(b".")
+                _, ancillary, _, _ = accepted.recvmsg(16, _ANCILLARY)
+                if _stamp_ns(ancillary) is not None:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(STAMPS_ON_POLL_S)
 
 
 def _stamping(sock: socket.socket) -> StampingSocket | None:
@@ -108,6 +144,7 @@ def installed(loop: asyncio.AbstractEventLoop) -> Iterator[bool]:
     loop._make_socket_transport = make_socket_transport  # type: ignore[attr-defined]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as keeper:  # stamping stays on meanwhile
         keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        stamps_on()  # switched on in the background: the first connections must not come before
         try:
             yield True
         finally:

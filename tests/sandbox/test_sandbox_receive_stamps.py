@@ -80,12 +80,7 @@ def connection() -> Iterator[tuple[socket.socket, stamps.StampingSocket]]:
     wrapped = stamps._stamping(accepted)
     assert wrapped is not None
     wrapped.setblocking(True)
-    for _ in range(100):  # Linux turns stamping on a moment after it is first asked for
-        client.sendall(b".")
-        assert wrapped.recv(1) == b"."
-        if wrapped.received_ns is not None:
-            break
-        time.sleep(0.01)
+    assert stamps.stamps_on()  # Linux turns stamping on a moment after it is first asked for
     try:
         yield client, wrapped
     finally:
@@ -109,6 +104,22 @@ def test_reads_keep_the_kernel_receive_time(connection: tuple[socket.socket, sta
     count = server.recv_into(buffer)
     assert bytes(buffer[:count]) == b"second"
     assert server.received_ns is not None and server.received_ns >= read_ns - MS
+
+
+def test_stamps_on_returns_once_a_loopback_byte_comes_back_stamped() -> None:
+    """What a sandbox waits for as it starts; a connection made after it is stamped from its first read."""
+    assert stamps.stamps_on()
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        socket.create_connection(server.getsockname()) as client,
+    ):
+        accepted, _ = server.accept()
+        wrapped = stamps._stamping(accepted)
+        assert wrapped is not None
+        with wrapped:
+            wrapped.setblocking(True)
+            client.sendall(b"first")
+            assert wrapped.recv(16) == b"first" and wrapped.received_ns is not None
 
 
 async def test_the_sandbox_stamps_its_arrivals(sandbox: Sandbox) -> None:

@@ -98,10 +98,15 @@ class _Log:
     # O(log n), not by a scan of the whole log per reservation (thousands of entries with limits off).
     # An entry whose member's bound was raised since is skipped when it comes up.
     expiry: list[tuple[float, str]] = field(default_factory=list)
+    # The k-th latest bound by k, kept until a bound is set: admission and the pool estimate a domain's
+    # next slot several times between two of its reservations. Dropping stale bounds cannot change it:
+    # they are the oldest, and once the k-th latest itself goes fewer than k are left to ask about.
+    latest: dict[int, float] = field(default_factory=dict)
 
     def set_bound(self, member: str, bound: float) -> None:
         self.bounds[member] = bound
         heapq.heappush(self.expiry, (bound, member))
+        self.latest.clear()
 
     def drop_stale(self, before: float) -> None:
         expiry = self.expiry
@@ -109,6 +114,12 @@ class _Log:
             bound, member = heapq.heappop(expiry)
             if self.bounds.get(member) == bound:
                 del self.bounds[member]
+
+    def kth_latest(self, k: int) -> float:
+        """The ``k``-th latest bound in the log (it holds at least ``k``)."""
+        if k not in self.latest:
+            self.latest[k] = heapq.nlargest(k, self.bounds.values())[-1]
+        return self.latest[k]
 
 
 class MemorySlots:
@@ -143,7 +154,7 @@ class MemorySlots:
         log.drop_stale(self._clock.monotonic() - WINDOW_S)
         if len(log.bounds) < limit:
             return 0.0
-        return heapq.nlargest(limit, log.bounds.values())[-1] + WINDOW_S
+        return log.kth_latest(limit) + WINDOW_S
 
     def next_start(self, domain: str, limit: int) -> float:
         """When a reservation made now would start (clock seconds), without making one."""

@@ -532,6 +532,11 @@ class GatewaySettings(HubSettings):
         ge=0,
         description="answers of immutable reads (past sessions' unadjusted bars) kept to share; 0: none",
     )
+    shared_cache_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        gt=0,
+        description="bytes of JSON those cached answers may take in all (the least recently used go first)",
+    )
     log_level: LogLevel = "INFO"
     permissions_file: str | None = Field(
         default=None,

@@ -85,6 +85,7 @@ class GatewayApp:
             max_param_keys=settings.max_param_keys,
             max_param_value_chars=settings.max_param_value_chars,
             shared_cache_entries=settings.shared_cache_entries,
+            shared_cache_bytes=settings.shared_cache_bytes,
             permissions=load_permissions(Path(permissions_file)) if permissions_file else None,
             run_queue=RunQueueWait(clock),
             provider_pools=provider_pools,

@@ -51,7 +51,7 @@ from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.responses import Responder
 from services.gateway.scheduler import Queued, Scheduler
-from services.gateway.sharing import SharedReads, read_key, shareable, shared_copy
+from services.gateway.sharing import CACHE_BYTES, SharedReads, read_key, shareable, shared_copy
 from services.gateway.slots import SlotStore, shared_name
 from services.gateway.token_store import TokenStore
 from services.gateway.tokens import TokenManager
@@ -82,6 +82,7 @@ class Gateway:
         max_param_value_chars: int = MAX_PARAM_VALUE_CHARS,
         adapter_for: Callable[[ProviderSettings], ProviderAdapter] = make_adapter,
         shared_cache_entries: int = 1000,
+        shared_cache_bytes: int = CACHE_BYTES,
         run_queue: RunQueueWait | None = None,
         provider_pools: Mapping[Provider, Pool] | None = None,
     ) -> None:
@@ -96,7 +97,9 @@ class Gateway:
         # built by the caller when it needs the members too (their appkeys for the token stores)
         self.pools = dict(provider_pools) if provider_pools is not None else pools(providers, self.clock)
         self.members = {m.domain: m for pool in self.pools.values() for m in pool.members}
-        self.sharing = SharedReads(self.clock, cache_entries=shared_cache_entries)
+        self.sharing = SharedReads(
+            self.clock, cache_entries=shared_cache_entries, cache_bytes=shared_cache_bytes
+        )
         adapters = {d: adapter_for(m.settings) for d, m in self.members.items()}
         keys = {  # each member's schedule is shared by its appkey, whatever another instance calls it
             d: shared_name(d, m.settings.appkey.get_secret_value() if m.settings.appkey else None)

@@ -13,8 +13,10 @@ as fresh as a call of its own would be (a burst read from the log in several fet
 same read). Such ``ok`` answers are kept ``SETTLED_KEEP_S`` seconds (at most ``SETTLED_ENTRIES``).
 
 Immutable reads (``immutable``: a closed past session's unadjusted bars) answered ``ok`` are also kept
-in a bounded LRU cache for ``cache_ttl_s``, and answered from there with the original request's id in
-``shared_with`` (its response on the response topic is the audit record of the one upstream call).
+in an LRU cache for ``cache_ttl_s``, and answered from there with the original request's id in
+``shared_with`` (its response on the response topic is the audit record of the one upstream call). The
+cache holds the answers as their JSON bytes (a page of 120 minute bars is about 22 KB so, four times that
+as Python objects), at most ``cache_entries`` of them and ``cache_bytes`` in all.
 """
 
 from __future__ import annotations
@@ -74,12 +76,13 @@ def shareable(response: ApiResponse) -> bool:
 
 #: How long, and how many, answers are kept for identical reads sent before their call and taken in after.
 SETTLED_KEEP_S = 1.0
+CACHE_BYTES = 16 * 1024 * 1024  # the default of ``GatewaySettings.shared_cache_bytes``
 SETTLED_ENTRIES = 4096
 
 
 @dataclass
 class _Cached:
-    response: ApiResponse
+    value: bytes  # the answer's JSON
     until_s: float  # monotonic
 
 
@@ -99,13 +102,22 @@ class _Settled:
 class SharedReads:
     """Leaders of identical reads in flight, and the cache of immutable answers."""
 
-    def __init__(self, clock: Clock, *, cache_entries: int = 1000, cache_ttl_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        cache_entries: int = 1000,
+        cache_bytes: int = CACHE_BYTES,
+        cache_ttl_s: float = 3600.0,
+    ) -> None:
         self._clock = clock
         self._leaders: dict[bytes, _Leading] = {}
         self._settled: OrderedDict[bytes, _Settled] = OrderedDict()
         self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
         self._cache_entries = cache_entries
+        self._cache_bytes = cache_bytes
         self._cache_ttl_s = cache_ttl_s
+        self.cached_bytes = 0  # the answers' JSON the cache holds now
 
     def leader(self, key: bytes) -> asyncio.Future[ApiResponse] | None:
         """The answer-to-be of the identical read being served, if there is one."""
@@ -172,21 +184,31 @@ class SharedReads:
         if entry is None:
             return None
         if entry.until_s <= self._clock.monotonic():
-            del self._cache[key]
+            self._forget(key)
             return None
         self._cache.move_to_end(key)
-        return entry.response
+        return ApiResponse.from_json(entry.value)
 
     def remember(self, key: bytes, request: ApiRequest, response: ApiResponse) -> None:
-        """Keep an ``ok`` answer of an immutable read (evicting the least recently used)."""
+        """Keep an ``ok`` answer of an immutable read (evicting the least recently used past either
+        bound; an answer larger than the whole cache is not kept)."""
         if self._cache_entries <= 0 or response.status is not Status.OK:
             return
         if (request.provider, request.tr_id) not in IMMUTABLE_READS or not immutable(request, self.today()):
             return  # (the date is worked out only for the few reads that could be immutable)
-        self._cache[key] = _Cached(response, self._clock.monotonic() + self._cache_ttl_s)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_entries:
-            self._cache.popitem(last=False)
+        value = response.to_json()
+        self._forget(key)
+        if len(value) > self._cache_bytes:
+            return
+        self._cache[key] = _Cached(value, self._clock.monotonic() + self._cache_ttl_s)
+        self.cached_bytes += len(value)
+        while len(self._cache) > self._cache_entries or self.cached_bytes > self._cache_bytes:
+            self._forget(next(iter(self._cache)))
+
+    def _forget(self, key: bytes) -> None:
+        entry = self._cache.pop(key, None)
+        if entry is not None:
+            self.cached_bytes -= len(entry.value)
 
 
 def shared_copy(request: ApiRequest, original: ApiResponse, *, now_ms: float, kind: str) -> ApiResponse:

@@ -513,6 +513,35 @@ def test_immutable_reads_are_past_and_unadjusted() -> None:
     assert not immutable(req(PRICE_TR, FID_INPUT_ISCD="005930"), "20240108")
 
 
+async def test_cache_holds_answers_as_json_within_its_bytes() -> None:
+    """The cache keeps each answer's JSON: the least recently used go once the bytes are over, an answer
+    larger than the whole cache is not kept, and a hit gives back the answer that was kept."""
+    clock = ManualClock()
+    rig = build_gateway()
+
+    def answer(day: str, rows: int) -> tuple[ApiRequest, Any]:
+        request = ask(clock, "FHKST03010230", {"FID_INPUT_DATE_1": day})
+        bars = [{"stck_cntg_hour": f"{i:06d}", "stck_prpr": "71200"} for i in range(rows)]
+        ok = rig.gateway.answer(request, Status.OK).model_copy(update={"data": {"output2": bars}})
+        return request, ok
+
+    first, second, third = answer("20240101", 40), answer("20240102", 40), answer("20240103", 40)
+    size = len(first[1].to_json())
+    shared = SharedReads(clock, cache_entries=100, cache_bytes=int(size * 2.5))
+    for day, (request, response) in zip((b"1", b"2", b"3"), (first, second, third), strict=True):
+        shared.remember(day, request, response)
+        if day == b"2":
+            assert shared.cached(b"1") == first[1]  # used last: the second is now the oldest
+    assert shared.cached(b"2") is None
+    assert shared.cached(b"1") == first[1] and shared.cached(b"3") == third[1]
+    assert shared.cached_bytes == len(first[1].to_json()) + len(third[1].to_json())
+    huge = answer("20240104", 200)
+    shared.remember(b"4", *huge)
+    assert shared.cached(b"4") is None and shared.cached(b"1") is not None
+    await clock.advance(3601)
+    assert shared.cached(b"1") is None and shared.cached(b"3") is None and shared.cached_bytes == 0
+
+
 async def test_cache_is_bounded_and_expires() -> None:
     """The least recently used answer goes first; an entry is dropped after its time to live."""
     clock = ManualClock()

@@ -76,8 +76,9 @@ def shareable(response: ApiResponse) -> bool:
 
 #: How long, and how many, answers are kept for identical reads sent before their call and taken in after.
 SETTLED_KEEP_S = 1.0
-CACHE_BYTES = 16 * 1024 * 1024  # the default of ``GatewaySettings.shared_cache_bytes``
 SETTLED_ENTRIES = 4096
+#: The immutable answers' JSON the cache may hold (the default of ``GatewaySettings.shared_cache_bytes``).
+CACHE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass

@@ -94,3 +94,7 @@ SHARED_READS = Counter(
     "call, taken in after its answer) or cache (immutable)",
     ["provider", "kind"],
 )
+SHARED_CACHE_BYTES = Gauge(
+    "apihub_shared_cache_bytes",
+    "JSON of immutable answers the shared reads' cache holds now (at most APIHUB_SHARED_CACHE_BYTES)",
+)

@@ -31,7 +31,7 @@ import orjson
 from hubclient.catalog import TrSpec
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
 from services.gateway.clock import Clock
-from services.gateway.metrics import SHARED_READS, child
+from services.gateway.metrics import SHARED_CACHE_BYTES, SHARED_READS, child
 from services.gateway.providers.base import KST
 
 #: tr_id -> (the param holding the session date, the param and value meaning unadjusted prices).
@@ -202,14 +202,18 @@ class SharedReads:
         if len(value) > self._cache_bytes:
             return
         self._cache[key] = _Cached(value, self._clock.monotonic() + self._cache_ttl_s)
-        self.cached_bytes += len(value)
+        self._count(len(value))
         while len(self._cache) > self._cache_entries or self.cached_bytes > self._cache_bytes:
             self._forget(next(iter(self._cache)))
 
     def _forget(self, key: bytes) -> None:
         entry = self._cache.pop(key, None)
         if entry is not None:
-            self.cached_bytes -= len(entry.value)
+            self._count(-len(entry.value))
+
+    def _count(self, change: int) -> None:
+        self.cached_bytes += change
+        SHARED_CACHE_BYTES.set(self.cached_bytes)
 
 
 def shared_copy(request: ApiRequest, original: ApiResponse, *, now_ms: float, kind: str) -> ApiResponse:

@@ -198,7 +198,7 @@ def finish(
     summary = {
         "info": info.__dict__,
         "goals": [g.__dict__ for g in results],
-        "memory": [{**g.__dict__, "growth": g.growth} for g in growths],
+        "memory": [{**g.__dict__, "growth": g.growth, "rss_growth": g.rss_growth} for g in growths],
         "load": load,
         "dead_letters": dead_letters,
         "unexpected": errors,

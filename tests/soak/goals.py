@@ -2,7 +2,10 @@
 
 1. **Memory flat after warm-up**: for every process of the hub (gateway, the three workers, the feed), the
    median RSS over the last ``window_s`` of the run is less than ``MAX_GROWTH`` (5 %) above the median over
-   the ``window_s`` after warm-up. Kafka, Redis, the sandbox and the soak process itself are reported, not
+   the ``window_s`` after warm-up, not counting what a bounded cache the process reports holds (the
+   gateway's shared-read cache of past sessions' bars, ``apihub_shared_cache_bytes``, which fills up to
+   ``APIHUB_SHARED_CACHE_BYTES`` as the history collector asks for past days; the RSS growth with it is
+   reported beside). Kafka, Redis, the sandbox and the soak process itself are reported, not
    judged: the broker's JVM grows its heap up to ``-Xmx`` by design, Redis keeps every answer's idempotency
    record for seven days by design (its growth per request is reported), the sandbox stands in for the
    brokers, and the soak keeps its samples and latencies.
@@ -48,20 +51,38 @@ class Goal:
 
 @dataclass(frozen=True)
 class Growth:
-    """One process's memory: the median RSS after warm-up and at the end (KiB), and the growth."""
+    """One process's memory: the median RSS after warm-up and at the end (KiB), the medians of what its
+    bounded cache holds in the same windows (KiB, 0 for a process without one), and the growth."""
 
     process: str
     base_kib: float | None
     end_kib: float | None
     max_kib: float | None
     judged: bool
+    cache_base_kib: float = 0.0
+    cache_end_kib: float = 0.0
 
     @property
     def growth(self) -> float | None:
-        """(end - base) / base; None without both medians."""
+        """(end - base) / base without the cache; None without both medians."""
+        if not self.base_kib or self.end_kib is None:
+            return None
+        return (self.end_kib - self.cache_end_kib) / (self.base_kib - self.cache_base_kib) - 1
+
+    @property
+    def rss_growth(self) -> float | None:
+        """(end - base) / base, the cache included."""
         if not self.base_kib or self.end_kib is None:
             return None
         return self.end_kib / self.base_kib - 1
+
+
+def _cache_kib(process: str, sample: Mapping[str, Any]) -> float | None:
+    """What ``process``'s bounded cache held at ``sample`` (KiB); None when not read."""
+    if process != "gateway":
+        return 0.0
+    figures = sample.get("gateway")
+    return None if not figures else float(figures.get("shared_cache_bytes", 0.0)) / 1024
 
 
 def _median(values: list[float]) -> float | None:
@@ -80,9 +101,19 @@ def memory_growth(samples: Sequence[Mapping[str, Any]], warmup_s: float, window_
         values = [(t, float(v)) for t, v in series if v is not None]
         base = [v for t, v in values if warmup_s <= t < warmup_s + window_s]
         end = [v for t, v in values if t > last_t - window_s and t >= warmup_s + window_s]
+        caches = [(float(s["t_s"]), _cache_kib(name, s)) for s in samples]
+        cache = [(t, c) for t, c in caches if c is not None]
+        cache_base = [c for t, c in cache if warmup_s <= t < warmup_s + window_s]
+        cache_end = [c for t, c in cache if t > last_t - window_s and t >= warmup_s + window_s]
         out.append(
             Growth(
-                name, _median(base), _median(end), max((v for _, v in values), default=None), name in JUDGED
+                name,
+                _median(base),
+                _median(end),
+                max((v for _, v in values), default=None),
+                name in JUDGED,
+                _median(cache_base) or 0.0,
+                _median(cache_end) or 0.0,
             )
         )
     return out
@@ -102,7 +133,11 @@ def memory_goal(growths: Sequence[Growth]) -> Goal:
         f"{g.process}: {g.growth:+.1%}" for g in judged if g.growth is not None and g.growth >= MAX_GROWTH
     ]
     return Goal(
-        "memory flat after warm-up", f"growth < {MAX_GROWTH:.0%} per hub process", measured, met, details
+        "memory flat after warm-up",
+        f"growth < {MAX_GROWTH:.0%} per hub process (a bounded cache left out)",
+        measured,
+        met,
+        details,
     )
 
 

@@ -203,17 +203,21 @@ def render(
         "## Memory (RSS, MiB)",
         "",
         f"Median over the {info.window_s:.0f} s after warm-up and over the last {info.window_s:.0f} s "
-        "of the run.",
+        "of the run. *Cache*: what the gateway's shared-read cache of past sessions' bars held at the end "
+        "(`apihub_shared_cache_bytes`, bounded by `APIHUB_SHARED_CACHE_BYTES`); *growth* leaves it out, "
+        "*RSS growth* counts it.",
         "",
         *_table(
-            ["process", "after warm-up", "at the end", "max", "growth", "judged"],
+            ["process", "after warm-up", "at the end", "max", "cache", "growth", "RSS growth", "judged"],
             [
                 [
                     g.process,
                     _mib(g.base_kib),
                     _mib(g.end_kib),
                     _mib(g.max_kib),
+                    _mib(g.cache_end_kib) if g.cache_end_kib else "-",
                     "-" if g.growth is None else f"{g.growth:+.1%}",
+                    "-" if g.rss_growth is None else f"{g.rss_growth:+.1%}",
                     "yes" if g.judged else "no",
                 ]
                 for g in growths

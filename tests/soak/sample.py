@@ -107,6 +107,7 @@ def gateway_figures(text: str) -> dict[str, Any]:
         "dlq": metric_sums(text, "apihub_dlq_messages_total", ("reason",)),
         "late": sum(metric_sums(text, "apihub_answered_after_deadline_total").values()),
         "jitter_s": metric_sums(text, "apihub_pacing_jitter_seconds", ("domain",)),
+        "shared_cache_bytes": sum(metric_sums(text, "apihub_shared_cache_bytes").values()),
     }
 
 

@@ -153,6 +153,36 @@ def test_memory_goal(end_gateway: int, met: bool) -> None:
     assert goals.memory_goal(growths).met is met
 
 
+def test_memory_goal_leaves_the_gateways_bounded_cache_out() -> None:
+    """The gateway's RSS grew 8 %, 6 of it its shared-read cache filling: met, with the RSS growth still
+    reported; a gateway that grew past what its cache took misses. A sample whose scrape failed (no
+    gateway figures) leaves the cache's median to the others."""
+
+    def run(end_rss: int, end_cache_kib: int) -> goals.Growth:
+        samples = [snap(t, HUB, gateway={"shared_cache_bytes": 0.0}) for t in range(0, 40, 5)]
+        samples += [
+            snap(t, {**HUB, "gateway": end_rss}, gateway={"shared_cache_bytes": end_cache_kib * 1024.0})
+            for t in range(40, 61, 5)
+        ]
+        samples.append(snap(61, {**HUB, "gateway": end_rss}, gateway=None))
+        (gateway,) = [
+            g for g in goals.memory_growth(samples, warmup_s=10, window_s=10) if g.process == "gateway"
+        ]
+        return gateway
+
+    filled = run(108_000, 6_000)
+    assert (filled.cache_base_kib, filled.cache_end_kib) == (0.0, 6_000.0)
+    assert filled.rss_growth == pytest.approx(0.08) and filled.growth == pytest.approx(0.02)
+    others = [
+        g
+        for g in goals.memory_growth([snap(t, HUB) for t in range(0, 61, 5)], 10, 10)
+        if g.process != "gateway"
+    ]
+    assert goals.memory_goal([filled, *others]).met
+    leaking = run(108_000, 1_000)
+    assert leaking.growth == pytest.approx(0.07) and not goals.memory_goal([leaking, *others]).met
+
+
 def test_memory_goal_needs_samples_after_warm_up() -> None:
     """A run too short to have both windows does not meet the goal."""
     growths = goals.memory_growth([snap(0, HUB), snap(5, HUB)], warmup_s=10, window_s=10)

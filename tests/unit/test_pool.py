@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr, ValidationError
 
 from hubclient.catalog import lookup
@@ -535,6 +536,7 @@ async def test_cache_holds_answers_as_json_within_its_bytes() -> None:
     assert shared.cached(b"2") is None
     assert shared.cached(b"1") == first[1] and shared.cached(b"3") == third[1]
     assert shared.cached_bytes == len(first[1].to_json()) + len(third[1].to_json())
+    assert REGISTRY.get_sample_value("apihub_shared_cache_bytes") == shared.cached_bytes
     huge = answer("20240104", 200)
     shared.remember(b"4", *huge)
     assert shared.cached(b"4") is None and shared.cached(b"1") is not None

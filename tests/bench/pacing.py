@@ -402,7 +402,7 @@ def pacing_result(
             f"{pct(w.utilisation)} ({w.accepted} in {w.elapsed_s:.1f} s)",
             "; ".join(f"{pct(b.key.utilisation)} ({b.name})" for b in bases),
             use_goal_text,
-            verdict(use_met, f"{(w.utilisation - (use_goal or 0)) * 100:+.1f} points")
+            verdict(use_met, f"{(w.utilisation - (use_goal or 0)) * 100:+.2f} points")
             if use_goal is not None
             else "-",
         ),

@@ -217,7 +217,7 @@ async def run(bench: Bench) -> Result:
             f"{use * 100:.1f} % ({sum(pool['accepted'])} calls)",
             "-",
             f">= {UTILISATION_GOAL * 100:.0f} %",
-            verdict(use_met, f"{(use - UTILISATION_GOAL) * 100:+.1f} points"),
+            verdict(use_met, f"{(use - UTILISATION_GOAL) * 100:+.2f} points"),
         ),
         Row(
             "accepted calls per key: least / most",
@@ -275,7 +275,7 @@ async def run(bench: Bench) -> Result:
         f"distinct burst {shared['calls']['distinct']} calls",
         "0 over; >= 95 %; 1 call",
         over_met and use_met and shared_met,
-        f"{over_total} over-limit; use {use * 100 - 95:+.1f} points from 95 %; "
+        f"{over_total} over-limit; use {use * 100 - 95:+.2f} points from 95 %; "
         f"{shared['calls']['identical']} upstream call(s) for the identical burst",
     )
     measures = [

@@ -9,7 +9,8 @@ its reason, in one of five kinds:
 - ``unknown``: an ``APIHUB_*`` name that no API Hub process reads, with the nearest known name;
 - ``missing``: a setting a deployment cannot do without (each provider's base URL and credentials);
 - ``malformed``: a value the settings reject (pydantic's reason), or one that breaks a documented rule
-  (KIS key lengths, a mock server named with ``environment=real``, an unknown log level, ...).
+  (KIS key lengths, a mock server named with ``environment=real``, a mock key paced above its broker's
+  mock limit, an unknown log level, ...).
 
 Secrets (``SecretStr`` settings) are never printed: the report says only "set" or "missing" for them. Other
 values appear in a reason with any URL password masked; values of unknown names never appear.
@@ -41,6 +42,7 @@ from services.settings import (
     GatewaySettings,
     KisSettings,
     KiwoomSettings,
+    ProviderSettings,
     SettingsInvalid,
     WorkerSettings,
 )
@@ -264,6 +266,24 @@ def _bootstrap_problem(value: str) -> str | None:
     return None
 
 
+def _mock_rate_problems(provider: type[ProviderSettings], env: Mapping[str, str]) -> list[Problem]:
+    """A mock key paced above its broker's mock limit (a real key's rate kept after switching to mock)."""
+    limit = provider.mock_rate_per_s
+    if env.get(f"{provider.env_group}__ENVIRONMENT") != "mock" or limit is None:
+        return []
+    try:
+        rate = float(env.get(f"{provider.env_group}__RATE_PER_S", ""))
+    except ValueError:
+        return []  # unset (the mock default), or reported by the settings' own check
+    if rate <= limit:
+        return []
+    reason = (
+        f"is {rate:g} but the broker's mock server allows about {limit:g} calls a second; "
+        f"set {limit:g}, or leave it out (a mock key's default)"
+    )
+    return [Problem(f"{provider.env_group}__RATE_PER_S", "malformed", reason)]
+
+
 def _provider_problems(provider: str, env: Mapping[str, str]) -> list[Problem]:
     """Base URL against the broker's known hosts and the chosen environment (real or mock)."""
     group = f"{PREFIX}{provider}__"
@@ -343,6 +363,8 @@ def check_env(env: Mapping[str, str], known: Mapping[str, Setting] | None = None
             problems.append(Problem(name, "missing", reason))
     for provider in BROKER_HOSTS:
         problems.extend(_provider_problems(provider, ours))
+    for settings in (KisSettings, KiwoomSettings):
+        problems.extend(_mock_rate_problems(settings, ours))
     secrets = {
         name: bool(ours.get(name))
         for name, setting in known.items()

@@ -353,6 +353,12 @@ TZ=Asia/Seoul
 """
 
 
+KIS_MOCK = (  # KIS's mock server, and the environment that goes with it
+    "APIHUB_KIS__BASE_URL=https://openapivts.koreainvestment.com:29443",
+    "APIHUB_KIS__ENVIRONMENT=mock",
+)
+
+
 def without(text: str, name: str) -> str:
     return "".join(f"{line}\n" for line in text.splitlines() if name not in line)
 
@@ -422,6 +428,25 @@ CASES = [
         ),
         {("malformed", "APIHUB_KIS__ENVIRONMENT")},
         id="mock-server-with-real-environment",
+    ),
+    pytest.param(
+        plus(without(GOOD, "APIHUB_KIS__BASE_URL"), *KIS_MOCK),
+        {("malformed", "APIHUB_KIS__RATE_PER_S")},
+        id="mock-key-at-a-real-keys-rate",
+    ),
+    pytest.param(
+        plus(without(without(GOOD, "APIHUB_KIS__BASE_URL"), "APIHUB_KIS__RATE_PER_S"), *KIS_MOCK),
+        set(),
+        id="mock-key-at-the-mock-default",
+    ),
+    pytest.param(
+        plus(
+            without(without(GOOD, "APIHUB_KIS__BASE_URL"), "APIHUB_KIS__RATE_PER_S"),
+            *KIS_MOCK,
+            "APIHUB_KIS__RATE_PER_S=2",
+        ),
+        set(),
+        id="mock-key-at-the-mock-limit",
     ),
     pytest.param(
         plus(without(GOOD, "APIHUB_KIWOOM__BASE_URL"), "APIHUB_KIWOOM__BASE_URL=http://api.kiwoom.com"),

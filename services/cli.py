@@ -172,10 +172,12 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from services.kafka_client import client_kwargs
     from services.topics import caller_topic_specs, ensure_topics, load_topics
 
-    kafka = ClientSettings().kafka
+    settings = ClientSettings()
+    kafka = settings.kafka
     bootstrap = args.bootstrap_servers or kafka.bootstrap_servers
-    specs = load_topics()
-    specs += caller_topic_specs(specs, sorted(kafka.caller_topics))  # api.requests.<caller>, if configured
+    specs = load_topics(rename=settings.topic_names())  # under the names the settings give them
+    # api.requests.<caller>, if configured, each made like the request topic
+    specs += caller_topic_specs(specs, sorted(kafka.caller_topics), like=kafka.request_topic)
     report = asyncio.run(ensure_topics(bootstrap, specs, client_kwargs=client_kwargs(kafka)))
     for name in report.created:
         print(f"created   {name}")

@@ -548,13 +548,6 @@ class GatewaySettings(HubSettings):
         return self.kis if provider is Provider.KIS else self.kiwoom
 
 
-class ClientSettings(HubSettings):
-    """Settings of the command-line clients (``topics``, ``call``, ``demo``)."""
-
-    kafka: KafkaSettings = KafkaSettings()
-    gateway_metrics_url: str = "http://127.0.0.1:18081"
-
-
 class WorkerTopics(BaseModel):
     """The topics the workers read and write (``APIHUB_TOPICS__CANDLES=...``)."""
 
@@ -569,6 +562,25 @@ class WorkerTopics(BaseModel):
     verification_results: str = "verification.results"
     recovery_tasks: str = "recovery.tasks"
     dlq: str = Field(default="workers.dlq", description="malformed and given-up tasks, with the reason")
+
+
+#: The topic names ``KafkaSettings`` holds (each defaults to its name in ``schemas/topics.yaml``).
+_KAFKA_TOPICS = {"request_topic", "response_topic", "dlq_topic", "events_topic"}
+
+
+class ClientSettings(HubSettings):
+    """Settings of the command-line clients (``topics``, ``call``, ``demo``)."""
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: WorkerTopics = WorkerTopics()
+    gateway_metrics_url: str = "http://127.0.0.1:18081"
+
+    def topic_names(self) -> dict[str, str]:
+        """Each topic's name in ``schemas/topics.yaml`` -> the name these settings give it
+        (``APIHUB_KAFKA__REQUEST_TOPIC``, ``APIHUB_TOPICS__CANDLES``, ...)."""
+        declared = {**KafkaSettings().model_dump(include=_KAFKA_TOPICS), **WorkerTopics().model_dump()}
+        named = {**self.kafka.model_dump(include=_KAFKA_TOPICS), **self.topics.model_dump()}
+        return {declared[field]: named[field] for field in declared}
 
 
 def _default_worker_instance() -> str:

@@ -68,6 +68,13 @@ class Caller:
 
     async def _attempt(self, pacer: DomainPacer, flight: Flight, slot: PacedSlot, token: str) -> None:
         request, spec, provider = flight.request, flight.spec, pacer.provider
+        if flight.checked is not None:
+            waited = not flight.checked.done()
+            if not await flight.checked:
+                return  # a redelivered read, answered from its record (or its lookup failed): nothing is sent
+            if waited and not pacer.limiter.usable(slot):
+                pacer.requeue(flight)  # its slot went by during the lookup: a later one, never a late send
+                return
         if flight.withdrawn:
             return
         if not spec.idempotent and self._idempotency is not None:

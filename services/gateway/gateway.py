@@ -321,22 +321,29 @@ class Gateway:
             twin = await self._join_twin(request)
             if twin is not None:
                 return twin
-            # Under overload most reads are refused here, before the Redis lookup, which keeps that cheap.
-            # A non-idempotent call must first learn whether an earlier delivery reached the broker.
+            loop = asyncio.get_running_loop()
+            checked: asyncio.Future[bool] | None = None
             if spec.idempotent:
-                self._admit(pacer, request, routed_wait_s)
-            earlier = await self._earlier_delivery(request, spec)
-            if earlier is not None:
-                return earlier
-            slot_wait_s = self._admit(pacer, request)  # again, right before the push: others queued meanwhile
+                # Under overload most reads are refused here, before the Redis lookup, which keeps that cheap.
+                # A read is queued at once and looked up meanwhile: its slot's reservation and the lookup
+                # share one wait, and its call waits for the lookup (``Flight.checked``).
+                slot_wait_s = self._admit(pacer, request, routed_wait_s)
+                checked = loop.create_future() if self._idempotency is not None else None
+            else:
+                # An order must first learn whether an earlier delivery reached the broker.
+                earlier = await self._earlier_delivery(request, spec)
+                if earlier is not None:
+                    return earlier
+                slot_wait_s = self._admit(pacer, request)  # again, right before the push: others queued
             flight = Flight(
                 request,
                 spec,
                 pacer.name,
                 received_s,
-                asyncio.get_running_loop().create_future(),
+                loop.create_future(),
                 position,
                 member=member.name,
+                checked=checked,
             )
             try:
                 pacer.submit(flight, slot_wait_s)
@@ -353,15 +360,31 @@ class Gateway:
             return self.responder.error(request, exc)
         self.flights.add(flight)
         try:
+            if flight.checked is not None and (earlier := await self._look_up_queued(flight)) is not None:
+                self._pacer_named[flight.domain].withdraw(flight)  # answered already: never sent again
+                return earlier
             # Unshielded: the caller letting go cancels the future at once, which withdraw would do anyway.
             response = await flight.future
             await self._remember(response)  # still registered: a duplicate joins, a revoke waits for it
-        except asyncio.CancelledError:  # the caller let go (revoke, shutdown): never send it after this
+        except BaseException:  # the caller let go (revoke, shutdown), or a bug: never send it after this
             self._pacer_named[flight.domain].withdraw(flight)  # its pacer now (a reroute moves it)
             raise
         finally:
             self.flights.remove(flight)
         return response
+
+    async def _look_up_queued(self, flight: Flight) -> ApiResponse | None:
+        """The idempotency lookup of a read already queued: its answer when an earlier delivery has one.
+        ``flight.checked`` then says whether the read may be sent, so its call (which waits for it) is
+        never made for a redelivery, nor after a lookup that failed with a bug."""
+        assert flight.checked is not None
+        may_send = False
+        try:
+            earlier = await self._earlier_delivery(flight.request, flight.spec)
+            may_send = earlier is None
+            return earlier
+        finally:
+            flight.checked.set_result(may_send)
 
     async def _join_twin(self, request: ApiRequest) -> ApiResponse | None:
         """The answer of the same request's delivery still being served here, if there is one."""

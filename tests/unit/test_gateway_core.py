@@ -442,6 +442,43 @@ async def test_an_order_is_sent_only_after_its_lookup() -> None:
     await rig.gateway.stop()
 
 
+async def test_a_read_is_queued_during_its_lookup_and_sent_only_after_it() -> None:
+    """A read waits for its slot and its lookup at once (one wait, not two in a row), but its call waits for
+    the lookup: a slot that went by meanwhile is not used late, the read gets a later one."""
+    store: list[CountingSlots] = []
+    rig = build_gateway(rate_per_s=2, slots=counted(store))
+    lookups = GatedLookups(rig)
+    task = asyncio.create_task(rig.gateway.handle(request(rig.clock)))
+    await rig.clock.advance(0.01)
+    (slots,) = store
+    assert lookups.started == 1 and slots.recorded == 2  # the token's slot and the read's, lookup still out
+    await rig.clock.advance(2)  # the read's slot and its arrival bound went by
+    assert rig.dispatcher.calls("/quotations/") == []
+    lookups.gate.set()
+    await until(rig, task.done)
+    assert task.result().ok
+    assert slots.recorded == 3  # a fresh slot, not the stale one
+    (at_s,) = call_times(rig)
+    assert at_s >= 2.0
+    await rig.gateway.stop()
+
+
+async def test_a_redelivered_read_whose_lookup_ends_after_its_slot_is_not_sent_again() -> None:
+    """A read that was answered before, delivered again: queued at once, its record found while its slot is
+    given; the call is never made and the recorded answer is the answer."""
+    rig = build_gateway()
+    req = request(rig.clock)
+    (first,) = await serve(rig, [req])
+    lookups = GatedLookups(rig)
+    task = asyncio.create_task(rig.gateway.handle(req))
+    await rig.clock.advance(0.5)  # its slot came and went while the lookup waits
+    lookups.gate.set()
+    await until(rig, task.done)
+    assert task.result() == first.response
+    assert len(rig.dispatcher.calls("/quotations/")) == 1
+    await rig.gateway.stop()
+
+
 async def test_a_read_let_go_during_its_lookup_is_never_sent() -> None:
     """A caller that lets go while its request's idempotency lookup is on its way: nothing is sent."""
     rig = build_gateway(rate_per_s=2)

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, TextIO, cast, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, SettingsError
 
 from services.sandbox.settings import SandboxSettings
 from services.settings import (
     NOT_JSON,
     ClientSettings,
+    CredentialSettings,
     EnvMapping,
     GatewaySettings,
     KisSettings,
@@ -49,6 +50,7 @@ from services.settings import (
 from services.status.targets import StatusSettings
 from services.urls import masked
 
+PROVIDERS = (KisSettings, KiwoomSettings)
 ProblemKind = Literal["syntax", "duplicate", "unknown", "missing", "malformed"]
 PREFIX = "APIHUB_"
 
@@ -266,22 +268,52 @@ def _bootstrap_problem(value: str) -> str | None:
     return None
 
 
-def _mock_rate_problems(provider: type[ProviderSettings], env: Mapping[str, str]) -> list[Problem]:
-    """A mock key paced above its broker's mock limit (a real key's rate kept after switching to mock)."""
+def _mock_rate_problems(
+    provider: type[KisSettings | KiwoomSettings], env: Mapping[str, str]
+) -> list[Problem]:
+    """Mock keys paced above their broker's mock limit: the provider's own (a real key's rate kept after
+    switching to mock) and the members of its ``CREDENTIALS`` list (one listed with a real key's rate)."""
     limit = provider.mock_rate_per_s
-    if env.get(f"{provider.env_group}__ENVIRONMENT") != "mock" or limit is None:
+    if limit is None:
         return []
+    group = provider.env_group
+    environment = env.get(f"{group}__ENVIRONMENT") or "real"
+    problems = []
     try:
-        rate = float(env.get(f"{provider.env_group}__RATE_PER_S", ""))
+        rate = float(env.get(f"{group}__RATE_PER_S", ""))
     except ValueError:
-        return []  # unset (the mock default), or reported by the settings' own check
-    if rate <= limit:
-        return []
-    reason = (
-        f"is {rate:g} but the broker's mock server allows about {limit:g} calls a second; "
-        f"set {limit:g}, or leave it out (a mock key's default)"
-    )
-    return [Problem(f"{provider.env_group}__RATE_PER_S", "malformed", reason)]
+        rate = None  # unset (the mock default), or reported by the settings' own check
+    if environment == "mock" and rate is not None and rate > limit:
+        reason = f"is {rate:g} but {_MOCK_LIMIT.format(limit)}; set {limit:g}, or leave it out (a mock key's "
+        reason += "default)"
+        problems.append(Problem(f"{group}__RATE_PER_S", "malformed", reason))
+    listed = env.get(f"{group}__CREDENTIALS")
+    if listed:
+        try:
+            members = TypeAdapter(list[CredentialSettings]).validate_json(listed)
+            pool = provider(credentials=members, environment=environment).pool()
+        except (ValidationError, SettingsInvalid):
+            return problems  # reported by the settings' own check
+        problems += _mock_member_problems(f"{group}__CREDENTIALS", pool, limit)
+    return problems
+
+
+_MOCK_LIMIT = "the broker's mock server allows about {:g} calls a second"
+
+
+def _mock_member_problems(where: str, pool: Mapping[str, ProviderSettings], limit: float) -> list[Problem]:
+    """Pool members on the mock server paced above ``limit`` (only an explicit ``rate_per_s`` can be: a
+    mock member that sets none is paced at the limit)."""
+    return [
+        Problem(
+            where,
+            "malformed",
+            f"member {name!r} is a mock key with rate_per_s {member.rate_per_s:g}, but "
+            f"{_MOCK_LIMIT.format(limit)}; set {limit:g}, or leave its rate_per_s out",
+        )
+        for name, member in pool.items()
+        if member.mock and member.rate_per_s > limit
+    ]
 
 
 def _provider_problems(provider: str, env: Mapping[str, str]) -> list[Problem]:
@@ -363,7 +395,7 @@ def check_env(env: Mapping[str, str], known: Mapping[str, Setting] | None = None
             problems.append(Problem(name, "missing", reason))
     for provider in BROKER_HOSTS:
         problems.extend(_provider_problems(provider, ours))
-    for settings in (KisSettings, KiwoomSettings):
+    for settings in PROVIDERS:
         problems.extend(_mock_rate_problems(settings, ours))
     secrets = {
         name: bool(ours.get(name))
@@ -412,14 +444,21 @@ def credentials_file_problems(env: Mapping[str, str]) -> list[Problem]:
     """What is wrong with the credentials files ``env`` names, each read as the gateway reads it, where
     the file is on this host; a path that is not (often a container's) is left to the gateway's start."""
     problems: list[Problem] = []
-    for provider in (KisSettings, KiwoomSettings):
-        path = env.get(f"{provider.env_group}__CREDENTIALS_FILE", "")
+    for provider in PROVIDERS:
+        where = f"{provider.env_group}__CREDENTIALS_FILE"
+        path = env.get(where, "")
         if not path or not Path(path).exists():
             continue
+        environment = env.get(f"{provider.env_group}__ENVIRONMENT") or "real"
         try:
-            provider(credentials_file=path).pool()
+            pool = provider(credentials_file=path, environment=environment).pool()
         except SettingsInvalid as exc:
             problems += [Problem(name, "malformed", reason) for name, reason in exc.problems]
+            continue
+        except ValidationError:
+            continue  # the environment is reported by the settings' own check
+        if provider.mock_rate_per_s is not None:
+            problems += _mock_member_problems(where, pool, provider.mock_rate_per_s)
     return problems
 
 

@@ -204,6 +204,34 @@ def test_config_check_reads_the_credentials_files_that_are_here(
     assert "APIHUB_KIS__CREDENTIALS_FILE" not in out
 
 
+def test_config_check_names_a_mock_member_of_a_credentials_file_paced_too_fast(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A credentials file's mock key listed at a real key's 20/s (ten times KIS's mock limit) is named with
+    its fix; its neighbour that sets no rate is paced at the mock limit and passes."""
+    members = [
+        {
+            "name": "paper",
+            "appkey": "PS" + "p" * 34,
+            "secret": "s" * 180,
+            "environment": "mock",
+            "rate_per_s": 20,
+        },
+        {"name": "quiet", "appkey": "PS" + "q" * 34, "secret": "s" * 180, "environment": "mock"},
+    ]
+    pool = tmp_path / "kis.json"
+    pool.write_text(json.dumps(members))
+    env = tmp_path / "prod.env"
+    env.write_text(f"APIHUB_KIS__CREDENTIALS_FILE={pool}\n")
+    assert cli.main(["config", "check", str(env)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "malformed  APIHUB_KIS__CREDENTIALS_FILE  member 'paper' is a mock key with rate_per_s 20, but the "
+        "broker's mock server allows about 2 calls a second; set 2, or leave its rate_per_s out"
+    ) in out
+    assert "'quiet'" not in out
+
+
 def test_config_check_reads_the_named_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """``config check FILE``: 0 for the sandbox's env file, 1 naming an unknown variable, 2 unreadable."""
     clean = Path(__file__).resolve().parents[2] / "ops" / "sandbox.env"

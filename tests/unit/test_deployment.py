@@ -367,6 +367,12 @@ def plus(text: str, *lines: str) -> str:
     return text + "\n".join(lines) + "\n"
 
 
+def _member(name: str, **fields: object) -> str:
+    """One credential pool member as JSON, with a KIS-shaped key of its own."""
+    key = "PS" + name[0] * 34
+    return json.dumps({"name": name, "appkey": key, "secret": KIS_SECRET, **fields})
+
+
 CASES = [
     pytest.param(GOOD, set(), id="complete"),
     pytest.param(
@@ -499,6 +505,25 @@ CASES = [
         ),
         {("malformed", "APIHUB_KIS__CREDENTIALS")},
         id="two-pool-members-with-one-key",
+    ),
+    pytest.param(
+        plus(GOOD, f"APIHUB_KIS__CREDENTIALS=[{_member('paper', environment='mock', rate_per_s=20)}]"),
+        {("malformed", "APIHUB_KIS__CREDENTIALS")},
+        id="a-mock-member-at-a-real-keys-rate",
+    ),
+    pytest.param(
+        plus(GOOD, f"APIHUB_KIS__CREDENTIALS=[{_member('paper', environment='mock')}]"),
+        set(),
+        id="a-mock-member-at-the-mock-default",
+    ),
+    pytest.param(
+        plus(
+            without(without(GOOD, "APIHUB_KIS__BASE_URL"), "APIHUB_KIS__RATE_PER_S"),
+            *KIS_MOCK,
+            f"APIHUB_KIS__CREDENTIALS=[{_member('paper', rate_per_s=20)}, {_member('slow', rate_per_s=1)}]",
+        ),
+        {("malformed", "APIHUB_KIS__CREDENTIALS")},
+        id="a-member-of-a-mock-provider-at-a-real-keys-rate",
     ),
     pytest.param(plus(GOOD, "just some words"), {("syntax", "line 15")}, id="no-equals"),
     pytest.param(plus(GOOD, "APIHUB_LOG_LEVEL2 = 'open"), {("syntax", "APIHUB_LOG_LEVEL2")}, id="open-quote"),

@@ -50,7 +50,7 @@ def _run_until_signal(main: Coroutine[Any, Any, None], stop: asyncio.Event) -> N
 
 def cmd_gateway(_: argparse.Namespace) -> int:
     """Run one gateway instance until SIGTERM/SIGINT."""
-    from services.gateway.app import run_gateway
+    from services.gateway.app import MetricsPortUnavailable, run_gateway
     from services.settings import GatewaySettings
 
     settings = GatewaySettings()
@@ -67,6 +67,9 @@ def cmd_gateway(_: argparse.Namespace) -> int:
         return 2
     except RedisError as exc:
         print(f"error: Redis refused the gateway ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    except MetricsPortUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -33,11 +33,22 @@ LOG_DIR = REPO / ".local" / "test-logs"
 LOG_TAIL_BYTES = 2000
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port on the loopback interface, never one this process handed out before: the port is
+    free only until a child binds it, so two children started together must not be given the same one
+    (twenty gateways started at once got a duplicate: one could not bind, and its sibling answered its
+    readiness probe)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no loopback port this process has not handed out already, in 100 tries")
 
 
 def clean_env(env: Mapping[str, str] | None = None, **overrides: str) -> dict[str, str]:

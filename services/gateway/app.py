@@ -48,6 +48,11 @@ PUBLISH_RETRY_S = 0.5
 GC_YOUNG_THRESHOLD = 10_000
 
 
+class MetricsPortUnavailable(Exception):
+    """The address of ``/healthz``, ``/readyz`` and ``/metrics`` is taken (or not this host's): the gateway
+    cannot start."""
+
+
 class GatewayApp:
     """Everything one gateway instance owns; ``async with`` starts and stops it."""
 
@@ -146,7 +151,8 @@ class GatewayApp:
         await self.redis.aclose()
         await self.pacing_redis.aclose()
         await self.stop_http()
-        log_event(logger, "gateway.stopped", instance_id=self.settings.instance_id)
+        if self._run_task is not None:  # it had started
+            log_event(logger, "gateway.stopped", instance_id=self.settings.instance_id)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -309,7 +315,8 @@ class GatewayApp:
         return kafka_ok and redis_ok, detail
 
     async def start_http(self, host: str, port: int) -> None:
-        """Serve ``/healthz``, ``/readyz`` and ``/metrics``."""
+        """Serve ``/healthz``, ``/readyz`` and ``/metrics``; ``MetricsPortUnavailable`` when the address
+        cannot be bound."""
         app = web.Application()
 
         async def healthz(_: web.Request) -> web.Response:
@@ -326,7 +333,15 @@ class GatewayApp:
         app.add_routes([web.get(path, handler) for path, handler in routes.items()])
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
-        await web.TCPSite(self._http, host, port).start()
+        try:
+            await web.TCPSite(self._http, host, port).start()
+        except OSError as exc:
+            await self.stop_http()
+            raise MetricsPortUnavailable(
+                f"the gateway cannot listen on {host}:{port} for /healthz, /readyz and /metrics "
+                f"({exc.strerror or exc}); set APIHUB_METRICS_PORT to a free port "
+                "(APIHUB_GATEWAY_METRICS_PORT for make up)"
+            ) from exc
 
     async def stop_http(self) -> None:
         """Stop the HTTP server."""
@@ -338,7 +353,11 @@ class GatewayApp:
 async def run_gateway(settings: GatewaySettings, stop: asyncio.Event) -> None:
     """Run one gateway instance until ``stop`` is set."""
     app = GatewayApp(settings)
-    await app.start_http(settings.metrics_host, settings.metrics_port)
+    try:
+        await app.start_http(settings.metrics_host, settings.metrics_port)
+    except MetricsPortUnavailable:
+        await app.stop()  # nothing was started: this closes the clients the app made
+        raise
     try:
         async with app:
             # Everything built so far lives as long as the process: keep it out of the collector's

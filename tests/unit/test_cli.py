@@ -428,6 +428,24 @@ def test_worker_on_a_taken_health_port_says_so(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_gateway_on_a_taken_metrics_port_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway whose APIHUB_METRICS_PORT is taken exits 2 with one line naming it, before reaching Kafka
+    or Redis (it printed a traceback, and a benchmark starting twenty gateways took the survivor's answers
+    on the shared port for the dead one's readiness)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("APIHUB_METRICS_PORT", str(port))
+        assert cli.main(["gateway"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the gateway cannot listen on 127.0.0.1:{port} for /healthz")
+    assert "APIHUB_METRICS_PORT" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("url", ["notaurl", "http://:hunter2-password@redis:6379/0"])
 def test_a_redis_url_that_is_none_is_a_refused_setting(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from services.gateway.dispatcher import HttpDispatcher
 from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
 from services.gateway.providers.base import UpstreamRequest
 from services.settings import KisSettings, KiwoomSettings
+from tests.processes import free_port
 
 
 class Upstream:
@@ -78,13 +78,6 @@ async def dispatcher() -> AsyncIterator[HttpDispatcher]:
         yield d
     finally:
         await d.stop()
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_get_with_query_returns_status_lowercase_headers_and_json(

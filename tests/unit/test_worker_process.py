@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -15,14 +14,8 @@ from services.settings import WorkerSettings
 from services.worker import runtime as runtime_module
 from services.worker.fleet import WorkerFleet
 from services.worker.main import WORKERS, run_worker
+from tests.processes import free_port
 from tests.unit.kafka_fakes import FakeCluster, FakeConsumer, FakeProducer, factory
-
-
-def free_port() -> int:
-    """A loopback port free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_recovery_worker_starts_ready_and_stops(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,7 +47,8 @@ class CircuitBreaker:
             self._probing = False
         if self.state is BreakerState.CLOSED:
             return True
-        # A probe that never reported back (its request was withdrawn) must not hold the breaker forever.
+        # A probe that never reported back (its process was stopped mid-call) must not hold the breaker
+        # forever.
         if self.state is BreakerState.HALF_OPEN and (
             not self._probing or now - self._probe_at >= self.open_s
         ):
@@ -55,6 +56,12 @@ class CircuitBreaker:
             self._probe_at = now
             return True
         return False
+
+    def unused(self) -> None:
+        """A call ``allow`` let through was not sent after all (its request was answered otherwise, expired
+        or withdrawn): if it was the half-open probe, the next call may probe at once."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._probing = False
 
     def retry_after_s(self, now_s: float | None = None) -> float:
         """Seconds until the next probe may go."""

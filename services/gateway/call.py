@@ -54,6 +54,7 @@ class Caller:
 
     async def attempt(self, pacer: DomainPacer, flight: Flight, slot: PacedSlot, token: str) -> None:
         """Make one attempt for ``flight`` in ``slot``; ends in an answer or a requeue."""
+        calls = flight.attempts
         try:
             await self._attempt(pacer, flight, slot, token)
         except GatewayError as exc:
@@ -65,6 +66,9 @@ class Caller:
             flight.finish(
                 self._responder.error(flight.request, Refused("internal_error", type(exc).__name__), flight)
             )
+        finally:
+            if flight.attempts == calls:  # nothing was sent: a half-open breaker's probe is still to go
+                pacer.breaker.unused()
 
     async def _attempt(self, pacer: DomainPacer, flight: Flight, slot: PacedSlot, token: str) -> None:
         request, spec, provider = flight.request, flight.spec, pacer.provider

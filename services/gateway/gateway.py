@@ -262,10 +262,12 @@ class Gateway:
             check_environment(spec, mock=member.settings.mock)
         except GatewayError as exc:
             return self.responder.error(request, exc)
-        routed_wait_s = estimates.get(member.domain)
+        routed_wait_s = estimates.get(member.domain)  # good for this turn of the loop only
         if not spec.idempotent or self.flights.get(request.request_id) is not None:
-            return await self._serve(request, spec, member, received_s, position, routed_wait_s)
+            return await self._serve(request, spec, member, received_s, position)  # a twin may be waited for
         key = read_key(request, spec, member.settings.environment)
+        if self.sharing.leader(key) is not None:
+            routed_wait_s = None  # an identical read's call is waited for first
         shared = await self._shared(request, key)
         if shared is not None:
             return shared
@@ -315,7 +317,7 @@ class Gateway:
         routed_wait_s: float | None = None,
     ) -> ApiResponse:
         """Queue the request at its member's pacer and wait for its answer (``routed_wait_s``: the pool's
-        estimate of its slot, made in the same turn of the event loop)."""
+        estimate of its slot, when made in the same turn of the event loop; else it is estimated again)."""
         try:
             pacer = self.pacers[member.domain, spec.limit_class]
             twin = await self._join_twin(request)
@@ -334,7 +336,7 @@ class Gateway:
                 earlier = await self._earlier_delivery(request, spec)
                 if earlier is not None:
                     return earlier
-                slot_wait_s = self._admit(pacer, request)  # again, right before the push: others queued
+                slot_wait_s = self._admit(pacer, request)  # after the lookup, right before the push
             flight = Flight(
                 request,
                 spec,
@@ -384,7 +386,8 @@ class Gateway:
             may_send = earlier is None
             return earlier
         finally:
-            flight.checked.set_result(may_send)
+            if not flight.checked.done():  # cancelled with the call task waiting for it (a stop)
+                flight.checked.set_result(may_send)
 
     async def _join_twin(self, request: ApiRequest) -> ApiResponse | None:
         """The answer of the same request's delivery still being served here, if there is one."""

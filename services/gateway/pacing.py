@@ -236,10 +236,12 @@ class DomainPacer:
         await self._wait_until(slot.start_s)
         flight = self._pop()
         if flight is None:
+            self.breaker.unused()
             return  # everything expired meanwhile: the recorded slot stays unused
         try:
             token = await self._token(self.domain)  # the token now, not the one before the wait
         except GatewayError as exc:
+            self.breaker.unused()
             self._finish(flight, exc)
             return
         task = asyncio.create_task(self._attempt(self, flight, slot, token))

@@ -35,3 +35,16 @@ def test_lost_probe_does_not_stick() -> None:
     assert breaker.allow(now_s=10)
     assert not breaker.allow(now_s=15)
     assert breaker.allow(now_s=20)
+
+
+def test_a_probe_that_was_not_sent_lets_the_next_call_probe() -> None:
+    """A probe let through but never sent (its read answered from its record, expired, withdrawn) hands the
+    probe on at once instead of holding the breaker half-open for another period; a closed breaker is
+    not changed by an unsent call."""
+    breaker = CircuitBreaker(failure_threshold=1, open_s=10)
+    breaker.unused()
+    assert breaker.state is BreakerState.CLOSED
+    breaker.record_failure(now_s=0)
+    assert breaker.allow(now_s=10)
+    breaker.unused()
+    assert breaker.allow(now_s=10.1) and not breaker.allow(now_s=10.2)

@@ -16,6 +16,7 @@ import pytest
 
 from hubclient.catalog import LimitClass
 from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
+from services.gateway.breaker import BreakerState
 from services.gateway.clock import Clock, ManualClock
 from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
 from services.gateway.idempotency import Record
@@ -477,6 +478,48 @@ async def test_a_redelivered_read_whose_lookup_ends_after_its_slot_is_not_sent_a
     assert task.result() == first.response
     assert len(rig.dispatcher.calls("/quotations/")) == 1
     await rig.gateway.stop()
+
+
+async def test_a_stop_while_a_call_waits_for_its_lookup_leaves_the_read_to_its_caller() -> None:
+    """The gateway stops (the call task waiting for the read's lookup is cancelled, and with it the future
+    it waits on); when the lookup then returns, the read still waits for its answer until its caller lets
+    go: it does not end in an error of its own, and nothing is sent."""
+    rig = build_gateway()
+    lookups = GatedLookups(rig)
+    task = asyncio.create_task(rig.gateway.handle(request(rig.clock)))
+    await rig.clock.advance(0.5)  # its slot came: its call task waits for the lookup
+    await rig.gateway.stop()
+    lookups.gate.set()
+    await rig.clock.advance(0.5)
+    assert not task.done(), task.exception() if task.done() and not task.cancelled() else "cancelled"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rig.dispatcher.calls("/quotations/") == []
+
+
+async def test_a_half_open_probe_that_is_a_redelivered_read_hands_the_probe_on() -> None:
+    """After the breaker opened, the first read let through is a redelivery answered from its record: no
+    call is made, so the next read probes at once instead of being refused for another open period."""
+    rig = build_gateway()
+    answered = request(rig.clock)
+    (first,) = await serve(rig, [answered])
+    for _ in range(20):
+        rig.broker.then(UpstreamAnswer(502, {}, None))
+    await serve(rig, [request(rig.clock) for _ in range(5)])
+    breaker = rig.gateway.pacers[Provider.KIS, LimitClass.QUERY].breaker
+    assert breaker.state is BreakerState.OPEN
+    rig.broker.script.clear()  # the broker is well again
+    await rig.clock.advance(breaker.open_s)
+    lookups = GatedLookups(rig)
+    again = asyncio.create_task(rig.gateway.handle(answered))  # its slot is the probe; its lookup is slow
+    await rig.clock.advance(0.2)
+    lookups.gate.set()
+    await until(rig, again.done)
+    assert again.result() == first.response
+    (probe,) = await serve(rig, [request(rig.clock)])
+    assert probe.response.ok, probe.response
+    assert breaker.state is BreakerState.CLOSED
 
 
 async def test_a_read_let_go_during_its_lookup_is_never_sent() -> None:

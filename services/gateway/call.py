@@ -17,7 +17,7 @@ from services.gateway.classes import PacedSlot
 from services.gateway.clock import Clock
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import DispatchError, Expired, GatewayError, Refused, UpstreamNoAnswer
-from services.gateway.flights import Flight
+from services.gateway.flights import Flight, Stage
 from services.gateway.idempotency import Records
 from services.gateway.metrics import RETRIES, UPSTREAM_CALLS, UPSTREAM_INFLIGHT, child
 from services.gateway.pacing import DomainPacer
@@ -79,6 +79,7 @@ class Caller:
             if waited and not pacer.limiter.usable(slot):
                 pacer.requeue(flight)  # its slot went by during the lookup: a later one, never a late send
                 return
+            flight.stage = Stage.CALLING  # till now its record could still be left to the next owner
         if flight.withdrawn:
             return
         if not spec.idempotent and self._idempotency is not None:

@@ -299,7 +299,8 @@ class DomainPacer:
             return None
         flight: Flight = item.payload  # type: ignore[assignment]
         self._queued_changed(flight)
-        flight.stage = Stage.CALLING
+        if flight.checked is None or flight.checked.done():
+            flight.stage = Stage.CALLING  # else its call task sets it once the lookup lets it be sent
         now = self._clock.monotonic()
         if flight.queued_s is None:
             flight.queued_s = now - flight.received_s

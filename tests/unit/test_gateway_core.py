@@ -522,6 +522,23 @@ async def test_a_half_open_probe_that_is_a_redelivered_read_hands_the_probe_on()
     assert breaker.state is BreakerState.CLOSED
 
 
+async def test_a_read_whose_call_waits_for_its_lookup_may_still_be_left_to_the_next_owner() -> None:
+    """A revoke may leave a record to the next owner while nothing can have been sent for it: a read whose
+    slot came but whose call still waits for its lookup counts as queued."""
+    rig = build_gateway()
+    lookups = GatedLookups(rig)
+    position = ("api.requests", 0, 7)
+    task = asyncio.create_task(rig.gateway.handle(request(rig.clock), position))
+    await rig.clock.advance(0.5)  # its slot came: its call task waits for the lookup
+    assert rig.dispatcher.calls("/quotations/") == []
+    assert rig.gateway.is_abandonable(position)
+    lookups.gate.set()
+    await until(rig, lambda: bool(rig.dispatcher.calls("/quotations/")))
+    await until(rig, task.done)
+    assert task.result().ok
+    await rig.gateway.stop()
+
+
 async def test_a_read_let_go_during_its_lookup_is_never_sent() -> None:
     """A caller that lets go while its request's idempotency lookup is on its way: nothing is sent."""
     rig = build_gateway(rate_per_s=2)

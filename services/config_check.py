@@ -268,6 +268,9 @@ def _bootstrap_problem(value: str) -> str | None:
     return None
 
 
+_MOCK_LIMIT = "the broker's mock server allows about {:g} calls a second"
+
+
 def _mock_rate_problems(
     provider: type[KisSettings | KiwoomSettings], env: Mapping[str, str]
 ) -> list[Problem]:
@@ -284,8 +287,7 @@ def _mock_rate_problems(
     except ValueError:
         rate = None  # unset (the mock default), or reported by the settings' own check
     if environment == "mock" and rate is not None and rate > limit:
-        reason = f"is {rate:g} but {_MOCK_LIMIT.format(limit)}; set {limit:g}, or leave it out (a mock key's "
-        reason += "default)"
+        reason = f"is {rate:g} but {_MOCK_LIMIT.format(limit)}; set {limit:g} (a mock key's default)"
         problems.append(Problem(f"{group}__RATE_PER_S", "malformed", reason))
     listed = env.get(f"{group}__CREDENTIALS")
     if listed:
@@ -296,9 +298,6 @@ def _mock_rate_problems(
             return problems  # reported by the settings' own check
         problems += _mock_member_problems(f"{group}__CREDENTIALS", pool, limit)
     return problems
-
-
-_MOCK_LIMIT = "the broker's mock server allows about {:g} calls a second"
 
 
 def _mock_member_problems(where: str, pool: Mapping[str, ProviderSettings], limit: float) -> list[Problem]:

@@ -75,7 +75,7 @@ lint: setup
 	$(BIN)/ruff format --check libs services tests
 
 typecheck: setup
-	$(BIN)/mypy libs/hubclient services
+	$(BIN)/mypy libs/hubclient services tests
 
 schemas: setup
 	$(BIN)/apihub schemas generate

@@ -24,7 +24,8 @@ from tests.integration.conftest import (
     read_committed,
     sandbox_server,
 )
-from tests.integration.test_round_trip import PRICE, hub
+from tests.integration.test_round_trip import hub
+from tests.params import PRICE
 
 KIWOOM_INFO = {"stk_cd": "005930"}
 KIWOOM_ORDER = {"dmst_stex_tp": "KRX", "stk_cd": "005930", "ord_qty": "1", "ord_uv": "", "trde_tp": "3"}

@@ -17,7 +17,7 @@ import pytest
 from hubclient.headers import encode_partition
 from tests.conftest import REPO, Services
 from tests.integration.conftest import GatewayFactory, Topics
-from tests.integration.test_round_trip import PRICE
+from tests.params import PRICE
 from tests.sandbox.test_sandbox_kis_trading import BALANCE
 from tests.toolchains import maven_package, node, npm_modules
 

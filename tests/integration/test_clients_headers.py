@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -22,12 +23,13 @@ from hubclient.ids import new_request_id
 from hubclient.models import ApiResponse, Status
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics
-from tests.integration.test_round_trip import PRICE, read_all
+from tests.integration.test_round_trip import header_text, read_all
+from tests.params import PRICE
 
 pytestmark = pytest.mark.integration
 
 
-def request_body(topics: Topics, **reply: object) -> dict[str, object]:
+def request_body(topics: Topics, **reply: object) -> dict[str, Any]:
     """A KIS price request with ``reply`` (reply_topic / reply_partition) as its only reply fields."""
     now_ms = int(time.time() * 1000)
     return {
@@ -68,7 +70,7 @@ async def test_header_reply_address_and_conflict(
             (dead,) = await read_all(services, topics.dlq, 1, timeout_s=20)
     finally:
         await producer.stop()
-    by_id = {ApiResponse.from_json(r.value).request_id: r for r in answers}  # type: ignore[attr-defined]
+    by_id = {ApiResponse.from_json(r.value).request_id: r for r in answers}
     ok, invalid = by_id[served["request_id"]], by_id[conflict["request_id"]]
     assert ApiResponse.from_json(ok.value).status is Status.OK
     assert (ok.partition, header_value(ok.headers, CORRELATION_ID)) == (2, served_id)
@@ -76,4 +78,4 @@ async def test_header_reply_address_and_conflict(
     assert (answer.status, answer.reason) == (Status.INVALID, "invalid_request")
     assert answer.message is not None and answer.message.startswith("reply_address_conflict:")
     assert (invalid.partition, header_value(invalid.headers, CORRELATION_ID)) == (1, conflict_id)
-    assert header_value(dead.headers, DLQ_REASON).decode().startswith("reply_address_conflict:")  # type: ignore[union-attr]
+    assert header_text(dead, DLQ_REASON).startswith("reply_address_conflict:")

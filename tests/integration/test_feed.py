@@ -113,7 +113,8 @@ async def test_publish_day_with_gap_and_corruption(
     corrupted = set(report.corrupted_seqs(SYMBOL))
     assert corrupted and not corrupted & in_gap
     progress = [r for r in caplog.records if r.getMessage() == "feed.progress"]
-    assert [r.fields["published"] for r in progress] == list(range(500, expected + 1, 500))
+    published = [r.fields["published"] for r in progress]  # type: ignore[attr-defined]
+    assert published == list(range(500, expected + 1, 500))
     assert [r.getMessage() for r in caplog.records][-1] == "feed.day_done"
     async with reader(services, tick_topic) as topic:
         records = await topic.until(expected)

@@ -33,7 +33,8 @@ from services.worker.runtime import TaskLoop
 from services.worker.task import Task, parse_task
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, read_committed
-from tests.integration.test_round_trip import PRICE, hub
+from tests.integration.test_round_trip import hub
+from tests.params import PRICE
 
 MALFORMED = 10_000
 VALID = 40

@@ -13,7 +13,7 @@ from services.settings import GatewaySettings
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, appkey, referee
 from tests.integration.test_classes_and_credentials import KIWOOM_ORDER
-from tests.integration.test_round_trip import PRICE
+from tests.params import PRICE
 from tests.sandbox.test_sandbox_kis_trading import BALANCE
 
 PERMISSIONS = """

@@ -97,9 +97,9 @@ class MockServer:
         """``real KIS mock at https://...`` or ``sandbox KIS mock at http://127.0.0.1:.../kis/mock``."""
         return f"{'real' if self.real else 'sandbox'} {self.provider.value} mock at {self.base_url}"
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for a direct call (the revoke): the CA bundle when one is named."""
-        return ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else None
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """TLS for a direct call (the revoke): the CA bundle when one is named, else the default."""
+        return ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else True
 
 
 REAL = {

@@ -269,6 +269,7 @@ async def test_a_minute_too_busy_for_one_record_goes_through_kafka_in_parts(
     finally:
         await store.stop()
     assert store.book.malformed == 0
-    minute = lambda when: when.hour * 60 + when.minute  # noqa: E731
-    expected = bars_from_trades((minute(when), price, volume) for when, price, volume in tape[1:])
+    expected = bars_from_trades(
+        (when.hour * 60 + when.minute, price, volume) for when, price, volume in tape[1:]
+    )
     assert store.bars(SYMBOL, BUSY_DAY, Window(600, 605)) == expected

@@ -26,8 +26,8 @@ from tests.integration.conftest import (
     referee,
     sandbox_server,
 )
-from tests.integration.test_round_trip import PRICE, hub, read_all
-from tests.params import distinct_price
+from tests.integration.test_round_trip import hub, read_all
+from tests.params import PRICE, distinct_price
 
 ORDER = {
     "CANO": "12345678",

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from hubclient import HubClient, HubTimeout, UnknownTrId, UpstreamError
@@ -27,7 +27,9 @@ def hub(services: Services, topics: Topics, caller: str = "test-worker") -> HubC
     )
 
 
-async def read_all(services: Services, topic: str, count: int, timeout_s: float = 15) -> list[object]:
+async def read_all(
+    services: Services, topic: str, count: int, timeout_s: float = 15
+) -> list[ConsumerRecord[bytes, bytes]]:
     """The first ``count`` records of ``topic`` (all partitions), read from the beginning."""
     consumer = AIOKafkaConsumer(
         topic,
@@ -37,7 +39,7 @@ async def read_all(services: Services, topic: str, count: int, timeout_s: float 
         enable_auto_commit=False,
     )
     await consumer.start()
-    records: list[object] = []
+    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         async with asyncio.timeout(timeout_s):
             while len(records) < count:
@@ -46,6 +48,13 @@ async def read_all(services: Services, topic: str, count: int, timeout_s: float 
     finally:
         await consumer.stop()
     return records
+
+
+def header_text(record: ConsumerRecord[bytes, bytes], name: str) -> str:
+    """Header ``name`` of ``record`` as text; the test fails if the record does not carry it."""
+    value = header_value(record.headers, name)
+    assert value is not None, f"no {name} header on {record.topic}:{record.partition}:{record.offset}"
+    return value.decode()
 
 
 async def test_price_round_trip(services: Services, topics: Topics, gateway: GatewayFactory) -> None:

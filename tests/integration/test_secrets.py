@@ -23,7 +23,7 @@ from tests import processes
 from tests.conftest import Services
 from tests.integration.conftest import GatewayFactory, Topics, appkey, gateway_process, read_committed
 from tests.integration.test_classes_and_credentials import DAILY, KIWOOM_ORDER
-from tests.integration.test_round_trip import PRICE
+from tests.params import PRICE
 from tests.sandbox.test_sandbox_kis_trading import BALANCE
 
 

@@ -144,7 +144,7 @@ async def test_a_run_in_redis_is_that_many_reservations_in_a_row(redis: Redis, u
     assert starts[2] - starts[1] == pytest.approx(0.001, abs=1e-6)
     assert starts[3] == pytest.approx(starts[0] + 0.02 + 1.0, abs=1e-6)
     assert starts[4] == pytest.approx(starts[1] + 0.02 + 1.0, abs=1e-6)
-    log = await redis.zrange(f"test:{unique}:pace:{{KIS}}:log", 0, -1, withscores=True)
-    assert sorted(m.decode() for m, _ in log) == ["a", "b", "c", "d", "e"]
+    logged = await redis.zrange(f"test:{unique}:pace:{{KIS}}:log", 0, -1)
+    assert sorted(logged) == [b"a", b"b", b"c", b"d", b"e"]
     after = await store.reserve(Ask("KIS", 0.001, 3, 0.02, 0.0, "f"))  # the next single one follows on
     assert after.start == pytest.approx(starts[2] + 0.02 + 1.0, abs=1e-6)

@@ -229,7 +229,8 @@ async def test_page_whole_day_with_time_cursor(sandbox: Sandbox) -> None:
     """Paging FHKST03010200 by cursor = oldest bar - 1 minute yields 09:00..15:30, each bar once."""
     await sandbox.set_clock(now="2026-11-27T16:00:00+09:00")
     token = await sandbox.kis_token()
-    cursor, seen, calls = "153000", [], 0
+    cursor, calls = "153000", 0
+    seen: list[str] = []
     while True:
         body = await (await sandbox.kis_minutes(token, cursor)).json()
         calls += 1
@@ -247,7 +248,8 @@ async def test_page_whole_day_with_time_cursor(sandbox: Sandbox) -> None:
     assert seen[0] == "153000" and seen[-1] == "090000"
     assert calls == 14
     day_bars = sandbox.state.market.minute_bars("005930", sandbox.state.clock.today())
-    assert sum(b.volume for b in day_bars) == sandbox.state.market.daily_bar("005930", day_bars[0].day).volume
+    daily = sandbox.state.market.daily_bar("005930", day_bars[0].day)
+    assert daily is not None and sum(b.volume for b in day_bars) == daily.volume
 
 
 async def test_daily_minute_chart_is_real_only(sandbox: Sandbox) -> None:

@@ -54,8 +54,8 @@ def series(samples: Sequence[Mapping[str, Any]]) -> Series:
             now, then = referee.get(p), before.get(p)
             if now:
                 out.limits[p] = int(now.get("rate_per_s", 0))
-            ok = now is not None and then is not None and dt > 0
-            out.calls_per_s[p].append((now["requests"] - then["requests"]) / dt if ok else None)
+            rate = (now["requests"] - then["requests"]) / dt if now and then and dt > 0 else None
+            out.calls_per_s[p].append(rate)
     return out
 
 

@@ -213,14 +213,14 @@ class Sampler:
         async def gateway() -> dict[str, Any]:
             return gateway_figures(await self._text(f"{self._gateway_url}/metrics"))
 
-        async def referee() -> tuple[dict[str, Any], dict[str, float]]:
+        async def referee_and_lag() -> tuple[dict[str, Any], dict[str, float]]:
             stats = await self._json(f"{self._sandbox_url}/_sandbox/stats")
             return referee_summary(stats), loop_lag(stats)
 
         labels = ["gateway", "referee", "group_lag", "redis", *WORKERS]
         results = await asyncio.gather(
             guarded("gateway", gateway()),
-            guarded("referee", referee()),
+            guarded("referee", referee_and_lag()),
             guarded("group_lag", self.group_lags()),
             guarded("redis", self.redis_figures()),
             *(guarded(name, worker(name)) for name in WORKERS),

@@ -275,7 +275,7 @@ class FakeProducer(_Scripted):
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers or ()))
         if size > self.config.get("max_request_size", 1_048_576):
             raise MessageSizeTooLargeError(f"The message is {size} bytes when serialized")
-        fields = {"key": key, "partition": partition, "headers": tuple(headers or ())}
+        fields: dict[str, Any] = {"key": key, "partition": partition, "headers": tuple(headers or ())}
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._pending is not None:
             self._pending.append((topic, {"value": value, **fields}))
@@ -315,7 +315,9 @@ class FakeProducer(_Scripted):
         self.cluster.committed.setdefault(group_id, {}).update(positions)
 
 
-def factory(cluster: FakeCluster, kind: type[FakeConsumer] | type[FakeProducer], made: list[Any]) -> Callable:
+def factory(
+    cluster: FakeCluster, kind: type[FakeConsumer] | type[FakeProducer] | type[FakeAdmin], made: list[Any]
+) -> Callable[..., Any]:
     """A stand-in for the aiokafka class: builds ``kind`` on ``cluster`` and keeps each one in ``made``."""
 
     def build(*args: Any, **config: Any) -> Any:

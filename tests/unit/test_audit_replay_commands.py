@@ -3,6 +3,7 @@ and a replay into a hub that a test stand-in answers."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import time
@@ -84,7 +85,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
     return fake
 
 
-def audit_args(*extra: str) -> object:
+def audit_args(*extra: str) -> argparse.Namespace:
     """Parsed ``apihub audit`` arguments."""
     return cli.build_parser().parse_args(["audit", "--bootstrap-servers", "kafka:9092", "--quiet", *extra])
 
@@ -92,7 +93,7 @@ def audit_args(*extra: str) -> object:
 async def test_audit_table_joins_the_range(cluster: FakeCluster) -> None:
     """The table shows the range's requests with their outcomes; the dead letter explains the unanswered."""
     out, err = io.StringIO(), io.StringIO()
-    code = await run_audit(audit_options(audit_args(), NOW_MS), out, err)  # type: ignore[arg-type]
+    code = await run_audit(audit_options(audit_args(), NOW_MS), out, err)
     text = out.getvalue()
     assert code == 0, err.getvalue()
     assert "01a22df9-2ab6-76c1-88a7-000000000000" not in text  # an hour ago
@@ -106,7 +107,7 @@ async def test_audit_jsonl_to_a_file_with_filters(cluster: FakeCluster, tmp_path
     target = tmp_path / "rows.jsonl"
     out, err = io.StringIO(), io.StringIO()
     args = audit_args("--format", "jsonl", "--output", str(target), "--status", "upstream_error")
-    code = await run_audit(audit_options(args, NOW_MS), out, err)  # type: ignore[arg-type]
+    code = await run_audit(audit_options(args, NOW_MS), out, err)
     assert code == 0
     rows = [orjson.loads(line) for line in target.read_text().splitlines()]
     assert [row["request_id"] for row in rows] == ["01a22df9-2ab6-76c1-88a7-000000000002"]
@@ -118,7 +119,7 @@ async def test_audit_record_limit_is_a_partial_result(cluster: FakeCluster) -> N
     out, err = io.StringIO(), io.StringIO()
     code = await run_audit(
         audit_options(audit_args("--max-records", "1", "--format", "csv"), NOW_MS), out, err
-    )  # type: ignore[arg-type]
+    )
     assert code == 3
     assert "WARNING  read stopped early: record limit (1) reached" in err.getvalue()
     assert "counts are partial" in err.getvalue()

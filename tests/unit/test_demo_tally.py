@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import date, datetime
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,9 @@ SYMBOL = "005930"
 OTHER = "000660"
 
 
-def result(symbol: str, start: str, end: str, problems: list[tuple[str, str]], round_no: int = 1) -> dict:
+def result(
+    symbol: str, start: str, end: str, problems: list[tuple[str, str]], round_no: int = 1
+) -> dict[str, Any]:
     """A verification result value as the worker writes it."""
     return {
         "symbol": symbol,

@@ -60,7 +60,7 @@ class RecordingProducer:
 def settings_with(**feed: object) -> SandboxSettings:
     """Sandbox settings whose clock is frozen mid-session on DAY."""
     start = datetime(2026, 11, 26, 10, 0, tzinfo=KST)
-    return SandboxSettings(clock_start=start, clock_rate=0.0, feed=FeedSettings(**feed))  # type: ignore[arg-type]
+    return SandboxSettings(clock_start=start, clock_rate=0.0, feed=FeedSettings(**feed))
 
 
 def due(settings: SandboxSettings, symbols: list[str], day: date, until_s: int | None = None) -> int:
@@ -119,7 +119,7 @@ async def test_each_corruption_kind_is_published_and_reported(kind: str, check: 
     """Each kind of corrupted value goes out unmarked, and the report keeps the true values beside it."""
     settings = settings_with(symbols=[SYMBOL], corrupt_rate=0.05, corrupt_kinds=[kind])
     producer = RecordingProducer()
-    report = await publish_day(settings, producer, day=DAY)  # type: ignore[arg-type]
+    report = await publish_day(settings, producer, day=DAY)
     corrupted = report.corrupted[SYMBOL]
     assert corrupted and report.corrupted_count == len(corrupted)
     assert all(c.kind == kind and check(c) for c in corrupted)  # type: ignore[operator]
@@ -137,7 +137,7 @@ async def test_publish_day_whole_day_with_a_gap() -> None:
         settings,
         producer,
         day=DAY,
-        until=datetime(2026, 11, 27, 9, 0, tzinfo=KST),  # type: ignore[arg-type]
+        until=datetime(2026, 11, 27, 9, 0, tzinfo=KST),
     )
     total = due(settings, [SYMBOL], DAY)
     assert report.complete and not report.stopped
@@ -164,14 +164,14 @@ async def test_publish_day_stops_at_the_clocks_now_and_skips_the_future() -> Non
     """By default only trades up to the simulated now go out; a day after ``until`` sends nothing."""
     settings = settings_with(symbols=[SYMBOL, OTHER], progress_every=100)
     producer = RecordingProducer()
-    report = await publish_day(settings, producer)  # type: ignore[arg-type]
+    report = await publish_day(settings, producer)
     assert report.day == DAY and not report.complete
     assert report.published == due(settings, [SYMBOL, OTHER], DAY, until_s=10 * 3600)
     assert max(str(v["time_kst"]) for v in producer.values()) <= "2026-11-26T10:00:00+09:00"
     assert {v["source"] for v in producer.values()} == {"kis-ws", "kiwoom-ws"}
 
     later = RecordingProducer()
-    future = await publish_day(settings, later, day=NEXT_DAY)  # type: ignore[arg-type]
+    future = await publish_day(settings, later, day=NEXT_DAY)
     assert future.published == 0 and later.records == [] and not future.complete
 
 
@@ -182,7 +182,7 @@ async def test_publish_day_uses_the_configured_day() -> None:
     report = await publish_day(
         settings,
         producer,
-        until=datetime(2026, 11, 26, 9, 5, tzinfo=KST),  # type: ignore[arg-type]
+        until=datetime(2026, 11, 26, 9, 5, tzinfo=KST),
     )
     assert report.day == DAY
     assert report.published == due(settings, [OTHER], DAY, until_s=9 * 3600 + 300) > 0
@@ -192,7 +192,7 @@ async def test_publish_day_without_any_trading_day_is_refused() -> None:
     """A clock before the market's history has no trading day to publish."""
     settings = SandboxSettings(clock_start=datetime(1990, 1, 2, 10, 0, tzinfo=KST), clock_rate=0.0)
     with pytest.raises(ValueError, match="no trading day"):
-        await publish_day(settings, RecordingProducer())  # type: ignore[arg-type]
+        await publish_day(settings, RecordingProducer())
 
 
 async def test_a_refused_record_fails_the_publication() -> None:
@@ -200,7 +200,7 @@ async def test_a_refused_record_fails_the_publication() -> None:
     settings = settings_with(symbols=[SYMBOL], max_in_flight=10)
     producer = RecordingProducer(fail_at=25)
     with pytest.raises(Delivery):
-        await publish_day(settings, producer, day=DAY)  # type: ignore[arg-type]
+        await publish_day(settings, producer, day=DAY)
     assert 25 <= len(producer.records) <= 30
 
 
@@ -219,7 +219,7 @@ async def test_paced_replay_can_be_stopped() -> None:
     stopper = asyncio.create_task(stop_soon())
     report = await asyncio.wait_for(
         publish_day(settings, producer, day=DAY, stop=stop),
-        timeout=10,  # type: ignore[arg-type]
+        timeout=10,
     )
     await stopper
     assert report.stopped and not report.complete
@@ -234,7 +234,7 @@ async def test_paced_replay_without_a_stop_event_sleeps_between_trades() -> None
         settings,
         producer,
         day=DAY,
-        until=datetime(2026, 11, 26, 9, 3, tzinfo=KST),  # type: ignore[arg-type]
+        until=datetime(2026, 11, 26, 9, 3, tzinfo=KST),
     )
     assert report.published == due(settings, [SYMBOL], DAY, until_s=9 * 3600 + 180) > 1
     seqs = [v["seq"] for v in producer.values()]
@@ -248,7 +248,7 @@ async def test_run_feed_follows_a_clock_and_finishes_an_earlier_day() -> None:
     clock = SimClock(datetime(2026, 11, 26, 10, 0, tzinfo=KST), rate=0)
     producer = RecordingProducer()
     stop = asyncio.Event()
-    task = asyncio.create_task(run_feed(settings, stop, clock=clock, market=market, producer=producer))  # type: ignore[arg-type]
+    task = asyncio.create_task(run_feed(settings, stop, clock=clock, market=market, producer=producer))
     try:
         first = due(settings, [SYMBOL], DAY, until_s=10 * 3600)
         async with asyncio.timeout(10):
@@ -267,7 +267,7 @@ async def test_run_feed_follows_a_clock_and_finishes_an_earlier_day() -> None:
         await asyncio.wait_for(task, timeout=10)
     values = producer.values()
     assert len(values) == second
-    days = [v["day"] for v in values]
+    days = [str(v["day"]) for v in values]
     assert days == sorted(days) and set(days) == {"20261126", "20261127"}
     for day in ("20261126", "20261127"):
         seqs = [v["seq"] for v in values if v["day"] == day]
@@ -280,7 +280,7 @@ async def test_run_feed_with_a_running_clock_wakes_for_the_next_trade() -> None:
     clock = SimClock(datetime(2026, 11, 26, 9, 0, tzinfo=KST), rate=600.0)
     producer = RecordingProducer()
     stop = asyncio.Event()
-    task = asyncio.create_task(run_feed(settings, stop, clock=clock, producer=producer))  # type: ignore[arg-type]
+    task = asyncio.create_task(run_feed(settings, stop, clock=clock, producer=producer))
     later = datetime(2026, 11, 26, 9, 1, tzinfo=KST).isoformat()  # 0.1 s of real time after the start
     try:
         async with asyncio.timeout(30):  # until a trade the clock reached only after the start is published

@@ -25,7 +25,7 @@ from services.gateway.providers.kis import KisAdapter
 from services.gateway.slots import Ask, MemorySlots, Reservation
 from services.gateway.testing import FakeDispatcher, FakeKis, Rig, build_gateway, kis_envelope
 from services.gateway.token_store import MemoryTokenStore
-from services.gateway.tokens import TokenManager
+from services.gateway.tokens import TokenIssuer, TokenManager
 from services.settings import KisSettings
 from tests.unit.test_pacing import max_in_any_second
 
@@ -381,7 +381,7 @@ async def test_two_instances_share_one_issuance(caplog: pytest.LogCaptureFixture
     broker = FakeKis(clock, latency_s=0.3)
     store = MemoryTokenStore(clock)
     settings = KisSettings(base_url="https://kis.invalid", appkey="PS" + "k" * 34, appsecret="s" * 180)
-    adapters = {Provider.KIS: KisAdapter(settings)}
+    adapters: dict[str, TokenIssuer] = {Provider.KIS: KisAdapter(settings)}
     managers = [TokenManager(adapters, FakeDispatcher(broker, clock), store, clock=clock) for _ in range(2)]
     with caplog.at_level(logging.WARNING, logger="services.gateway.tokens"):
         tasks = [asyncio.create_task(m.get(Provider.KIS)) for m in managers]
@@ -624,10 +624,10 @@ async def test_a_failure_inside_the_pacing_loop_answers_and_keeps_the_loop(
     real = pacer._token
     failures = [RuntimeError("a bug")]
 
-    async def token(provider: Provider) -> str:
+    async def token(domain: str) -> str:
         if failures:
             raise failures.pop()
-        return await real(provider)
+        return await real(domain)
 
     pacer._token = token
     with caplog.at_level(logging.ERROR):

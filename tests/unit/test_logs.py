@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 
 from services.logs import JsonFormatter, log_event
 
 
-def render(event: str, **fields: object) -> dict[str, object]:
+def render(event: str, **fields: Any) -> dict[str, object]:
     """Format one record the way the services do and parse it back."""
     captured: list[logging.LogRecord] = []
     logger = logging.getLogger("test.logs")
     handler = logging.Handler()
-    handler.emit = captured.append  # type: ignore[method-assign]
+    handler.emit = captured.append  # type: ignore[method-assign,assignment]
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:

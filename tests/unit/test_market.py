@@ -74,9 +74,9 @@ def kiwoom_minute(**changes: Any) -> dict[str, Any]:
     return {**KIWOOM_MINUTE, "stk_min_pole_chart_qry": [{k: v for k, v in row.items() if v is not None}]}
 
 
-def at(*parts: int) -> datetime:
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
     """A KST instant."""
-    return datetime(*parts, tzinfo=KST)  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, second, tzinfo=KST)
 
 
 def test_kis_minute_rows_become_candles_in_broker_order() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -127,7 +128,7 @@ def test_replay_caller_fits_the_caller_pattern() -> None:
 
 # --- compare -----------------------------------------------------------------------------------------
 
-BODY = {
+BODY: dict[str, Any] = {
     "rt_cd": "0",
     "msg_cd": "MCA00000",
     "output": {"stck_prpr": "70000", "stck_cntg_hour": "090001"},
@@ -138,7 +139,7 @@ BODY = {
 }
 
 
-def ok_answer(data: object, **fields: object) -> ApiResponse:
+def ok_answer(data: object, **fields: Any) -> ApiResponse:
     """An ok answer carrying ``data``."""
     return answer(request(1), data=data, **fields)
 
@@ -173,14 +174,14 @@ def ok_answer(data: object, **fields: object) -> ApiResponse:
             [],
         ),
         (
-            ok_answer({**BODY, "output2": BODY["output2"][:1]}),  # type: ignore[index]
+            ok_answer({**BODY, "output2": BODY["output2"][:1]}),
             DEFAULT_IGNORE,
             [Difference("data.output2[]", "2 items", "1 items")],
         ),
         (
             ok_answer(
                 {**BODY, "output2": [{"stck_bsop_date": "20261127", "cntg_vol": "11"}, BODY["output2"][1]]}
-            ),  # type: ignore[index]
+            ),
             DEFAULT_IGNORE,
             [Difference("data.output2[0].cntg_vol", "10", "11")],
         ),

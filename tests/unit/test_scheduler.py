@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from hubclient.models import ApiRequest, Priority, Provider
-from services.gateway.scheduler import BacklogFull, Queued, Scheduler
+from services.gateway.errors import BacklogFull
+from services.gateway.scheduler import Queued, Scheduler
 
 INT, N, B = Priority.INTERACTIVE, Priority.NORMAL, Priority.BULK
 _ids = itertools.count(1)

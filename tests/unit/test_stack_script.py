@@ -89,7 +89,7 @@ def test_status_watches_the_workers_where_the_stack_put_them(
     for name in list(os.environ):
         if name.startswith("APIHUB_"):
             monkeypatch.delenv(name)
-    watched = targets(StatusSettings(_env_file=stack_env))  # type: ignore[call-arg]
+    watched = targets(StatusSettings(_env_file=stack_env))
     assert {e.name: e.url for e in watched.endpoints} == {
         "gateway": "http://127.0.0.1:3",
         "history-collector": "http://127.0.0.1:33091",

@@ -320,7 +320,7 @@ def test_a_restarted_gateway_counts_from_zero() -> None:
 def test_targets_from_settings_and_flags() -> None:
     """The gateway comes from the setting unless a flag names one; flagged workers replace the stack's."""
     settings = StatusSettings(  # not this machine's .local/stack.env, which names its workers
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         gateway_metrics_url="http://10.0.0.5:9000/",
         health_host="127.0.0.2",
     )
@@ -533,9 +533,9 @@ def test_stack_env_gives_the_gateway_address_below_the_environment(
         "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092\nAPIHUB_GATEWAY_METRICS_URL=http://127.0.0.1:28081\n"
     )
     monkeypatch.delenv("APIHUB_GATEWAY_METRICS_URL", raising=False)
-    assert StatusSettings(_env_file=stack_env).gateway_metrics_url == "http://127.0.0.1:28081"  # type: ignore[call-arg]
+    assert StatusSettings(_env_file=stack_env).gateway_metrics_url == "http://127.0.0.1:28081"
     monkeypatch.setenv("APIHUB_GATEWAY_METRICS_URL", "http://127.0.0.1:38081")
-    assert StatusSettings(_env_file=stack_env).gateway_metrics_url == "http://127.0.0.1:38081"  # type: ignore[call-arg]
+    assert StatusSettings(_env_file=stack_env).gateway_metrics_url == "http://127.0.0.1:38081"
 
 
 async def test_scrape_turns_every_failure_into_a_reason() -> None:

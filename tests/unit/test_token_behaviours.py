@@ -5,6 +5,7 @@ KIS's token endpoint answers errors as error_code / error_description."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,10 @@ from tests.unit.test_gateway_core import serve
 from tests.unit.test_limit_classes import call
 
 KIS, KIWOOM = KisAdapter(KisSettings()), KiwoomAdapter(KiwoomSettings())
-KIWOOM_8005 = {"return_code": 3, "return_msg": "인증에 실패했습니다[8005:Token이 유효하지 않습니다]"}
+KIWOOM_8005: dict[str, Any] = {
+    "return_code": 3,
+    "return_msg": "인증에 실패했습니다[8005:Token이 유효하지 않습니다]",
+}
 
 
 @pytest.mark.parametrize(

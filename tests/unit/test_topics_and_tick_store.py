@@ -63,10 +63,10 @@ async def test_ensure_creates_then_reports_unchanged_then_drift(cluster: FakeClu
 
 async def feed_ticks(cluster: FakeCluster, **feed: object) -> int:
     """Publish DAY's trades of 005930 until 10:10 to ``market.ticks`` on the fake; returns the count."""
-    settings = SandboxSettings(feed=FeedSettings(symbols=["005930"], **feed))  # type: ignore[arg-type]
+    settings = SandboxSettings(feed=FeedSettings(symbols=["005930"], **feed))
     producer = FakeProducer(cluster)
     until = datetime(2026, 11, 26, 10, 10, tzinfo=KST)
-    report = await publish_day(settings, producer, day=DAY, until=until)  # type: ignore[arg-type]
+    report = await publish_day(settings, producer, day=DAY, until=until)
     return report.published
 
 

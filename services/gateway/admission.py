@@ -43,7 +43,10 @@ def check_params_size(
     if len(params) > max_keys:
         raise Invalid("params_too_large", f"params hold {len(params)} keys, more than {max_keys}")
     for key, value in params.items():
-        size = len(value) if isinstance(value, str) else len(orjson.dumps(value, default=str))
+        try:
+            size = len(value) if isinstance(value, str) else len(orjson.dumps(value, default=str))
+        except orjson.JSONEncodeError as exc:  # nested deeper than orjson writes (it reads deeper)
+            raise Invalid("params_too_large", f"params[{str(key)[:64]!r}] cannot be sent: {exc}") from exc
         if size > max_value_chars:
             raise Invalid(
                 "params_too_large",

@@ -82,11 +82,18 @@ class Caller:
             flight.stage = Stage.CALLING  # till now its record could still be left to the next owner
         if flight.withdrawn:
             return
-        if not spec.idempotent and self._idempotency is not None:
+        if not spec.idempotent and self._idempotency is not None and not flight.marked:
             try:
-                await self._idempotency.mark_inflight(request.request_id)
+                earlier = await self._idempotency.mark_inflight(request.request_id)
             except (RedisError, OSError) as exc:
                 raise Refused("idempotency_unavailable", str(exc)) from exc
+            if earlier is not None:  # another delivery marked or answered it after this one's lookup
+                owed = earlier.response or self._responder.redelivered_in_flight(request)
+                log_event(logger, "request.replayed", request_id=request.request_id, status=owed.status.value)
+                flight.answered_elsewhere = True
+                flight.finish(owed)
+                return
+            flight.marked = True
         upstream = self._adapters[pacer.domain].build(spec, request, token)
         left_s = request.deadline_ms / 1000 - self._clock.time()
         remaining_s = left_s - pacer.reply_budget_s()  # the answer must still reach the caller
@@ -168,6 +175,7 @@ class Caller:
             return
         try:
             await self._idempotency.clear_inflight(flight.request.request_id)
+            flight.marked = False
         except (RedisError, OSError) as exc:
             log_event(
                 logger,

@@ -49,6 +49,8 @@ class Flight:
     classified: Classified | None = None
     retry_reason: str | None = None  # why its last attempt is being tried again (a policy reason)
     withdrawn: bool = False  # its caller let go (revoke, shutdown): never call upstream for it
+    marked: bool = False  # an order whose in-flight mark in the idempotency records is its own
+    answered_elsewhere: bool = False  # another delivery's record answered it: nothing of it to store
     # a read queued before its idempotency lookup ended: True once it may be sent, False when an earlier
     # delivery's answer stands (its call waits for this; None: nothing to wait for)
     checked: asyncio.Future[bool] | None = None

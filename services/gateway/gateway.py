@@ -336,6 +336,9 @@ class Gateway:
                 earlier = await self._earlier_delivery(request, spec)
                 if earlier is not None:
                     return earlier
+                twin = await self._join_twin(request)  # a copy that came with this one may be queued by now
+                if twin is not None:
+                    return twin
                 slot_wait_s = self._admit(pacer, request)  # after the lookup, right before the push
             flight = Flight(
                 request,
@@ -367,7 +370,8 @@ class Gateway:
                 return earlier
             # Unshielded: the caller letting go cancels the future at once, which withdraw would do anyway.
             response = await flight.future
-            await self._remember(response)  # still registered: a duplicate joins, a revoke waits for it
+            if not flight.answered_elsewhere:
+                await self._remember(response)  # still registered: a duplicate joins, a revoke waits for it
         except BaseException:  # the caller let go (revoke, shutdown), or a bug: never send it after this
             self._pacer_named[flight.domain].withdraw(flight)  # its pacer now (a reroute moves it)
             raise
@@ -438,12 +442,7 @@ class Gateway:
             return record.response
         if spec.idempotent:
             return None
-        return self.answer(
-            request,
-            Status.UNKNOWN_OUTCOME,
-            reason="redelivered_in_flight",
-            message="an earlier delivery may have reached the broker; reconcile, do not resend",
-        )
+        return self.responder.redelivered_in_flight(request)
 
     async def _remember(self, response: ApiResponse) -> None:
         """Store the answer's idempotency record before it is published; its time counts in the reply path

@@ -4,7 +4,9 @@ Per ``request_id`` one key: ``inflight`` is written right before the first upstr
 response replaces it once known. A redelivery (after a crash or a rebalance) that finds a response
 republishes it; one that finds only ``inflight`` may run again when the call is idempotent, and is
 answered ``unknown_outcome`` when it is not (an order may have reached the broker: reconcile, never
-resend).
+resend). The mark is set only where no record is, and the record found instead is returned, in one script:
+two deliveries of one order that both looked up before either marked cannot both send it, the later one
+gets the record.
 
 ``IdempotencyStore`` sends the lookups and writes that requests make in the same turn of the event loop
 as one pipeline (one round trip, one socket write): under load hundreds of requests look up and store
@@ -26,6 +28,13 @@ INFLIGHT = b"inflight"
 INFLIGHT_TTL_MS = 24 * 3600 * 1000
 RESPONSE_TTL_MS = 7 * 24 * 3600 * 1000  # as long as a redelivery from the request topic is plausible
 
+# Sets the in-flight mark (ARGV: the mark and its milliseconds) unless a record is there: returns that record.
+_MARK_INFLIGHT = """
+local found = redis.call('GET', KEYS[1])
+if not found then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return found
+"""
+
 # Deletes the key only while it still says inflight: a stored response is never removed.
 _CLEAR_INFLIGHT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -45,7 +54,7 @@ class Records(Protocol):
 
     async def lookup(self, request_id: str) -> Record | None: ...
 
-    async def mark_inflight(self, request_id: str) -> None: ...
+    async def mark_inflight(self, request_id: str) -> Record | None: ...
 
     async def clear_inflight(self, request_id: str) -> None: ...
 
@@ -64,9 +73,12 @@ class MemoryRecords:
             return None
         return Record(self.records[request_id])
 
-    async def mark_inflight(self, request_id: str) -> None:
-        """Note an upstream call (kept if a response is already stored)."""
-        self.records.setdefault(request_id, None)
+    async def mark_inflight(self, request_id: str) -> Record | None:
+        """Note an upstream call unless a record is there already: that record, or None once marked."""
+        if request_id in self.records:
+            return Record(self.records[request_id])
+        self.records[request_id] = None
+        return None
 
     async def clear_inflight(self, request_id: str) -> None:
         """Drop an ``inflight`` mark."""
@@ -89,16 +101,13 @@ class IdempotencyStore:
 
     async def lookup(self, request_id: str) -> Record | None:
         """The record of an earlier delivery, or None for a request seen for the first time."""
-        raw = await self._batches.run(("GET", self._prefix + request_id))
-        if raw is None:
-            return None
-        if raw == INFLIGHT:
-            return Record(None)
-        return Record(ApiResponse.from_json(raw))
+        return _record(await self._batches.run(("GET", self._prefix + request_id)))
 
-    async def mark_inflight(self, request_id: str) -> None:
-        """Note that an upstream call is about to be made (kept if a response is already stored)."""
-        await self._batches.run(("SET", self._prefix + request_id, INFLIGHT, "PX", INFLIGHT_TTL_MS, "NX"))
+    async def mark_inflight(self, request_id: str) -> Record | None:
+        """Note that an upstream call is about to be made, unless a record is there already (another
+        delivery's mark or answer, kept as it is): that record, or None when this call's mark was set."""
+        command = ("EVAL", _MARK_INFLIGHT, 1, self._prefix + request_id, INFLIGHT, INFLIGHT_TTL_MS)
+        return _record(await self._batches.run(command))
 
     async def clear_inflight(self, request_id: str) -> None:
         """Drop an ``inflight`` mark after the broker refused the call unexecuted (throttle, never sent)."""
@@ -108,3 +117,12 @@ class IdempotencyStore:
         """Keep the terminal response for redeliveries."""
         key = self._prefix + response.request_id
         await self._batches.run(("SET", key, response.to_json(), "PX", RESPONSE_TTL_MS))
+
+
+def _record(raw: bytes | None) -> Record | None:
+    """The record a key's value stands for (None: no key)."""
+    if raw is None:
+        return None
+    if raw == INFLIGHT:
+        return Record(None)
+    return Record(ApiResponse.from_json(raw))

@@ -127,7 +127,7 @@ class Publisher:
                 self._dlq_topic, value=value, key=keyed if value is None else key, headers=kept
             )
         except TOO_LARGE:
-            size = len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+            size = len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers)  # a header may be null
             omitted = [*own, (DLQ_OMITTED, str(size).encode())]
             await self._producer.send_and_wait(self._dlq_topic, value=None, key=keyed, headers=omitted)
         DLQ_MESSAGES.labels(reason.split(":", 1)[0]).inc()

@@ -54,6 +54,15 @@ class Responder:
             return self.gave_up(flight, error)
         return self.answer(request, error.status, reason=error.reason, message=error.message, flight=flight)
 
+    def redelivered_in_flight(self, request: ApiRequest) -> ApiResponse:
+        """The answer of an order another delivery of which was (or is) being sent: ``unknown_outcome``."""
+        return self.answer(
+            request,
+            Status.UNKNOWN_OUTCOME,
+            reason="redelivered_in_flight",
+            message="an earlier delivery may have reached the broker; reconcile, do not resend",
+        )
+
     def gave_up(self, flight: Flight, refusal: GatewayError) -> ApiResponse:
         """A call already tried upstream whose retry was refused (circuit open, backlog full, no token):
         ``upstream_error`` with the failed attempt's reason, not ``rejected``, which says nothing reached

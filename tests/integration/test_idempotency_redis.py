@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hubclient.models import ApiResponse, Status
-from services.gateway.idempotency import INFLIGHT, IdempotencyStore
+from services.gateway.idempotency import INFLIGHT, IdempotencyStore, Record
 from tests.conftest import Services
 from tests.processes import free_port
 
@@ -50,21 +50,23 @@ def _count_pipelines(redis: Redis) -> list[int]:
 
 
 async def test_record_semantics(redis: Redis, unique: str) -> None:
-    """A first delivery finds nothing, an in-flight mark reads as a record without a response, a stored
-    response replaces it and is never displaced by a later mark nor removed by a clear."""
+    """A first delivery finds nothing, an in-flight mark reads as a record without a response, a second
+    mark finds the first and a stored response, which replaces the mark and is never displaced by a later
+    mark nor removed by a clear."""
     store = IdempotencyStore(redis, key_prefix=f"test:{unique}:")
     response = _response()
     rid = response.request_id
     assert await store.lookup(rid) is None
-    await store.mark_inflight(rid)
+    assert await store.mark_inflight(rid) is None  # marked
     record = await store.lookup(rid)
     assert record is not None and record.response is None
     assert await redis.get(f"test:{unique}:idem:{rid}") == INFLIGHT
+    assert await store.mark_inflight(rid) == record  # another delivery's mark is there: not this one's
     await store.clear_inflight(rid)
     assert await store.lookup(rid) is None
-    await store.mark_inflight(rid)
+    assert await store.mark_inflight(rid) is None
     await store.store(response)
-    await store.mark_inflight(rid)  # kept: the response stays
+    assert await store.mark_inflight(rid) == Record(response)  # kept: the response stays
     await store.clear_inflight(rid)  # only an in-flight mark is ever cleared
     record = await store.lookup(rid)
     assert record is not None and record.response == response

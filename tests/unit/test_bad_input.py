@@ -77,6 +77,14 @@ def test_record_under_the_byte_limit_is_read() -> None:
     assert intake.request is not None
 
 
+def nested(depth: int) -> list[object]:
+    """A list ``depth`` lists deep."""
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("params", "refused", "named"),
     [
@@ -88,6 +96,8 @@ def test_record_under_the_byte_limit_is_read() -> None:
         ({"FID_INPUT_ISCD": "x" * 4097}, True, "FID_INPUT_ISCD"),
         ({"A": "1", "NESTED": {"v": "y" * 5000}}, True, "NESTED"),
         ({"N": 12345}, False, None),
+        ({"DEEP": nested(250)}, False, None),
+        ({"DEEP": nested(300)}, True, "DEEP"),  # deeper than the call could be written
     ],
 )
 def test_params_size_table(params: dict[str, object], refused: bool, named: str | None) -> None:

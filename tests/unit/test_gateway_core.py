@@ -443,6 +443,54 @@ async def test_an_order_is_sent_only_after_its_lookup() -> None:
     await rig.gateway.stop()
 
 
+async def test_two_copies_of_an_order_looked_up_at_once_share_one_call() -> None:
+    """Both copies of one order (one fetch) are looked up before either is queued: the second joins the
+    first once its lookup ends, so both get the one answer and the order is sent once."""
+    rig = build_gateway()
+    lookups = GatedLookups(rig)
+    rig.broker.then(kis_envelope(output={"ODNO": "1"}))
+    order = request(rig.clock, tr_id="TTTC0012U", params=ORDER)
+    tasks = [asyncio.create_task(rig.gateway.handle(order)) for _ in range(2)]
+    await rig.clock.advance(0.01)
+    assert lookups.started == 2
+    lookups.gate.set()
+    await until(rig, lambda: all(t.done() for t in tasks))
+    first, second = (t.result() for t in tasks)
+    assert first.ok and second is first
+    assert len(rig.dispatcher.calls("/trading/")) == 1
+    await rig.gateway.stop()
+
+
+@pytest.mark.parametrize("other_answered", [False, True])
+async def test_an_order_another_delivery_marked_after_its_lookup_is_not_sent(other_answered: bool) -> None:
+    """Another gateway's copy of the order (another partition) marks it, or even answers it, between this
+    copy's lookup and its mark: this copy is not sent. It gets the stored answer, or ``unknown_outcome``
+    while the other is in flight, and leaves the other's record as it is."""
+    rig = build_gateway()
+    order = request(rig.clock, tr_id="TTTC0012U", params=ORDER)
+    theirs = rig.gateway.answer(order, Status.OK, message="the other copy's answer")
+    plain = rig.records.lookup
+
+    async def lookup(request_id: str) -> Record | None:
+        found = await plain(request_id)
+        await (rig.records.store(theirs) if other_answered else rig.records.mark_inflight(request_id))
+        return found
+
+    rig.records.lookup = lookup  # type: ignore[method-assign]
+    task = asyncio.create_task(rig.gateway.handle(order))
+    await until(rig, task.done)
+    if other_answered:
+        assert task.result() == theirs
+    else:
+        assert (task.result().status, task.result().reason) == (
+            Status.UNKNOWN_OUTCOME,
+            "redelivered_in_flight",
+        )
+    assert rig.dispatcher.calls("/trading/") == []
+    assert rig.records.records[order.request_id] == (theirs if other_answered else None)
+    await rig.gateway.stop()
+
+
 async def test_a_read_is_queued_during_its_lookup_and_sent_only_after_it() -> None:
     """A read waits for its slot and its lookup at once (one wait, not two in a row), but its call waits for
     the lookup: a slot that went by meanwhile is not used late, the read gets a later one."""

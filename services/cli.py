@@ -281,7 +281,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 def cmd_feed(args: argparse.Namespace) -> int:
     """Publish the sandbox market's ticks to market.ticks: one day (--once/--day) or follow the clock."""
     from services.kafka_client import client_kwargs
-    from services.sandbox.feed import publish_day, run_feed
+    from services.sandbox.feed import publish_day, run_feed, sandbox_market
     from services.sandbox.settings import FeedSettings, SandboxSettings
 
     base = SandboxSettings()
@@ -306,6 +306,15 @@ def cmd_feed(args: argparse.Namespace) -> int:
             print(f"apihub feed: error: {_feed_problem(error, args)}", file=sys.stderr)
         return 2
     settings = base.model_copy(update={"feed": feed})
+    market = sandbox_market(settings)
+    if feed.day is not None and not market.is_trading_day(feed.day):
+        first = market.history_start.isoformat()
+        print(
+            f"apihub feed: error: --day {feed.day.isoformat()}: not a trading day of the sandbox market "
+            f"(a weekday from {first} on, not one of APIHUB_SANDBOX__MARKET_HOLIDAYS)",
+            file=sys.stderr,
+        )
+        return 2
     configure_logging("INFO")
     stop = asyncio.Event()
     try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import aiohttp
@@ -56,8 +57,10 @@ _CALLS: list[tuple[str, Provider, str, dict[str, str]]] = [
 
 
 async def wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Poll the gateway's ``/readyz`` until it answers 200; raise ``TimeoutError`` after ``timeout_s``."""
+    """Poll the gateway's ``/readyz`` until it answers 200 (saying once on stderr that it waits, when the
+    first poll is not); raise ``TimeoutError`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
+    said = False
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             try:
@@ -66,6 +69,9 @@ async def wait_ready(url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
                         return
             except (aiohttp.ClientError, TimeoutError):
                 pass
+            if not said:
+                print(f"waiting for the gateway at {url}/readyz (up to {timeout_s:.0f}s)", file=sys.stderr)
+                said = True
             await asyncio.sleep(0.5)
     raise TimeoutError(f"gateway at {url} not ready after {timeout_s:.0f}s")
 
@@ -101,8 +107,15 @@ async def run_demo(
     settings: ClientSettings, *, rounds: int = 2, repair: bool = False, sandbox_url: str | None = None
 ) -> int:
     """Send every demo call ``rounds`` times, print one line per call, then (with ``repair``) run the repair
-    loop; 0 when every call succeeded and the loop repaired everything it injected."""
-    await wait_ready(settings.gateway_metrics_url)
+    loop; 0 when every call succeeded and the loop repaired everything it injected, 2 when the gateway is
+    not ready."""
+    try:
+        await wait_ready(settings.gateway_metrics_url, READY_TIMEOUT_S)
+    except TimeoutError as exc:
+        print(
+            f"error: {exc}; is the stack up (make up) and APIHUB_GATEWAY_METRICS_URL right?", file=sys.stderr
+        )
+        return 2
     ok_count = 0
     async with HubClient.connect(
         settings.kafka.bootstrap_servers,

@@ -372,6 +372,8 @@ def test_only_a_connection_failure_is_called_unreachable(
         (["--speed", "-1"], "--speed -1.0: Input should be greater than or equal to 0"),
         (["--symbols", "12"], "--symbols 12: symbols ['12'] are not in the sandbox's symbol master"),
         (["--gap", "000660@10:00-10:30"], "error: gaps name symbols the feed does not publish: ['000660']"),
+        (["--day", "2026-11-28"], "--day 2026-11-28: not a trading day of the sandbox market"),  # a Saturday
+        (["--day", "2020-01-02"], "--day 2020-01-02: not a trading day"),  # before the market's history
     ],
 )
 def test_feed_refuses_bad_values_one_line_each(

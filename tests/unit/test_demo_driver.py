@@ -23,6 +23,7 @@ from services.demo.repair import RepairSummary, follow, pacing_lines, run_topics
 from services.demo.tally import LoopState, hhmm, windows
 from services.sandbox.app import create_app
 from services.sandbox.settings import SandboxSettings
+from services.settings import ClientSettings
 from tests.unit.kafka_fakes import FakeCluster, FakeConsumer, factory
 
 
@@ -69,6 +70,20 @@ async def test_wait_ready_gives_up_naming_the_gateway() -> None:
     with pytest.raises(TimeoutError, match=f"gateway at {url} not ready after 1s"):
         await wait_ready(url, timeout_s=1)
     assert time.monotonic() - started < 5
+
+
+async def test_the_demo_without_a_gateway_says_so_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``apihub demo`` with the gateway down says once that it waits, then ends with one ``error:`` line
+    naming the address and the setting, exit 2, no traceback."""
+    url = closed_url()
+    monkeypatch.setattr(calls, "READY_TIMEOUT_S", 1.0)
+    assert await calls.run_demo(ClientSettings(gateway_metrics_url=url), rounds=1) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"waiting for the gateway at {url}/readyz (up to 1s)"
+    assert err[-1].startswith(f"error: gateway at {url} not ready after 1s; is the stack up (make up)")
+    assert "APIHUB_GATEWAY_METRICS_URL" in err[-1] and len(err) == 2
 
 
 def response_for(data: Any, *, continuation: dict[str, str] | None = None) -> Any:

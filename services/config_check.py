@@ -25,7 +25,7 @@ import difflib
 import functools
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TextIO, cast, get_args
@@ -41,6 +41,7 @@ from services.settings import (
     CredentialSettings,
     EnvMapping,
     GatewaySettings,
+    KafkaSettings,
     KisSettings,
     KiwoomSettings,
     ProviderSettings,
@@ -461,15 +462,52 @@ def credentials_file_problems(env: Mapping[str, str]) -> list[Problem]:
     return problems
 
 
+def named_file_problems(env: Mapping[str, str]) -> list[Problem]:
+    """What is wrong with the permissions file, the providers' CA bundles and Kafka's TLS files ``env``
+    names, each read as the processes read it, where it is on this host (as credentials files)."""
+    from services.gateway.dispatcher import ca_bundle_context
+    from services.gateway.permissions import PERMISSIONS_FILE, load_permissions
+    from services.kafka_client import ssl_context
+
+    permissions = env.get(PERMISSIONS_FILE, "")
+    checks: list[tuple[list[str], Callable[[], object]]] = [
+        ([permissions], lambda: load_permissions(Path(permissions)))
+    ]
+    for provider in PROVIDERS:
+        variable = f"{provider.env_group}__CA_BUNDLE"
+        bundle = env.get(variable, "")
+        checks.append(([bundle], functools.partial(ca_bundle_context, variable, bundle)))
+    cafile, certfile, keyfile = (
+        env.get(f"APIHUB_KAFKA__SSL_{name}") for name in ("CAFILE", "CERTFILE", "KEYFILE")
+    )
+    if env.get("APIHUB_KAFKA__SECURITY_PROTOCOL", "").endswith("SSL"):
+        kafka = KafkaSettings.model_construct(ssl_cafile=cafile, ssl_certfile=certfile, ssl_keyfile=keyfile)
+        checks.append(([path for path in (cafile, certfile, keyfile) if path], lambda: ssl_context(kafka)))
+    problems: list[Problem] = []
+    for paths, load in checks:
+        if not paths or not all(path and Path(path).exists() for path in paths):
+            continue  # unset, or not on this host (often a container's path): left to the process's start
+        try:
+            load()
+        except SettingsInvalid as exc:
+            problems += [Problem(name, "malformed", reason) for name, reason in exc.problems]
+    return problems
+
+
 def run(path: str, out: TextIO, err: TextIO) -> int:
-    """Check the env file at ``path`` (and the credentials files it names that are on this host) and print
-    the report: 0 ok, 1 problems, 2 unreadable."""
+    """Check the env file at ``path`` (and the files it names that are on this host) and print the report:
+    0 ok, 1 problems, 2 unreadable."""
     text = _read(path, err, "apihub config check")
     if text is None:
         return 2
     parsed = parse_env(text)
     report = check_env(parsed.values)
-    problems = parsed.problems + report.problems + credentials_file_problems(parsed.values)
+    problems = [
+        *parsed.problems,
+        *report.problems,
+        *credentials_file_problems(parsed.values),
+        *named_file_problems(parsed.values),
+    ]
     report = Report(problems, report.secrets, report.checked, report.ignored)
     print(format_report(path, report, parsed.lines), file=out)
     return 0 if report.ok else 1

@@ -17,12 +17,14 @@ The password leaves its ``SecretStr`` only here, into the dict handed to aiokafk
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 from aiokafka.helpers import create_ssl_context
 from pydantic import SecretStr
 
-from services.settings import KafkaSettings
+from services.settings import KafkaSettings, SettingsInvalid
 
 # A group consumer subscribed to a topic that does not exist yet (started before `apihub topics ensure`, or
 # just after it while the new topic's metadata is still on its way to the broker) is given no partitions
@@ -44,10 +46,32 @@ def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
         kwargs["sasl_plain_username"] = settings.sasl_username
         kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value()
     if protocol.endswith("SSL"):
-        kwargs["ssl_context"] = create_ssl_context(
+        kwargs["ssl_context"] = ssl_context(settings)
+    return kwargs
+
+
+def ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
+    """The TLS context of the ``APIHUB_KAFKA__SSL_*`` files; ``SettingsInvalid`` names a file that cannot
+    be read, or the files together when TLS cannot use them."""
+    files = {
+        "CAFILE": settings.ssl_cafile,
+        "CERTFILE": settings.ssl_certfile,
+        "KEYFILE": settings.ssl_keyfile,
+    }
+    for name, path in files.items():
+        if path:
+            try:
+                Path(path).read_bytes()
+            except OSError as exc:
+                raise SettingsInvalid.unreadable(f"APIHUB_KAFKA__SSL_{name}", path, exc) from None
+    try:
+        context: ssl.SSLContext = create_ssl_context(
             cafile=settings.ssl_cafile, certfile=settings.ssl_certfile, keyfile=settings.ssl_keyfile
         )
-    return kwargs
+    except ssl.SSLError as exc:
+        named = " / ".join(f"APIHUB_KAFKA__SSL_{name}" for name, path in files.items() if path)
+        raise SettingsInvalid([(named, f"TLS cannot use these files ({exc.reason or exc})")]) from None
+    return context
 
 
 def describe(settings: KafkaSettings) -> str:

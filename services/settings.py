@@ -53,6 +53,11 @@ class SettingsInvalid(ValueError):
         self.problems = problems
         super().__init__("; ".join(f"{name}: {reason}" for name, reason in problems))
 
+    @classmethod
+    def unreadable(cls, variable: str, path: str, exc: OSError) -> SettingsInvalid:
+        """The file ``variable`` names cannot be read."""
+        return cls([(variable, f"cannot read {path}: {exc.strerror or type(exc).__name__}")])
+
     def report(self) -> str:
         """What a process prints as it refuses to start: each problem on a line of its own."""
         lines = ["error: the settings cannot be used (no value is shown, it may be a secret):"]
@@ -178,8 +183,13 @@ class RedisSettings(BaseModel):
     @classmethod
     def _redis_url(cls, url: str) -> str:
         # The URL is not quoted back: it may hold the password.
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("not a Redis URL (redis://host:port/db, rediss:// for TLS, or unix:///path)")
+        try:
+            parts.port  # noqa: B018 - read for the check
+        except ValueError:
+            raise ValueError("its port is not a number from 0 to 65535") from None
         return url
 
     @field_validator("sentinels", mode="before")
@@ -195,10 +205,11 @@ class RedisSettings(BaseModel):
     @field_validator("sentinels")
     @classmethod
     def _host_ports(cls, sentinels: list[str]) -> list[str]:
-        for address in sentinels:
+        for number, address in enumerate(sentinels, 1):
             host, sep, port = address.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"sentinel {address!r} is not host:port")
+                # named by its place, not quoted: a mistyped address may hold a password
+                raise ValueError(f"sentinel {number} of {len(sentinels)} is not host:port")
         return sentinels
 
     @property
@@ -340,8 +351,7 @@ class ProviderSettings(BaseModel):
         try:
             raw = orjson.loads(Path(path).read_bytes())
         except OSError as exc:
-            reason = f"cannot read {path}: {exc.strerror or type(exc).__name__}"
-            raise SettingsInvalid([(where, reason)]) from None
+            raise SettingsInvalid.unreadable(where, path, exc) from None
         except orjson.JSONDecodeError:
             raise SettingsInvalid([(where, f"{path} is {NOT_JSON}")]) from None
         if not isinstance(raw, list):

@@ -21,7 +21,7 @@ from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
 from services.gateway.http1 import ConnectFailed, Http1Pool, ResponseBroken, Unsendable
 from services.gateway.metrics import UPSTREAM_LATENCY, child
 from services.gateway.providers.base import UpstreamAnswer, UpstreamRequest
-from services.settings import ProviderSettings
+from services.settings import ProviderSettings, SettingsInvalid
 
 OnSent = Callable[[], Awaitable[None]]
 
@@ -93,10 +93,24 @@ class HttpDispatcher:
         return UpstreamAnswer(answer.status, answer.headers, parsed)
 
 
+def ca_bundle_context(variable: str, path: str) -> ssl.SSLContext:
+    """TLS verified against the CA bundle at ``path``; ``SettingsInvalid`` naming ``variable`` for a file
+    that cannot be read or holds no certificate."""
+    try:
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise SettingsInvalid(
+            [(variable, f"{path} holds no usable PEM certificate ({exc.reason or exc})")]
+        ) from None
+    except OSError as exc:
+        raise SettingsInvalid.unreadable(variable, path, exc) from None
+
+
 def _ssl_context(settings: ProviderSettings) -> ssl.SSLContext:
-    """TLS as the provider's settings say: a private CA bundle, the system's, or no verification."""
+    """TLS as the provider's settings say: a private CA bundle, the system's, or no verification;
+    ``SettingsInvalid`` for a bundle that cannot be read or holds no certificate."""
     if settings.ca_bundle:
-        return ssl.create_default_context(cafile=settings.ca_bundle)
+        return ca_bundle_context(f"{settings.env_group}__CA_BUNDLE", settings.ca_bundle)
     context = ssl.create_default_context()
     if not settings.verify_tls:
         context.check_hostname = False

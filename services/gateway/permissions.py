@@ -44,8 +44,11 @@ from hubclient.catalog import TrSpec
 from hubclient.models import WEBSOCKET_CREDENTIALS_TR_ID, ApiRequest, Provider
 from services.gateway.errors import NotPermitted
 from services.logs import log_event
+from services.settings import SettingsInvalid
 
 logger = logging.getLogger(__name__)
+
+PERMISSIONS_FILE = "APIHUB_PERMISSIONS_FILE"  # the variable naming the file
 
 READ_ONLY_KINDS = frozenset({"quote", "read"})  # KIS quotations, Kiwoom market reads: no account, no order
 
@@ -210,5 +213,16 @@ def parse_permissions(raw: Any) -> Permissions:
 
 
 def load_permissions(path: Path) -> Permissions:
-    """Read and check the permissions file at ``path``."""
-    return parse_permissions(yaml.safe_load(path.read_text(encoding="utf-8")))
+    """Read and check the permissions file at ``path``; ``SettingsInvalid`` naming
+    ``APIHUB_PERMISSIONS_FILE`` says what is wrong with it."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsInvalid.unreadable(PERMISSIONS_FILE, str(path), exc) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SettingsInvalid([(PERMISSIONS_FILE, f"{path} is not YAML: {first}")]) from None
+    try:
+        return parse_permissions(raw)
+    except ValueError as exc:
+        raise SettingsInvalid([(PERMISSIONS_FILE, f"{path}: {exc}")]) from None

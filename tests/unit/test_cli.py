@@ -204,6 +204,36 @@ def test_config_check_reads_the_credentials_files_that_are_here(
     assert "APIHUB_KIS__CREDENTIALS_FILE" not in out
 
 
+def test_config_check_reads_the_other_files_that_are_here(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The permissions file, a CA bundle and Kafka's CA file are read as the processes read them where they
+    are on this host; a good file passes, one that is not here is left to the start; a Sentinel address
+    holding a password is never echoed."""
+    junk, yaml_bad = tmp_path / "junk.pem", tmp_path / "permissions.yaml"
+    junk.write_text("not a certificate\n")
+    yaml_bad.write_text("callers: [\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("callers: {}\n")
+    env = tmp_path / "prod.env"
+    env.write_text(
+        f"APIHUB_PERMISSIONS_FILE={yaml_bad}\nAPIHUB_KIS__CA_BUNDLE={junk}\n"
+        "APIHUB_KIWOOM__CA_BUNDLE=/run/secrets/kiwoom-ca.pem\n"
+        f"APIHUB_KAFKA__SECURITY_PROTOCOL=SSL\nAPIHUB_KAFKA__SSL_CAFILE={junk}\n"
+        "APIHUB_REDIS__SENTINELS=h:26379,user:hunter2-password@h\n"
+    )
+    assert cli.main(["config", "check", str(env)]) == 1
+    out = capsys.readouterr().out
+    assert f"malformed  APIHUB_PERMISSIONS_FILE   {yaml_bad} is not YAML" in out
+    assert f"malformed  APIHUB_KIS__CA_BUNDLE     {junk} holds no usable PEM certificate" in out
+    assert "malformed  APIHUB_KAFKA__SSL_CAFILE  TLS cannot use these files" in out
+    assert "sentinel 2 of 2 is not host:port" in out and "hunter2" not in out
+    assert "APIHUB_KIWOOM__CA_BUNDLE" not in out
+    env.write_text(f"APIHUB_PERMISSIONS_FILE={good}\n")
+    cli.main(["config", "check", str(env)])
+    assert "APIHUB_PERMISSIONS_FILE" not in capsys.readouterr().out
+
+
 def test_config_check_names_a_mock_member_of_a_credentials_file_paced_too_fast(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -446,6 +476,33 @@ def test_gateway_on_a_taken_metrics_port_says_so(
     assert err.startswith(f"error: the gateway cannot listen on 127.0.0.1:{port} for /healthz")
     assert "APIHUB_METRICS_PORT" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_permissions_file_it_cannot_read_stops_the_gateway_with_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The gateway names APIHUB_PERMISSIONS_FILE on the settings' error lines and exits 2 (a traceback and
+    exit 1 before)."""
+    monkeypatch.setenv("APIHUB_PERMISSIONS_FILE", str(tmp_path / "missing.yaml"))
+    assert cli.main(["gateway"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the settings cannot be used")
+    assert (
+        f"  APIHUB_PERMISSIONS_FILE: cannot read {tmp_path / 'missing.yaml'}" in err
+        and "Traceback" not in err
+    )
+
+
+def test_a_redis_url_whose_port_is_not_a_number_is_a_refused_setting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis://...:notaport is refused as the command starts (a traceback from redis-py before), the URL
+    and its password not shown."""
+    monkeypatch.setenv("APIHUB_REDIS__URL", "redis://:hunter2-password@127.0.0.1:notaport/0")
+    assert cli.main(["credentials"]) == 2
+    err = capsys.readouterr().err
+    assert "  APIHUB_REDIS__URL: its port is not a number from 0 to 65535" in err
+    assert "Traceback" not in err and "hunter2" not in err
 
 
 @pytest.mark.parametrize("url", ["notaurl", "http://:hunter2-password@redis:6379/0"])

@@ -16,7 +16,7 @@ from hubclient.models import Provider
 from services.gateway.dispatcher import HttpDispatcher
 from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
 from services.gateway.providers.base import UpstreamRequest
-from services.settings import KisSettings, KiwoomSettings
+from services.settings import KisSettings, KiwoomSettings, SettingsInvalid
 from tests.processes import free_port
 
 
@@ -171,12 +171,24 @@ async def test_send_before_start_is_a_clear_error() -> None:
         )
 
 
-async def test_a_ca_bundle_builds_a_tls_context(tmp_path: Any) -> None:
-    """A configured CA bundle is loaded at start; a missing one fails there, not on the first call."""
-    d = HttpDispatcher({Provider.KIS: KisSettings(ca_bundle=str(tmp_path / "missing.pem"))})
-    with pytest.raises(FileNotFoundError):
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(None, "cannot read {path}: No such file or directory"), (b"not a PEM\n", "{path} holds no usable PEM")],
+)
+async def test_a_ca_bundle_it_cannot_use_stops_the_start(
+    tmp_path: Any, content: bytes | None, says: str
+) -> None:
+    """A configured CA bundle is loaded at start; a missing one, or one without a certificate, is a refused
+    setting naming APIHUB_KIS__CA_BUNDLE there, not an error on the first call."""
+    bundle = tmp_path / "bundle.pem"
+    if content is not None:
+        bundle.write_bytes(content)
+    d = HttpDispatcher({Provider.KIS: KisSettings(ca_bundle=str(bundle))})
+    with pytest.raises(SettingsInvalid) as refused:
         await d.start()
     await d.stop()
+    [(variable, reason)] = refused.value.problems
+    assert variable == "APIHUB_KIS__CA_BUNDLE" and reason.startswith(says.format(path=bundle))
 
 
 @pytest.fixture(scope="module")

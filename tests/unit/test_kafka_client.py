@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from services.kafka_client import client_kwargs, describe
-from services.settings import KafkaSettings
+from services.settings import KafkaSettings, SettingsInvalid
 
 
 def test_plaintext_adds_nothing() -> None:
@@ -38,6 +39,27 @@ def test_sasl_ssl_has_a_context() -> None:
     kwargs = client_kwargs(settings)
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
     assert isinstance(kwargs["ssl_context"], ssl.SSLContext)
+
+
+@pytest.mark.parametrize(
+    ("files", "variable", "says"),
+    [
+        ({"ssl_cafile": "{missing}"}, "APIHUB_KAFKA__SSL_CAFILE", "cannot read {missing}: No such file"),
+        ({"ssl_certfile": "{pem}", "ssl_keyfile": "{missing}"}, "APIHUB_KAFKA__SSL_KEYFILE", "cannot read"),
+        ({"ssl_cafile": "{pem}"}, "APIHUB_KAFKA__SSL_CAFILE", "TLS cannot use these files"),
+    ],
+)
+def test_tls_files_it_cannot_use_are_a_refused_setting(
+    tmp_path: Path, files: dict[str, str], variable: str, says: str
+) -> None:
+    """A TLS file that is missing, or one TLS cannot use, names its variable (a traceback before)."""
+    pem, missing = tmp_path / "junk.pem", tmp_path / "missing.pem"
+    pem.write_text("not a certificate\n")
+    named = {key: value.format(pem=pem, missing=missing) for key, value in files.items()}
+    with pytest.raises(SettingsInvalid) as refused:
+        client_kwargs(KafkaSettings(security_protocol="SSL", **named))
+    [(name, reason)] = refused.value.problems
+    assert variable in name and reason.startswith(says.format(missing=missing))
 
 
 def test_ssl_alone_has_no_sasl() -> None:

@@ -20,6 +20,7 @@ from services.gateway.permissions import (
     parse_permissions,
     permitted,
 )
+from services.settings import SettingsInvalid
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "ops" / "permissions.example.yaml"
 KIS, KIWOOM = Provider.KIS, Provider.KIWOOM
@@ -132,6 +133,31 @@ def test_malformed_files_are_refused(raw: object) -> None:
     """A permissions file the gateway does not fully understand stops it rather than granting by accident."""
     with pytest.raises(ValueError):
         parse_permissions(raw)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "cannot read {path}: No such file or directory"),
+        ("callers: [\n", "{path} is not YAML: "),
+        ("bogus: 1\n", "{path}: a permissions file is a mapping"),
+        (b"\xff\xfe", "{path} is not YAML: "),
+    ],
+)
+def test_a_file_it_cannot_use_is_a_refused_setting(
+    tmp_path: Path, content: str | bytes | None, says: str
+) -> None:
+    """Missing, not YAML, not UTF-8 or not a permissions table: ``SettingsInvalid`` naming
+    APIHUB_PERMISSIONS_FILE, which stops the gateway with the settings' error lines (a traceback before)."""
+    path = tmp_path / "permissions.yaml"
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SettingsInvalid) as refused:
+        load_permissions(path)
+    [(variable, reason)] = refused.value.problems
+    assert variable == "APIHUB_PERMISSIONS_FILE" and reason.startswith(says.format(path=path))
 
 
 def lend(caller: str, provider: Provider) -> ApiRequest:

@@ -171,7 +171,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    """Create or verify the declared topics; exit 1 on drift."""
+    """Create or verify the declared topics; exit 1 on drift or a topic Kafka refused."""
     from services.kafka_client import client_kwargs
     from services.topics import caller_topic_specs, ensure_topics, load_topics
 
@@ -188,8 +188,11 @@ def cmd_topics(args: argparse.Namespace) -> int:
         print(f"ok        {name}")
     for line in report.drift:
         print(f"DRIFT     {line}")
-    print(f"{len(report.created)} created, {len(report.unchanged)} unchanged, {len(report.drift)} drifted")
-    return 1 if report.drift else 0
+    for line in report.refused:
+        print(f"REFUSED   {line}")
+    counts = f"{len(report.created)} created, {len(report.unchanged)} unchanged, {len(report.drift)} drifted"
+    print(counts + (f", {len(report.refused)} refused" if report.refused else ""))
+    return 1 if report.drift or report.refused else 0
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:

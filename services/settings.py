@@ -40,6 +40,16 @@ _UNPARSED_FIELD = re.compile(r'field "([^"]+)"')
 NOT_JSON = 'not valid JSON (lists and objects are written as JSON, e.g. ["a", "b"])'
 
 #: Default jitter budgets (``arrival_jitter_ms``): a broker across the internet, and one on this host.
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
+
+
+def topic_name(name: str) -> str:
+    """``name`` when Kafka accepts it as a topic name, else ``ValueError`` saying what it takes."""
+    if not TOPIC_NAME.fullmatch(name):
+        raise ValueError("not a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-')")
+    return name
+
+
 REMOTE_JITTER_MS = 50.0
 LOCAL_JITTER_MS = 20.0
 
@@ -125,6 +135,23 @@ class KafkaSettings(BaseModel):
     ssl_cafile: str | None = Field(default=None, description="CA bundle; the system's when unset")
     ssl_certfile: str | None = Field(default=None, description="client certificate (mutual TLS)")
     ssl_keyfile: str | None = None
+
+    @field_validator("request_topic", "response_topic", "dlq_topic", "events_topic")
+    @classmethod
+    def _legal_topic(cls, name: str) -> str:
+        return topic_name(name)
+
+    @field_validator("extra_reply_topics")
+    @classmethod
+    def _legal_topics(cls, names: list[str]) -> list[str]:
+        return [topic_name(name) for name in names]
+
+    @field_validator("caller_topics")
+    @classmethod
+    def _legal_caller_topics(cls, topics: dict[str, str]) -> dict[str, str]:
+        for name in topics:
+            topic_name(name)
+        return topics
 
     @model_validator(mode="after")
     def _security_complete(self) -> KafkaSettings:
@@ -572,6 +599,11 @@ class WorkerTopics(BaseModel):
     verification_results: str = "verification.results"
     recovery_tasks: str = "recovery.tasks"
     dlq: str = Field(default="workers.dlq", description="malformed and given-up tasks, with the reason")
+
+    @field_validator("*")
+    @classmethod
+    def _legal(cls, name: str) -> str:
+        return topic_name(name)
 
 
 #: The topic names ``KafkaSettings`` holds (each defaults to its name in ``schemas/topics.yaml``).

@@ -12,7 +12,6 @@ ones, so a write acknowledged by ``acks=all`` is on two brokers and survives one
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +61,7 @@ class EnsureReport:
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # "name: why" for each topic Kafka would not create
 
     @property
     def changed(self) -> bool:
@@ -141,10 +141,9 @@ async def ensure_topics(
             new = [
                 NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.config) for s in missing
             ]
-            # Another process may create them between our listing and our request.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
-            report.created = [s.name for s in missing]
+            refused = _refusals(await admin.create_topics(new))
+            report.created = [s.name for s in missing if s.name not in refused]
+            report.refused = [f"{name}: {why}" for name, why in refused.items()]
         present = [s for s in specs if s.name in existing]
         if present:
             layout = await _layout(admin, [s.name for s in present])
@@ -157,6 +156,17 @@ async def ensure_topics(
     finally:
         await admin.close()
     return report
+
+
+def _refusals(answer: Any) -> dict[str, str]:
+    """The topics a CreateTopics answer refused, with Kafka's reason; one that another process created
+    between the listing and the request counts as created."""
+    refused = {}
+    for name, code, *message in getattr(answer, "topic_errors", ()):
+        if code and code != TopicAlreadyExistsError.errno:
+            said = message[0] if message and message[0] else None
+            refused[name] = for_code(code).__name__ + (f": {said}" if said else "")
+    return refused
 
 
 def _drift(spec: TopicSpec, layout: tuple[int, int], config: dict[str, str]) -> list[str]:

@@ -36,6 +36,7 @@ class FakeCluster:
         self.configs: dict[str, dict[str, str]] = {}  # topic -> its configuration
         self.replication: dict[str, int] = {}  # topic -> replicas of each partition (1 unless created so)
         self.brokers = 1
+        self.refusals: dict[str, tuple[int, str]] = {}  # topic -> (code, message) Kafka refuses it with
         self.changed = asyncio.Event()
         for name, partitions in (topics or {}).items():
             self.create(name, partitions)
@@ -362,12 +363,20 @@ class FakeAdmin(_Scripted):
             )
         return described
 
-    async def create_topics(self, new_topics: list[Any]) -> None:
+    async def create_topics(self, new_topics: list[Any]) -> Any:
+        """Creates the topics; one of ``cluster.refusals`` is refused in the answer, as Kafka refuses one
+        topic of a request (not by raising)."""
         self._check("create_topics")
+        errors: list[tuple[str, int, str | None]] = []
         for topic in new_topics:
+            if topic.name in self.cluster.refusals:
+                errors.append((topic.name, *self.cluster.refusals[topic.name]))
+                continue
             self.cluster.create(topic.name, topic.num_partitions)
             self.cluster.configs[topic.name] = dict(topic.topic_configs or {})
             self.cluster.replication[topic.name] = topic.replication_factor
+            errors.append((topic.name, 0, None))
+        return SimpleNamespace(topic_errors=errors)
 
     async def describe_cluster(self) -> dict[str, Any]:
         return {"brokers": [{"node_id": n} for n in range(self.cluster.brokers)]}

@@ -22,7 +22,8 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from services import cli
+from services import cli, topics
+from tests.unit.kafka_fakes import FakeAdmin, FakeCluster, factory
 
 HISTORY_1D = ["history", "collect", "--symbols", "005930", "--from", "2026-11-23", "--to", "2026-11-27"]
 HISTORY_1D += ["--timeframe", "1d"]
@@ -82,6 +83,21 @@ def test_topics_ensure_without_kafka_says_so(capsys: pytest.CaptureFixture[str],
     assert code == 2
     err = capsys.readouterr().err
     assert "Kafka is not reachable" in err and no_kafka.split(":")[1] in err
+
+
+def test_topics_ensure_names_a_topic_kafka_refused_and_exits_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A topic Kafka will not create is listed REFUSED with Kafka's reason and counted, exit 1 (it was
+    printed as created, exit 0, before)."""
+    cluster = FakeCluster()
+    cluster.refusals["market.candles"] = (29, "")  # TOPIC_AUTHORIZATION_FAILED
+    monkeypatch.setattr(topics, "AIOKafkaAdminClient", factory(cluster, FakeAdmin, []))
+    assert cli.main(["topics", "ensure", "--bootstrap-servers", "kafka:9092"]) == 1
+    out = capsys.readouterr().out
+    assert "REFUSED   market.candles: TopicAuthorizationFailedError\n" in out
+    assert "created   market.candles" not in out
+    assert out.rstrip().endswith("created, 0 unchanged, 0 drifted, 1 refused")
 
 
 def test_feed_without_kafka_says_so(capsys: pytest.CaptureFixture[str], no_kafka: str) -> None:

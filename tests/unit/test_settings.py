@@ -12,9 +12,11 @@ from services.sandbox.settings import SandboxSettings
 from services.settings import (
     NOT_JSON,
     GatewaySettings,
+    KafkaSettings,
     KiwoomSettings,
     SettingsInvalid,
     WorkerSettings,
+    WorkerTopics,
     _unparsed,
 )
 from services.status.targets import StatusSettings
@@ -168,3 +170,28 @@ def test_a_credentials_file_that_cannot_be_used_says_why(
         KiwoomSettings(credentials_file=str(path)).pool()
     assert str(caught.value) == "APIHUB_KIWOOM__CREDENTIALS_FILE: " + reason.format(path=path)
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [
+        (WorkerTopics, {"candles": "bad topic name!"}),
+        (WorkerTopics, {"dlq": "x" * 250}),
+        (KafkaSettings, {"request_topic": ""}),
+        (KafkaSettings, {"extra_reply_topics": ["ok.one", "no way"]}),
+        (KafkaSettings, {"caller_topics": {"api requests": "history-collector"}}),
+    ],
+)
+def test_a_topic_name_kafka_would_refuse_is_a_refused_setting(
+    model: type[BaseModel], fields: dict[str, object]
+) -> None:
+    """A name Kafka cannot create is refused with the settings, where the variable is named (before,
+    ``apihub topics ensure`` printed it as created and the services failed on the first produce)."""
+    with pytest.raises(ValueError, match="not a Kafka topic name"):
+        model.model_validate(fields)
+
+
+def test_every_name_kafka_takes_is_a_topic_name() -> None:
+    """Letters, digits, '.', '_' and '-', up to 249 of them."""
+    assert WorkerTopics(candles="a.B-c_9", dlq="x" * 249).candles == "a.B-c_9"
+    assert KafkaSettings(caller_topics={"api.requests.history-collector": "history-collector"}).caller_topics

@@ -61,6 +61,20 @@ async def test_ensure_creates_then_reports_unchanged_then_drift(cluster: FakeClu
     ]
 
 
+async def test_a_topic_kafka_refuses_is_reported_refused_not_created(cluster: FakeCluster) -> None:
+    """Kafka answers a topic it will not create with an error for that topic (the request itself succeeds):
+    it is reported refused with Kafka's reason, the others created, and the next run tries it again."""
+    specs = [TopicSpec("good.topic", 1, 1, {}), TopicSpec("bad.topic", 1, 1, {})]
+    cluster.refusals["bad.topic"] = (44, "replication factor below the cluster's minimum")  # POLICY_VIOLATION
+    first = await ensure_topics("kafka:9092", specs)
+    assert first.created == ["good.topic"]
+    assert first.refused == [
+        "bad.topic: PolicyViolationError: replication factor below the cluster's minimum"
+    ]
+    second = await ensure_topics("kafka:9092", specs)
+    assert (second.created, second.unchanged, len(second.refused)) == ([], ["good.topic"], 1)
+
+
 async def feed_ticks(cluster: FakeCluster, **feed: object) -> int:
     """Publish DAY's trades of 005930 until 10:10 to ``market.ticks`` on the fake; returns the count."""
     settings = SandboxSettings(feed=FeedSettings(symbols=["005930"], **feed))

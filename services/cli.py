@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -161,9 +162,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     try:
         _run_until_signal(main(), stop)
     except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fix = "another --port (or APIHUB_SANDBOX_PORT for make up)"
+        else:
+            fix = "an address of this host with --host"
         print(
             f"error: the sandbox cannot listen on {settings.host}:{settings.port} ({exc.strerror or exc}); "
-            "choose another --port (or APIHUB_SANDBOX_PORT for make up)",
+            f"choose {fix}",
             file=sys.stderr,
         )
         return 2

@@ -47,6 +47,7 @@ from services.settings import (
     ProviderSettings,
     SettingsInvalid,
     WorkerSettings,
+    http_url,
 )
 from services.status.targets import StatusSettings
 from services.urls import masked
@@ -255,9 +256,10 @@ def _validation_errors(settings_cls: type[BaseSettings], name: str, value: str) 
 
 
 def _url_problem(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "not an http(s) URL with a host"
+    try:
+        http_url(value)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -357,8 +359,6 @@ def _secret_problem(name: str, value: str) -> str | None:
 
 def _value_problem(name: str, value: str) -> str | None:
     """Rules the settings' types do not express; ``None`` when the value passes them."""
-    if name.endswith("__BASE_URL"):
-        return _url_problem(value)
     if name == "APIHUB_KAFKA__BOOTSTRAP_SERVERS":
         return _bootstrap_problem(value)
     return None

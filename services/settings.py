@@ -50,6 +50,17 @@ def topic_name(name: str) -> str:
     return name
 
 
+NOT_HTTP_URL = "not an http(s) URL with a host"
+
+
+def http_url(url: str) -> str:
+    """``url`` when it is an http(s) URL with a host (a broker's base URL), else ``ValueError``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(NOT_HTTP_URL)
+    return url
+
+
 REMOTE_JITTER_MS = 50.0
 LOCAL_JITTER_MS = 20.0
 
@@ -268,6 +279,11 @@ class CredentialSettings(BaseModel):
     base_url: str | None = Field(default=None, description="default: the provider's")
     rate_per_s: float | None = Field(default=None, gt=0, description="default: the provider's")
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        return url if url is None else http_url(url)
+
 
 class ProviderSettings(BaseModel):
     """One broker: endpoint, credentials and limits."""
@@ -302,6 +318,11 @@ class ProviderSettings(BaseModel):
         "what the gateway measures itself; default 50 ms for a broker across a network, 20 ms for one on "
         "this host (the sandbox)",
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        return http_url(url)
 
     @field_validator("credentials")
     @classmethod

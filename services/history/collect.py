@@ -31,6 +31,7 @@ from services.worker.reader import open_reader
 EXIT_DONE, EXIT_FAILED, EXIT_TIMEOUT = 0, 1, 2
 BAR_WIDTH = 30
 POLL_MS = 200
+QUIET_S = 10.0  # no word of the job this long: say what may be wrong (the wait goes on)
 
 
 def new_job_id() -> str:
@@ -120,15 +121,25 @@ class JobFollower:
             await self._consumer.stop()
             self._consumer = None
 
-    async def follow(self, timeout_s: float, on_progress: Callable[[dict[str, Any]], None]) -> Outcome:
-        """Until the job is done, dead-lettered or ``timeout_s`` seconds have passed."""
+    async def follow(
+        self,
+        timeout_s: float,
+        on_progress: Callable[[dict[str, Any]], None],
+        on_quiet: Callable[[], None] = lambda: None,
+    ) -> Outcome:
+        """Until the job is done, dead-lettered or ``timeout_s`` seconds have passed; ``on_quiet`` once when
+        ``QUIET_S`` passed without a word of it."""
         if self._consumer is None:
             raise RuntimeError("start the JobFollower before following")
         topics = self._settings.topics
         key = job_key(self._job_id)
         deadline = time.monotonic() + timeout_s
+        quiet_at: float | None = time.monotonic() + QUIET_S
         last: dict[str, Any] | None = None
         while (left_s := deadline - time.monotonic()) > 0:
+            if quiet_at is not None and last is None and time.monotonic() >= quiet_at:
+                on_quiet()
+                quiet_at = None
             batch = await self._consumer.getmany(timeout_ms=max(1, min(POLL_MS, int(left_s * 1000))))
             for records in batch.values():
                 for record in records:
@@ -177,10 +188,17 @@ async def collect(settings: WorkerSettings, job: HistoryJob, timeout_s: float, s
             stream.flush()
             drawn = line
 
+    def quiet() -> None:
+        stream.write(
+            f"no progress after {QUIET_S:g} s: is history-collector running (make up starts it, "
+            f"apihub status shows it)? Still waiting, up to --timeout {timeout_s:g} s\n"
+        )
+        stream.flush()
+
     try:
         await publish(settings, job)
         stream.write(f"job {job.task_id} sent to {settings.topics.history_jobs}\n")
-        outcome = await follower.follow(timeout_s, draw)
+        outcome = await follower.follow(timeout_s, draw, quiet)
     finally:
         await follower.stop()
     if live and drawn:

@@ -446,7 +446,16 @@ def test_sandbox_on_a_taken_port_says_so_and_exits(capsys: pytest.CaptureFixture
     assert len(errors) == 1 and errors[0].startswith(
         f"error: the sandbox cannot listen on 127.0.0.1:{port} ("
     )
+    assert errors[0].endswith("choose another --port (or APIHUB_SANDBOX_PORT for make up)")
     assert "Traceback" not in err
+
+
+def test_sandbox_on_an_address_not_of_this_host_names_host(capsys: pytest.CaptureFixture[str]) -> None:
+    """An address this host does not have is a wrong --host, not a taken port (the hint said --port)."""
+    assert cli.main(["sandbox", "--host", "192.0.2.1", "--port", str(closed_port())]) == 2  # TEST-NET-1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: the sandbox cannot listen on 192.0.2.1:")
+    assert errors[0].endswith("choose an address of this host with --host")
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "http"])

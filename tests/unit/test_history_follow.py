@@ -107,6 +107,23 @@ async def test_collect_times_out(cluster: FakeCluster) -> None:
     assert out.getvalue().splitlines()[-1] == f"timeout: job {job.task_id}: no end within 0.3 s"
 
 
+async def test_collect_says_when_no_word_of_the_job_comes(
+    cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No collector answering: once ``QUIET_S`` passed the command says what may be wrong (once) and
+    waits on until its timeout."""
+    monkeypatch.setattr(collect_module, "QUIET_S", 0.2)
+    job = make_job(["005930"], DAY, DAY, "1d", "KIS", timeout_s=1)
+    out = io.StringIO()
+    assert await asyncio.wait_for(collect(WorkerSettings(), job, 1, out), 10) == EXIT_TIMEOUT
+    lines = out.getvalue().splitlines()
+    assert lines[1] == (
+        "no progress after 0.2 s: is history-collector running (make up starts it, apihub status shows it)? "
+        "Still waiting, up to --timeout 1 s"
+    )
+    assert len(lines) == 3 and lines[2].startswith("timeout:")
+
+
 async def test_follow_before_start_is_a_clear_error() -> None:
     """Following without ``start`` says so."""
     with pytest.raises(RuntimeError, match="start"):

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from services.sandbox.settings import SandboxSettings
 from services.settings import (
     NOT_JSON,
+    CredentialSettings,
     GatewaySettings,
     KafkaSettings,
     KiwoomSettings,
@@ -195,3 +196,15 @@ def test_every_name_kafka_takes_is_a_topic_name() -> None:
     """Letters, digits, '.', '_' and '-', up to 249 of them."""
     assert WorkerTopics(candles="a.B-c_9", dlq="x" * 249).candles == "a.B-c_9"
     assert KafkaSettings(caller_topics={"api.requests.history-collector": "history-collector"}).caller_topics
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://kis.example", "http://", "openapi.koreainvestment.com:9443", "unix:///x"]
+)
+def test_a_base_url_that_is_no_http_url_with_a_host_is_refused(url: str) -> None:
+    """A provider's base URL, or a pool member's, must be http(s) with a host: the gateway refuses anything
+    else as it starts (it started, and every call failed, before)."""
+    with pytest.raises(ValueError, match="not an http\\(s\\) URL with a host"):
+        KiwoomSettings(base_url=url)
+    with pytest.raises(ValueError, match="not an http\\(s\\) URL with a host"):
+        CredentialSettings(name="a", appkey="k", secret="s", base_url=url)

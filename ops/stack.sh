@@ -22,9 +22,12 @@
 # (19092/19094/19096 and 19093/19095/19097 by default); replication factor 3 and min.insync.replicas=2 for
 # the internal topics and as the cluster's default. `up kafka` starts every node not running (so after a
 # SIGKILL it restarts the one missing), `up kafka-2` / `down kafka-2` one node; a plain `down` (or `down
-# kafka` with KAFKA_NODES=3) stops every node.
-# stack.env then lists all three brokers in KAFKA_BOOTSTRAP_SERVERS. APIHUB_STACK_ENV moves stack.env (the
-# Kafka chaos scenarios run their cluster beside the session's single node and leave its stack.env alone).
+# kafka` while the cluster is the stack's Kafka) stops every node; stack.env then lists all three brokers in
+# KAFKA_BOOTSTRAP_SERVERS. Without KAFKA_NODES the stack keeps the Kafka it has: the cluster while a node of
+# it on these ports was started and not stopped by `down` (its pid file in .local/kafka-N/) and the single
+# node is not running (`up kafka` then restarts the missing nodes), else the single node.
+# APIHUB_STACK_ENV moves stack.env (the Kafka chaos scenarios run their cluster beside the session's single
+# node and leave its stack.env alone).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=kafka/common.sh
@@ -44,8 +47,9 @@ KAFKA_HEAP_OPTS=${APIHUB_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
 PYTHON=${APIHUB_PYTHON:-$REPO_ROOT/.venv/bin/python}
 APIHUB=${APIHUB_BIN:-$REPO_ROOT/.venv/bin/apihub}
 STACK_ENV=${APIHUB_STACK_ENV:-$LOCAL_DIR/stack.env} # tests that run a stack beside the usual one move it
-KAFKA_NODES=${APIHUB_KAFKA_NODES:-${KAFKA_NODES:-1}}
-[[ $KAFKA_NODES == 1 || $KAFKA_NODES == 3 ]] || {
+# Empty when not given: resolve_kafka_nodes then picks the Kafka the stack already has.
+KAFKA_NODES=${APIHUB_KAFKA_NODES:-${KAFKA_NODES:-}}
+[[ -z $KAFKA_NODES || $KAFKA_NODES == 1 || $KAFKA_NODES == 3 ]] || {
     echo "stack: error: KAFKA_NODES must be 1 or 3, not '$KAFKA_NODES'" >&2
     exit 2
 }
@@ -74,10 +78,35 @@ node_port() { echo $((KAFKA_PORT + 2 * ($(node_index "$1") - 1))); }
 node_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 2 * ($(node_index "$1") - 1))); }
 node_state() { echo "$LOCAL_DIR/$1"; }
 
-# The brokers a client bootstraps from: the cluster's three when KAFKA_NODES=3, or when its nodes run
-# and the single node does not (a later `up sandbox gateway` without KAFKA_NODES keeps the cluster).
+# Whether the node's config (rewritten on every start) has it listen on this stack's ports: the Kafka
+# chaos scenarios run their cluster from the same .local/kafka-N/ on ports of their own.
+node_on_our_ports() {
+    grep -qxF "listeners=PLAINTEXT://$HOST:$(node_port "$1"),CONTROLLER://$HOST:$(node_controller_port "$1")" \
+        "$(node_state "$1")/server.properties" 2>/dev/null
+}
+
+# Whether this script set up the three-node cluster on these ports and has not stopped it: a node on our
+# ports has its pid file (`down` deletes it; a node that crashed or was killed keeps it). One stopped by
+# `down kafka-2` still belongs to the cluster as long as another node has its pid file.
+cluster_present() {
+    local n
+    for n in "${KAFKA_CLUSTER_NODES[@]}"; do
+        [[ -e $(pid_file "$n") ]] && node_on_our_ports "$n" && return 0
+    done
+    return 1
+}
+
+# KAFKA_NODES when not given: the cluster while it is present and the single node does not run (so `up`,
+# `up kafka`, `up sandbox gateway`, `down kafka` and `status` keep the Kafka `make up KAFKA_NODES=3`
+# started), else the single node.
+resolve_kafka_nodes() {
+    [[ -n $KAFKA_NODES ]] && return 0
+    if ! running_pid kafka >/dev/null && cluster_present; then KAFKA_NODES=3; else KAFKA_NODES=1; fi
+}
+
+# The brokers a client bootstraps from: the cluster's three when KAFKA_NODES=3 (given or resolved).
 kafka_bootstrap() {
-    if [[ $KAFKA_NODES == 3 ]] || { ! running_pid kafka >/dev/null && running_pid kafka-1 >/dev/null; }; then
+    if [[ $KAFKA_NODES == 3 ]]; then
         local n out=()
         for n in "${KAFKA_CLUSTER_NODES[@]}"; do out+=("$HOST:$(node_port "$n")"); done
         (
@@ -248,11 +277,41 @@ need_start() {
     local ports=("$(port_of "$name")")
     [[ $name == kafka ]] && ports+=("$KAFKA_CONTROLLER_PORT")
     is_kafka_node "$name" && ports+=("$(node_controller_port "$name")")
+    local holder
     for port in "${ports[@]}"; do
-        port_open "$port" && die "$name: port $port on $HOST is taken by a process this script did not start" \
+        port_open "$port" || continue
+        if holder=$(kafka_port_holder "$port"); then
+            # The single node and the cluster's kafka-1 share their ports: one Kafka at a time.
+            if [[ $holder == kafka\ * ]]; then
+                die "$name: port $port on $HOST is held by the single Kafka node (kafka, pid ${holder#* })" \
+                    "this script started; stop it first (ops/stack.sh down kafka) to run the three-node cluster"
+            fi
+            die "$name: port $port on $HOST is held by ${holder% *} (pid ${holder#* }) of the three-node cluster" \
+                "this script started; leave KAFKA_NODES unset (or 3) to keep using it, or stop it first" \
+                "(ops/stack.sh down kafka-1 kafka-2 kafka-3)"
+        fi
+        die "$name: port $port on $HOST is taken by a process this script did not start" \
             "(set APIHUB_*_PORT to move the stack, or stop that process)"
     done
     return 0
+}
+
+# Prints "NAME PID" of the stack's own Kafka process (the single node, or a cluster node on our ports) that
+# holds PORT; fails when none does.
+kafka_port_holder() {
+    local c pid
+    for c in kafka "${KAFKA_CLUSTER_NODES[@]}"; do
+        pid=$(running_pid "$c") || continue
+        if [[ $c == kafka ]]; then
+            [[ $1 == "$KAFKA_PORT" || $1 == "$KAFKA_CONTROLLER_PORT" ]] || continue
+        else
+            [[ $1 == "$(node_port "$c")" || $1 == "$(node_controller_port "$c")" ]] || continue
+            node_on_our_ports "$c" || continue
+        fi
+        echo "$c $pid"
+        return 0
+    done
+    return 1
 }
 
 # A process that exited but whose parent (init, after the spawning shell left) has not reaped it yet
@@ -475,10 +534,7 @@ start_gateway() {
         if [[ -f $REPO_ROOT/.env ]]; then
             export_env_file "$REPO_ROOT/.env"
         fi
-        local key value
-        while IFS='=' read -r key value; do
-            [[ -n ${!key:-} ]] || export "$key=$value"
-        done <"$(sandbox_credentials)"
+        export_sandbox_keys "$(sandbox_credentials)"
         export APIHUB_METRICS_PORT=$GATEWAY_METRICS_PORT
         export APIHUB_KIS__BASE_URL=${APIHUB_KIS__BASE_URL:-http://$HOST:$SANDBOX_PORT/kis/real}
         export APIHUB_KIWOOM__BASE_URL=${APIHUB_KIWOOM__BASE_URL:-http://$HOST:$SANDBOX_PORT/kiwoom/real}
@@ -486,6 +542,22 @@ start_gateway() {
     )
     wait_ready gateway "$OTHER_READY_TIMEOUT"
     say "gateway: ready, metrics on http://$HOST:$GATEWAY_METRICS_PORT (pid $(running_pid gateway))"
+}
+
+# Exports the sandbox's made-up keys of the file $1 (APIHUB_<PROVIDER>__<NAME>=value lines) that the
+# environment does not set, except a provider's when a credential pool is named for it
+# (APIHUB_<PROVIDER>__CREDENTIALS or __CREDENTIALS_FILE): the pool stands in for the provider's own key, as
+# `apihub config check` counts it, and a made-up key would join the pool as its member `default`.
+export_sandbox_keys() {
+    local key value pool
+    while IFS='=' read -r key value; do
+        [[ -n ${!key:-} ]] && continue
+        pool=${key%%__*}__CREDENTIALS
+        [[ -n ${!pool:-} ]] && continue
+        pool+=_FILE
+        [[ -n ${!pool:-} ]] && continue
+        export "$key=$value"
+    done <"$1"
 }
 
 # A worker talks to Kafka only (the hub's topics and its own); it needs no credentials.
@@ -635,7 +707,7 @@ cmd_down() {
     local c picked
     picked=$(select_components reverse "$@") # a separate assignment, so an unknown name stops here
     for c in $picked; do
-        # `down kafka` means the cluster too only with KAFKA_NODES=3 (a plain `down` lists every node).
+        # `down kafka` means the cluster too when it is the stack's Kafka (a plain `down` lists every node).
         if [[ $c == kafka && $KAFKA_NODES == 3 ]]; then
             stop_kafka_nodes "${KAFKA_CLUSTER_NODES[@]}"
         elif is_kafka_node "$c"; then
@@ -658,13 +730,17 @@ stop_kafka_nodes() {
     wait
 }
 
+# One line per component of the stack's Kafka: the single node, or every node of the cluster (one stopped
+# by `down kafka-2` as stopped). The single node is left out while the cluster is the stack's Kafka (it
+# serves the same port) unless it runs; the nodes show beside it when the cluster is present anyway.
 cmd_status() {
     local c pid state ready
-    local nodes=()
-    for c in "${KAFKA_CLUSTER_NODES[@]}"; do
-        [[ $KAFKA_NODES == 3 || -e $(pid_file "$c") ]] && nodes+=("$c")
-    done
-    for c in "${COMPONENTS[@]:0:1}" "${nodes[@]}" "${COMPONENTS[@]:1}" "${OPTIONAL_COMPONENTS[@]}"; do
+    local kafkas=()
+    if [[ $KAFKA_NODES == 1 ]] || running_pid kafka >/dev/null; then kafkas+=(kafka); fi
+    if [[ $KAFKA_NODES == 3 ]] || cluster_present; then
+        kafkas+=("${KAFKA_CLUSTER_NODES[@]}")
+    fi
+    for c in "${kafkas[@]}" "${COMPONENTS[@]:1}" "${OPTIONAL_COMPONENTS[@]}"; do
         if pid=$(running_pid "$c"); then
             state=running
             if is_ready "$c"; then ready=ready; else ready=not-ready; fi
@@ -689,12 +765,12 @@ lock_stack() {
 }
 
 case ${1:-} in
-up) shift && lock_stack && cmd_up "$@" ;;
-down) shift && lock_stack && cmd_down "$@" ;;
-status) cmd_status ;;
+up) shift && lock_stack && resolve_kafka_nodes && cmd_up "$@" ;;
+down) shift && lock_stack && resolve_kafka_nodes && cmd_down "$@" ;;
+status) resolve_kafka_nodes && cmd_status ;;
 env) cmd_env ;;
 *)
-    sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,31s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac

@@ -204,7 +204,14 @@ spawn() {
     logf=$(log_file "$name")
     mkdir -p "$LOCAL_DIR/$name"
     rm -f "$pidf"
-    printf '=== %s start:%s\n' "$(date '+%F %T')" "$(printf ' %q' "$@")" >>"$logf"
+    # A start line in the services' own JSON log format (docs/LOGGING.md), so the file stays one object a line.
+    local command
+    command=$(printf ' %q' "$@")
+    command=${command# }
+    command=${command//\\/\\\\}
+    command=${command//\"/\\\"}
+    printf '{"ts":"%s","level":"info","logger":"ops.stack","event":"stack.start","component":"%s","command":"%s"}\n' \
+        "$(date -u '+%Y-%m-%dT%H:%M:%S.000Z')" "$name" "$command" >>"$logf"
     # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
     setsid bash -c 'echo $$ >"$0" && exec "$@"' "$pidf" "$@" </dev/null >>"$logf" 2>&1 8>&- &
     for ((i = 0; i < 50; i++)); do

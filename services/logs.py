@@ -1,13 +1,16 @@
 """JSON logs: one object per line, an event name plus fields, never a secret.
 
 Code logs ``logger.info("event.name", extra={"fields": {...}})`` (or ``log_event``); the formatter writes
-``{"ts": ..., "level": ..., "logger": ..., "event": "event.name", ...fields}``. The format is described
-in ``docs/LOGGING.md``. Library code never configures handlers; ``configure_logging`` is for processes.
+``{"ts": ..., "level": ..., "logger": ..., "event": "event.name", ...fields}``; a line of a library's own
+(aiokafka, asyncio: free text, no fields) is ``"event": "<library>.log"`` with the text in ``message``, so
+``event`` is always a dotted name. The format is described in ``docs/LOGGING.md``. Library code never
+configures handlers; ``configure_logging`` is for processes.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -29,6 +32,7 @@ SECRET_FIELDS = frozenset(
     }
 )
 REDACTED = "***"
+EVENT_NAME = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)+")
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -48,16 +52,20 @@ class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object."""
 
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
         line: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": message,
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update(redact(fields))
+        elif not EVENT_NAME.fullmatch(message):  # a library's own text
+            line["event"] = f"{record.name.partition('.')[0]}.log"
+            line["message"] = message
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()

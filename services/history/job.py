@@ -6,8 +6,10 @@
 ``from`` and ``to`` are KST trading days (``YYYY-MM-DD``, both included, ``from <= to``); ``symbols`` are
 1 to 100 six-character KRX codes (duplicates are dropped, first one kept); ``timeframe`` is ``1m`` (minute
 bars) or ``1d`` (daily bars); ``provider`` is ``KIS`` (default) or ``KIWOOM``. A ``1m`` job spans at most
-``MAX_MINUTE_DAYS`` calendar days (the brokers keep about a year of minute bars). Anything else, unknown
-fields included, is a ``MalformedTask`` naming the field.
+``MAX_MINUTE_DAYS`` calendar days (the brokers keep about a year of minute bars), a ``1d`` job
+``MAX_DAILY_DAYS`` (each of its calendar days is a progress record per symbol, so an unbounded range would
+write one for every day since year 1). Anything else, unknown fields included, is a ``MalformedTask``
+naming the field.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from services.worker.task import Task, parse_task
 
 #: Longest ``1m`` job, in calendar days from ``from`` to ``to`` inclusive.
 MAX_MINUTE_DAYS = 366
+#: Longest ``1d`` job, in calendar days: about ten years.
+MAX_DAILY_DAYS = 3_660
 #: Most symbols in one job.
 MAX_SYMBOLS = 100
 SYMBOL_PATTERN = re.compile(r"[0-9A-Z]{6}")
@@ -52,8 +56,9 @@ class HistoryJob(Task):
         if self.first_day > self.last_day:
             raise ValueError(f"from ({self.first_day}) is after to ({self.last_day})")
         days = (self.last_day - self.first_day).days + 1
-        if self.timeframe == "1m" and days > MAX_MINUTE_DAYS:
-            raise ValueError(f"a 1m job spans at most {MAX_MINUTE_DAYS} days, this one {days}")
+        longest = MAX_MINUTE_DAYS if self.timeframe == "1m" else MAX_DAILY_DAYS
+        if days > longest:
+            raise ValueError(f"a {self.timeframe} job spans at most {longest} days, this one {days}")
         return self
 
     def as_json(self) -> dict[str, object]:

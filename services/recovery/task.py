@@ -40,7 +40,9 @@ class RecoveryTask(Task):
     day: date = Field(description="trading day, YYYY-MM-DD (KST)")
     start: str = Field(pattern=MINUTE_PATTERN, description="first minute of the window, HH:MM KST")
     end: str = Field(pattern=MINUTE_PATTERN, description="minute after the window, HH:MM KST (exclusive)")
-    round: JsonInt = Field(ge=1, lt=MAX_JSON_INT, description="1 for the first repair of this window")
+    round: JsonInt = Field(  # below 2^53 - 1: its re-verification, round + 1, must still be a JSON integer
+        ge=1, lt=MAX_JSON_INT - 1, description="1 for the first repair of this window"
+    )
     reason: Literal["gap", "mismatch"] = Field(description="what verification found in the window")
 
     @field_validator("day", mode="before")

@@ -66,4 +66,4 @@ async def run_worker(name: str, settings: WorkerSettings, stop: asyncio.Event) -
         await handler.stop()
         await hub.stop()
         await health.stop()
-        log_event(logger, "worker.stopped", worker=name)
+        log_event(logger, "worker.stopped", worker=name, topic=handler.task_topic, group=loop.group_id)

@@ -195,7 +195,8 @@ BASE_JOB = {
         ({"from": None}, "from"),  # None: the field is left out
         ({"provider": "LS"}, "provider"),
         ({"speed": 2}, "speed"),
-        ({"from": "2025-01-01"}, "at most 366 days"),
+        ({"from": "2025-01-01"}, "a 1m job spans at most 366 days"),
+        ({"from": "1000-01-01", "timeframe": "1d"}, "a 1d job spans at most 3660 days"),  # a record a day
     ],
 )
 def test_malformed_jobs_name_their_problem(change: dict[str, Any], names: str) -> None:

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import orjson
+import pytest
 
 from services.logs import JsonFormatter, log_event
 
@@ -41,3 +42,25 @@ def test_secrets_are_masked() -> None:
     text = orjson.dumps(line).decode()
     assert "A" * 36 not in text and "Bearer x" not in text
     assert line["appkey"] == "***" and line["nested"] == {"Authorization": "***", "ok": 1}
+
+
+@pytest.mark.parametrize(
+    ("logger", "message", "event"),
+    [
+        (
+            "aiokafka.consumer.group_coordinator",
+            "Heartbeat failed for group x: generation id is not current",
+            "aiokafka.log",
+        ),
+        ("asyncio", "Future exception was never retrieved\nfuture: <Future ...>", "asyncio.log"),
+        ("services.gateway.app", "gateway.started", "gateway.started"),  # a dotted name stays the event
+    ],
+)
+def test_a_librarys_own_line_keeps_event_a_dotted_name(logger: str, message: str, event: str) -> None:
+    """aiokafka's and asyncio's free text (no fields) goes to ``message`` under ``<library>.log``, so
+    ``event`` is always a name to filter on; the line stays one JSON object, even for a text of two lines."""
+    record = logging.LogRecord(logger, logging.WARNING, __file__, 1, message, None, None)
+    text = JsonFormatter().format(record)
+    line = orjson.loads(text)
+    assert "\n" not in text and line["event"] == event and line["logger"] == logger
+    assert line.get("message") == (None if event == message else message)

@@ -310,6 +310,7 @@ def test_records_keys_and_values() -> None:
         (orjson.dumps(task_value(round=0)), "round"),
         (orjson.dumps(task_value(round=True)), "round"),  # not taken as round 1
         (orjson.dumps(task_value(round="3")), "round"),
+        (orjson.dumps(task_value(round=2**53 - 1)), "round"),  # its re-verification would be round 2^53
         (
             b'{"task_id":"t","symbol":"005930","day":"2026-11-27","start":"10:00","end":"10:05","reason":"gap",'
             b'"round":1000000000000000000000000000000}',

@@ -711,15 +711,19 @@ cmd_up() {
 }
 
 cmd_down() {
-    local c picked
+    local c picked nodes=()
     picked=$(select_components reverse "$@") # a separate assignment, so an unknown name stops here
+    # The cluster's nodes named (a plain `down` lists every one; `down kafka` means them all when the
+    # cluster is the stack's Kafka) stop together, where the first of them comes in the order.
     for c in $picked; do
-        # `down kafka` means the cluster too when it is the stack's Kafka (a plain `down` lists every node).
-        if [[ $c == kafka && $KAFKA_NODES == 3 ]]; then
-            stop_kafka_nodes "${KAFKA_CLUSTER_NODES[@]}"
-        elif is_kafka_node "$c"; then
-            stop_kafka_nodes "$c"
-            continue
+        is_kafka_node "$c" && nodes+=("$c")
+        [[ $c == kafka && $KAFKA_NODES == 3 ]] && nodes=("${KAFKA_CLUSTER_NODES[@]}")
+    done
+    for c in $picked; do
+        if [[ $c == kafka && $KAFKA_NODES == 3 ]] || is_kafka_node "$c"; then
+            ((${#nodes[@]})) && stop_kafka_nodes "${nodes[@]}"
+            nodes=()
+            [[ $c == kafka ]] || continue
         fi
         stop_component "$c"
     done

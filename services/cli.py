@@ -330,13 +330,13 @@ def cmd_feed(args: argparse.Namespace) -> int:
 
             async def main() -> None:
                 report = await publish_day(
-                    settings, feed.bootstrap_servers, stop=stop, client_options=security
+                    settings, feed.bootstrap_servers, stop=stop, market=market, client_options=security
                 )
                 print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
 
             _run_until_signal(main(), stop)
         else:
-            _run_until_signal(run_feed(settings, stop, client_options=security), stop)
+            _run_until_signal(run_feed(settings, stop, market=market, client_options=security), stop)
     except UnknownTopicOrPartitionError:
         print(
             f"apihub feed: error: Kafka at {feed.bootstrap_servers} has no topic {feed.topic!r}; "

@@ -50,14 +50,11 @@ def topic_name(name: str) -> str:
     return name
 
 
-NOT_HTTP_URL = "not an http(s) URL with a host"
-
-
 def http_url(url: str) -> str:
     """``url`` when it is an http(s) URL with a host (a broker's base URL), else ``ValueError``."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(NOT_HTTP_URL)
+        raise ValueError("not an http(s) URL with a host")
     return url
 
 

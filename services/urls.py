@@ -15,9 +15,8 @@ def masked(url: str) -> str:
     ``user:password@`` is masked, and the rest comes back as it is."""
     try:
         parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        password, parts = None, None
-    if password and parts is not None and parts.scheme:
-        return url.replace(f":{password}@", ":***@", 1)
+    except ValueError:  # not a URL (an IPv6 host left open, say)
+        return _USERINFO.sub(r"\g<user>:***@", url)
+    if parts.scheme and parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
     return _USERINFO.sub(r"\g<user>:***@", url)

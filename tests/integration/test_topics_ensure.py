@@ -13,10 +13,10 @@ async def test_a_name_kafka_refuses_is_reported_refused(services: Services, uniq
     reason, the legal one is created, and a second run creates nothing and refuses it again."""
     good, bad = f"test.{unique}.good", f"test {unique} bad!"
     specs = [TopicSpec(good, 1, 1, {}), TopicSpec(bad, 1, 1, {})]
-    first = await ensure_topics(services.kafka_bootstrap, specs, replicated=None)
+    first = await ensure_topics(services.kafka_bootstrap, specs)
     assert first.created == [good]
     assert [line.split(":")[:2] for line in first.refused] == [[bad, " InvalidTopicError"]]
-    second = await ensure_topics(services.kafka_bootstrap, specs, replicated=None)
+    second = await ensure_topics(services.kafka_bootstrap, specs)
     assert (second.created, second.unchanged, len(second.refused)) == ([], [good], 1)
     admin = AIOKafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
     await admin.start()

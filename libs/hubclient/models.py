@@ -82,6 +82,9 @@ def _json_integer(value: Any) -> Any:
 
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 
+#: Epoch milliseconds fit a signed 64-bit integer (Java's ``long``); past it a JSON parser may give a float.
+_LONG_LIMIT = 1 << 63
+
 
 class _Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
@@ -115,9 +118,13 @@ class ApiRequest(_Envelope):
     caller: str = Field(pattern=_NAME_PATTERN, description="name of the calling service")
     priority: Priority = Priority.NORMAL
     deadline_ms: JsonInt = Field(
-        gt=0, description="epoch ms after which the answer is useless; not before created_at_ms"
+        gt=0,
+        lt=_LONG_LIMIT,
+        description="epoch ms after which the answer is useless; not before created_at_ms",
     )
-    created_at_ms: JsonInt = Field(gt=0, description="epoch ms when the caller created the request")
+    created_at_ms: JsonInt = Field(
+        gt=0, lt=_LONG_LIMIT, description="epoch ms when the caller created the request"
+    )
     reply_topic: str = Field(
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="topic of the answer; may be left out when the kafka_replyTopic header names it (the "

@@ -3,7 +3,8 @@
 A request may leave ``reply_topic`` / ``reply_partition`` out of its body and name them in the
 ``kafka_replyTopic`` / ``kafka_replyPartition`` headers instead (Spring Kafka's ``ReplyingKafkaTemplate``
 does); the body wins when it names them, and a body and headers that disagree are refused as
-``reply_address_conflict`` (dead-lettered, answered ``invalid`` at the body's address). The raw
+``reply_address_conflict`` (dead-lettered, answered ``invalid`` at the body's address, or at the
+headers' when the body's topic is no topic name). The raw
 ``kafka_correlationId`` bytes, whatever they are, are kept so every answer carries them back unchanged.
 
 A record that cannot be parsed or validated is dead-lettered with the reason, and still answered
@@ -34,6 +35,7 @@ from hubclient.models import ApiRequest
 
 MAX_REQUEST_BYTES = 65_536  # the default of ``GatewaySettings.max_request_bytes``
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _MAX_PARTITION = (1 << 31) - 1
 
 
@@ -196,7 +198,7 @@ def _reply_address(
         request_id = (
             text if text is not None and _UUID.match(text) else _fallback_request_id(record, correlation)
         )
-    if not isinstance(topic, str):
+    if not (isinstance(topic, str) and _TOPIC.match(topic)):
         topic = named.topic
     if not (_is_int(partition) and 0 <= partition <= _MAX_PARTITION):
         partition = named.partition

@@ -63,6 +63,8 @@ def test_request_round_trip_and_defaults() -> None:
         ({"request_id": "not-a-uuid"}, "request_id"),
         ({"reply_partition": -1}, "reply_partition"),
         ({"deadline_ms": 500}, "deadline_ms"),
+        ({"deadline_ms": 1 << 63}, "deadline_ms"),
+        ({"created_at_ms": 1 << 63}, "created_at_ms"),
         ({"priority": "urgent"}, "priority"),
         ({"unexpected": 1}, "unexpected"),
         ({"credential": "has space"}, "credential"),

@@ -84,6 +84,18 @@ def test_a_disagreement_is_invalid_and_answered_at_the_body_address(
     assert intake.correlation_id == SPRING_ID
 
 
+@pytest.mark.parametrize("topic", ["", "no topic!"])
+def test_a_conflict_whose_body_topic_is_no_name_is_answered_at_the_headers_address(topic: str) -> None:
+    """A body reply_topic that is no topic name beside a header that is one: still a conflict, answered at
+    the headers' topic (nothing can be written to the body's)."""
+    fields = body()
+    fields["reply_topic"] = topic
+    intake = read_record(record(orjson.dumps(fields), spring_headers()), REPLY_TOPICS)
+    assert intake.reason is not None and intake.reason.startswith("reply_address_conflict:")
+    assert intake.reply is not None
+    assert (intake.reply.topic, intake.reply.partition) == ("api.responses", 0)
+
+
 def test_an_invalid_body_is_answerable_from_spring_headers() -> None:
     """A schema error in a body without a reply address still gets an answer at the headers' address,
     under the body's request id, with the correlation bytes kept."""

@@ -111,6 +111,23 @@ class _Envelope(BaseModel):
 class ApiRequest(_Envelope):
     """One broker call asked for by a worker."""
 
+    # The rules across fields that JSON Schema can state (not deadline_ms >= created_at_ms).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"kind": {"const": "websocket_credentials"}}, "required": ["kind"]},
+                    "then": {
+                        "properties": {
+                            "tr_id": {"const": WEBSOCKET_CREDENTIALS_TR_ID},
+                            "params": {"maxProperties": 0},
+                        }
+                    },
+                }
+            ]
+        }
+    )
+
     request_id: str = Field(pattern=_UUID_PATTERN, description="UUIDv7; also the correlation id")
     provider: Provider
     tr_id: str = Field(pattern=r"^[A-Za-z0-9_]{1,32}$", description="KIS tr_id or Kiwoom api-id")
@@ -182,6 +199,20 @@ class Timing(_Envelope):
 
 class ApiResponse(_Envelope):
     """The one terminal answer to an ``ApiRequest``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"status": {"not": {"const": "ok"}}}},
+                    "then": {
+                        "required": ["reason"],
+                        "properties": {"reason": {"type": "string", "minLength": 1}},
+                    },
+                }
+            ]
+        }
+    )
 
     request_id: str = Field(pattern=_UUID_PATTERN)
     status: Status

@@ -1,7 +1,8 @@
 """What ``history.progress`` says is held: ``ProgressBook``, and ``ProgressReader`` that fills it from Kafka.
 
 The book maps ``symbol|timeframe|day`` to that day's ``DayHeld``; a piece whose days are all ``closed`` is
-skipped without an upstream call. The reader is a plain consumer without a group (``read_committed``, every
+skipped without an upstream call (a weekday another broker found without minute bars is not closed for
+this one). The reader is a plain consumer without a group (``read_committed``, every
 partition, from the beginning): ``start`` opens it, ``catch_up`` reads up to the end offsets of the moment
 (the last stable offsets, so a killed worker's open transaction never makes it wait) into the book. The
 worker catches up when it starts and again before each job; its own checkpoints enter the book as they
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.history.plan import trades_on
 from services.history.records import DayHeld
 from services.logs import log_event
 from services.worker.reader import open_reader
@@ -44,10 +46,15 @@ class ProgressBook:
         """The progress of one symbol-day, or None when nothing is known of it."""
         return self._held.get(key)
 
-    def closed(self, key: str) -> bool:
-        """True when the symbol-day is held and can no longer change."""
+    def closed(self, key: str, provider: str) -> bool:
+        """True when the symbol-day is held and can no longer change, for a job of ``provider``: a weekday
+        whose minute bars another broker answered without rows is not (a day older than that broker keeps
+        looks like a holiday there), so it is asked again. Daily bars reach back years at both brokers."""
         held = self._held.get(key)
-        return held is not None and held.closed
+        if held is None or not held.closed:
+            return False
+        foreign_empty = held.provider != provider and held.candles == 0 and held.timeframe == "1m"
+        return not (foreign_empty and trades_on(held.day))
 
     def note(self, held: DayHeld) -> None:
         """Remember a symbol-day (after its record was committed)."""
@@ -73,6 +80,7 @@ class ProgressBook:
                 date.fromisoformat(str(data["day"])),
                 int(data["candles"]),
                 bool(data["closed"]),
+                str(data["provider"]),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             self.unreadable += 1

@@ -51,20 +51,22 @@ def progress_key(symbol: str, timeframe: Timeframe, day: date) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DayHeld:
-    """One symbol-day's progress: how many candles were written and whether the day can still change."""
+    """One symbol-day's progress: how many candles were written, whether the day can still change, and
+    which broker's answers they are (``Provider`` value)."""
 
     symbol: str
     timeframe: Timeframe
     day: date
     candles: int
     closed: bool
+    provider: str
 
     @property
     def key(self) -> str:
         """Its ``history.progress`` key."""
         return progress_key(self.symbol, self.timeframe, self.day)
 
-    def value(self, provider: str, job_id: str) -> dict[str, Any]:
+    def value(self, job_id: str) -> dict[str, Any]:
         """Its ``history.progress`` value (``kind: "day"``)."""
         return {
             "kind": "day",
@@ -73,7 +75,7 @@ class DayHeld:
             "day": self.day.isoformat(),
             "candles": self.candles,
             "closed": self.closed,
-            "provider": provider,
+            "provider": self.provider,
             "job_id": job_id,
         }
 

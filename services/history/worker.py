@@ -94,7 +94,7 @@ class HistoryCollector:
             pending = [
                 day
                 for day in piece.days()
-                if not self.book.closed(progress_key(piece.symbol, piece.timeframe, day))
+                if not self.book.closed(progress_key(piece.symbol, piece.timeframe, day), task.provider.value)
             ]
             if not pending:
                 tally.skipped += 1
@@ -134,11 +134,11 @@ class HistoryCollector:
             out.add(topics.candles, candle_key(candle), candle_value(candle))
         per_day = Counter(candle.start.astimezone(KST).date() for candle in candles)
         held = [
-            DayHeld(piece.symbol, piece.timeframe, day, per_day[day], is_closed(day, now))
+            DayHeld(piece.symbol, piece.timeframe, day, per_day[day], is_closed(day, now), job.provider.value)
             for day in piece.days()
         ]
         for day in held:
-            out.add(topics.history_progress, day.key, day.value(job.provider.value, job.task_id))
+            out.add(topics.history_progress, day.key, day.value(job.task_id))
         tally.done += 1
         tally.candles += len(candles)
         log_event(

@@ -169,9 +169,9 @@ def test_records_have_the_documented_keys_and_no_collection_time() -> None:
         "provider": "KIS",
         "tr_id": "FHKST03010230",
     }
-    held = DayHeld("005930", "1m", DAY, 391, True)
+    held = DayHeld("005930", "1m", DAY, 391, True, "KIS")
     assert held.key == "005930|1m|2026-11-26"
-    assert held.value("KIS", "j1")["kind"] == "day"
+    assert held.value("j1")["kind"] == "day"
 
 
 BASE_JOB = {
@@ -454,6 +454,23 @@ async def test_second_run_skips_closed_pieces_and_fetches_today_again() -> None:
     assert second.values(TOPICS.candles) == {
         k: v for k, v in first.values(TOPICS.candles).items() if v["start"].startswith("2026-11-27")
     }, "the redo writes the same values"
+
+
+async def test_the_other_broker_asks_again_for_a_weekday_found_empty() -> None:
+    """A weekday KIS answered without minute bars (a holiday here; a day past what KIS keeps looks the
+    same) is asked again by a Kiwoom job, which records its own answer; days with bars are skipped."""
+    broker, first = Broker(), Commits()
+    assert (await run(broker, spec(symbols=["005930"]), first))[0] == "done"
+    second = Commits()
+    value = spec(task_id="j2", symbols=["005930"], provider="KIWOOM", **{"to": "2026-11-26"})
+    outcome, sent = await run(broker, value, second, held=[first])
+    assert outcome == "done"
+    assert {r.params["base_dt"] for r in sent} == {HOLIDAY.strftime("%Y%m%d")}
+    holiday = second.values(TOPICS.history_progress)[f"005930|1m|{HOLIDAY.isoformat()}"]
+    assert (holiday["provider"], holiday["candles"], holiday["closed"]) == ("KIWOOM", 0, True)
+    third = Commits()
+    value = spec(task_id="j3", symbols=["005930"], provider="KIWOOM", **{"to": "2026-11-26"})
+    assert (await run(broker, value, third, held=[first, second]))[1] == []  # its own empty day holds
 
 
 async def test_a_restarted_job_resumes_after_its_last_checkpoint() -> None:

@@ -151,15 +151,15 @@ async def test_read_to_end_returns_what_is_there_now(cluster: FakeCluster) -> No
 
 def day_value(held: DayHeld) -> bytes:
     """A ``kind: day`` progress value."""
-    return orjson.dumps(held.value("KIS", "job-1"))
+    return orjson.dumps(held.value("job-1"))
 
 
 def test_progress_book_reads_days_tombstones_and_skips_the_rest() -> None:
     """Day records fill the book, a tombstone removes one, job records are skipped, bad ones counted."""
     book = ProgressBook()
-    held = DayHeld("005930", "1m", DAY, 381, True)
+    held = DayHeld("005930", "1m", DAY, 381, True, "KIS")
     book.read(held.key.encode(), day_value(held))
-    assert len(book) == 1 and book.closed(held.key) and book.get(held.key) == held
+    assert len(book) == 1 and book.closed(held.key, "KIS") and book.get(held.key) == held
     book.read(None, b"ignored")  # a record without a key says nothing
     book.read(b"job|x", orjson.dumps({"kind": "job"}))
     assert len(book) == 1 and book.unreadable == 0
@@ -169,16 +169,16 @@ def test_progress_book_reads_days_tombstones_and_skips_the_rest() -> None:
     book.read(b"000660|1m|2026-11-26", day_value(held))  # the key names another symbol-day
     assert book.unreadable == 4 and len(book) == 1
     book.read(held.key.encode(), None)
-    assert len(book) == 0 and not book.closed(held.key) and book.get(held.key) is None
-    open_day = DayHeld("000660", "1d", DAY, 1, False)
+    assert len(book) == 0 and not book.closed(held.key, "KIS") and book.get(held.key) is None
+    open_day = DayHeld("000660", "1d", DAY, 1, False, "KIS")
     book.note(open_day)
-    assert book.get(open_day.key) == open_day and not book.closed(open_day.key)
+    assert book.get(open_day.key) == open_day and not book.closed(open_day.key, "KIS")
 
 
 async def test_progress_reader_catches_up_with_what_was_committed(cluster: FakeCluster) -> None:
     """The reader fills the book from the beginning, then only with what came since."""
     topic = WorkerSettings().topics.history_progress
-    first, second = DayHeld("005930", "1d", DAY, 1, True), DayHeld("000660", "1d", DAY, 1, True)
+    first, second = DayHeld("005930", "1d", DAY, 1, True, "KIS"), DayHeld("000660", "1d", DAY, 1, True, "KIS")
     cluster.append(topic, day_value(first), key=first.key.encode())
     reader = ProgressReader("kafka:9092", topic)
     with pytest.raises(RuntimeError, match="start"):
@@ -190,7 +190,7 @@ async def test_progress_reader_catches_up_with_what_was_committed(cluster: FakeC
         cluster.append(topic, day_value(second), key=second.key.encode())
         assert await reader.catch_up(book) == 1
         assert await reader.catch_up(book) == 0
-        assert book.closed(first.key) and book.closed(second.key)
+        assert book.closed(first.key, "KIS") and book.closed(second.key, "KIS")
     finally:
         await reader.stop()
     await reader.stop()
@@ -199,7 +199,7 @@ async def test_progress_reader_catches_up_with_what_was_committed(cluster: FakeC
 async def test_progress_reader_gives_up_after_its_time(cluster: FakeCluster) -> None:
     """A catch-up out of time returns what it read so far, here nothing (the book only saves calls)."""
     topic = WorkerSettings().topics.history_progress
-    held = DayHeld("005930", "1d", DAY, 1, True)
+    held = DayHeld("005930", "1d", DAY, 1, True, "KIS")
     cluster.append(topic, day_value(held), key=held.key.encode())
     reader = ProgressReader("kafka:9092", topic, catch_up_s=0.0)
     await reader.start()
@@ -207,3 +207,23 @@ async def test_progress_reader_gives_up_after_its_time(cluster: FakeCluster) -> 
         assert await reader.catch_up(ProgressBook()) == 0
     finally:
         await reader.stop()
+
+
+@pytest.mark.parametrize(
+    ("held", "closed_for_kiwoom"),
+    [
+        (DayHeld("005930", "1m", DAY, 0, True, "KIS"), False),  # a weekday KIS found without minute bars
+        (DayHeld("005930", "1m", DAY, 381, True, "KIS"), True),
+        (DayHeld("005930", "1m", date(2026, 11, 28), 0, True, "KIS"), True),  # a Saturday
+        (DayHeld("005930", "1d", DAY, 0, True, "KIS"), True),  # daily bars reach back years at both
+        (DayHeld("005930", "1m", DAY, 0, True, "KIWOOM"), True),
+        (DayHeld("005930", "1m", DAY, 381, False, "KIWOOM"), False),
+    ],
+)
+def test_an_empty_weekday_of_minute_bars_is_closed_only_for_the_broker_that_found_it(
+    held: DayHeld, closed_for_kiwoom: bool
+) -> None:
+    book = ProgressBook()
+    book.note(held)
+    assert book.closed(held.key, "KIWOOM") is closed_for_kiwoom
+    assert book.closed(held.key, held.provider) is held.closed

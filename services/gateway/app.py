@@ -32,6 +32,7 @@ from services.gateway.metrics import ANSWERED_LATE, REQUESTS, child
 from services.gateway.permissions import CallerTopics, check_arrival, load_permissions
 from services.gateway.pool import pools
 from services.gateway.publisher import AnswerTooLarge, Publisher
+from services.gateway.quota import GroupQuota
 from services.gateway.slots import RedisSlots
 from services.gateway.token_store import RedisTokenStore
 from services.kafka_client import client_kwargs
@@ -75,8 +76,10 @@ class GatewayApp:
         }
         prefix = settings.redis.key_prefix
         permissions_file = settings.permissions_file
+        self.quota = GroupQuota()  # learnt with each assignment, kept to while Redis is lost
         self.gateway = Gateway(
             instance_id=settings.instance_id,
+            quota=self.quota,
             providers=providers,
             dispatcher=self.dispatcher,
             slots=RedisSlots(self.pacing_redis, key_prefix=settings.redis.key_prefix),
@@ -111,6 +114,7 @@ class GatewayApp:
             max_inflight=settings.max_inflight,
             readahead=settings.readahead_per_partition,
             abandonable=self._abandonable,
+            quota=self.quota,
         )
         self._reply_topics = settings.kafka.reply_topics
         self._caller_topics = CallerTopics.of(settings.kafka.caller_topics)

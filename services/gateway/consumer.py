@@ -34,6 +34,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from services.gateway.metrics import ASSIGNED_PARTITIONS, CONSUMER_LAG, INFLIGHT
 from services.gateway.offsets import OffsetTracker
+from services.gateway.quota import GroupQuota, with_quota
 from services.kafka_client import GROUP_METADATA_MAX_AGE_MS, client_kwargs
 from services.logs import log_event
 from services.settings import KafkaSettings
@@ -46,11 +47,15 @@ COMMIT_INTERVAL_S = 0.1
 RecordHandler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
 
 
-def assignors(settings: KafkaSettings) -> tuple[type[AbstractPartitionAssignor], ...]:
-    """The group's assignors, preferred first: range (domains aligned across topics) with caller topics."""
-    if settings.caller_topics:
-        return (RangePartitionAssignor, RoundRobinPartitionAssignor)
-    return (RoundRobinPartitionAssignor,)
+def assignors(settings: KafkaSettings, quota: GroupQuota) -> tuple[type[AbstractPartitionAssignor], ...]:
+    """The group's assignors, preferred first: range (domains aligned across topics) with caller topics;
+    each tells the members their quota of the limits for a Redis outage (``quota``)."""
+    stock = (
+        (RangePartitionAssignor, RoundRobinPartitionAssignor)
+        if settings.caller_topics
+        else (RoundRobinPartitionAssignor,)
+    )
+    return tuple(with_quota(a, quota) for a in stock)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -77,6 +82,7 @@ class RequestConsumer:
         readahead: int = 12_000,
         drain_timeout_s: float = 10.0,
         abandonable: Callable[[ConsumerRecord[bytes, bytes]], bool] = lambda record: False,
+        quota: GroupQuota | None = None,
     ) -> None:
         self._settings = settings
         self._handler = handler
@@ -85,6 +91,7 @@ class RequestConsumer:
         self._readahead = readahead
         self._drain_timeout_s = drain_timeout_s
         self._abandonable = abandonable
+        self.quota = quota or GroupQuota()
         self._tracker = OffsetTracker()
         self._tasks: dict[TopicPartition, dict[asyncio.Task[None], ConsumerRecord[bytes, bytes]]] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -106,7 +113,7 @@ class RequestConsumer:
             session_timeout_ms=self._settings.session_timeout_ms,
             heartbeat_interval_ms=min(1_000, self._settings.session_timeout_ms // 3),
             metadata_max_age_ms=GROUP_METADATA_MAX_AGE_MS,
-            partition_assignment_strategy=assignors(self._settings),
+            partition_assignment_strategy=assignors(self._settings, self.quota),
             **client_kwargs(self._settings),
         )
         await consumer.start()

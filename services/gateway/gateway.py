@@ -49,6 +49,7 @@ from services.gateway.pool import Member, Pool, account_bound, pools
 from services.gateway.providers import make_adapter
 from services.gateway.providers.base import ProviderAdapter
 from services.gateway.providers.kis import KisAdapter
+from services.gateway.quota import GroupQuota
 from services.gateway.responses import Responder
 from services.gateway.scheduler import Queued, Scheduler
 from services.gateway.sharing import CACHE_BYTES, SharedReads, read_key, shareable, shared_copy
@@ -85,6 +86,7 @@ class Gateway:
         shared_cache_bytes: int = CACHE_BYTES,
         run_queue: RunQueueWait | None = None,
         provider_pools: Mapping[Provider, Pool] | None = None,
+        quota: GroupQuota | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.responder = Responder(instance_id, self.clock)
@@ -113,6 +115,7 @@ class Gateway:
                 clock=self.clock,
                 shared=slots,
                 shared_name=keys[d],
+                quota=quota,
             )
             for d, m in self.members.items()
         }
@@ -124,6 +127,7 @@ class Gateway:
                 clock=self.clock,
                 shared=slots,
                 shared_name=class_domain(keys[d], c),
+                quota=quota,
             )
             for d, m in self.members.items()
             for c, rate in class_rates(m.settings).items()

@@ -6,9 +6,13 @@ burst 0) and the slot store holds every send back until the ``limit``-th latest 
 second old, so any ``limit + 1`` sends reach the broker at least a second apart (see ``slots``).
 
 Every send is recorded in the shared store (Redis) before it leaves, and in this process's own
-``MemorySlots`` too: the local log guards the process alone while Redis is unreachable, and after
-Redis comes back empty. One limiter per domain serves ordinary calls and token calls alike. Throttle
-answers from the broker halve the pace (AIMD, down to a quarter); each success wins back a little.
+``MemorySlots`` too. While Redis is unreachable the local log paces this process alone, to its quota of
+the limit (``quota``: the instances serving share the limit out), and only once every slot reserved in
+Redis before it failed has left the broker's window (``lost_quiet_s``); after Redis answers again it
+keeps to its quota for ``QUOTA_HOLD_S`` more, until no other instance's unrecorded send can share a
+window with what Redis now schedules. One limiter per domain serves ordinary calls and token calls
+alike. Throttle answers from the broker halve the pace (AIMD, down to a quarter); each success wins back
+a little.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from redis.exceptions import RedisError
 from services.gateway.clock import Clock
 from services.gateway.jitter import JitterBudget
 from services.gateway.metrics import PACING_JITTER, SEND_LAG, SENDS_LATE, child
-from services.gateway.slots import Ask, MemorySlots, Reservation, SlotStore
+from services.gateway.quota import GroupQuota
+from services.gateway.slots import WINDOW_S, Ask, MemorySlots, Reservation, SlotStore
 from services.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -35,6 +40,15 @@ RECOVERY_PER_SUCCESS = 0.02
 #: At most one ``limiter.send_late`` line per domain in this many seconds (a contended host makes many late
 #: sends; each is counted in ``apihub_sends_late_total``, and the line says how many since the last one).
 LATE_LOG_EVERY_S = 10.0
+#: How far ahead of its start a slot may be reserved in Redis: one at a time per instance and domain (a
+#: run only when slots come milliseconds apart), so at most about a second for the instances of a key.
+RESERVED_AHEAD_S = WINDOW_S
+#: After Redis answers again, the quota holds this long: another instance may still send slots it
+#: reserved locally before it noticed (its quiet time or one quota interval ahead, about two seconds),
+#: and those must leave the broker's window before Redis's schedule alone counts.
+QUOTA_HOLD_S = RESERVED_AHEAD_S + 2 * WINDOW_S
+#: An instance whose quota of a key is 0 asks again this often whether Redis is back.
+QUOTA_RETRY_S = 0.5
 
 
 @dataclass
@@ -47,6 +61,16 @@ class Slot:
     member: str
     shared_start: float | None  # the start on the shared store's clock, None when recorded locally only
     lag_s: float | None = None  # measured once the headers left
+
+
+@dataclass(frozen=True)
+class _Pace:
+    """What the process's own log keeps to: slots ``interval_s`` apart, ``limit`` a second, none before
+    ``floor_s`` from now."""
+
+    interval_s: float
+    limit: int
+    floor_s: float
 
 
 @dataclass
@@ -70,6 +94,7 @@ class DomainLimiter:
         clock: Clock,
         shared: SlotStore | None,
         shared_name: str | None = None,
+        quota: GroupQuota | None = None,
     ) -> None:
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
@@ -83,7 +108,9 @@ class DomainLimiter:
         self._shared = shared
         self._local = MemorySlots(clock)
         self._members = (f"{secrets.token_hex(4)}:{n}" for n in itertools.count())
-        self._shared_down = False
+        self._quota = quota or GroupQuota()
+        self._lost_at: float | None = None  # when Redis first failed in the current outage
+        self._hold_until = 0.0  # the quota holds until then after Redis answered again
         self._extending: set[asyncio.Task[None]] = set()
         self._late = _LateSends()
 
@@ -94,7 +121,35 @@ class DomainLimiter:
 
     def next_slot_in_s(self) -> float:
         """How long a reservation made now would wait, as far as this process knows."""
-        return max(0.0, self._local.next_start(self.shared_name, self.limit) - self._clock.monotonic())
+        now = self._clock.monotonic()
+        pace = self._pace(now, self.interval_s)
+        if pace is None:
+            return QUOTA_RETRY_S
+        return max(0.0, self._local.next_start(self.shared_name, pace.limit) - now, pace.floor_s)
+
+    @property
+    def limited(self) -> bool:
+        """True while this process keeps to its quota (Redis lost, or back for less than the hold)."""
+        return self._lost_at is not None or self._clock.monotonic() < self._hold_until
+
+    def lost_quiet_s(self) -> float:
+        """How long after Redis failed nothing leaves: slots other instances reserved there before (up to
+        about a second ahead) must reach the broker and leave its window first. An instance alone in the
+        group knows every send from its own log and waits for none."""
+        if self._quota.serving == 1:
+            return 0.0
+        return RESERVED_AHEAD_S + WINDOW_S + self.jitter.allowance_s()
+
+    def _pace(self, now: float, interval_s: float) -> _Pace | None:
+        """The pace the local log keeps to now: the whole limit, or the quota while ``limited`` (None:
+        a quota of 0, nothing may leave)."""
+        if not self.limited:
+            return _Pace(interval_s, self.limit, 0.0)
+        quota = self._quota.of(self.limit)
+        if quota == 0:
+            return None
+        floor = 0.0 if self._lost_at is None else self._lost_at + self.lost_quiet_s() - now
+        return _Pace(interval_s * self.limit / quota, quota, max(0.0, floor))
 
     async def reserve(self, not_before_s: float = 0.0) -> Slot:
         """Record the next slot, no earlier than ``not_before_s`` from now, in the shared store (and
@@ -104,13 +159,25 @@ class DomainLimiter:
 
     async def reserve_run(self, count: int, not_before_s: float = 0.0) -> list[Slot]:
         """Record the next ``count`` slots in one step (one round trip to the shared store), as ``count``
-        reservations in a row would; never raises for Redis."""
+        reservations in a row would (fewer while ``limited``: one); never raises for Redis."""
+        while not (slots := await self._reserve_run(count, not_before_s)):
+            await self._clock.sleep(QUOTA_RETRY_S)  # a quota of 0: ask again later
+        return slots
+
+    async def _reserve_run(self, count: int, not_before_s: float) -> list[Slot]:
         allowance = self.jitter.allowance_s()
         child(PACING_JITTER, self.domain).set(allowance)
         interval = (1.0 + allowance) / (self.rate_per_s * self.rate_factor)
         before = self._clock.monotonic()
-        local_wait = max(self._local.next_start(self.shared_name, self.limit) - before, not_before_s)
-        members = [next(self._members) for _ in range(max(1, count))]
+        was_limited, was_lost = self.limited, self._lost_at is not None
+        pace = self._pace(before, interval)
+        if pace is None and self._lost_at is None:
+            return []  # held at a quota of 0 after Redis came back: nothing to ask it
+        members = [next(self._members) for _ in range(1 if was_limited else max(1, count))]
+        local = pace or _Pace(interval, self.limit, 0.0)
+        local_wait = max(
+            self._local.next_start(self.shared_name, local.limit) - before, not_before_s, local.floor_s
+        )
         ask = Ask(self.shared_name, interval, self.limit, allowance, max(0.0, local_wait), members[0])
         shared: list[Reservation] | None = None
         if self._shared is not None:
@@ -121,12 +188,21 @@ class DomainLimiter:
             else:
                 self._note_shared(None)
         after = self._clock.monotonic()
+        if self._shared is not None and (shared is None or pace is None):
+            if shared is None and not was_lost:  # lost on this very call: the quota, after the quiet
+                pace = self._pace(after, interval)
+                members = members[:1]
+            if pace is None or shared is not None:  # a quota of 0 (a slot Redis just gave goes unused)
+                return []
+            local = pace
+            ask = replace(ask, not_before_s=max(not_before_s, local.floor_s))
+        local_ask = replace(ask, interval_s=local.interval_s, limit=local.limit)
         slots = []
         for i, member in enumerate(members):
-            wait = shared[i].wait_s if shared is not None else max(0.0, local_wait)
-            local = self._local.reserve_now(replace(ask, member=member, not_before_s=wait))
-            start = after + local.wait_s  # the store's start can stand for a reading up to `after + wait`
-            earliest = before + (wait if shared is not None else local.wait_s)
+            wait = shared[i].wait_s if shared is not None else max(0.0, ask.not_before_s)
+            recorded = self._local.reserve_now(replace(local_ask, member=member, not_before_s=wait))
+            start = after + recorded.wait_s  # the store's start can stand for a reading up to `after + wait`
+            earliest = before + (wait if shared is not None else recorded.wait_s)
             slots.append(Slot(start, earliest, allowance, member, shared[i].start if shared else None))
         return slots
 
@@ -220,10 +296,21 @@ class DomainLimiter:
             self.rate_factor = min(1.0, self.rate_factor + RECOVERY_PER_SUCCESS)
 
     def _note_shared(self, exc: Exception | None) -> None:
-        if exc is not None and not self._shared_down:
+        now = self._clock.monotonic()
+        if exc is not None and self._lost_at is None:
+            self._lost_at = now
             log_event(
-                logger, "limiter.redis_unavailable", logging.WARNING, domain=self.domain, error=str(exc)
+                logger,
+                "limiter.redis_unavailable",
+                logging.WARNING,
+                domain=self.domain,
+                error=str(exc),
+                quota=self._quota.of(self.limit),
+                quiet_ms=round(self.lost_quiet_s() * 1000),
             )
-        elif exc is None and self._shared_down:
-            log_event(logger, "limiter.redis_back", domain=self.domain)
-        self._shared_down = exc is not None
+        elif exc is None and self._lost_at is not None:
+            self._lost_at = None
+            self._hold_until = now + QUOTA_HOLD_S
+            log_event(
+                logger, "limiter.redis_back", domain=self.domain, quota_hold_ms=round(QUOTA_HOLD_S * 1000)
+            )

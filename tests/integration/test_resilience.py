@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from hubclient import HubClient
-from hubclient.models import ApiResponse, Status
+from hubclient.ids import new_request_id
+from hubclient.models import ApiRequest, ApiResponse, Provider, Status
 from services.gateway.app import GatewayApp
 from services.settings import GatewaySettings
 from tests.conftest import Services
@@ -283,3 +287,58 @@ async def test_redis_restart_costs_no_token_issuance(
     counters = await referee(sandbox_url, "kis/real", appkey(settings))
     assert counters["tokens_issued"] == 1 and counters["token_refusals"] == 0
     assert counters["over_limit"] == 0
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs a redis-server binary to restart")
+async def test_two_gateways_sharing_a_key_keep_its_limit_while_redis_is_lost(
+    services: Services, topics: Topics, gateway_settings: GatewaySettings, sandbox_url: str, tmp_path: object
+) -> None:
+    """Requests without a Kafka key land on every partition, so both gateways serve the one KIS key. Their
+    Redis is killed mid-run and comes back empty: each keeps to the quota its assignment gave it (half the
+    key), and the broker never sees more than 20 calls in a second; every request is answered."""
+    port = free_port()
+    first = gateway_settings.model_copy(
+        update={"redis": gateway_settings.redis.model_copy(update={"url": f"redis://127.0.0.1:{port}/0"})}
+    )
+    second = first.model_copy(update={"instance_id": first.instance_id + "-b"})
+    count, now_ms = 240, int(time.time() * 1000)
+    requests = [
+        ApiRequest(
+            request_id=new_request_id(),
+            provider=Provider.KIS,
+            tr_id="FHKST01010100",
+            params=distinct_price(),
+            caller="unkeyed",
+            deadline_ms=now_ms + 120_000,
+            created_at_ms=now_ms,
+            reply_topic=topics.responses,
+            reply_partition=0,
+        )
+        for _ in range(count)
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        redis_proc = await stack.enter_async_context(private_redis(port, str(tmp_path)))
+        apps = [await stack.enter_async_context(GatewayApp(s)) for s in (first, second)]
+        async with asyncio.timeout(30):
+            while sorted((a.quota.serving, a.quota.rank) for a in apps) != [(2, 0), (2, 1)]:
+                await asyncio.sleep(0.1)
+        producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+        await producer.start()
+        try:
+            for request in requests:  # no key: the partitioner spreads them over the partitions
+                await producer.send(topics.requests, request.to_json())
+            await producer.flush()
+        finally:
+            await producer.stop()
+        await asyncio.sleep(3)
+        redis_proc.kill()
+        await redis_proc.wait()
+        await asyncio.sleep(4)
+        await stack.enter_async_context(private_redis(port, str(tmp_path)))
+        answers = await read_all(services, topics.responses, count, timeout_s=90)
+    responses = [ApiResponse.from_json(r.value) for r in answers if r.value is not None]
+    assert {r.request_id for r in responses} == {r.request_id for r in requests}
+    assert Counter(r.status for r in responses) == {Status.OK: count}
+    assert {r.gateway for r in responses} == {first.instance_id, second.instance_id}
+    counters = await referee(sandbox_url, "kis/real", appkey(first))
+    assert counters["over_limit"] == 0 and counters["max_in_window"] <= 20

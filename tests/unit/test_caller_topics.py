@@ -25,6 +25,7 @@ from services.gateway.consumer import RequestConsumer, assignors
 from services.gateway.errors import NotPermitted
 from services.gateway.intake import read_record
 from services.gateway.permissions import CallerTopics, check_arrival
+from services.gateway.quota import GroupQuota
 from services.gateway.testing import build_gateway
 from services.kafka_client import client_kwargs, security_env, with_security
 from services.settings import ClientSettings, GatewaySettings, KafkaSettings, RedisSettings
@@ -240,12 +241,12 @@ async def test_the_consumer_reads_every_request_topic_with_aligned_assignments(
     await rc.start()
     [client] = made
     assert client.subscribed == [REQUESTS, TRADER_TOPIC]
-    assert client.config["partition_assignment_strategy"] == (
-        RangePartitionAssignor,
-        RoundRobinPartitionAssignor,
-    )
+    assert [a.name for a in client.config["partition_assignment_strategy"]] == [
+        RangePartitionAssignor.name,
+        RoundRobinPartitionAssignor.name,
+    ]
     await rc.stop()
-    assert assignors(KafkaSettings()) == (RoundRobinPartitionAssignor,)
+    assert [a.name for a in assignors(KafkaSettings(), GroupQuota())] == [RoundRobinPartitionAssignor.name]
 
 
 def test_topics_ensure_makes_caller_topics_like_the_request_topic() -> None:

@@ -186,7 +186,7 @@ class DomainLimiter:
             except (RedisError, OSError) as exc:
                 self._note_shared(exc)
             else:
-                self._note_shared(None)
+                self._note_shared(None, fresh=shared[0].fresh)
         after = self._clock.monotonic()
         if self._shared is not None and (shared is None or pace is None):
             if shared is None and not was_lost:  # lost on this very call: the quota, after the quiet
@@ -295,8 +295,13 @@ class DomainLimiter:
         if self.rate_factor < 1.0:
             self.rate_factor = min(1.0, self.rate_factor + RECOVERY_PER_SUCCESS)
 
-    def _note_shared(self, exc: Exception | None) -> None:
+    def _note_shared(self, exc: Exception | None, *, fresh: bool = False) -> None:
+        """Redis failed (``exc``) or answered; ``fresh``: it answered without the domain's mark, so it lost
+        its data, perhaps while this process sent nothing and saw no failure (or never held the domain):
+        the quota holds as after an outage, while others' unrecorded sends leave the window."""
         now = self._clock.monotonic()
+        if fresh and exc is None and self._quota.serving > 1:
+            self._hold_until = max(self._hold_until, now + QUOTA_HOLD_S)
         if exc is not None and self._lost_at is None:
             self._lost_at = now
             log_event(

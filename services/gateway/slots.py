@@ -61,11 +61,14 @@ def log_key(key_prefix: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class Reservation:
-    """A recorded slot: wait ``wait_s`` from the store's now; ``start`` is on the store's clock (s)."""
+    """A recorded slot: wait ``wait_s`` from the store's now; ``start`` is on the store's clock (s).
+    ``fresh``: the store had never seen the domain, or lost it (a Redis restarted empty), so sends other
+    instances made in the last second may be missing from its log."""
 
     wait_s: float
     start: float
     member: str
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,12 +142,13 @@ class MemorySlots:
 
     def reserve_now(self, ask: Ask) -> Reservation:
         """``reserve`` without a suspension point."""
+        fresh = ask.domain not in self._logs
         log = self._logs.setdefault(ask.domain, _Log())
         now = self._clock.monotonic()
         start = max(now + max(0.0, ask.not_before_s), log.tat, self.window_start(ask.domain, ask.limit))
         log.tat = max(log.tat, now - ask.interval_s) + ask.interval_s
         log.set_bound(ask.member, start + ask.allowance_s)
-        return Reservation(start - now, start, ask.member)
+        return Reservation(start - now, start, ask.member, fresh)
 
     def window_start(self, domain: str, limit: int) -> float:
         """The earliest start the log allows (after dropping bounds a second old)."""
@@ -176,10 +180,12 @@ class MemorySlots:
         return sorted(log.bounds.values()) if log else []
 
 
-# KEYS: TAT, log (sorted set member -> arrival bound, µs). ARGV: interval µs, limit, allowance µs,
-# not-before µs from now, then one member per slot to record. Returns {wait µs, start µs} per member, in
-# order, on Redis's clock.
+# KEYS: TAT, log (sorted set member -> arrival bound, µs), the domain's mark (kept without expiry: gone
+# only when Redis lost its data). ARGV: interval µs, limit, allowance µs, not-before µs from now, then one
+# member per slot to record. Returns 1 when the mark was missing (then set) or 0, then {wait µs, start µs}
+# per member, in order, on Redis's clock.
 _RESERVE = """
+local fresh = redis.call('SET', KEYS[3], '1', 'NX') and 1 or 0
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now - 1000000))
@@ -187,7 +193,7 @@ local interval = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local earliest = now + math.max(0, tonumber(ARGV[4]))
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local out = {}
+local out = {fresh}
 local last = now
 for i = 5, #ARGV do
   local start = math.max(earliest, tat)
@@ -208,8 +214,8 @@ return out
 
 
 class RedisSlots:
-    """The schedule in Redis under ``<prefix>pace:{<domain>}:tat`` and ``:log`` (the domain in braces: a
-    Redis Cluster hash tag), shared by every instance.
+    """The schedule in Redis under ``<prefix>pace:{<domain>}:tat`` and ``:log``, with ``:seen`` marking a
+    domain Redis has held (the domain in braces: a Redis Cluster hash tag), shared by every instance.
 
     Reservations made in the same turn of the event loop (the pacers of several pool members) go to
     Redis as one pipeline of script calls, with the arrival bounds extended meanwhile; each is still its
@@ -222,8 +228,8 @@ class RedisSlots:
         self._batches = CommandBatcher(redis)
 
     def _keys(self, domain: str) -> list[str]:
-        # the name is the hash tag: one script reads both keys, so on Redis Cluster they share a slot
-        return [f"{self._prefix}{{{domain}}}:tat", f"{self._prefix}{{{domain}}}:log"]
+        # the name is the hash tag: one script reads all three keys, so on Redis Cluster they share a slot
+        return [f"{self._prefix}{{{domain}}}:{part}" for part in ("tat", "log", "seen")]
 
     async def reserve(self, ask: Ask) -> Reservation:
         """Record the next slot in Redis and return it (raises ``RedisError``)."""
@@ -246,7 +252,7 @@ class RedisSlots:
         except NoScriptError:  # Redis lost its scripts (a restart): the call loads it, then runs it
             reply = await self._script(keys=keys, args=args)
         return [
-            Reservation(int(reply[2 * i]) / 1e6, int(reply[2 * i + 1]) / 1e6, member)
+            Reservation(int(reply[2 * i + 1]) / 1e6, int(reply[2 * i + 2]) / 1e6, member, reply[0] == 1)
             for i, member in enumerate(members)
         ]
 

@@ -148,3 +148,21 @@ async def test_a_run_in_redis_is_that_many_reservations_in_a_row(redis: Redis, u
     assert sorted(logged) == [b"a", b"b", b"c", b"d", b"e"]
     after = await store.reserve(Ask("KIS", 0.001, 3, 0.02, 0.0, "f"))  # the next single one follows on
     assert after.start == pytest.approx(starts[2] + 0.02 + 1.0, abs=1e-6)
+
+
+async def test_a_domain_redis_lost_is_fresh_again(redis: Redis, unique: str) -> None:
+    """The first reservation of a domain finds it fresh, the next not; once Redis lost the domain's keys
+    (here deleted, as a restart without data would) the next is fresh again."""
+    prefix = f"test:{unique}:"
+    store = RedisSlots(redis, key_prefix=prefix)
+
+    async def fresh(member: str) -> bool:
+        (reservation,) = await store.reserve_run(Ask("KIS", 0.05, 20, 0.02, 0.0, member), [member])
+        return reservation.fresh
+
+    assert [await fresh("a"), await fresh("b")] == [True, False]
+    keys = [key async for key in redis.scan_iter(f"{prefix}pace:*")]
+    assert sorted(k.decode().rsplit(":", 1)[1] for k in keys) == ["log", "seen", "tat"]
+    assert await redis.pttl(f"{prefix}pace:{{KIS}}:seen") == -1  # no expiry: only lost data removes it
+    await redis.delete(*keys)
+    assert [await fresh("c"), await fresh("d")] == [True, False]

@@ -103,9 +103,12 @@ class FlakyStore:
 LOST_AT, BACK_AT, END = 3.0, 8.0, 16.0
 
 
-async def two_gateways_through_an_outage(quotas: tuple[GroupQuota, GroupQuota]) -> list[list[float]]:
-    """Two instances serving one key at full demand, each reserving its next slot when the last starts;
-    Redis lost from 3 s and back empty at 8 s. Returns each instance's send starts."""
+async def two_gateways_through_an_outage(
+    quotas: tuple[GroupQuota, GroupQuota], second_idle: tuple[float, float] = (0.0, 0.0)
+) -> list[list[float]]:
+    """Two instances serving one key at full demand, each reserving its next slot when the last starts
+    (the second none within ``second_idle``); Redis lost from 3 s and back empty at 8 s. Returns each
+    instance's send starts."""
     clock = ManualClock()
     store = FlakyStore(clock)
     gateways = [
@@ -120,6 +123,9 @@ async def two_gateways_through_an_outage(quotas: tuple[GroupQuota, GroupQuota]) 
         i = ready.index(min(ready))
         await clock.advance(ready[i] - clock.monotonic())
         now = clock.monotonic()
+        if i == 1 and second_idle[0] <= now < second_idle[1]:
+            ready[1] = second_idle[1]
+            continue
         if LOST_AT <= now < BACK_AT:
             store.down = True
         elif now >= BACK_AT and store.down:
@@ -145,6 +151,17 @@ async def test_two_gateways_keep_the_limit_through_a_redis_outage() -> None:
         assert rate(own, LOST_AT + 0.2, LOST_AT + 2.0) == 0  # Redis's slots leave the window first
     after_hold = BACK_AT + QUOTA_HOLD_S + 0.5
     assert 18 <= rate(starts[0] + starts[1], after_hold, END) <= 20  # one schedule again
+
+
+async def test_an_instance_that_missed_the_outage_learns_redis_came_back_empty() -> None:
+    """The second instance has nothing to send while Redis is down, so sees no failure; its first
+    reservation after Redis came back empty finds the key's mark gone and keeps to its quota while the
+    first instance's unrecorded sends are still in the window."""
+    starts = await two_gateways_through_an_outage(
+        (GroupQuota(2, 0), GroupQuota(2, 1)), second_idle=(LOST_AT - 0.5, BACK_AT)
+    )
+    assert max_in_any_second([s for own in starts for s in own]) <= 20
+    assert sum(BACK_AT <= s < BACK_AT + 1 for s in starts[1]) <= 10
 
 
 async def test_two_gateways_each_taking_the_whole_limit_would_break_it() -> None:

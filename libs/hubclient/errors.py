@@ -6,7 +6,7 @@ HubError                      root; ``retriable`` says whether the same call may
 ├── HubBackpressure           too many requests pending in this client (retriable)
 ├── InvalidRequest            the request cannot be sent or was answered ``invalid``
 │   └── UnknownTrId           the tr_id is not in the catalog
-├── RequestRejected(reason)   the gateway refused it (``rejected``); retriable for load reasons
+├── RequestRejected(reason)   the gateway refused it (``rejected``); retriable when it clears by itself
 ├── RequestExpired            the deadline passed before the call could be made (retriable)
 ├── UpstreamError(code)       the broker answered with an error
 ├── UnknownOutcome            a non-idempotent call may or may not have happened; never resent
@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hubclient.models import ApiResponse
 
-#: Rejection reasons that clear up by themselves when load falls.
-RETRIABLE_REJECTIONS = frozenset({"backlog_full", "deadline_unreachable", "circuit_open"})
+#: Rejection reasons that clear up by themselves: load falls, the broker recovers, its next token may be
+#: issued (about a minute), Redis answers again (an order refused then was never sent).
+RETRIABLE_REJECTIONS = frozenset(
+    {"backlog_full", "deadline_unreachable", "circuit_open", "token_unavailable", "idempotency_unavailable"}
+)
 
 
 class HubError(Exception):

@@ -56,14 +56,25 @@ async def test_non_ok_statuses_raise_typed_errors(
     assert getattr(info.value, "response", None) is not None
 
 
-async def test_retriable_flags() -> None:
-    """Load-related rejections are retriable; a business error is not."""
-    async with HubClient(
-        InMemoryTransport(lambda r: failed(r, Status.REJECTED, "backlog_full")), caller="u"
-    ) as hub:
+@pytest.mark.parametrize(
+    ("reason", "retriable"),
+    [
+        ("backlog_full", True),
+        ("deadline_unreachable", True),
+        ("circuit_open", True),
+        ("token_unavailable", True),  # the broker's next token, about a minute away
+        ("idempotency_unavailable", True),  # Redis back: the order was never sent
+        ("not_permitted", False),
+        ("not_in_mock", False),
+        ("internal_error", False),
+    ],
+)
+async def test_retriable_flags(reason: str, retriable: bool) -> None:
+    """Rejections that clear up by themselves are retriable (CONTRACT.md's table); a business error is not."""
+    async with HubClient(InMemoryTransport(lambda r: failed(r, Status.REJECTED, reason)), caller="u") as hub:
         with pytest.raises(RequestRejected) as info:
             await hub.execute("KIS", "FHKST01010100", PRICE, timeout=1)
-    assert info.value.retriable and info.value.reason == "backlog_full"
+    assert info.value.retriable is retriable and info.value.reason == reason
     assert not UpstreamError("x", provider_code="1", http_status=200, reason="business_error").retriable
 
 

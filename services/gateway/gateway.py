@@ -175,6 +175,7 @@ class Gateway:
                 token_cached=self.tokens.cached_valid,
                 attempt=caller.attempt,
                 finish=self._finish,
+                movable=self._movable,
             )
             for d, m in self.members.items()
             for c in sorted({e.limit_class for e in entries(m.provider)})
@@ -207,12 +208,18 @@ class Gateway:
                 return
         flight.finish(self.responder.error(flight.request, error, flight))
 
+    def _movable(self, flight: Flight) -> bool:
+        """True when ``flight`` is an unnamed read another healthy member of its pool could serve."""
+        request, pool = flight.request, self.pools[flight.request.provider]
+        current = self._pacer_named[flight.domain].domain
+        return request.credential is None and not account_bound(flight.spec) and pool.can_reroute(current)
+
     def _reroute(self, flight: Flight) -> bool:
         """Queue an unnamed read at another member of its pool; False when there is none to take it."""
         request, spec = flight.request, flight.spec
         pool = self.pools[request.provider]
         current = self._pacer_named[flight.domain].domain
-        if request.credential is not None or account_bound(spec) or not pool.can_reroute(current):
+        if not self._movable(flight):
             return False
         member = pool.soonest(lambda m: self._slot_in_s(m, spec, request), besides=current)
         pacer = self.pacers[member.domain, spec.limit_class]

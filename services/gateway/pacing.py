@@ -26,7 +26,7 @@ from hubclient.models import ApiRequest, Provider
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.classes import ClassLimiter, PacedSlot
 from services.gateway.clock import Clock
-from services.gateway.errors import Expired, GatewayError, Refused
+from services.gateway.errors import Expired, GatewayError, Refused, TokenUnavailable
 from services.gateway.flights import Flight, Stage
 from services.gateway.jitter import SlidingMax
 from services.gateway.metrics import QUEUE_DEPTH, QUEUE_WAIT, child
@@ -42,6 +42,9 @@ NEAR_ESTIMATE_S = 1.0  # a slot estimated at most this far away: its lateness co
 # the slot store then records up to RUN_MAX slots, as many as requests wait, instead of one per slot.
 RUN_BELOW_INTERVAL_S = 0.005
 RUN_MAX = 16
+#: Without a token the loop asks again at least this often (seconds), answering meanwhile the queued
+#: requests that cannot wait for it.
+TOKEN_RECHECK_S = 1.0
 
 T = TypeVar("T")
 
@@ -89,6 +92,7 @@ class DomainPacer:
         attempt: Attempt,
         finish: Finish,
         token_cached: Callable[[str], bool] = lambda _domain: False,
+        movable: Callable[[Flight], bool] = lambda _flight: False,
     ) -> None:
         self.name = name
         self.provider = provider
@@ -102,6 +106,9 @@ class DomainPacer:
         self._token_cached = token_cached  # True: ``token`` answers at once (no wait to keep deadlines in)
         self._attempt = attempt
         self._finish = finish
+        self._movable = (
+            movable  # True: without a token here, another member can serve it (``finish`` moves it)
+        )
         self._has_work = asyncio.Event()
         self._queue_changed = asyncio.Event()  # a request was queued: the wait for a slot re-plans
         self._loop: asyncio.Task[None] | None = None
@@ -223,7 +230,11 @@ class DomainPacer:
                 await self._token(self.domain)
             else:
                 await self._keeping_deadlines(self._token(self.domain))
-        except GatewayError as exc:  # no token: the best queued request gets that answer, no slot used
+        except TokenUnavailable as exc:  # no token yet: those who cannot wait for it get that answer
+            self._refuse_until(exc)
+            await self._wait_until(self._clock.monotonic() + min(exc.retry_after_s, TOKEN_RECHECK_S))
+            return
+        except GatewayError as exc:  # the best queued request gets that answer, no slot used
             self._fail_first(exc)
             return
         if not self.breaker.allow(self._clock.monotonic()):
@@ -316,6 +327,22 @@ class DomainPacer:
             self._late_near.observe(late_s)
         else:
             self._late_share.observe(late_s / flight.estimated_wait_s)
+
+    def _refuse_until(self, error: TokenUnavailable) -> None:
+        """Hand ``error`` to ``finish`` for the queued requests that another member could serve (``movable``)
+        or whose answer could not arrive in time if they waited ``retry_after_s`` for the token; the others
+        stay queued, in their order."""
+        horizon_ms = (self._clock.time() + error.retry_after_s + self.service_s()) * 1000
+        waiting: list[Flight] = []
+        while (item := self.scheduler.pop()) is not None:
+            flight: Flight = item.payload  # type: ignore[assignment]
+            if self._movable(flight) or flight.request.deadline_ms <= horizon_ms:
+                self._queued_changed(flight)
+                self._finish(flight, error)
+            else:
+                waiting.append(flight)
+        for flight in waiting:
+            self.scheduler.push(Queued(flight.request, payload=flight))
 
     def _fail_first(self, error: GatewayError) -> None:
         item = self.scheduler.pop()

@@ -663,6 +663,26 @@ async def test_an_unreadable_token_answer_is_refused_and_the_domain_goes_on() ->
     assert answer.response.ok
 
 
+async def test_without_a_token_a_request_that_can_wait_for_the_next_issuance_is_served() -> None:
+    """The broker's answer to a token call is unreadable and no other may be issued for a minute: a
+    request whose deadline comes before that is refused token_unavailable at once; one that can wait for
+    it stays queued and is served with the next token."""
+    rig = build_gateway()
+    good = rig.broker.expiry_format
+    rig.broker.expiry_format = "not a date %Y"
+    (broken,) = await serve(rig, [request(rig.clock)])
+    assert (broken.response.status, broken.response.reason) == (Status.REJECTED, "token_unavailable")
+    rig.broker.expiry_format = good
+    started = rig.clock.time()
+    short, long = await serve(
+        rig, [request(rig.clock, deadline_s=30), request(rig.clock, deadline_s=120)], step_s=0.05
+    )
+    assert (short.response.status, short.response.reason) == (Status.REJECTED, "token_unavailable")
+    assert short.at_ms / 1000 - started < 1.5
+    assert long.response.ok and 55 < long.at_ms / 1000 - started < 70
+    assert rig.broker.tokens_issued == 2
+
+
 async def test_a_failure_inside_the_pacing_loop_answers_and_keeps_the_loop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

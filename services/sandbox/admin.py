@@ -16,7 +16,8 @@ validated strictly against the endpoint's model (no unknown field, no coercion: 
 ``"61"`` is not a number; orjson refuses ``NaN`` and ``Infinity``), or HTTP 400 with ``{"error", "detail"}``
 naming each field refused; nothing changes then. ``null`` leaves the clock's fields unset, as before.
 
-The clock is only moved inside [the market's first day (``market_history_start``, 00:00 KST), ``CLOCK_END``):
+The clock is only moved inside [the market's first day (``market_history_start``, 00:00 KST), ``CLOCK_END``)
+(clock.py's ``within``, which also holds ``clock_start`` at start-up):
 before the first day the market has no session (every price is 0). The close path is drawn weekday by
 weekday from that day and drifts away from the reference day's levels (default seed: Samsung near 13 million
 won late in 2099, near a quadrillion in 2400; each symbol's first call there a growing CPU stall of the
@@ -33,13 +34,10 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
-from services.sandbox.clock import KST, as_kst
+from services.sandbox.clock import CLOCK_END, MAX_CLOCK_RATE, as_kst, first_instant, range_text, within
 from services.sandbox.settings import FaultSettings
 from services.sandbox.state import STATE
 from services.sandbox.symbols import SYMBOLS
-
-CLOCK_END = datetime(2100, 1, 1, tzinfo=KST)  # the clock is set or advanced to instants before this only
-MAX_CLOCK_RATE = 86_400.0  # a simulated day per real second
 
 Fields = TypeVar("Fields", bound=BaseModel)
 
@@ -73,11 +71,8 @@ class ClockRange(NamedTuple):
 
 def _in_range(at: datetime, earliest: datetime) -> datetime:
     """``at`` if the clock may be moved there, else ValueError saying the range."""
-    if not earliest <= at < CLOCK_END:
-        raise ValueError(
-            f"out of range: {at.isoformat()} is not in [{earliest.isoformat()}, {CLOCK_END.isoformat()}) "
-            "(from the market's first day to the end of 2099 KST)"
-        )
+    if not within(at, earliest):
+        raise ValueError(f"out of range: {at.isoformat()} is not in {range_text(earliest)}")
     return at
 
 
@@ -188,8 +183,7 @@ async def set_clock(request: web.Request) -> web.Response:
     """POST /_sandbox/clock: set ``now`` (ISO 8601), ``rate`` and/or ``advance_s``."""
     state = request.app[STATE]
     clock = state.clock
-    first_day = state.market.history_start
-    earliest = datetime(first_day.year, first_day.month, first_day.day, tzinfo=KST)
+    earliest = first_instant(state.market.history_start)
     body = await _fields(request, ClockRequest, context=ClockRange(earliest, clock.now()))
     clock.set(now=body.now, rate=body.rate)
     if body.advance_s:

@@ -12,21 +12,55 @@ never un-expires anything. With ``rate == 0`` both stand still, which makes burs
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import date, datetime, timedelta, timezone
+from datetime import time as TimeOfDay
 from typing import Any
 
 KST = timezone(timedelta(hours=9), "KST")
+CLOCK_END = datetime(2100, 1, 1, tzinfo=KST)  # the clock is set, advanced or started before this only
+MAX_CLOCK_RATE = 86_400.0  # a simulated day per real second, at start-up as through POST /_sandbox/clock
+
+
+def first_instant(day: date) -> datetime:
+    """00:00 KST of ``day``: the earliest the clock may show when ``day`` is the market's first day."""
+    return datetime(day.year, day.month, day.day, tzinfo=KST)
+
+
+def within(at: datetime, earliest: datetime) -> bool:
+    """Whether the clock may show ``at`` when the market's first instant is ``earliest``: the start-up
+    instant (``clock_start``) and every move of ``POST /_sandbox/clock`` are held to the same range."""
+    return earliest <= at < CLOCK_END
+
+
+def range_text(earliest: datetime) -> str:
+    """The range ``within`` allows, as the refusals name it."""
+    bounds = f"[{earliest.isoformat()}, {CLOCK_END.isoformat()})"
+    return f"{bounds} (from the market's first day to the end of 2099 KST)"
+
+
+_TIME_OF_DAY = re.compile(r"(\d{2}):(\d{2})(?::(\d{2}))?")
+
+
+def time_of_day(text: str) -> TimeOfDay:
+    """``HH:MM`` or ``HH:MM:SS`` (24-hour) as a time, else ValueError saying the form: the setting
+    ``clock_start_time_kst`` is checked with this as the sandbox starts, not when the clock is made."""
+    found = _TIME_OF_DAY.fullmatch(text)
+    if found:
+        hour, minute, second = (int(part) for part in found.groups(default="0"))
+        if hour < 24 and minute < 60 and second < 60:
+            return TimeOfDay(hour, minute, second)
+    raise ValueError("not a time of day: HH:MM or HH:MM:SS, 24-hour, from 00:00 to 23:59:59")
 
 
 def _default_start(start_time_kst: str, real_now: datetime) -> datetime:
-    """Latest weekday (KST) at the given HH:MM:SS."""
+    """Latest weekday (KST) at the given HH:MM or HH:MM:SS."""
     local = real_now.astimezone(KST)
     day = local.date()
     while day.weekday() >= 5:
         day -= timedelta(days=1)
-    hh, mm, ss = (int(part) for part in start_time_kst.split(":"))
-    return datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=KST)
+    return datetime.combine(day, time_of_day(start_time_kst), tzinfo=KST)
 
 
 def as_kst(value: datetime) -> datetime:

@@ -16,9 +16,10 @@ import json
 from datetime import date, datetime, time
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.sandbox.clock import MAX_CLOCK_RATE, as_kst, first_instant, range_text, time_of_day, within
 from services.sandbox.symbols import SYMBOLS
 from services.settings import HubSettings, Port
 
@@ -257,14 +258,43 @@ class SandboxSettings(HubSettings):
     market_cache_days: int = Field(default=512, ge=1, description="symbol-days of ticks kept in the LRU")
 
     # Simulated clock; see clock.py for the default.
-    clock_start: datetime | None = Field(default=None, description="simulated instant at start-up")
-    clock_start_time_kst: str = Field(
-        default="15:30:00", description="time of day on the latest trading day when clock_start is unset"
+    clock_start: datetime | None = Field(
+        default=None,
+        description="simulated instant at start-up (naive = KST), from market_history_start 00:00 KST "
+        "to the end of 2099, as POST /_sandbox/clock allows",
     )
-    clock_rate: float = Field(default=1.0, ge=0, description="simulated seconds per real second; 0 freezes")
+    clock_start_time_kst: str = Field(
+        default="15:30:00",
+        description="time of day (HH:MM or HH:MM:SS) on the latest trading day when clock_start is unset",
+    )
+    clock_rate: float = Field(
+        default=1.0,
+        ge=0,
+        le=MAX_CLOCK_RATE,
+        description="simulated seconds per real second; 0 freezes; at most 86400, as POST /_sandbox/clock",
+    )
 
     faults: FaultSettings = Field(default_factory=FaultSettings)
     feed: FeedSettings = Field(default_factory=FeedSettings)
+
+    @field_validator("clock_start")
+    @classmethod
+    def _start_in_range(cls, start: datetime | None, info: ValidationInfo) -> datetime | None:
+        """The start-up instant in the range ``POST /_sandbox/clock`` keeps the clock in: before the
+        market's first day every price is 0 (a ``market_history_start`` already refused is not compared)."""
+        if start is None or "market_history_start" not in info.data:
+            return start
+        earliest = first_instant(info.data["market_history_start"])
+        if not within(as_kst(start), earliest):
+            raise ValueError(f"out of range: not in {range_text(earliest)}")
+        return start
+
+    @field_validator("clock_start_time_kst")
+    @classmethod
+    def _a_time_of_day(cls, text: str) -> str:
+        """Read as the settings are, so a time the clock cannot use is a setting's error, not a traceback."""
+        time_of_day(text)
+        return text
 
 
 def reference(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.sandbox.admin import CLOCK_END, MAX_CLOCK_RATE
+from services.sandbox.clock import CLOCK_END, MAX_CLOCK_RATE
 from tests.sandbox.sandbox_kit import SESSION_NOW, Sandbox
 
 FIRST_DAY = "2024-01-02T00:00:00+09:00"  # the default market_history_start, 00:00 KST

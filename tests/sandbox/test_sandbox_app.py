@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from datetime import datetime
+from datetime import date, datetime
 
 import aiohttp
 import pytest
@@ -105,6 +105,23 @@ def test_clock_default_is_latest_weekday_at_close() -> None:
     assert now.weekday() < 5
     assert (now.hour, now.minute) == (15, 30)
     assert (datetime.now(KST).date() - now.date()).days in (0, 1, 2)
+
+
+@pytest.mark.parametrize("start_time", ["09:00", "09:00:00"])
+def test_clock_start_time_of_day_takes_minutes_with_or_without_seconds(
+    monkeypatch: pytest.MonkeyPatch, start_time: str
+) -> None:
+    """``APIHUB_SANDBOX__CLOCK_START_TIME_KST=09:00`` is 09:00:00 (the clock used to need the seconds)."""
+    monkeypatch.setenv("APIHUB_SANDBOX__CLOCK_START_TIME_KST", start_time)
+    settings = SandboxSettings()
+    now = SimClock(settings.clock_start, 0.0, settings.clock_start_time_kst).now()
+    assert (now.hour, now.minute, now.second) == (9, 0, 0)
+
+
+def test_clock_start_on_the_market_first_day_is_accepted() -> None:
+    """The first instant ``POST /_sandbox/clock`` allows is a start-up instant too (naive = KST)."""
+    settings = SandboxSettings(market_history_start=date(2024, 1, 2), clock_start=datetime(2024, 1, 2))
+    assert SimClock(settings.clock_start, 0.0).now() == datetime(2024, 1, 2, tzinfo=KST)
 
 
 async def test_unknown_path_is_404(sandbox: Sandbox) -> None:

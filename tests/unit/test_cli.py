@@ -27,6 +27,7 @@ from tests.unit.kafka_fakes import FakeAdmin, FakeCluster, factory
 
 HISTORY_1D = ["history", "collect", "--symbols", "005930", "--from", "2026-11-23", "--to", "2026-11-27"]
 HISTORY_1D += ["--timeframe", "1d"]
+FIRST_INSTANT = "2024-01-02T00:00:00+09:00"  # 00:00 KST of the sandbox market's default first day
 
 
 def closed_port() -> int:
@@ -361,6 +362,40 @@ def test_the_sandbox_module_refuses_its_settings_the_same_way(
     assert "  APIHUB_SANDBOX__KIS_REAL_RATE_PER_S: Input should be greater than or equal to 1" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("APIHUB_SANDBOX__CLOCK_START_TIME_KST", "25:00:00", "not a time of day: HH:MM or HH:MM:SS"),
+        ("APIHUB_SANDBOX__CLOCK_START_TIME_KST", "12:61:00", "not a time of day: HH:MM or HH:MM:SS"),
+        ("APIHUB_SANDBOX__CLOCK_START_TIME_KST", "9am", "not a time of day: HH:MM or HH:MM:SS"),
+        ("APIHUB_SANDBOX__CLOCK_START_TIME_KST", "9:00", "not a time of day: HH:MM or HH:MM:SS"),
+        ("APIHUB_SANDBOX__CLOCK_START", "2000-01-01", f"out of range: not in [{FIRST_INSTANT}, "),
+        ("APIHUB_SANDBOX__CLOCK_START", "2024-01-01T23:59:59", f"out of range: not in [{FIRST_INSTANT}, "),
+        ("APIHUB_SANDBOX__CLOCK_START", "2100-01-01T00:00:00+09:00", "2100-01-01T00:00:00+09:00)"),
+        ("APIHUB_SANDBOX__CLOCK_RATE", "86401", "less than or equal to 86400"),
+    ],
+)
+def test_a_sandbox_clock_it_cannot_run_stops_it_as_a_setting(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    reason: str,
+) -> None:
+    """A start time of day that is no time was a traceback (exit 1) as the clock was made; a start instant
+    before the market's first day, or beyond 2099, started a clock ``POST /_sandbox/clock`` would refuse to
+    set. Each is now the variable's error line, exit 2 (on a port that is taken, so a sandbox that accepted
+    the value ends at once, not serving)."""
+    monkeypatch.setenv(variable, value)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert cli.main(["sandbox", "--port", str(taken.getsockname()[1])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the settings cannot be used")
+    assert f"  {variable}: " in err and reason in err and "Traceback" not in err
 
 
 def test_the_gateway_without_redis_says_so(tmp_path: Path) -> None:

@@ -189,8 +189,12 @@ async def test_publish_day_uses_the_configured_day() -> None:
 
 
 async def test_publish_day_without_any_trading_day_is_refused() -> None:
-    """A clock before the market's history has no trading day to publish."""
-    settings = SandboxSettings(clock_start=datetime(1990, 1, 2, 10, 0, tzinfo=KST), clock_rate=0.0)
+    """A clock on the market's first day, a Saturday, has no trading day to publish (a clock before the
+    first day is refused by the settings)."""
+    first_day = date(2024, 1, 6)  # a Saturday
+    settings = SandboxSettings(
+        market_history_start=first_day, clock_start=datetime(2024, 1, 6, 10, 0, tzinfo=KST), clock_rate=0.0
+    )
     with pytest.raises(ValueError, match="no trading day"):
         await publish_day(settings, RecordingProducer())
 

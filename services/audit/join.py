@@ -2,7 +2,10 @@
 
 A response names its request in its body (``request_id``); a request is found by its body's id and, for
 a body that could not be read (answered ``invalid`` by the gateway under the ``kafka_correlationId``
-header's id), by that header. A dead letter names its request record by position (``apihub-dlq-source``).
+header's id), by that header. When that header is no request id (a Spring client's binary correlation
+id), the gateway answers an unreadable or too large request under an id it derives from the record's
+place and echoes the header: such a request, found by no id, is joined with the answers that carry its
+``kafka_correlationId`` bytes. A dead letter names its request record by position (``apihub-dlq-source``).
 A request without an answer is ``unanswered`` once its deadline has passed within what was read, and
 ``pending`` while the answer could still come.
 """
@@ -73,21 +76,22 @@ def join(
 ) -> JoinResult:
     """Join by correlation id: each request with its earliest answer and its dead letter, in log-time
     order (ties by position)."""
+    ordered = sorted(requests, key=lambda r: (r.at_ms, r.raw.topic, r.raw.partition, r.raw.offset))
+    # An answer under an id a request read carries is that request's, whatever header it echoes.
+    claimed = {key for r in ordered for key in (r.request_id, r.correlation_id) if key is not None}
     by_id: dict[str, list[RecordedResponse]] = {}
+    by_correlation: dict[bytes, list[RecordedResponse]] = {}
     for response in sorted(responses, key=lambda r: (r.at_ms, r.raw.partition, r.raw.offset)):
         if response.request_id is not None:
             by_id.setdefault(response.request_id, []).append(response)
+        if response.correlation_bytes is not None and response.request_id not in claimed:
+            by_correlation.setdefault(response.correlation_bytes, []).append(response)
     letters = {d.source: d for d in dead_letters if d.source is not None}
-    used: set[str] = set()
+    joined: set[str] = set()  # positions of the answers joined with a request
     exchanges = []
-    ordered = sorted(requests, key=lambda r: (r.at_ms, r.raw.topic, r.raw.partition, r.raw.offset))
     for request in ordered:
-        key = next(
-            (k for k in (request.request_id, request.correlation_id) if k is not None and k in by_id), None
-        )
-        answers = by_id.get(key, []) if key is not None else []
-        if key is not None:
-            used.add(key)
+        answers = _answers(request, by_id, by_correlation)
+        joined.update(answer.raw.position for answer in answers)
         first = answers[0] if answers else None
         if first is None:
             outcome = missing_outcome(request, answers_read_until_ms)
@@ -95,8 +99,22 @@ def join(
             outcome = first.status if first.response is not None else Status.INVALID.value
         letter = letters.get(request.raw.position)
         exchanges.append(Exchange(request, first, letter, outcome, max(0, len(answers) - 1)))
-    unmatched = sum(len(answers) for key, answers in by_id.items() if key not in used)
+    unmatched = sum(1 for answers in by_id.values() for a in answers if a.raw.position not in joined)
     return JoinResult(exchanges, unmatched)
+
+
+def _answers(
+    request: RecordedRequest,
+    by_id: dict[str, list[RecordedResponse]],
+    by_correlation: dict[bytes, list[RecordedResponse]],
+) -> list[RecordedResponse]:
+    """The answers to ``request``, earliest first: those under its body's id or its header's id, else
+    (an answer under an id the gateway derived) those echoing its ``kafka_correlationId`` bytes."""
+    for key in (request.request_id, request.correlation_id):
+        if key is not None and key in by_id:
+            return by_id[key]
+    correlation = request.correlation_bytes
+    return by_correlation.get(correlation, []) if correlation is not None else []
 
 
 def _any_match(value: str, patterns: Sequence[str]) -> bool:

@@ -64,6 +64,12 @@ class RecordedRequest:
         return _header_text(self.raw.headers, CORRELATION_ID)
 
     @property
+    def correlation_bytes(self) -> bytes | None:
+        """The ``kafka_correlationId`` header's bytes as sent (None without one): every answer echoes them,
+        also one written under an id the gateway derived because it could not read one."""
+        return header_value(self.raw.headers, CORRELATION_ID) or None
+
+    @property
     def provider(self) -> str:
         """``KIS``/``KIWOOM`` (``?`` when unreadable)."""
         return self.request.provider.value if self.request else _text(self.body.get("provider")) or "?"
@@ -105,6 +111,11 @@ class RecordedResponse:
         if self.response is not None:
             return self.response.request_id
         return _header_text(self.raw.headers, CORRELATION_ID)
+
+    @property
+    def correlation_bytes(self) -> bytes | None:
+        """The ``kafka_correlationId`` header's bytes (None without one): the request's, echoed."""
+        return header_value(self.raw.headers, CORRELATION_ID) or None
 
     @property
     def status(self) -> str:

@@ -263,6 +263,51 @@ def test_join_a_spring_request_whose_header_id_is_not_the_body_id() -> None:
     assert result.exchanges[0].outcome == "ok"
 
 
+SPRING_CORRELATION = bytes(range(0x80, 0x90))  # a Spring client's binary correlation id: no request id
+DERIVED_ID = "5f0f7c5a-3b1e-5c4e-9a57-0d7c8e0f1a2b"  # an id the gateway derived from the record's place
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"not json", "unparseable"),
+        (orjson.dumps({"request_id": "not-a-uuid", "provider": "KIS"}), "schema"),
+        (request(1).to_json(), None),  # too_large: the gateway never read the body, the audit could
+    ],
+)
+def test_join_an_answer_under_a_derived_id_by_the_echoed_correlation_bytes(
+    body: bytes, problem: str | None
+) -> None:
+    """An unreadable (or too large) request whose correlation header is no request id is answered under an
+    id the gateway derives, with the header's bytes echoed: joined by those bytes, it is ``invalid``, not
+    ``unanswered`` beside an answer ``to a request outside the range``."""
+    broken = raw("api.requests", 3, T0, body, [(CORRELATION_ID, SPRING_CORRELATION)])
+    invalid = ApiResponse(request_id=DERIVED_ID, status=Status.INVALID, reason="invalid_request")
+    result = join(
+        [read_request(broken)],
+        [read_response(resp_record(invalid, 0, T0 + 3, [(CORRELATION_ID, SPRING_CORRELATION)]))],
+        answers_read_until_ms=NOW,
+    )
+    (exchange,) = result.exchanges
+    assert (exchange.outcome, exchange.latency_ms, result.unmatched_answers) == ("invalid", 3, 0)
+    assert (exchange.request.problem or "").split(":")[0] == (problem or "")
+
+
+def test_the_echoed_correlation_bytes_never_take_an_answer_another_request_owns_by_id() -> None:
+    """Two requests sent with the same correlation bytes: the readable one keeps its answer (found by its
+    body's id), the unreadable one, not answered, stays unanswered."""
+    a = request(1)
+    readable = raw("api.requests", 0, T0, a.to_json(), [(CORRELATION_ID, SPRING_CORRELATION)])
+    broken = raw("api.requests", 1, T0 + 1, b"not json", [(CORRELATION_ID, SPRING_CORRELATION)])
+    result = join(
+        [read_request(readable), read_request(broken)],
+        [read_response(resp_record(answer(a), 0, T0 + 5, [(CORRELATION_ID, SPRING_CORRELATION)]))],
+        answers_read_until_ms=NOW,
+    )
+    assert [e.outcome for e in result.exchanges] == ["ok", UNANSWERED]
+    assert result.unmatched_answers == 0
+
+
 def test_unanswered_dead_lettered_request() -> None:
     """A request without an answer shows its dead letter, found by the record's position."""
     a = request(1, reply_topic="nowhere")

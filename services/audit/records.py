@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from hubclient.headers import CALLER, CORRELATION_ID, DLQ_REASON, DLQ_SOURCE, header_value
 from hubclient.models import ApiRequest, ApiResponse
+from services.settings import validation_message
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -156,7 +157,7 @@ def _body(value: bytes | None) -> tuple[dict[str, Any], str | None]:
 def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(p) for p in error["loc"]) or "body"
-    return f"schema: {where}: {error['msg']}"
+    return f"schema: {where}: {validation_message(error)}"
 
 
 def read_request(raw: RawRecord) -> RecordedRequest:

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from hubclient.headers import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, decode_partition, header_value
 from hubclient.models import ApiRequest
+from services.settings import validation_message
 
 MAX_REQUEST_BYTES = 65_536  # the default of ``GatewaySettings.max_request_bytes``
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -105,7 +106,8 @@ def read_record(
                 request = ApiRequest.model_validate(_with_caller(_with_header_reply(body, named), bound))
             except ValidationError as exc:
                 reason = "schema: " + "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+                    f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {validation_message(e)}"
+                    for e in exc.errors()[:5]
                 )
             else:
                 if request.reply_topic not in allowed_reply_topics:

@@ -263,6 +263,13 @@ def test_join_a_spring_request_whose_header_id_is_not_the_body_id() -> None:
     assert result.exchanges[0].outcome == "ok"
 
 
+def test_an_unreadable_request_names_a_rule_across_fields_without_pydantic_prefix() -> None:
+    """The audit reads a body's problem as the gateway's dead-letter reason does."""
+    late = orjson.loads(request(1).to_json()) | {"deadline_ms": T0 - 1}
+    recorded = read_request(raw("api.requests", 0, T0, orjson.dumps(late)))
+    assert recorded.problem == "schema: body: deadline_ms is before created_at_ms"
+
+
 SPRING_CORRELATION = bytes(range(0x80, 0x90))  # a Spring client's binary correlation id: no request id
 DERIVED_ID = "5f0f7c5a-3b1e-5c4e-9a57-0d7c8e0f1a2b"  # an id the gateway derived from the record's place
 

@@ -77,6 +77,14 @@ def test_record_under_the_byte_limit_is_read() -> None:
     assert intake.request is not None
 
 
+def test_a_rule_across_fields_reads_as_the_rule_in_the_dead_letter_reason() -> None:
+    """A model-level refusal is ``schema: body: <the rule>``, without pydantic's ``Value error, `` prefix
+    (the caller's ``invalid`` answer carries the same text in ``message``)."""
+    late = {**body(**PRICE), "deadline_ms": 1, "created_at_ms": 2}
+    intake = read_record(record(orjson.dumps(late)), REPLY_TOPICS)
+    assert intake.reason == "schema: body: deadline_ms is before created_at_ms"
+
+
 def nested(depth: int) -> list[object]:
     """A list ``depth`` lists deep."""
     value: list[object] = []

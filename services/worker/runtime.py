@@ -173,12 +173,20 @@ class TaskLoop:
                     current.result()  # a commit that failed ends the loop
 
     async def commit(self, records: list[Record], offsets: Any) -> None:
-        """Produce ``records`` and commit ``offsets`` (if any) in one transaction."""
+        """Produce ``records`` and commit ``offsets`` (if any) in one transaction.
+
+        Each record's delivery is awaited before the offsets join the transaction: a record the broker
+        refuses ends the transaction here (aborted, the task redone) instead of being known only to the
+        future ``send`` returned. Unread, those futures were also what asyncio printed after a fenced
+        worker's ``error:`` line, as "Future exception was never retrieved ... ProducerFenced"."""
         if self._producer is None:
             raise RuntimeError("the TaskLoop is not started")
         async with self._producer.transaction():
-            for record in records:
+            deliveries = [
                 await self._producer.send(record.topic, record.value, key=record.key.encode())
+                for record in records
+            ]
+            await asyncio.gather(*deliveries)
             if offsets:
                 await self._producer.send_offsets_to_transaction(offsets, self.group_id)
         for record in records:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import gc
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import ProducerFenced
 
 from services.settings import WorkerSettings
 from services.worker import runtime as runtime_module
+from services.worker.outputs import Record
 from services.worker.runtime import TaskLoop
-from tests.unit.kafka_fakes import FakeCluster, FakeConsumer, FakeProducer, factory
+from tests.unit.kafka_fakes import FakeCluster, FakeConsumer, FakeProducer, Headers, factory
 from tests.unit.test_worker_runtime import EchoHandler
 
 TASKS, OUT, DLQ = "echo.tasks", "echo.out", "workers.dlq"
@@ -106,6 +111,62 @@ async def test_a_task_in_progress_when_stopping_is_abandoned_uncommitted(rig: Ri
     await loop.stop()
     assert TopicPartition(TASKS, 0) not in rig.cluster.committed.get("echo-unit", {})
     assert rig.cluster.records(OUT) == []
+
+
+class FencedProducer(FakeProducer):
+    """A producer fenced while its transaction is open: as aiokafka's sender does then, every record sent
+    has its future failed with ``ProducerFenced`` (soon, not at once), and the transaction fails with it."""
+
+    def __init__(self, cluster: FakeCluster, **config: Any) -> None:
+        super().__init__(cluster, **config)
+        self.deliveries: list[asyncio.Future[Any]] = []
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> asyncio.Future[Any]:
+        delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(delivery.set_exception, ProducerFenced())
+        self.deliveries.append(delivery)
+        return delivery
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.transactions.append("aborted")
+            raise
+        raise ProducerFenced()
+
+
+async def test_a_fenced_commit_leaves_no_delivery_error_unread(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fenced, the commit raises ``ProducerFenced`` (the worker's ``error:`` line) and every record's
+    failed delivery has been read: asyncio used to print one "Future exception was never retrieved" per
+    record after that line, as the futures ``send`` returned were never awaited."""
+    made: list[FencedProducer] = []
+    monkeypatch.setattr(runtime_module, "AIOKafkaProducer", factory(rig.cluster, FencedProducer, made))
+    unread: list[str] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: unread.append(context["message"]))
+    loop = TaskLoop(EchoHandler(), WorkerSettings(group_id="echo-unit", instance_id="i1"))
+    await loop.start()
+    records = [Record(OUT, "k1", b"1"), Record(OUT, "k2", b"2")]
+    with pytest.raises(ProducerFenced):
+        await loop.commit(records, {TopicPartition(TASKS, 0): 1})
+    await loop.stop()
+    [producer] = made
+    await asyncio.sleep(0)  # every delivery has failed by now
+    assert len(producer.deliveries) == 2
+    producer.deliveries.clear()
+    gc.collect()  # an unread future's exception is reported as it is collected
+    assert unread == []
+    assert producer.transactions == ["aborted"]  # a refused delivery ends the transaction before its commit
 
 
 async def test_run_and_commit_before_start_are_clear_errors() -> None:

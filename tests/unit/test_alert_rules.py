@@ -1,6 +1,7 @@
 """The Prometheus side of monitoring: the alert rules pass their ``promtool test rules`` unit tests
 (ops/prometheus/tests/), every alert is tested firing and staying quiet, names only metrics the services
-export and has a runbook entry in docs/MONITORING.md; both Prometheus configs are valid and agree.
+export and has a runbook entry in docs/MONITORING.md; both Prometheus configs are valid and agree;
+docs/MONITORING.md's metrics table is every metric the code defines, and the docs name no other.
 
 promtool comes with Debian's ``prometheus`` package, which .ci/run and ``ops/stack.sh up prometheus``
 install. These tests install nothing: without promtool they skip where it cannot be installed (not root, or
@@ -9,19 +10,18 @@ no apt-get) and fail where it could have been.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
-
-from services.gateway import metrics as gateway_metrics
-from services.worker import metrics as worker_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "ops" / "prometheus"
@@ -33,6 +33,7 @@ STACK = REPO / "ops" / "stack.sh"
 MONITORING_DOC = REPO / "docs" / "MONITORING.md"
 #: Series Prometheus makes itself for every target.
 BUILTIN_SERIES = {"up"}
+METRIC_DEFINITION = re.compile(r'\b(?:Counter|Gauge|Histogram|Summary)\(\s*"apihub_')
 
 
 def find_tool(name: str) -> str:
@@ -51,17 +52,44 @@ def find_tool(name: str) -> str:
     )
 
 
-def exported_metric_names() -> set[str]:
-    """Every series name the gateway and the workers export (counters with ``_total``, histograms with
-    ``_bucket``/``_sum``/``_count``), from their metric definitions."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    names: set[str] = set()
-    for module in (gateway_metrics, worker_metrics):
+def metric_modules() -> list[ModuleType]:
+    """Every module of ``services`` and ``libs/hubclient`` that defines an ``apihub_*`` metric, found in the
+    source, so a metric defined in a new module is not left out of the checks below."""
+    modules = []
+    for root, top in ((REPO, REPO / "services"), (REPO / "libs", REPO / "libs" / "hubclient")):
+        for path in sorted(top.rglob("*.py")):
+            if METRIC_DEFINITION.search(path.read_text()):
+                modules.append(
+                    importlib.import_module(".".join(path.relative_to(root).with_suffix("").parts))
+                )
+    return modules
+
+
+def defined_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each ``apihub_*`` metric defined, by the name it is queried by (a counter's with ``_total``, a
+    histogram's bare): its type and label names."""
+    found: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for module in metric_modules():
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
                 for family in value.describe():
-                    names.update(family.name + suffix for suffix in suffixes[family.type])
-    return names
+                    name = family.name + ("_total" if family.type == "counter" else "")
+                    found[name] = (family.type, tuple(value._labelnames))
+    return found
+
+
+def exported_metric_names() -> set[str]:
+    """Every series name the gateway and the workers export (counters with ``_total``, histograms with
+    ``_bucket``/``_sum``/``_count``), from their metric definitions."""
+    suffixes = {"counter": ("",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {name + suffix for name, (kind, _) in defined_metrics().items() for suffix in suffixes[kind]}
+
+
+def documented_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The rows of docs/MONITORING.md's metrics table: each series' type and label names."""
+    section = MONITORING_DOC.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(apihub_\w+)` \| (\w+) \|([^|]*)\|", section, re.MULTILINE)
+    return {name: (kind, tuple(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -118,6 +146,23 @@ def test_alerts_select_only_exported_metrics() -> None:
         used = metric_names(rule["expr"])
         assert used, rule["alert"]
         assert used <= exported, f"{rule['alert']} selects {sorted(used - exported)}, which nothing exports"
+
+
+def test_the_monitoring_doc_lists_every_metric_as_defined() -> None:
+    """docs/MONITORING.md's metrics table names every ``apihub_*`` metric with its type and labels, and
+    nothing else: a metric added, renamed or relabelled in the code fails here until the table follows."""
+    defined = defined_metrics()
+    assert len(defined) >= 26 and "apihub_client_unmatched_replies_total" in defined
+    assert documented_metrics() == defined
+
+
+def test_the_docs_name_only_metrics_that_exist() -> None:
+    """A metric named anywhere in the docs (a series, or a family as prometheus_client names it) is one the
+    code defines: a rename cannot leave a page pointing at nothing."""
+    known = exported_metric_names() | {name.removesuffix("_total") for name in defined_metrics()}
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        named = set(re.findall(r"\bapihub_[a-z_]+\b", page.read_text()))
+        assert named <= known, f"{page.name} names {sorted(named - known)}, which nothing defines"
 
 
 def test_alerts_carry_severity_summary_and_runbook() -> None:

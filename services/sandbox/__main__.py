@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sys
 
+from services.logs import configure_logging
 from services.sandbox.app import serve
 from services.sandbox.settings import SandboxSettings
 from services.settings import SettingsInvalid
 
 
 def main() -> int:
-    """Run the sandbox until interrupted (exit 2 when its settings cannot be used)."""
-    logging.basicConfig(
-        level=logging.INFO, format='{"ts":"%(asctime)s","level":"%(levelname)s","event":"%(message)s"}'
-    )
+    """Run the sandbox until interrupted (exit 2 when its settings cannot be used); logs as ``apihub
+    sandbox`` does, so the sandbox's events keep their fields."""
     try:
         settings = SandboxSettings()
     except SettingsInvalid as exc:
         print(exc.report(), file=sys.stderr)
         return 2
+    configure_logging("INFO")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))
     return 0

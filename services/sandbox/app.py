@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from services.logs import log_event
 from services.sandbox import admin, kis, kiwoom, looplag, stamps
 from services.sandbox.settings import SandboxSettings
 from services.sandbox.state import STATE, SandboxState
@@ -76,11 +77,11 @@ async def serve(settings: SandboxSettings) -> None:
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
-        log.info("sandbox.started host=%s port=%d", settings.host, settings.port)
+        log_event(log, "sandbox.started", host=settings.host, port=settings.port)
         # The referee counts arrivals when a handler starts: keep the long-lived start-up objects (the
         # market, the catalog) out of the collector's full passes so its own pauses stay short.
         gc.freeze()
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
-        log.info("sandbox.stopped host=%s port=%d", settings.host, settings.port)
+        log_event(log, "sandbox.stopped", host=settings.host, port=settings.port)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from services.logs import log_event
 from services.sandbox.clock import SimClock
 from services.sandbox.settings import FaultSettings
 
@@ -73,7 +74,7 @@ class Faults:
         if merged.token_invalidate_every_s != self._settings.token_invalidate_every_s:
             self._last_maintenance_s = self._clock.monotonic()
         self._settings = merged
-        log.info("sandbox.faults.updated %s", merged.model_dump_json())
+        log_event(log, "sandbox.faults.updated", faults=merged.model_dump(mode="json"))
         if now:
             self.invalidate_now()
         return merged
@@ -89,7 +90,7 @@ class Faults:
         """Maintenance: kill every live token now; returns how many died."""
         count = self._invalidate()
         self.maintenances += 1
-        log.info("sandbox.maintenance tokens_invalidated=%d", count)
+        log_event(log, "sandbox.maintenance", tokens_invalidated=count)
         return count
 
     def maintain(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
+from services.logs import log_event
 from services.sandbox import stamps
 from services.sandbox.referee import Arrival
 from services.sandbox.state import SandboxState
@@ -126,5 +127,6 @@ async def gate(
     if reply.drop:
         return drop_connection(request)
     if reply.code != "ok":
-        log.debug("sandbox.reply env=%s tr_id=%s status=%s code=%s", env_id, tr_id, reply.status, reply.code)
+        fields = {"env": env_id, "tr_id": tr_id, "status": reply.status, "code": reply.code}
+        log_event(log, "sandbox.reply", logging.DEBUG, **fields)
     return json_response(reply, content_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import aiohttp
@@ -147,3 +148,17 @@ async def test_reset_can_restore_faults(sandbox: Sandbox) -> None:
     await sandbox.faults(error_rate=1.0)
     await sandbox.client.post("/_sandbox/reset", json={"faults": True})
     assert (await (await sandbox.client.get("/_sandbox/faults")).json())["error_rate"] == 0.0
+
+
+async def test_fault_changes_are_logged_as_events_with_fields(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault change and a maintenance are events with fields (they were free text under
+    ``"event": "services.log"``): the faults now in force, and how many tokens died."""
+    await sandbox.kis_token()
+    caplog.set_level(logging.INFO, logger="services.sandbox")
+    resp = await sandbox.faults(error_rate=0.5, invalidate_tokens_now=True)
+    assert resp.status == 200
+    fields = {r.getMessage(): getattr(r, "fields", None) for r in caplog.records}
+    assert fields["sandbox.faults.updated"] == {"faults": {**FaultSettings().model_dump(), "error_rate": 0.5}}
+    assert fields["sandbox.maintenance"] == {"tokens_invalidated": 1}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -64,3 +66,43 @@ def test_a_librarys_own_line_keeps_event_a_dotted_name(logger: str, message: str
     line = orjson.loads(text)
     assert "\n" not in text and line["event"] == event and line["logger"] == logger
     assert line.get("message") == (None if event == message else message)
+
+
+REPO = Path(__file__).resolve().parents[2]
+#: An event logged in ``services``: ``log_event(logger, "name"`` or ``logger.warning("name", extra=``
+#: (an f-string's ``{...}`` parts stand for any word).
+EMITTED = re.compile(
+    r"(?:log_event\(\s*\w+,\s*|\blog(?:ger)?\.(?:debug|info|warning|error|exception)\(\s*)f?\"([a-z0-9_.{}]+)\""
+)
+
+
+def emitted_events() -> set[str]:
+    """Every event name the services log (``services/logs.py`` itself only describes the form)."""
+    names: set[str] = set()
+    for path in sorted((REPO / "services").rglob("*.py")):
+        if path != REPO / "services" / "logs.py":
+            names.update(EMITTED.findall(path.read_text()))
+    return names
+
+
+def event_form(name: str) -> re.Pattern[str]:
+    """The names an emitted event stands for: itself, or with any word for each ``{...}`` of an f-string."""
+    return re.compile(re.sub(r"\\\{\w+\\\}", "[a-z0-9_]+", re.escape(name)))
+
+
+def documented_events() -> set[str]:
+    """The event names of docs/LOGGING.md's events table (a row may name several, ``a`` / ``b``)."""
+    section = (REPO / "docs" / "LOGGING.md").read_text().split("\n## Events\n", 1)[1]
+    first_cells = re.findall(r"^\| ([^|]+) \|", section, re.MULTILINE)
+    return {name for cell in first_cells for name in re.findall(r"`([a-z0-9_]+(?:\.[a-z0-9_]+)+)`", cell)}
+
+
+def test_the_log_doc_lists_every_event_the_services_log() -> None:
+    """docs/LOGGING.md's events table names each event the code logs and no other: an event added or
+    renamed fails here until the table follows (``worker.task_{outcome}`` stands for its outcomes)."""
+    emitted = {name: event_form(name) for name in emitted_events()}
+    assert {"gateway.started", "events.send_failed", "sandbox.started"} <= emitted.keys()
+    documented = documented_events()
+    undocumented = [name for name, form in emitted.items() if not any(form.fullmatch(d) for d in documented)]
+    never_logged = [d for d in documented if not any(form.fullmatch(d) for form in emitted.values())]
+    assert (sorted(undocumented), sorted(never_logged)) == ([], [])

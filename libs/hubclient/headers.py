@@ -1,4 +1,5 @@
-"""Kafka header mapping of the envelopes (DESIGN §3; every header and its precedence: docs/CONTRACT.md).
+"""Kafka header mapping of the envelopes (§3 "Wire contract" of ``../shared/DESIGN.md``, outside the
+repository; every header and its precedence: docs/CONTRACT.md).
 
 Headers mirror body fields for tooling (``kcat -J``, the console consumer) and for Spring's
 ``ReplyingKafkaTemplate``; the body stays authoritative and a message without headers is served the same.

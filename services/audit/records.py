@@ -1,8 +1,9 @@
 """Kafka records of the audit topics, read as recorded requests, responses and dead letters.
 
-The body is the contract (DESIGN §3): the request id, provider, tr_id and caller come from it. A body
-that cannot be read still yields a record, with ``problem`` set and whatever the headers tell
-(``kafka_correlationId``, ``apihub-caller``), so nothing in the log is silently left out.
+The body is the contract (docs/CONTRACT.md; §3 "Wire contract" of ``../shared/DESIGN.md``, outside the
+repository): the request id, provider, tr_id and caller come from it. A body that cannot be read still
+yields a record, with ``problem`` set and whatever the headers tell (``kafka_correlationId``,
+``apihub-caller``), so nothing in the log is silently left out.
 """
 
 from __future__ import annotations

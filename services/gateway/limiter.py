@@ -165,19 +165,20 @@ class DomainLimiter:
         return slots
 
     async def _reserve_run(self, count: int, not_before_s: float) -> list[Slot]:
+        """``reserve_run`` once; [] when this process may send nothing now (a quota of 0)."""
         allowance = self.jitter.allowance_s()
         child(PACING_JITTER, self.domain).set(allowance)
         interval = (1.0 + allowance) / (self.rate_per_s * self.rate_factor)
         before = self._clock.monotonic()
-        was_limited, was_lost = self.limited, self._lost_at is not None
         pace = self._pace(before, interval)
         if pace is None and self._lost_at is None:
             return []  # held at a quota of 0 after Redis came back: nothing to ask it
-        members = [next(self._members) for _ in range(1 if was_limited else max(1, count))]
-        local = pace or _Pace(interval, self.limit, 0.0)
+        members = [next(self._members) for _ in range(1 if self.limited else max(1, count))]
+        own = pace or _Pace(interval, self.limit, 0.0)  # a quota of 0 while Redis is lost: asks if it is back
         local_wait = max(
-            self._local.next_start(self.shared_name, local.limit) - before, not_before_s, local.floor_s
+            self._local.next_start(self.shared_name, own.limit) - before, not_before_s, own.floor_s
         )
+        # Redis schedules at the key's whole pace; this process's own log holds it to its pace besides.
         ask = Ask(self.shared_name, interval, self.limit, allowance, max(0.0, local_wait), members[0])
         shared: list[Reservation] | None = None
         if self._shared is not None:
@@ -188,18 +189,15 @@ class DomainLimiter:
             else:
                 self._note_shared(None, fresh=shared[0].fresh)
         after = self._clock.monotonic()
-        if self._shared is not None and (shared is None or pace is None):
-            if shared is None and not was_lost:  # lost on this very call: the quota, after the quiet
-                pace = self._pace(after, interval)
-                members = members[:1]
-            if pace is None or shared is not None:  # a quota of 0 (a slot Redis just gave goes unused)
-                return []
-            local = pace
-            ask = replace(ask, not_before_s=max(not_before_s, local.floor_s))
-        local_ask = replace(ask, interval_s=local.interval_s, limit=local.limit)
+        if shared is None:  # the own log alone: at the quota (and after the quiet) if Redis is lost
+            pace = self._pace(after, interval)
+            members = members[: 1 if self.limited else len(members)]
+        if pace is None:
+            return []  # a quota of 0 (a slot Redis just gave, if it answered, goes unused)
+        local_ask = replace(ask, interval_s=pace.interval_s, limit=pace.limit)
         slots = []
         for i, member in enumerate(members):
-            wait = shared[i].wait_s if shared is not None else max(0.0, ask.not_before_s)
+            wait = shared[i].wait_s if shared is not None else max(0.0, not_before_s, pace.floor_s)
             recorded = self._local.reserve_now(replace(local_ask, member=member, not_before_s=wait))
             start = after + recorded.wait_s  # the store's start can stand for a reading up to `after + wait`
             earliest = before + (wait if shared is not None else recorded.wait_s)

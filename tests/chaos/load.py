@@ -68,6 +68,7 @@ class LoadPlan:
     order_every: int = 10  # every n-th request is a KIS order; 0 = reads only
     timeout_s: float = 60.0  # each request's deadline and the caller's wait
     caller_prefix: str = "chaos"
+    unkeyed: bool = False  # True: requests go without a Kafka key, so every gateway serves the key
 
     @property
     def rate_per_s(self) -> float:
@@ -180,11 +181,22 @@ class RecordingTransport:
         await self._inner.stop()
 
 
+class UnkeyedTransport(KafkaTransport):
+    """``KafkaTransport`` producing without a key, as a client that ignores the keying convention does:
+    the partitioner spreads one key's requests over every partition, so every gateway serves the key."""
+
+    async def send(self, request: ApiRequest) -> None:
+        if self._producer is None:
+            raise RuntimeError("the transport is not started")
+        await self._producer.send_and_wait(self._request_topic, value=request.to_json())
+
+
 def recording_client(
-    bootstrap: str, *, caller: str, request_topic: str, reply_topic: str, sent: list[str]
+    bootstrap: str, *, caller: str, request_topic: str, reply_topic: str, sent: list[str], keyed: bool = True
 ) -> HubClient:
-    """A Kafka ``HubClient`` whose sends are recorded in ``sent``."""
-    inner = KafkaTransport(bootstrap, request_topic=request_topic, reply_topic=reply_topic, client_id=caller)
+    """A Kafka ``HubClient`` whose sends are recorded in ``sent`` (without a key unless ``keyed``)."""
+    kind = KafkaTransport if keyed else UnkeyedTransport
+    inner = kind(bootstrap, request_topic=request_topic, reply_topic=reply_topic, client_id=caller)
     return HubClient(RecordingTransport(inner, sent), caller=caller, max_pending=10_000)
 
 
@@ -310,6 +322,7 @@ async def drive(
             request_topic=request_topic,
             reply_topic=reply_topic,
             sent=result.sent,
+            keyed=not plan.unkeyed,
         )
         for i in range(plan.callers)
     ]

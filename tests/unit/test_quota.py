@@ -3,6 +3,7 @@ two gateways on one key through a Redis outage that ends with Redis back empty (
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -79,24 +80,26 @@ class FlakyStore:
         self._clock = clock
         self.store = MemorySlots(clock)
         self.down = False
+        self.fails_after_s = 0.0  # how long a call to a lost store takes to fail (a socket timeout)
 
     def come_back_empty(self) -> None:
         self.down, self.store = False, MemorySlots(self._clock)
 
-    def _check(self) -> None:
+    async def _check(self) -> None:
         if self.down:
+            await self._clock.sleep(self.fails_after_s)
             raise RedisConnectionError("Redis is gone")
 
     async def reserve(self, ask: Ask) -> Reservation:
-        self._check()
+        await self._check()
         return await self.store.reserve(ask)
 
     async def reserve_run(self, ask: Ask, members: list[str]) -> list[Reservation]:
-        self._check()
+        await self._check()
         return await self.store.reserve_run(ask, members)
 
     async def extend(self, domain: str, member: str, arrival_by: float) -> None:
-        self._check()
+        await self._check()
         await self.store.extend(domain, member, arrival_by)
 
 
@@ -187,3 +190,25 @@ async def test_an_instance_alone_keeps_its_whole_limit_without_waiting() -> None
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert max(gaps) == pytest.approx(1.02 / 20) and pace.limited
     assert max_in_any_second(starts) <= 20
+
+
+async def test_the_quiet_after_a_loss_counts_from_the_failure_not_the_call() -> None:
+    """A reservation whose call to Redis takes 2 s to fail (a socket timeout) still keeps the whole quiet
+    after the failure: slots reserved there just before it may still be on their way."""
+    clock = ManualClock()
+    store = FlakyStore(clock)
+    pace = DomainLimiter(
+        "KIS",
+        20,
+        jitter=JitterBudget(0.02, clock, cold_lag_s=0.0),
+        clock=clock,
+        shared=store,
+        quota=GroupQuota(2, 0),
+    )
+    await pace.reserve()
+    store.down, store.fails_after_s = True, 2.0
+    reserving = asyncio.ensure_future(pace.reserve())
+    await clock.advance(2.0)
+    slot = await reserving
+    assert slot.start_s >= clock.monotonic() + pace.lost_quiet_s() - 1e-9
+    assert pace.lost_quiet_s() == pytest.approx(2.02)

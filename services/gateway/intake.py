@@ -32,11 +32,10 @@ from pydantic import ValidationError
 
 from hubclient.headers import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, decode_partition, header_value
 from hubclient.models import ApiRequest
-from services.settings import validation_message
+from services.settings import TOPIC_NAME, validation_message
 
 MAX_REQUEST_BYTES = 65_536  # the default of ``GatewaySettings.max_request_bytes``
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _MAX_PARTITION = (1 << 31) - 1
 
 
@@ -200,7 +199,7 @@ def _reply_address(
         request_id = (
             text if text is not None and _UUID.match(text) else _fallback_request_id(record, correlation)
         )
-    if not (isinstance(topic, str) and _TOPIC.match(topic)):
+    if not (isinstance(topic, str) and TOPIC_NAME.fullmatch(topic)):
         topic = named.topic
     if not (_is_int(partition) and 0 <= partition <= _MAX_PARTITION):
         partition = named.partition

@@ -297,6 +297,8 @@ class DomainLimiter:
         """Redis failed (``exc``) or answered; ``fresh``: it answered without the domain's mark, so it lost
         its data, perhaps while this process sent nothing and saw no failure (or never held the domain):
         the quota holds as after an outage, while others' unrecorded sends leave the window."""
+        if exc is None and not fresh and self._lost_at is None:
+            return  # the usual answer: nothing to note
         now = self._clock.monotonic()
         if fresh and exc is None and self._quota.serving > 1:
             self._hold_until = max(self._hold_until, now + QUOTA_HOLD_S)

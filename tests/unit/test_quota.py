@@ -48,18 +48,14 @@ class Topics(ClusterMetadata):  # type: ignore[misc]
         return set(range(self._count))
 
 
-def cluster(partitions: int) -> Topics:
-    return Topics(partitions)
-
-
 def test_the_leader_ranks_the_members_given_partitions() -> None:
     """Three members over two partitions: two serve, ranked by member id; the third is told it has no
     part; each member learns its own from its assignment, and the assignment itself is the stock one."""
     leader = GroupQuota()
     assignor = with_quota(RoundRobinPartitionAssignor, leader)
     members = {m: ConsumerProtocolMemberMetadata(0, ["api.requests"], b"") for m in ("m-c", "m-a", "m-b")}
-    assigned = assignor.assign(cluster(2), members)
-    stock = RoundRobinPartitionAssignor.assign(cluster(2), members)
+    assigned = assignor.assign(Topics(2), members)
+    stock = RoundRobinPartitionAssignor.assign(Topics(2), members)
     assert {m: a.partitions() for m, a in assigned.items()} == {m: a.partitions() for m, a in stock.items()}
     learnt = {}
     for member, assignment in assigned.items():

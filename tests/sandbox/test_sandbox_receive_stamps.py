@@ -107,12 +107,17 @@ def test_reads_keep_the_kernel_receive_time(connection: tuple[socket.socket, sta
 
 
 def test_stamps_on_returns_once_a_loopback_byte_comes_back_stamped() -> None:
-    """What a sandbox waits for as it starts; a connection made after it is stamped from its first read."""
-    assert stamps.stamps_on()
+    """What a sandbox waits for as it starts; a connection made after it is stamped from its first read
+    while some socket keeps stamping on (as ``installed`` holds one: Linux switches stamping off, in the
+    background, once no socket asks for it)."""
     with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as keeper,
         socket.create_server(("127.0.0.1", 0)) as server,
         socket.create_connection(server.getsockname()) as client,
     ):
+        assert stamps.SO_TIMESTAMPNS is not None
+        keeper.setsockopt(socket.SOL_SOCKET, stamps.SO_TIMESTAMPNS, 1)
+        assert stamps.stamps_on()
         accepted, _ = server.accept()
         wrapped = stamps._stamping(accepted)
         assert wrapped is not None

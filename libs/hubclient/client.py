@@ -146,7 +146,8 @@ class HubClient:
         """Call a broker through the hub; returns the ``ok`` response or raises a ``HubError``.
 
         ``timeout`` is in seconds (default: the client's ``default_timeout_s``) and becomes the
-        request's deadline, so the gateway does not spend the broker's budget on an abandoned call.
+        request's deadline, so the gateway does not spend the broker's budget on an abandoned call; it
+        bounds the whole call, publishing the request included (``HubTimeout`` when it runs out).
         """
         response = await self.submit(
             provider,
@@ -250,18 +251,26 @@ class HubClient:
         return timeout_s
 
     async def _round_trip(self, request: ApiRequest, timeout_s: float) -> ApiResponse:
-        """Send ``request`` and wait up to ``timeout_s`` seconds for its one terminal response."""
+        """Send ``request`` and wait for its one terminal response, all within ``timeout_s`` seconds.
+
+        The send counts in the timeout (a slow acknowledgement from Kafka must not stretch the wait past
+        the request's deadline); a request whose send was cut short may still reach the hub, and its
+        answer then counts as late.
+        """
         future: asyncio.Future[ApiResponse] = asyncio.get_running_loop().create_future()
         self._pending[request.request_id] = future
+        sent = False
         try:
-            await self._transport.send(request)
             async with asyncio.timeout(timeout_s):
+                await self._transport.send(request)
+                sent = True
                 return await future
         except TimeoutError as exc:
+            if future.done() and not future.cancelled():  # answered before the send was acknowledged
+                return future.result()
             self._remember_timeout(request.request_id)
-            raise HubTimeout(
-                f"no response to {request.tr_id} {request.request_id} within {timeout_s:.3f}s"
-            ) from exc
+            what = "no response to" if sent else "could not publish"
+            raise HubTimeout(f"{what} {request.tr_id} {request.request_id} within {timeout_s:.3f}s") from exc
         finally:
             self._pending.pop(request.request_id, None)
 

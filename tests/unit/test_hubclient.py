@@ -91,6 +91,42 @@ async def test_timeout_and_late_reply() -> None:
     assert hub.late_replies == 1 and hub.foreign_replies == 0
 
 
+async def test_a_slow_send_counts_in_the_timeout() -> None:
+    """The caller's timeout bounds the whole round trip: a send acknowledged late does not stretch the
+    wait past the request's deadline, and the answer that comes after it counts as late."""
+
+    class SlowAck(InMemoryTransport):
+        async def send(self, request: ApiRequest) -> None:
+            await super().send(request)  # on its way to the hub
+            await asyncio.sleep(0.3)  # but Kafka's acknowledgement is slow
+
+    async def answer_later(r: ApiRequest) -> ApiResponse:
+        await asyncio.sleep(0.2)
+        return ok(r, {})
+
+    async with HubClient(SlowAck(answer_later), caller="unit") as hub:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(HubTimeout, match="could not publish"):
+            await hub.execute("KIS", "FHKST01010100", PRICE, timeout=0.1)
+        assert loop.time() - started < 0.19 and hub.pending == 0
+        await asyncio.sleep(0.2)
+    assert hub.late_replies == 1
+
+
+async def test_an_answer_before_a_slow_acknowledgement_is_returned() -> None:
+    """An answer that arrives while the send still waits for its acknowledgement is the caller's."""
+
+    class SlowAck(InMemoryTransport):
+        async def send(self, request: ApiRequest) -> None:
+            await super().send(request)
+            await asyncio.sleep(0.3)
+
+    async with HubClient(SlowAck(lambda r: ok(r, {"n": 1})), caller="unit") as hub:
+        response = await hub.execute("KIS", "FHKST01010100", PRICE, timeout=0.1)
+    assert response.data == {"n": 1}
+
+
 async def test_backpressure() -> None:
     """Beyond max_pending the client refuses at once instead of queueing without bound."""
 

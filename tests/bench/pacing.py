@@ -83,6 +83,16 @@ class Conditions:
     baselines: tuple[Baseline, ...] = (PYTHON_KIS, KRSEC, OWN)
 
 
+@dataclass(frozen=True)
+class LateAnswer:
+    """An answer that reached its caller after the caller's deadline."""
+
+    answer: str  # status/reason
+    gateway: str
+    late_s: float  # how long after the deadline it arrived
+    deadline_at: float  # time.monotonic() of the deadline
+
+
 class HubLoad:
     """Callers' view of an open-loop load through the hub: answers by status, late answers (after the
     caller's deadline, or none before its timeout), latencies, and which gateway answered last."""
@@ -95,6 +105,7 @@ class HubLoad:
         self.refused_ms: list[float] = []
         self.late = 0  # admitted and answered after the deadline, or not answered before the timeout
         self.late_answered = 0  # of which an answer did arrive, after the deadline
+        self.late_details: list[LateAnswer] = []  # each answer that arrived after its deadline
         self.timeouts = 0
         self.timeout_deadlines: list[float] = []  # time.monotonic() when each HubTimeout came: its deadline
         self.sent = 0
@@ -122,7 +133,7 @@ class HubLoad:
             except HubError as exc:
                 self.answers[type(exc).__name__] += 1
                 return
-            late = time.time() > deadline_wall
+            late_s = time.time() - deadline_wall
             now = time.monotonic()
             elapsed = now_ms() - t0_ms
             self.answers[f"{response.status.value}/{response.reason or '-'}"] += 1
@@ -130,9 +141,11 @@ class HubLoad:
             self.first_answer_by.setdefault(response.gateway, now)
             self.answer_at.append(now)
             self.answer_by.append(response.gateway)
-            if late:
+            if late_s > 0:
                 self.late += 1
                 self.late_answered += 1
+                answer = f"{response.status.value}/{response.reason or '-'}"
+                self.late_details.append(LateAnswer(answer, response.gateway, late_s, now - late_s))
             if response.ok:
                 self.by_caller[caller] += 1
                 self.ok_ms.append(elapsed)

@@ -18,7 +18,7 @@ from services.gateway.clock import Clock
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import DispatchError, Expired, GatewayError, Refused, UpstreamNoAnswer
 from services.gateway.flights import Flight, Stage
-from services.gateway.idempotency import Records
+from services.gateway.idempotency import Records, record_ttl_ms
 from services.gateway.metrics import RETRIES, UPSTREAM_CALLS, UPSTREAM_INFLIGHT, child
 from services.gateway.pacing import DomainPacer
 from services.gateway.policy import Action, Decision, Result, backoff_s, decide
@@ -84,7 +84,8 @@ class Caller:
             return
         if not spec.idempotent and self._idempotency is not None and not flight.marked:
             try:
-                earlier = await self._idempotency.mark_inflight(request.request_id)
+                ttl_ms = record_ttl_ms(request.deadline_ms, int(self._clock.time() * 1000))
+                earlier = await self._idempotency.mark_inflight(request.request_id, ttl_ms)
             except (RedisError, OSError) as exc:
                 raise Refused("idempotency_unavailable", str(exc)) from exc
             if earlier is not None:  # another delivery marked or answered it after this one's lookup

@@ -40,7 +40,7 @@ from services.gateway.cpu_wait import RunQueueWait
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BacklogFull, GatewayError, Refused, TokenUnavailable
 from services.gateway.flights import Flight, Flights, Position
-from services.gateway.idempotency import Records
+from services.gateway.idempotency import Records, record_ttl_ms
 from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
 from services.gateway.pacing import DomainPacer, ReplyPath
@@ -382,7 +382,7 @@ class Gateway:
             # Unshielded: the caller letting go cancels the future at once, which withdraw would do anyway.
             response = await flight.future
             if not flight.answered_elsewhere:
-                await self._remember(response)  # still registered: a duplicate joins, a revoke waits for it
+                await self._remember(response, request)  # still registered: a duplicate joins, a revoke waits
         except BaseException:  # the caller let go (revoke, shutdown), or a bug: never send it after this
             self._pacer_named[flight.domain].withdraw(flight)  # its pacer now (a reroute moves it)
             raise
@@ -455,14 +455,14 @@ class Gateway:
             return None
         return self.responder.redelivered_in_flight(request)
 
-    async def _remember(self, response: ApiResponse) -> None:
+    async def _remember(self, response: ApiResponse, request: ApiRequest) -> None:
         """Store the answer's idempotency record before it is published; its time counts in the reply path
         (a slow Redis must not make answers late)."""
         if self._idempotency is None:
             return
         started_s = self.clock.monotonic()
         try:
-            await self._idempotency.store(response)
+            await self._idempotency.store(response, record_ttl_ms(request.deadline_ms, self._now_ms()))
         except (RedisError, OSError) as exc:
             log_event(
                 logger,

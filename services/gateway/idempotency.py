@@ -8,6 +8,10 @@ resend). The mark is set only where no record is, and the record found instead i
 two deliveries of one order that both looked up before either marked cannot both send it, the later one
 gets the record.
 
+A record is kept until the request's deadline and a minute more (``record_ttl_ms``): a delivery after its
+deadline is answered ``expired`` before any lookup, so an older record would never be read again, while
+at a key's 20 calls a second records of a few KB kept for days would fill Redis.
+
 ``IdempotencyStore`` sends the lookups and writes that requests make in the same turn of the event loop
 as one pipeline (one round trip, one socket write): under load hundreds of requests look up and store
 their records at once, and a round trip each was a tenth of the gateway's CPU. Each caller still awaits
@@ -25,8 +29,8 @@ from hubclient.models import ApiResponse
 from services.gateway.batching import CommandBatcher
 
 INFLIGHT = b"inflight"
-INFLIGHT_TTL_MS = 24 * 3600 * 1000
-RESPONSE_TTL_MS = 7 * 24 * 3600 * 1000  # as long as a redelivery from the request topic is plausible
+RECORD_GRACE_MS = 60_000  # past the deadline: room for the gateways' clocks to differ
+MAX_RECORD_MS = 7 * 24 * 3600 * 1000  # a deadline further out keeps its record this long
 
 # Sets the in-flight mark (ARGV: the mark and its milliseconds) unless a record is there: returns that record.
 _MARK_INFLIGHT = """
@@ -42,6 +46,13 @@ return 0
 """
 
 
+def record_ttl_ms(deadline_ms: int, now_ms: int) -> int:
+    """Milliseconds to keep the record of a request due at ``deadline_ms``: until the deadline plus
+    ``RECORD_GRACE_MS`` (a gateway whose clock runs behind may still look it up), at most
+    ``MAX_RECORD_MS``."""
+    return min(max(deadline_ms - now_ms, 0) + RECORD_GRACE_MS, MAX_RECORD_MS)
+
+
 @dataclass(frozen=True)
 class Record:
     """What a previous delivery of the same request left behind."""
@@ -54,18 +65,19 @@ class Records(Protocol):
 
     async def lookup(self, request_id: str) -> Record | None: ...
 
-    async def mark_inflight(self, request_id: str) -> Record | None: ...
+    async def mark_inflight(self, request_id: str, ttl_ms: int) -> Record | None: ...
 
     async def clear_inflight(self, request_id: str) -> None: ...
 
-    async def store(self, response: ApiResponse) -> None: ...
+    async def store(self, response: ApiResponse, ttl_ms: int) -> None: ...
 
 
 class MemoryRecords:
-    """The records in a dict (no expiry): for unit tests."""
+    """The records in a dict (no expiry; each one's asked lifetime in ``ttls_ms``): for unit tests."""
 
     def __init__(self) -> None:
         self.records: dict[str, ApiResponse | None] = {}
+        self.ttls_ms: dict[str, int] = {}
 
     async def lookup(self, request_id: str) -> Record | None:
         """The record of an earlier delivery, or None."""
@@ -73,11 +85,12 @@ class MemoryRecords:
             return None
         return Record(self.records[request_id])
 
-    async def mark_inflight(self, request_id: str) -> Record | None:
+    async def mark_inflight(self, request_id: str, ttl_ms: int) -> Record | None:
         """Note an upstream call unless a record is there already: that record, or None once marked."""
         if request_id in self.records:
             return Record(self.records[request_id])
         self.records[request_id] = None
+        self.ttls_ms[request_id] = ttl_ms
         return None
 
     async def clear_inflight(self, request_id: str) -> None:
@@ -85,9 +98,10 @@ class MemoryRecords:
         if request_id in self.records and self.records[request_id] is None:
             del self.records[request_id]
 
-    async def store(self, response: ApiResponse) -> None:
+    async def store(self, response: ApiResponse, ttl_ms: int) -> None:
         """Keep the terminal response."""
         self.records[response.request_id] = response
+        self.ttls_ms[response.request_id] = ttl_ms
 
 
 class IdempotencyStore:
@@ -103,20 +117,20 @@ class IdempotencyStore:
         """The record of an earlier delivery, or None for a request seen for the first time."""
         return _record(await self._batches.run(("GET", self._prefix + request_id)))
 
-    async def mark_inflight(self, request_id: str) -> Record | None:
+    async def mark_inflight(self, request_id: str, ttl_ms: int) -> Record | None:
         """Note that an upstream call is about to be made, unless a record is there already (another
         delivery's mark or answer, kept as it is): that record, or None when this call's mark was set."""
-        command = ("EVAL", _MARK_INFLIGHT, 1, self._prefix + request_id, INFLIGHT, INFLIGHT_TTL_MS)
+        command = ("EVAL", _MARK_INFLIGHT, 1, self._prefix + request_id, INFLIGHT, ttl_ms)
         return _record(await self._batches.run(command))
 
     async def clear_inflight(self, request_id: str) -> None:
         """Drop an ``inflight`` mark after the broker refused the call unexecuted (throttle, never sent)."""
         await self._clear(keys=[self._prefix + request_id], args=[INFLIGHT])
 
-    async def store(self, response: ApiResponse) -> None:
-        """Keep the terminal response for redeliveries."""
+    async def store(self, response: ApiResponse, ttl_ms: int) -> None:
+        """Keep the terminal response for redeliveries, ``ttl_ms`` long (``record_ttl_ms``)."""
         key = self._prefix + response.request_id
-        await self._batches.run(("SET", key, response.to_json(), "PX", RESPONSE_TTL_MS))
+        await self._batches.run(("SET", key, response.to_json(), "PX", ttl_ms))
 
 
 def _record(raw: bytes | None) -> Record | None:

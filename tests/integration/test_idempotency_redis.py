@@ -16,6 +16,8 @@ from services.gateway.idempotency import INFLIGHT, IdempotencyStore, Record
 from tests.conftest import Services
 from tests.processes import free_port
 
+TTL_MS = 60_000
+
 
 @pytest.fixture
 async def redis(services: Services) -> AsyncIterator[Redis]:
@@ -52,25 +54,28 @@ def _count_pipelines(redis: Redis) -> list[int]:
 async def test_record_semantics(redis: Redis, unique: str) -> None:
     """A first delivery finds nothing, an in-flight mark reads as a record without a response, a second
     mark finds the first and a stored response, which replaces the mark and is never displaced by a later
-    mark nor removed by a clear."""
+    mark nor removed by a clear; each lives as long as its writer asked."""
     store = IdempotencyStore(redis, key_prefix=f"test:{unique}:")
     response = _response()
     rid = response.request_id
     assert await store.lookup(rid) is None
-    assert await store.mark_inflight(rid) is None  # marked
+    assert await store.mark_inflight(rid, TTL_MS) is None  # marked
     record = await store.lookup(rid)
     assert record is not None and record.response is None
     assert await redis.get(f"test:{unique}:idem:{rid}") == INFLIGHT
-    assert await store.mark_inflight(rid) == record  # another delivery's mark is there: not this one's
+    assert TTL_MS - 1000 < await redis.pttl(f"test:{unique}:idem:{rid}") <= TTL_MS  # the mark's own lifetime
+    assert (
+        await store.mark_inflight(rid, TTL_MS) == record
+    )  # another delivery's mark is there: not this one's
     await store.clear_inflight(rid)
     assert await store.lookup(rid) is None
-    assert await store.mark_inflight(rid) is None
-    await store.store(response)
-    assert await store.mark_inflight(rid) == Record(response)  # kept: the response stays
+    assert await store.mark_inflight(rid, TTL_MS) is None
+    await store.store(response, 30_000)
+    assert await store.mark_inflight(rid, TTL_MS) == Record(response)  # kept: the response stays
     await store.clear_inflight(rid)  # only an in-flight mark is ever cleared
     record = await store.lookup(rid)
     assert record is not None and record.response == response
-    assert 0 < await redis.pttl(f"test:{unique}:idem:{rid}") <= 7 * 24 * 3600 * 1000
+    assert 29_000 < await redis.pttl(f"test:{unique}:idem:{rid}") <= 30_000  # as long as it was asked
 
 
 async def test_concurrent_requests_share_round_trips(redis: Redis, unique: str) -> None:
@@ -81,7 +86,7 @@ async def test_concurrent_requests_share_round_trips(redis: Redis, unique: str) 
     responses = [_response() for _ in range(200)]
     firsts = await asyncio.gather(*(store.lookup(r.request_id) for r in responses))
     assert firsts == [None] * 200
-    await asyncio.gather(*(store.store(r) for r in responses))
+    await asyncio.gather(*(store.store(r, TTL_MS) for r in responses))
     records = await asyncio.gather(*(store.lookup(r.request_id) for r in responses))
     assert [r.response if r else None for r in records] == responses
     assert sizes == [1, 1, 1]  # each time one turn of the loop: one pipeline of one MGET or script call
@@ -91,7 +96,7 @@ async def test_a_cancelled_caller_leaves_the_others_served(redis: Redis, unique:
     """A lookup whose caller gave up before its batch left is dropped; the rest of the batch is served."""
     store = IdempotencyStore(redis, key_prefix=f"test:{unique}:")
     stored = _response()
-    await store.store(stored)
+    await store.store(stored, TTL_MS)
     gone = asyncio.create_task(store.lookup(str(uuid.uuid4())))
     kept = asyncio.create_task(store.lookup(stored.request_id))
     await asyncio.sleep(0)  # both queued, the batch not sent yet
@@ -110,7 +115,7 @@ async def test_unreachable_redis_fails_each_command() -> None:
         store = IdempotencyStore(client, key_prefix="test:gone:")
         results = await asyncio.gather(
             *(store.lookup(str(uuid.uuid4())) for _ in range(5)),
-            store.store(_response()),
+            store.store(_response(), TTL_MS),
             return_exceptions=True,
         )
         assert all(isinstance(r, RedisError) for r in results)

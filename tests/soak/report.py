@@ -227,8 +227,9 @@ def render(
     if redis_per_request is not None:
         lines += [
             "",
-            f"Redis grew by {redis_per_request:.0f} bytes per answered request "
-            "(idempotency records, kept 7 days).",
+            f"Redis's used memory grew by {redis_per_request:.0f} bytes per answered request from the first "
+            "sample to the last (an idempotency record is kept until its request's deadline and a minute "
+            "more, so the records' share levels off within the warm-up).",
         ]
     lines += ["", "## Load generator", ""]
     lines += _table(

@@ -19,7 +19,7 @@ from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
 from services.gateway.breaker import BreakerState
 from services.gateway.clock import Clock, ManualClock
 from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
-from services.gateway.idempotency import Record
+from services.gateway.idempotency import RECORD_GRACE_MS, Record
 from services.gateway.providers.base import UpstreamAnswer
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.slots import Ask, MemorySlots, Reservation
@@ -337,9 +337,9 @@ async def test_a_slow_idempotency_record_counts_in_the_reply_path() -> None:
     rig = build_gateway()
     plain = rig.records.store
 
-    async def slow_store(response: ApiResponse) -> None:
+    async def slow_store(response: ApiResponse, ttl_ms: int) -> None:
         await rig.clock.sleep(1.0)
-        await plain(response)
+        await plain(response, ttl_ms)
 
     rig.records.store = slow_store  # type: ignore[method-assign]
     (first,) = await serve(rig, [request(rig.clock)])
@@ -402,6 +402,55 @@ async def test_redelivery_is_answered_from_the_record() -> None:
     (again,) = await serve(rig, [req])
     assert again.response == first.response
     assert len(rig.dispatcher.calls("/quotations/")) == 1
+
+
+async def test_records_live_until_the_deadline_and_a_minute() -> None:
+    """A read's record and an order's in-flight mark and record are kept until the request's deadline plus
+    RECORD_GRACE_MS, not days: at a key's rate records kept for a week filled Redis by gigabytes."""
+    rig = build_gateway()
+    read = request(rig.clock, deadline_s=30)
+    order = request(rig.clock, tr_id="TTTC0012U", params=ORDER, deadline_s=20)
+    marks: dict[str, int] = {}
+    plain = rig.records.mark_inflight
+
+    async def mark(request_id: str, ttl_ms: int) -> Record | None:
+        marks[request_id] = ttl_ms
+        return await plain(request_id, ttl_ms)
+
+    rig.records.mark_inflight = mark  # type: ignore[method-assign]
+    answers = await serve(rig, [read, order])
+    assert all(a.response.ok for a in answers)
+    for req, answered in zip((read, order), answers, strict=True):  # stored before the answer went out
+        ttl_ms = rig.records.ttls_ms[req.request_id]
+        assert req.deadline_ms - answered.at_ms + RECORD_GRACE_MS <= ttl_ms
+        assert ttl_ms <= req.deadline_ms - req.created_at_ms + RECORD_GRACE_MS
+    assert (
+        order.deadline_ms - answers[1].at_ms + RECORD_GRACE_MS
+        <= marks[order.request_id]
+        <= 20_000 + RECORD_GRACE_MS
+    )
+    assert read.request_id not in marks  # a read is never marked in flight
+
+
+async def test_a_delivery_after_its_deadline_never_reads_its_record() -> None:
+    """Why a record need not outlive its deadline: a delivery after it is answered expired at once,
+    before any lookup, whatever the record holds."""
+    rig = build_gateway()
+    req = request(rig.clock, deadline_s=1)
+    (first,) = await serve(rig, [req])
+    assert first.response.ok
+    lookups: list[str] = []
+    plain = rig.records.lookup
+
+    async def lookup(request_id: str) -> Record | None:
+        lookups.append(request_id)
+        return await plain(request_id)
+
+    rig.records.lookup = lookup  # type: ignore[method-assign]
+    await rig.clock.advance(1.0)
+    late = await rig.gateway.handle(req)
+    assert (late.status, late.reason) == (Status.EXPIRED, "deadline_passed")
+    assert lookups == [] and len(rig.dispatcher.calls("/quotations/")) == 1
 
 
 class GatedLookups:
@@ -473,7 +522,9 @@ async def test_an_order_another_delivery_marked_after_its_lookup_is_not_sent(oth
 
     async def lookup(request_id: str) -> Record | None:
         found = await plain(request_id)
-        await (rig.records.store(theirs) if other_answered else rig.records.mark_inflight(request_id))
+        await (
+            rig.records.store(theirs, 1000) if other_answered else rig.records.mark_inflight(request_id, 1000)
+        )
         return found
 
     rig.records.lookup = lookup  # type: ignore[method-assign]

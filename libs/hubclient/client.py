@@ -148,6 +148,8 @@ class HubClient:
         ``timeout`` is in seconds (default: the client's ``default_timeout_s``) and becomes the
         request's deadline, so the gateway does not spend the broker's budget on an abandoned call; it
         bounds the whole call, publishing the request included (``HubTimeout`` when it runs out).
+        ``idempotency_key`` names an order across attempts: retry an order only under the first attempt's
+        key, and the hub sends it at most once (docs/CONTRACT.md, "Retrying safely").
         """
         response = await self.submit(
             provider,

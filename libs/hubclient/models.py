@@ -153,7 +153,14 @@ class ApiRequest(_Envelope):
         description="partition of the answer; may be left out when the kafka_replyPartition header names it "
         "(the body wins; a body and header that disagree are answered invalid)",
     )
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    idempotency_key: str | None = Field(
+        default=None,
+        max_length=200,
+        description="names one order across requests: orders (non-idempotent calls) of the same caller to "
+        "the same provider with this key are sent at most once within a day, a later one answered with the "
+        "first one's answer (shared_with naming it) or unknown_outcome while that one may be at the broker; "
+        "ignored for reads",
+    )
     continuation: dict[str, str] | None = Field(default=None, description="paging state from a response")
     credential: str | None = Field(
         default=None, pattern=_NAME_PATTERN, description="pool member name, never a secret"

@@ -40,7 +40,7 @@ from services.gateway.cpu_wait import RunQueueWait
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BacklogFull, GatewayError, Refused, TokenUnavailable
 from services.gateway.flights import Flight, Flights, Position
-from services.gateway.idempotency import Records, record_ttl_ms
+from services.gateway.idempotency import Records, keyed, record_name, record_ttl_ms
 from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
 from services.gateway.pacing import DomainPacer, ReplyPath
@@ -382,7 +382,7 @@ class Gateway:
             # Unshielded: the caller letting go cancels the future at once, which withdraw would do anyway.
             response = await flight.future
             if not flight.answered_elsewhere:
-                await self._remember(response, request)  # still registered: a duplicate joins, a revoke waits
+                await self._remember(flight, response)  # still registered: a duplicate joins, a revoke waits
         except BaseException:  # the caller let go (revoke, shutdown), or a bug: never send it after this
             self._pacer_named[flight.domain].withdraw(flight)  # its pacer now (a reroute moves it)
             raise
@@ -439,30 +439,29 @@ class Gateway:
         if self._idempotency is None:
             return None
         try:
-            record = await self._idempotency.lookup(request.request_id)
+            record = await self._idempotency.lookup(record_name(request, spec))
         except (RedisError, OSError) as exc:
             if spec.idempotent:
                 return None  # a repeated read is harmless
             raise Refused("idempotency_unavailable", str(exc)) from exc
-        if record is None:
-            return None
+        if record is None or (record.response is None and spec.idempotent):
+            return None  # a read whose earlier delivery is still in flight may run again
+        owed = self.responder.owed(request, record)
         if record.response is not None:
-            log_event(
-                logger, "request.replayed", request_id=request.request_id, status=record.response.status.value
-            )
-            return record.response
-        if spec.idempotent:
-            return None
-        return self.responder.redelivered_in_flight(request)
+            log_event(logger, "request.replayed", request_id=request.request_id, status=owed.status.value)
+        return owed
 
-    async def _remember(self, response: ApiResponse, request: ApiRequest) -> None:
+    async def _remember(self, flight: Flight, response: ApiResponse) -> None:
         """Store the answer's idempotency record before it is published; its time counts in the reply path
-        (a slow Redis must not make answers late)."""
-        if self._idempotency is None:
+        (a slow Redis must not make answers late). A keyed order's answer is stored only while the order
+        may have reached the broker (its mark stands): one refused unexecuted leaves its key free to retry."""
+        request, spec = flight.request, flight.spec
+        if self._idempotency is None or (keyed(request, spec) and not flight.marked):
             return
         started_s = self.clock.monotonic()
         try:
-            await self._idempotency.store(response, record_ttl_ms(request.deadline_ms, self._now_ms()))
+            ttl_ms = record_ttl_ms(request, spec, self._now_ms())
+            await self._idempotency.store(record_name(request, spec), response, ttl_ms)
         except (RedisError, OSError) as exc:
             log_event(
                 logger,

@@ -12,6 +12,12 @@ A record is kept until the request's deadline and a minute more (``record_ttl_ms
 deadline is answered ``expired`` before any lookup, so an older record would never be read again, while
 at a key's 20 calls a second records of a few KB kept for days would fill Redis.
 
+An order's ``idempotency_key`` names one order across requests (``record_name``): every order of the
+same caller to the same provider with that key shares one record, kept a day, so a retry under a new
+``request_id`` (say after a ``HubTimeout``) gets the first one's answer, or ``unknown_outcome`` while
+that one may be at the broker, and the order is sent at most once. Reads ignore the key: a read repeated
+is harmless.
+
 ``IdempotencyStore`` sends the lookups and writes that requests make in the same turn of the event loop
 as one pipeline (one round trip, one socket write): under load hundreds of requests look up and store
 their records at once, and a round trip each was a tenth of the gateway's CPU. Each caller still awaits
@@ -20,17 +26,20 @@ its own command's reply, so a response is stored before its answer is published,
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
 
-from hubclient.models import ApiResponse
+from hubclient.catalog import TrSpec
+from hubclient.models import ApiRequest, ApiResponse
 from services.gateway.batching import CommandBatcher
 
 INFLIGHT = b"inflight"
 RECORD_GRACE_MS = 60_000  # past the deadline: room for the gateways' clocks to differ
 MAX_RECORD_MS = 7 * 24 * 3600 * 1000  # a deadline further out keeps its record this long
+KEYED_RECORD_MS = 24 * 3600 * 1000  # an order's idempotency_key: a retry within a day is the same order
 
 # Sets the in-flight mark (ARGV: the mark and its milliseconds) unless a record is there: returns that record.
 _MARK_INFLIGHT = """
@@ -46,11 +55,26 @@ return 0
 """
 
 
-def record_ttl_ms(deadline_ms: int, now_ms: int) -> int:
-    """Milliseconds to keep the record of a request due at ``deadline_ms``: until the deadline plus
-    ``RECORD_GRACE_MS`` (a gateway whose clock runs behind may still look it up), at most
-    ``MAX_RECORD_MS``."""
-    return min(max(deadline_ms - now_ms, 0) + RECORD_GRACE_MS, MAX_RECORD_MS)
+def keyed(request: ApiRequest, spec: TrSpec) -> bool:
+    """True for an order that names its ``idempotency_key``: its record is the key's."""
+    return not spec.idempotent and request.idempotency_key is not None
+
+
+def record_name(request: ApiRequest, spec: TrSpec) -> str:
+    """The record a request's deliveries share: its ``request_id``'s, or for a keyed order the key's
+    (scoped by provider and caller: another caller's key of the same spelling is another order)."""
+    if not keyed(request, spec):
+        return request.request_id
+    scope = f"{request.provider.value}\n{request.caller}\n{request.idempotency_key}"
+    return "key:" + hashlib.sha256(scope.encode()).hexdigest()
+
+
+def record_ttl_ms(request: ApiRequest, spec: TrSpec, now_ms: int) -> int:
+    """Milliseconds to keep a request's record: until its deadline plus ``RECORD_GRACE_MS`` (a gateway
+    whose clock runs behind may still look it up), at most ``MAX_RECORD_MS``; a keyed order's at least
+    ``KEYED_RECORD_MS``, since its retries come with deadlines of their own."""
+    ttl_ms = min(max(request.deadline_ms - now_ms, 0) + RECORD_GRACE_MS, MAX_RECORD_MS)
+    return max(ttl_ms, KEYED_RECORD_MS) if keyed(request, spec) else ttl_ms
 
 
 @dataclass(frozen=True)
@@ -61,15 +85,16 @@ class Record:
 
 
 class Records(Protocol):
-    """Where idempotency records live (``IdempotencyStore`` in Redis, ``MemoryRecords`` in tests)."""
+    """Where idempotency records live (``IdempotencyStore`` in Redis, ``MemoryRecords`` in tests), each
+    under its ``record_name``."""
 
-    async def lookup(self, request_id: str) -> Record | None: ...
+    async def lookup(self, name: str) -> Record | None: ...
 
-    async def mark_inflight(self, request_id: str, ttl_ms: int) -> Record | None: ...
+    async def mark_inflight(self, name: str, ttl_ms: int) -> Record | None: ...
 
-    async def clear_inflight(self, request_id: str) -> None: ...
+    async def clear_inflight(self, name: str) -> None: ...
 
-    async def store(self, response: ApiResponse, ttl_ms: int) -> None: ...
+    async def store(self, name: str, response: ApiResponse, ttl_ms: int) -> None: ...
 
 
 class MemoryRecords:
@@ -79,33 +104,33 @@ class MemoryRecords:
         self.records: dict[str, ApiResponse | None] = {}
         self.ttls_ms: dict[str, int] = {}
 
-    async def lookup(self, request_id: str) -> Record | None:
+    async def lookup(self, name: str) -> Record | None:
         """The record of an earlier delivery, or None."""
-        if request_id not in self.records:
+        if name not in self.records:
             return None
-        return Record(self.records[request_id])
+        return Record(self.records[name])
 
-    async def mark_inflight(self, request_id: str, ttl_ms: int) -> Record | None:
+    async def mark_inflight(self, name: str, ttl_ms: int) -> Record | None:
         """Note an upstream call unless a record is there already: that record, or None once marked."""
-        if request_id in self.records:
-            return Record(self.records[request_id])
-        self.records[request_id] = None
-        self.ttls_ms[request_id] = ttl_ms
+        if name in self.records:
+            return Record(self.records[name])
+        self.records[name] = None
+        self.ttls_ms[name] = ttl_ms
         return None
 
-    async def clear_inflight(self, request_id: str) -> None:
+    async def clear_inflight(self, name: str) -> None:
         """Drop an ``inflight`` mark."""
-        if request_id in self.records and self.records[request_id] is None:
-            del self.records[request_id]
+        if name in self.records and self.records[name] is None:
+            del self.records[name]
 
-    async def store(self, response: ApiResponse, ttl_ms: int) -> None:
+    async def store(self, name: str, response: ApiResponse, ttl_ms: int) -> None:
         """Keep the terminal response."""
-        self.records[response.request_id] = response
-        self.ttls_ms[response.request_id] = ttl_ms
+        self.records[name] = response
+        self.ttls_ms[name] = ttl_ms
 
 
 class IdempotencyStore:
-    """Reads and writes the records under ``<prefix>idem:<request_id>``, batched per turn of the loop."""
+    """Reads and writes the records under ``<prefix>idem:<record name>``, batched per turn of the loop."""
 
     def __init__(self, redis: Redis, *, key_prefix: str) -> None:
         self._redis = redis
@@ -113,24 +138,23 @@ class IdempotencyStore:
         self._clear = redis.register_script(_CLEAR_INFLIGHT)
         self._batches = CommandBatcher(redis)
 
-    async def lookup(self, request_id: str) -> Record | None:
+    async def lookup(self, name: str) -> Record | None:
         """The record of an earlier delivery, or None for a request seen for the first time."""
-        return _record(await self._batches.run(("GET", self._prefix + request_id)))
+        return _record(await self._batches.run(("GET", self._prefix + name)))
 
-    async def mark_inflight(self, request_id: str, ttl_ms: int) -> Record | None:
+    async def mark_inflight(self, name: str, ttl_ms: int) -> Record | None:
         """Note that an upstream call is about to be made, unless a record is there already (another
         delivery's mark or answer, kept as it is): that record, or None when this call's mark was set."""
-        command = ("EVAL", _MARK_INFLIGHT, 1, self._prefix + request_id, INFLIGHT, ttl_ms)
+        command = ("EVAL", _MARK_INFLIGHT, 1, self._prefix + name, INFLIGHT, ttl_ms)
         return _record(await self._batches.run(command))
 
-    async def clear_inflight(self, request_id: str) -> None:
+    async def clear_inflight(self, name: str) -> None:
         """Drop an ``inflight`` mark after the broker refused the call unexecuted (throttle, never sent)."""
-        await self._clear(keys=[self._prefix + request_id], args=[INFLIGHT])
+        await self._clear(keys=[self._prefix + name], args=[INFLIGHT])
 
-    async def store(self, response: ApiResponse, ttl_ms: int) -> None:
+    async def store(self, name: str, response: ApiResponse, ttl_ms: int) -> None:
         """Keep the terminal response for redeliveries, ``ttl_ms`` long (``record_ttl_ms``)."""
-        key = self._prefix + response.request_id
-        await self._batches.run(("SET", key, response.to_json(), "PX", ttl_ms))
+        await self._batches.run(("SET", self._prefix + name, response.to_json(), "PX", ttl_ms))
 
 
 def _record(raw: bytes | None) -> Record | None:

@@ -7,7 +7,9 @@ from hubclient.models import ApiRequest, ApiResponse, Status, Timing
 from services.gateway.clock import Clock
 from services.gateway.errors import GatewayError, Refused
 from services.gateway.flights import Flight
+from services.gateway.idempotency import Record
 from services.gateway.policy import given_up
+from services.gateway.sharing import readdressed
 
 
 class Responder:
@@ -55,13 +57,25 @@ class Responder:
         return self.answer(request, error.status, reason=error.reason, message=error.message, flight=flight)
 
     def redelivered_in_flight(self, request: ApiRequest) -> ApiResponse:
-        """The answer of an order another delivery of which was (or is) being sent: ``unknown_outcome``."""
+        """The answer of an order another delivery of which (or another order with its idempotency_key)
+        was or is being sent: ``unknown_outcome``."""
         return self.answer(
             request,
             Status.UNKNOWN_OUTCOME,
             reason="redelivered_in_flight",
-            message="an earlier delivery may have reached the broker; reconcile, do not resend",
+            message="an earlier delivery (or an order with the same idempotency_key) may have reached the "
+            "broker; reconcile, do not resend",
         )
+
+    def owed(self, request: ApiRequest, record: Record) -> ApiResponse:
+        """What a request sharing an earlier one's record is answered: that one's answer (re-addressed
+        when it was another request, an order with the same idempotency_key), else ``unknown_outcome``."""
+        earlier = record.response
+        if earlier is None:
+            return self.redelivered_in_flight(request)
+        if earlier.request_id == request.request_id:
+            return earlier
+        return readdressed(request, earlier, now_ms=self._clock.time() * 1000)
 
     def gave_up(self, flight: Flight, refusal: GatewayError) -> ApiResponse:
         """A call already tried upstream whose retry was refused (circuit open, backlog full, no token):

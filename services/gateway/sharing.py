@@ -217,8 +217,13 @@ class SharedReads:
 
 
 def shared_copy(request: ApiRequest, original: ApiResponse, *, now_ms: float, kind: str) -> ApiResponse:
-    """``original`` as the answer to ``request``: its own id and timing, the original's in ``shared_with``."""
+    """``original`` as the answer to an identical read (``readdressed``), counted by ``kind``."""
     child(SHARED_READS, request.provider.value, kind).inc()
+    return readdressed(request, original, now_ms=now_ms)
+
+
+def readdressed(request: ApiRequest, original: ApiResponse, *, now_ms: float) -> ApiResponse:
+    """``original`` as the answer to ``request``: its own id and timing, the original's in ``shared_with``."""
     total_ms = round(max(0.0, now_ms - request.created_at_ms), 3)
     timing = original.timing.model_copy(update={"queued_ms": 0.0, "upstream_ms": 0.0, "total_ms": total_ms})
     return original.model_copy(

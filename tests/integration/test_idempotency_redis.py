@@ -70,7 +70,7 @@ async def test_record_semantics(redis: Redis, unique: str) -> None:
     await store.clear_inflight(rid)
     assert await store.lookup(rid) is None
     assert await store.mark_inflight(rid, TTL_MS) is None
-    await store.store(response, 30_000)
+    await store.store(rid, response, 30_000)
     assert await store.mark_inflight(rid, TTL_MS) == Record(response)  # kept: the response stays
     await store.clear_inflight(rid)  # only an in-flight mark is ever cleared
     record = await store.lookup(rid)
@@ -86,7 +86,7 @@ async def test_concurrent_requests_share_round_trips(redis: Redis, unique: str) 
     responses = [_response() for _ in range(200)]
     firsts = await asyncio.gather(*(store.lookup(r.request_id) for r in responses))
     assert firsts == [None] * 200
-    await asyncio.gather(*(store.store(r, TTL_MS) for r in responses))
+    await asyncio.gather(*(store.store(r.request_id, r, TTL_MS) for r in responses))
     records = await asyncio.gather(*(store.lookup(r.request_id) for r in responses))
     assert [r.response if r else None for r in records] == responses
     assert sizes == [1, 1, 1]  # each time one turn of the loop: one pipeline of one MGET or script call
@@ -96,7 +96,7 @@ async def test_a_cancelled_caller_leaves_the_others_served(redis: Redis, unique:
     """A lookup whose caller gave up before its batch left is dropped; the rest of the batch is served."""
     store = IdempotencyStore(redis, key_prefix=f"test:{unique}:")
     stored = _response()
-    await store.store(stored, TTL_MS)
+    await store.store(stored.request_id, stored, TTL_MS)
     gone = asyncio.create_task(store.lookup(str(uuid.uuid4())))
     kept = asyncio.create_task(store.lookup(stored.request_id))
     await asyncio.sleep(0)  # both queued, the batch not sent yet
@@ -115,7 +115,7 @@ async def test_unreachable_redis_fails_each_command() -> None:
         store = IdempotencyStore(client, key_prefix="test:gone:")
         results = await asyncio.gather(
             *(store.lookup(str(uuid.uuid4())) for _ in range(5)),
-            store.store(_response(), TTL_MS),
+            store.store("gone", _response(), TTL_MS),
             return_exceptions=True,
         )
         assert all(isinstance(r, RedisError) for r in results)

@@ -160,6 +160,35 @@ async def test_faults_end_every_request_with_the_right_status(
     assert counters["over_limit"] == 0 and counters["max_in_window"] <= 20
 
 
+async def test_orders_retried_under_their_idempotency_key_reach_the_broker_once(
+    services: Services, topics: Topics, gateway_settings: GatewaySettings
+) -> None:
+    """Each order is sent, then sent again under a new request_id with the same idempotency_key (a caller
+    retrying after a timeout): the broker's ledger holds every order once; a retry of an executed order
+    gets its answer (the same order number, ``shared_with`` naming the first), one of an order whose
+    outcome is unknown gets ``unknown_outcome``."""
+    async with sandbox_server(faults={"order_timeout_rate": 0.3, "seed": 5}) as url:
+        settings = gateway_settings.model_copy(
+            update={"kis": gateway_settings.kis.model_copy(update={"base_url": f"{url}/kis/real"})}
+        )
+        async with GatewayApp(settings), hub(services, topics) as client:
+
+            async def twice(i: int) -> tuple[ApiResponse, ApiResponse]:
+                params, key = {**ORDER, "ORD_QTY": str(i + 1)}, f"it-order-{i}"
+                first = await client.submit("KIS", "TTTC0012U", params, timeout=60, idempotency_key=key)
+                again = await client.submit("KIS", "TTTC0012U", params, timeout=60, idempotency_key=key)
+                return first, again
+
+            pairs = await asyncio.gather(*(twice(i) for i in range(12)))
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/_sandbox/orders") as resp:
+            ledger = [o for o in (await resp.json())["orders"] if o["appkey"] == appkey(settings)]
+    assert Counter(int(o["quantity"]) for o in ledger) == Counter(range(1, 13))
+    assert {first.status for first, _ in pairs} == {Status.OK, Status.UNKNOWN_OUTCOME}
+    for first, again in pairs:
+        assert again.request_id != first.request_id and again.shared_with == first.request_id
+        assert (again.status, again.data) == (first.status, first.data)
+
+
 async def arrivals_in_flight(sandbox: str, key: str, answered: Callable[[], int], timeout_s: float) -> int:
     """Wait (bounded) until calls are inside the upstream: more reads and orders arrived at the referee
     than answers reached the caller, after at least ten arrivals; returns that difference (0 on timeout)."""

@@ -337,9 +337,9 @@ async def test_a_slow_idempotency_record_counts_in_the_reply_path() -> None:
     rig = build_gateway()
     plain = rig.records.store
 
-    async def slow_store(response: ApiResponse, ttl_ms: int) -> None:
+    async def slow_store(name: str, response: ApiResponse, ttl_ms: int) -> None:
         await rig.clock.sleep(1.0)
-        await plain(response, ttl_ms)
+        await plain(name, response, ttl_ms)
 
     rig.records.store = slow_store  # type: ignore[method-assign]
     (first,) = await serve(rig, [request(rig.clock)])
@@ -413,9 +413,9 @@ async def test_records_live_until_the_deadline_and_a_minute() -> None:
     marks: dict[str, int] = {}
     plain = rig.records.mark_inflight
 
-    async def mark(request_id: str, ttl_ms: int) -> Record | None:
-        marks[request_id] = ttl_ms
-        return await plain(request_id, ttl_ms)
+    async def mark(name: str, ttl_ms: int) -> Record | None:
+        marks[name] = ttl_ms
+        return await plain(name, ttl_ms)
 
     rig.records.mark_inflight = mark  # type: ignore[method-assign]
     answers = await serve(rig, [read, order])
@@ -442,9 +442,9 @@ async def test_a_delivery_after_its_deadline_never_reads_its_record() -> None:
     lookups: list[str] = []
     plain = rig.records.lookup
 
-    async def lookup(request_id: str) -> Record | None:
-        lookups.append(request_id)
-        return await plain(request_id)
+    async def lookup(name: str) -> Record | None:
+        lookups.append(name)
+        return await plain(name)
 
     rig.records.lookup = lookup  # type: ignore[method-assign]
     await rig.clock.advance(1.0)
@@ -461,10 +461,10 @@ class GatedLookups:
         self.started = 0
         plain = rig.records.lookup
 
-        async def lookup(request_id: str) -> Record | None:
+        async def lookup(name: str) -> Record | None:
             self.started += 1
             await self.gate.wait()
-            return await plain(request_id)
+            return await plain(name)
 
         rig.records.lookup = lookup  # type: ignore[method-assign]
 
@@ -520,10 +520,10 @@ async def test_an_order_another_delivery_marked_after_its_lookup_is_not_sent(oth
     theirs = rig.gateway.answer(order, Status.OK, message="the other copy's answer")
     plain = rig.records.lookup
 
-    async def lookup(request_id: str) -> Record | None:
-        found = await plain(request_id)
+    async def lookup(name: str) -> Record | None:
+        found = await plain(name)
         await (
-            rig.records.store(theirs, 1000) if other_answered else rig.records.mark_inflight(request_id, 1000)
+            rig.records.store(name, theirs, 1000) if other_answered else rig.records.mark_inflight(name, 1000)
         )
         return found
 

@@ -28,7 +28,7 @@ from services.gateway.events import EventForwarder
 from services.gateway.gateway import Gateway
 from services.gateway.idempotency import IdempotencyStore
 from services.gateway.intake import read_record
-from services.gateway.metrics import ANSWERED_LATE, REQUESTS, child
+from services.gateway.metrics import ANSWERED_LATE, REQUESTS, caller_label, child, tr_id_label
 from services.gateway.permissions import CallerTopics, check_arrival, load_permissions
 from services.gateway.pool import pools
 from services.gateway.publisher import AnswerTooLarge, Publisher
@@ -268,7 +268,9 @@ class GatewayApp:
             response = self.gateway.responder.too_large(response, request, str(exc))
             await self._publish_with_retry(lambda: send(response))
         self.gateway.observe_reply(time.monotonic() - started)
-        child(REQUESTS, provider, tr_id, caller, response.status.value).inc()
+        child(
+            REQUESTS, provider, tr_id_label(provider, tr_id), caller_label(caller), response.status.value
+        ).inc()
         if request is not None and time.time() * 1000 > request.deadline_ms:
             child(ANSWERED_LATE, provider).inc()
         # An ok answer is the bulk of the traffic and counted in REQUESTS: its line is debug (a JSON line

@@ -2,6 +2,11 @@
 
 On the per-request path use ``child(METRIC, *labels)``: ``labels()`` checks and looks up its arguments
 under a lock on every call, about ten times per answered request; ``child`` keeps what it returned.
+
+Label values stay bounded whatever the requests say: a request's ``caller`` and ``tr_id`` are free text
+on the request topic, and every distinct value would be a series kept for the life of the process. So
+``caller_label`` names the first ``MAX_CALLER_LABELS`` callers and counts any later one as ``other``, and
+``tr_id_label`` names only TR ids of the catalog (``unknown`` otherwise; "-" stays "-").
 """
 
 from __future__ import annotations
@@ -11,8 +16,39 @@ from typing import TypeVar
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from hubclient.catalog import lookup
+from hubclient.errors import UnknownTrId
+from hubclient.models import WEBSOCKET_CREDENTIALS_TR_ID
+
 M = TypeVar("M", bound=MetricWrapperBase)
 _CHILDREN: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+MAX_CALLER_LABELS = 200
+OTHER_CALLER = "other"
+UNKNOWN_TR_ID = "unknown"
+_CALLERS: set[str] = set()
+
+
+def caller_label(caller: str) -> str:
+    """``caller`` as a label value: itself for the first ``MAX_CALLER_LABELS`` callers seen, else
+    ``other``."""
+    if caller in _CALLERS:
+        return caller
+    if len(_CALLERS) >= MAX_CALLER_LABELS:
+        return OTHER_CALLER
+    _CALLERS.add(caller)
+    return caller
+
+
+def tr_id_label(provider: str, tr_id: str) -> str:
+    """``tr_id`` as a label value: itself when the catalog knows it for ``provider`` (or it is the
+    WebSocket credential's), else ``unknown``."""
+    if tr_id in (WEBSOCKET_CREDENTIALS_TR_ID, "-"):  # "-": a record that was no request
+        return tr_id
+    try:
+        lookup(provider, tr_id)
+    except UnknownTrId:
+        return UNKNOWN_TR_ID
+    return tr_id
 
 
 def child(metric: M, *labels: str) -> M:

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaConnectionError
+from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from hubclient.headers import (
@@ -30,6 +31,7 @@ from hubclient.headers import (
 from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
 from services import credentials_cli
 from services.gateway import app as app_module
+from services.gateway import metrics
 from services.gateway import publisher as publisher_module
 from services.gateway.app import GatewayApp
 from services.gateway.publisher import Publisher
@@ -140,6 +142,23 @@ async def test_a_valid_request_is_answered_on_its_reply_partition(harness: Harne
     assert headers[CORRELATION_ID] == request.request_id.encode()
     assert headers[REPLY_PARTITION] == encode_partition(1)
     assert harness.cluster.records(DLQ) == []
+
+
+async def test_free_text_in_requests_makes_no_new_metric_series(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers to requests with TR ids the catalog lacks, from callers past the labels' budget, are
+    counted under ``unknown`` and ``other``: a caller cannot grow the gateway's series without bound."""
+    monkeypatch.setattr(metrics, "_CALLERS", {"unit"})
+    monkeypatch.setattr(metrics, "MAX_CALLER_LABELS", 1)
+    labels = {"provider": "KIS", "tr_id": "unknown", "caller": "other", "status": "invalid"}
+    before = REGISTRY.get_sample_value("apihub_requests_total", labels) or 0.0
+    for i in range(5):
+        request = price_request().model_copy(update={"tr_id": f"RANDOM{i}", "caller": f"caller-{i}"})
+        await harness.serve(record_of(request.to_json(), request_headers(request)))
+    assert {a.status for a, _ in harness.answers()} == {Status.INVALID}
+    assert REGISTRY.get_sample_value("apihub_requests_total", labels) == before + 5
+    assert REGISTRY.get_sample_value("apihub_requests_total", {**labels, "tr_id": "RANDOM0"}) is None
 
 
 async def test_unparseable_input_is_dead_lettered_and_answered_invalid_where_possible(

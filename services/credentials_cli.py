@@ -65,7 +65,8 @@ def members(settings: GatewaySettings) -> list[Member]:
 
 def rows(pool: list[Member]) -> list[Row]:
     """One row per member, without live figures."""
-    from services.gateway.token_store import fingerprint  # lazily: see the module docstring
+    from services.gateway.pool import account_name  # lazily: see the module docstring
+    from services.gateway.token_store import fingerprint
 
     return [
         Row(
@@ -73,7 +74,7 @@ def rows(pool: list[Member]) -> list[Row]:
             member=m.name,
             domain=m.domain,
             environment=m.settings.environment,
-            account=mask(m.settings.account),
+            account=mask(account_name(m.settings)),
             appkey=fingerprint(m.settings.appkey.get_secret_value()) if m.settings.appkey else "(none)",
             rate_per_s=m.settings.rate_per_s,
         )

@@ -7,7 +7,8 @@ that names no credential goes to the member whose slot comes soonest among the p
 account (an order, an account query) must name its member, by name or by account, unless the pool has
 only one member to mean. Naming a member that does not exist is ``invalid`` / ``unknown_credential``; an
 account call without a name in a pool of several is ``invalid`` / ``credential_required``; a KIS call whose
-``CANO`` differs from the named member's account is ``invalid`` / ``account_mismatch``.
+``CANO`` (or ``ACNT_PRDT_CD``) differs from the named member's account (or product code) is ``invalid`` /
+``account_mismatch``.
 """
 
 from __future__ import annotations
@@ -143,26 +144,49 @@ class Pool:
         self._sick_until[domain] = self._clock.monotonic() + SICK_S
 
 
+def account_of(settings: ProviderSettings) -> tuple[str, str | None] | None:
+    """A member's account as (number, product code): ``account`` is ``50000001-01`` or ``50000001``, the
+    product code then from ``product_code``; None for a member without an account."""
+    if not settings.account:
+        return None
+    number, _, code = settings.account.partition("-")
+    return number, code or settings.product_code
+
+
+def account_name(settings: ProviderSettings) -> str | None:
+    """A member's whole account: ``50000001-01``, or the number alone where no product code is known."""
+    account = account_of(settings)
+    if account is None:
+        return None
+    number, code = account
+    return f"{number}-{code}" if code else number
+
+
 def _by_account(members: list[Member]) -> dict[str, Member]:
     """Members by account: the whole number (``50000001-01``), and the number before the product code
     (``50000001``, KIS's ``CANO``) where no other member has that one."""
-    found = {m.settings.account: m for m in members if m.settings.account}
-    numbers = Counter(account.split("-")[0] for account in found)
-    for account, member in list(found.items()):
-        number = account.split("-")[0]
+    found = {name: m for m in members if (name := account_name(m.settings))}
+    numbers = Counter(whole.split("-")[0] for whole in found)
+    for whole, member in list(found.items()):
+        number = whole.split("-")[0]
         if numbers[number] == 1:
             found.setdefault(number, member)
     return found
 
 
 def _check_account(member: Member, request: ApiRequest) -> None:
-    account = member.settings.account
-    named = request.params.get("CANO") if member.provider is Provider.KIS else None
-    if account and isinstance(named, str) and named and named != account.split("-")[0]:
-        raise Invalid(
-            "account_mismatch",
-            f"params CANO is not the account of credential {member.name!r}; name the account's credential",
-        )
+    """A KIS call naming an account (``CANO``, ``ACNT_PRDT_CD``) must name its member's, where known."""
+    account = account_of(member.settings)
+    if account is None or member.provider is not Provider.KIS:
+        return
+    for param, own in zip(("CANO", "ACNT_PRDT_CD"), account, strict=True):
+        named = request.params.get(param)
+        if own and isinstance(named, str) and named and named != own:
+            raise Invalid(
+                "account_mismatch",
+                f"params {param} is not the account of credential {member.name!r}; name the account's "
+                "credential",
+            )
 
 
 def pools(providers: Mapping[Provider, ProviderSettings], clock: Clock) -> dict[Provider, Pool]:

@@ -12,6 +12,13 @@ from services.credentials_cli import Row, mask, render
 POOL = [
     {"name": "a", "appkey": "PS-key-of-a", "appsecret": "secret-of-a", "account": "50000001-01"},
     {"name": "b", "appkey": "PS-key-of-b", "appsecret": "secret-of-b", "rate_per_s": 5},
+    {
+        "name": "c",
+        "appkey": "PS-key-of-c",
+        "appsecret": "secret-of-c",
+        "account": "50000003",
+        "product_code": "22",
+    },
 ]
 
 
@@ -52,10 +59,8 @@ def test_without_redis_the_pool_is_listed_and_the_exit_is_one(
     assert main(["credentials", "--json"]) == 1
     out, err = capsys.readouterr()
     listed = json.loads(out)
-    assert [(r["provider"], r["member"], r["rate_per_s"]) for r in listed if r["provider"] == "KIS"] == [
-        ("KIS", "a", 20.0),
-        ("KIS", "b", 5.0),
-    ]
+    kis = [(r["member"], r["rate_per_s"], r["account"]) for r in listed if r["provider"] == "KIS"]
+    assert kis == [("a", 20.0, "5000****-01"), ("b", 5.0, "-"), ("c", 20.0, "5000****-22")]
     assert all(r["token_left_s"] is None for r in listed)
     assert "not readable" in err and "127.0.0.1:1" in err
     for secret in ("PS-key-of-a", "secret-of-a", "secret-of-b", "hunter2"):

@@ -48,11 +48,14 @@ ORDER = {**GATEWAY_CORE_ORDER, "CANO": "50000001"}
 _SYMBOLS = itertools.count(1)
 
 
-def member(name: str, *, account: str | None = None, rate: float | None = None) -> CredentialSettings:
+def member(
+    name: str, *, account: str | None = None, rate: float | None = None, product_code: str | None = None
+) -> CredentialSettings:
     """A pool member whose appkey is derived from its name."""
     return CredentialSettings.model_validate(
         {"name": name, "appkey": f"PS-{name}", "appsecret": f"secret-{name}", "account": account}
         | ({"rate_per_s": rate} if rate else {})
+        | ({"product_code": product_code} if product_code else {})
     )
 
 
@@ -282,6 +285,31 @@ def test_a_member_is_named_by_its_account_or_the_number_before_the_product_code(
     ]
     with pytest.raises(Invalid, match="no KIS credential '50000002'"):
         pool.named("50000002")
+
+
+async def test_an_order_for_another_product_code_of_the_account_is_refused() -> None:
+    """A member's product code (``50000001-01``, or ``account`` 50000001 with ``product_code`` 01) is part
+    of its account: an order naming the member with another ``ACNT_PRDT_CD`` is ``account_mismatch``,
+    and the whole account names the member whichever way it was configured."""
+    rig = build_gateway(
+        credentials=[member("a", account="50000001", product_code="01"), member("b", account="50000002-01")]
+    )
+    clock = rig.clock
+    results = await serve(
+        rig,
+        [
+            ask(clock, ORDER_TR, {**ORDER, "ACNT_PRDT_CD": "01"}, credential="50000001-01"),
+            ask(clock, ORDER_TR, {**ORDER, "ACNT_PRDT_CD": "03"}, credential="a"),
+            ask(clock, ORDER_TR, {**ORDER, "CANO": "50000002", "ACNT_PRDT_CD": "22"}, credential="b"),
+        ],
+    )
+    outcomes = [(a.response.status, a.response.reason) for a in results]
+    assert outcomes == [
+        (Status.OK, None),
+        (Status.INVALID, "account_mismatch"),
+        (Status.INVALID, "account_mismatch"),
+    ]
+    assert len(rig.dispatcher.calls("/trading/order-cash")) == 1
 
 
 async def test_one_key_under_two_names_in_two_instances_is_paced_as_one() -> None:

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hubclient.errors import HubError
+from hubclient.models import MAX_IDEMPOTENCY_KEY
 from services.audit.command import add_parser as add_audit_parser
 from services.catalog_cli import add_parser as add_catalog_parser
 from services.credentials_cli import add_parser as add_credentials_parser
@@ -240,6 +241,12 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _idempotency_key(text: str) -> str:
+    if not 0 < len(text) <= MAX_IDEMPOTENCY_KEY:
+        raise argparse.ArgumentTypeError(f"an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -274,6 +281,7 @@ def cmd_call(args: argparse.Namespace) -> int:
                     timeout=args.timeout,
                     priority=args.priority,
                     credential=args.credential,
+                    idempotency_key=args.idempotency_key,
                 )
         except HubError as exc:
             if isinstance(exc.__cause__, KafkaError):  # not connected: main() says so, with the hint
@@ -450,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the pool member to call with (account and order calls must name one; reads default to the "
         "member that can serve soonest)",
+    )
+    call.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        type=_idempotency_key,
+        help="names an order across attempts: run the same order again with the same key and the hub sends "
+        "it at most once (the first attempt's answer is printed again)",
     )
     call.set_defaults(func=cmd_call)
     feed = sub.add_parser("feed", help="publish the sandbox market's ticks to market.ticks")

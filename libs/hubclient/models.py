@@ -56,6 +56,7 @@ class RequestKind(StrEnum):
 
 #: The ``tr_id`` a ``websocket_credentials`` request carries (the gateway does not read it).
 WEBSOCKET_CREDENTIALS_TR_ID = "websocket_credentials"
+MAX_IDEMPOTENCY_KEY = 200  # characters
 
 
 #: orjson hands these to ``_plain`` instead of writing them its own way (pydantic's may differ).
@@ -155,7 +156,7 @@ class ApiRequest(_Envelope):
     )
     idempotency_key: str | None = Field(
         default=None,
-        max_length=200,
+        max_length=MAX_IDEMPOTENCY_KEY,
         description="names one order across requests: orders (non-idempotent calls) of the same caller to "
         "the same provider with this key are sent at most once within a day, a later one answered with the "
         "first one's answer (shared_with naming it) or unknown_outcome while that one may be at the broker; "

@@ -22,8 +22,12 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
+from hubclient import HubClient
+from hubclient.models import ApiRequest, ApiResponse
+from hubclient.testing import InMemoryTransport, ok
 from services import cli, topics
 from tests.unit.kafka_fakes import FakeAdmin, FakeCluster, factory
+from tests.unit.test_gateway_core import ORDER
 
 HISTORY_1D = ["history", "collect", "--symbols", "005930", "--from", "2026-11-23", "--to", "2026-11-27"]
 HISTORY_1D += ["--timeframe", "1d"]
@@ -116,6 +120,26 @@ def test_call_without_kafka_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Kafka is not reachable" in err and "make up" in err and "HubError" not in err
 
 
+def test_call_sends_its_idempotency_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--idempotency-key`` goes out in the request, so running an order again is answered, not resent."""
+    sent: list[ApiRequest] = []
+
+    def answer(request: ApiRequest) -> ApiResponse:
+        sent.append(request)
+        return ok(request, {"rt_cd": "0"})
+
+    def connect(_bootstrap: str, *, caller: str, **_: object) -> HubClient:
+        return HubClient(InMemoryTransport(answer), caller=caller)
+
+    monkeypatch.setattr(HubClient, "connect", connect)
+    order = ["KIS", "TTTC0012U", *(f"{k}={v}" for k, v in ORDER.items())]
+    assert cli.main(["call", *order, "--idempotency-key", "desk-order-17"]) == 0
+    assert [r.idempotency_key for r in sent] == ["desk-order-17"]
+    assert '"status": "ok"' in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -131,6 +155,8 @@ def test_call_without_kafka_says_so(capsys: pytest.CaptureFixture[str]) -> None:
         ([*HISTORY_1D, "--timeout", "inf"], "'inf' must be more than 0 and at most 86400 seconds"),
         ([*HISTORY_1D, "--timeout", "1e300"], "at most 86400 seconds"),
         (["call", "KIS", "FHKST01010100", "--timeout", "soon"], "'soon' is not a number of seconds"),
+        (["call", "KIS", "TTTC0012U", "--idempotency-key", ""], "an idempotency key has 1 to 200 characters"),
+        (["call", "KIS", "TTTC0012U", "--idempotency-key", "k" * 201], "1 to 200 characters"),
         (["demo", "--rounds", "-1"], "argument --rounds: '-1' must be more than 0"),
         (["status", "--limit", "KIS=x"], "'x' is not a number of calls per second"),
         (["status", "--limit", "FOO=3"], "'FOO' is not a provider (KIS, KIWOOM)"),

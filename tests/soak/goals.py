@@ -6,9 +6,10 @@
    gateway's shared-read cache of past sessions' bars, ``apihub_shared_cache_bytes``, which fills up to
    ``APIHUB_SHARED_CACHE_BYTES`` as the history collector asks for past days; the RSS growth with it is
    reported beside). Kafka, Redis, the sandbox and the soak process itself are reported, not
-   judged: the broker's JVM grows its heap up to ``-Xmx`` by design, Redis keeps every answer's idempotency
-   record for seven days by design (its growth per request is reported), the sandbox stands in for the
-   brokers, and the soak keeps its samples and latencies.
+   judged: the broker's JVM grows its heap up to ``-Xmx`` by design, Redis's memory is the allocator's
+   (an answer's idempotency record lives until a minute past its deadline, so the records level off within
+   the warm-up; its growth per request is reported), the sandbox stands in for the brokers, and the soak
+   keeps its samples and latencies.
 2. **Zero lost requests**: every request of the load generator was answered or refused with a reason
    (``lost = sent - answered - refused = 0``, nothing pending at the end).
 3. **Zero over-limit arrivals** at the referee, per provider, the limit classes' windows included, and the

@@ -22,7 +22,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from hubclient.catalog import TrSpec, entries
+from hubclient.catalog import TrSpec, entries, lookup
 from hubclient.models import ApiRequest, ApiResponse, Provider, RequestKind, Status
 from services.gateway.admission import (
     MAX_PARAM_KEYS,
@@ -38,7 +38,7 @@ from services.gateway.classes import ClassLimiter, class_domain, class_rates, pa
 from services.gateway.clock import Clock, SystemClock
 from services.gateway.cpu_wait import RunQueueWait
 from services.gateway.dispatcher import Dispatcher
-from services.gateway.errors import BacklogFull, GatewayError, Refused, TokenUnavailable
+from services.gateway.errors import BacklogFull, Expired, GatewayError, Refused, TokenUnavailable
 from services.gateway.flights import Flight, Flights, Position
 from services.gateway.idempotency import Records, keyed, record_name, record_ttl_ms
 from services.gateway.jitter import JitterBudget
@@ -271,6 +271,8 @@ class Gateway:
 
             member = self.pools[request.provider].route(request, spec, slot_in_s)
             check_environment(spec, mock=member.settings.mock)
+        except Expired as exc:  # delivered after its deadline
+            return await self._expired(request, exc)
         except GatewayError as exc:
             return self.responder.error(request, exc)
         routed_wait_s = estimates.get(member.domain)  # good for this turn of the loop only
@@ -449,6 +451,24 @@ class Gateway:
         owed = self.responder.owed(request, record)
         if record.response is not None:
             log_event(logger, "request.replayed", request_id=request.request_id, status=owed.status.value)
+        return owed
+
+    async def _expired(self, request: ApiRequest, error: Expired) -> ApiResponse:
+        """A delivery after its deadline is answered ``expired``, unless it is an order an earlier delivery
+        may have sent (a redelivery after a crash and a long outage): then its record says what became of
+        it, its answer or ``unknown_outcome``, where ``expired`` would tell the audit log it never left."""
+        spec = lookup(request.provider, request.tr_id)  # check_request found it before the deadline check
+        if spec.idempotent or self._idempotency is None:
+            return self.responder.error(request, error)
+        try:
+            check_permitted(self._permissions, request, spec)  # no record for a caller who may not order
+            record = await self._idempotency.lookup(record_name(request, spec))
+        except (GatewayError, RedisError, OSError):
+            record = None
+        if record is None:
+            return self.responder.error(request, error)
+        owed = self.responder.owed(request, record)
+        log_event(logger, "request.replayed", request_id=request.request_id, status=owed.status.value)
         return owed
 
     async def _remember(self, flight: Flight, response: ApiResponse) -> None:

@@ -8,15 +8,17 @@ resend). The mark is set only where no record is, and the record found instead i
 two deliveries of one order that both looked up before either marked cannot both send it, the later one
 gets the record.
 
-A record is kept until the request's deadline and a minute more (``record_ttl_ms``): a delivery after its
-deadline is answered ``expired`` before any lookup, so an older record would never be read again, while
-at a key's 20 calls a second records of a few KB kept for days would fill Redis.
+A read's record is kept until the request's deadline and a minute more (``record_ttl_ms``): a read
+delivered after its deadline is answered ``expired`` before any lookup, so an older record would never be
+read again, while at a key's 20 calls a second records of a few KB kept for days would fill Redis. An
+order's record is kept at least a day (orders are few): an order delivered again after its deadline (a
+crash, then a long outage) is answered from it, its answer or ``unknown_outcome``, not ``expired``, which
+would say it never left.
 
 An order's ``idempotency_key`` names one order across requests (``record_name``): every order of the
-same caller to the same provider with that key shares one record, kept a day, so a retry under a new
-``request_id`` (say after a ``HubTimeout``) gets the first one's answer, or ``unknown_outcome`` while
-that one may be at the broker, and the order is sent at most once. Reads ignore the key: a read repeated
-is harmless.
+same caller to the same provider with that key shares one record, so a retry under a new ``request_id``
+(say after a ``HubTimeout``) gets the first one's answer, or ``unknown_outcome`` while that one may be at
+the broker, and the order is sent at most once. Reads ignore the key: a read repeated is harmless.
 
 ``IdempotencyStore`` sends the lookups and writes that requests make in the same turn of the event loop
 as one pipeline (one round trip, one socket write): under load hundreds of requests look up and store
@@ -39,7 +41,7 @@ from services.gateway.batching import CommandBatcher
 INFLIGHT = b"inflight"
 RECORD_GRACE_MS = 60_000  # past the deadline: room for the gateways' clocks to differ
 MAX_RECORD_MS = 7 * 24 * 3600 * 1000  # a deadline further out keeps its record this long
-KEYED_RECORD_MS = 24 * 3600 * 1000  # an order's idempotency_key: a retry within a day is the same order
+ORDER_RECORD_MS = 24 * 3600 * 1000  # an order's record: a redelivery or a keyed retry within a day finds it
 
 # Sets the in-flight mark (ARGV: the mark and its milliseconds) unless a record is there: returns that record.
 _MARK_INFLIGHT = """
@@ -71,10 +73,10 @@ def record_name(request: ApiRequest, spec: TrSpec) -> str:
 
 def record_ttl_ms(request: ApiRequest, spec: TrSpec, now_ms: int) -> int:
     """Milliseconds to keep a request's record: until its deadline plus ``RECORD_GRACE_MS`` (a gateway
-    whose clock runs behind may still look it up), at most ``MAX_RECORD_MS``; a keyed order's at least
-    ``KEYED_RECORD_MS``, since its retries come with deadlines of their own."""
+    whose clock runs behind may still look it up), at most ``MAX_RECORD_MS``; an order's at least
+    ``ORDER_RECORD_MS``, since its redeliveries and keyed retries may come after its deadline."""
     ttl_ms = min(max(request.deadline_ms - now_ms, 0) + RECORD_GRACE_MS, MAX_RECORD_MS)
-    return max(ttl_ms, KEYED_RECORD_MS) if keyed(request, spec) else ttl_ms
+    return ttl_ms if spec.idempotent else max(ttl_ms, ORDER_RECORD_MS)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hubclient.catalog import lookup
 from hubclient.models import ApiRequest, Provider, Status
 from services.gateway.clock import ManualClock
-from services.gateway.idempotency import KEYED_RECORD_MS, record_name, record_ttl_ms
+from services.gateway.idempotency import ORDER_RECORD_MS, RECORD_GRACE_MS, record_name, record_ttl_ms
 from services.gateway.policy import MAX_ATTEMPTS
 from services.gateway.testing import build_gateway, kis_envelope
 from tests.unit.test_gateway_core import ORDER, request, serve
@@ -87,8 +87,9 @@ async def test_reads_ignore_the_key() -> None:
     assert len(rig.dispatcher.calls("/quotations/")) == 2
 
 
-def test_a_keyed_orders_record_is_the_keys_and_lives_a_day() -> None:
-    """The record's name depends on provider, caller and key only, and it outlives its short deadline."""
+def test_a_keyed_orders_record_is_the_keys_and_an_orders_lives_a_day() -> None:
+    """The record's name depends on provider, caller and key only; an order's record outlives its short
+    deadline, a read's does not."""
     clock_ms = 1_800_000_000_000
     spec = lookup(Provider.KIS, ORDER_TR)
 
@@ -111,5 +112,7 @@ def test_a_keyed_orders_record_is_the_keys_and_lives_a_day() -> None:
     assert record_name(a, spec) == record_name(b, spec) != a.request_id
     assert record_name(order(a.request_id, "other", "k1"), spec) != record_name(a, spec)
     assert record_name(order(a.request_id, "desk", None), spec) == a.request_id
-    assert record_ttl_ms(a, spec, clock_ms) == KEYED_RECORD_MS
-    assert record_ttl_ms(order(a.request_id, "desk", None), spec, clock_ms) == 5_000 + 60_000
+    assert record_ttl_ms(a, spec, clock_ms) == ORDER_RECORD_MS
+    assert record_ttl_ms(order(a.request_id, "desk", None), spec, clock_ms) == ORDER_RECORD_MS
+    price = lookup(Provider.KIS, "FHKST01010100")
+    assert record_ttl_ms(a, price, clock_ms) == 5_000 + RECORD_GRACE_MS  # a read's: its deadline and a minute

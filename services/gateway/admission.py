@@ -2,12 +2,14 @@
 
 In order: params with more than ``max_param_keys`` keys or a value longer than ``max_param_value_chars``
 characters (``invalid`` / ``params_too_large``: no broker field comes near, and such a call would only
-fail upstream), an unknown tr_id, a planned endpoint, a call missing a required parameter (``invalid``); a
-deadline already passed (``expired``); then, once ``pool`` chose the credential (``unknown_credential``,
-``credential_required``, ``account_mismatch``), an endpoint the mock server does not offer, for a mock
-credential (``check_environment``: ``rejected`` / ``not_in_mock``, before any upstream call); last a
-deadline out of reach at the current pace (``rejected`` / ``deadline_unreachable``, logged
-as ``ratelimit.rejected``). The estimate of the wait comes from the domain's pacer; these checks are pure.
+fail upstream), a continuation whose paging header could not be written (``invalid`` /
+``invalid_continuation``), an unknown tr_id, a planned endpoint, a call missing a required parameter
+(``invalid``); a deadline already passed (``expired``); then, once ``pool`` chose the credential
+(``unknown_credential``, ``credential_required``, ``account_mismatch``), an endpoint the mock server does
+not offer, for a mock credential (``check_environment``: ``rejected`` / ``not_in_mock``, before any
+upstream call); last a deadline out of reach at the current pace (``rejected`` /
+``deadline_unreachable``, logged as ``ratelimit.rejected``). The estimate of the wait comes from the
+domain's pacer; these checks are pure.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 MAX_PARAM_KEYS = 64  # the default of ``GatewaySettings.max_param_keys``
 MAX_PARAM_VALUE_CHARS = 4_096  # the default of ``GatewaySettings.max_param_value_chars``
+#: Continuation fields the adapters send as HTTP headers (KIS ``tr_cont``, Kiwoom ``next-key``).
+HEADER_CONTINUATION_KEYS = ("tr_cont", "next-key")
 
 
 def check_params_size(
@@ -54,6 +58,17 @@ def check_params_size(
             )
 
 
+def check_continuation(continuation: dict[str, str] | None) -> None:
+    """Raise ``Invalid("invalid_continuation")`` for a paging header value HTTP/1.1 cannot carry (a line
+    break, a character beyond latin-1). The dispatcher would refuse to write it and answer it as an
+    unreachable broker: retried, and counted against the broker's health, so one caller's bad pages
+    opened the circuit breaker for every caller. Continuations the gateway hands out never hold one."""
+    for key in HEADER_CONTINUATION_KEYS:
+        value = (continuation or {}).get(key, "")
+        if "\r" in value or "\n" in value or any(ord(c) > 255 for c in value):
+            raise Invalid("invalid_continuation", f"continuation {key!r} cannot be sent as an HTTP header")
+
+
 def check_request(
     request: ApiRequest,
     *,
@@ -63,6 +78,7 @@ def check_request(
 ) -> TrSpec:
     """The request's catalog entry; raises ``Invalid`` or ``Expired``."""
     check_params_size(request.params, max_keys=max_param_keys, max_value_chars=max_param_value_chars)
+    check_continuation(request.continuation)
     try:
         spec = lookup(request.provider, request.tr_id)
     except UnknownTrId as exc:

@@ -9,16 +9,19 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord
 
+from hubclient.catalog import LimitClass, lookup
 from hubclient.headers import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, encode_partition
-from hubclient.models import Status
+from hubclient.models import Provider, Status
 from services.gateway.admission import check_params_size
-from services.gateway.breaker import counts_against_health
-from services.gateway.errors import Invalid
+from services.gateway.breaker import BreakerState, counts_against_health
+from services.gateway.dispatcher import HttpDispatcher
+from services.gateway.errors import Invalid, UpstreamUnreachable
 from services.gateway.intake import read_record
 from services.gateway.policy import Action, Result, decide
-from services.gateway.providers.base import UpstreamAnswer
-from services.gateway.testing import build_gateway
-from services.settings import GatewaySettings
+from services.gateway.providers.base import UpstreamAnswer, UpstreamRequest
+from services.gateway.providers.kis import KisAdapter
+from services.gateway.testing import Reply, build_gateway
+from services.settings import GatewaySettings, KisSettings
 from tests.unit.test_gateway_core import PRICE, request, serve
 
 REPLY_TOPICS = frozenset({"api.responses"})
@@ -206,3 +209,48 @@ def test_answers_about_the_request_never_count(result: Result) -> None:
     for attempts in (1, 4):
         decision = decide(result, idempotent=True, attempts=attempts, token_replaced=False, http_status=400)
         assert not decision.effects.breaker_failure
+
+
+@pytest.mark.parametrize("tr_cont", ["N\r\nX-Other: 1", "N\n", "다음"])
+async def test_a_continuation_no_header_can_carry_never_reaches_the_upstream_nor_opens_the_breaker(
+    tr_cont: str,
+) -> None:
+    """A continuation whose header value cannot be written (a line break, a character beyond latin-1) is
+    invalid / invalid_continuation at admission: the real dispatcher refuses it as unreachable, which
+    counted against the broker's health, so one caller's five such pages opened the breaker for all."""
+    rig = build_gateway()
+    spec = lookup(Provider.KIS, "FHKST01010100")
+    bad = request(rig.clock, caller="noisy").model_copy(update={"continuation": {"tr_cont": tr_cont}})
+    upstream = KisAdapter(KisSettings(appkey="k", appsecret="s")).build(spec, bad, "t")
+    real = HttpDispatcher({Provider.KIS: KisSettings()})
+    await real.start()
+    try:
+        with pytest.raises(UpstreamUnreachable):  # what the gateway's own dispatcher makes of it
+            await real.send(Provider.KIS, upstream, 1.0)
+    finally:
+        await real.stop()
+    send = rig.dispatcher._handler  # as HttpDispatcher: a header it cannot write is never sent
+
+    def handler(provider: Provider, call: UpstreamRequest) -> tuple[Reply, float]:
+        if any(not _writable(v) for v in call.headers.values()):
+            return UpstreamUnreachable("a header holds a line break"), 0.0
+        return send(provider, call)
+
+    rig.dispatcher._handler = handler
+    noisy = [
+        request(rig.clock, caller="noisy").model_copy(update={"continuation": {"tr_cont": tr_cont}})
+        for _ in range(5)
+    ]
+    answers = await serve(rig, noisy)
+    assert {(a.response.status, a.response.reason) for a in answers} == {
+        (Status.INVALID, "invalid_continuation")
+    }
+    assert rig.gateway.pacers[Provider.KIS, LimitClass.QUERY].breaker.state is BreakerState.CLOSED
+    rig.dispatcher.sent.clear()
+    other = await serve(rig, [request(rig.clock, caller="other")])
+    assert (other[0].response.status, other[0].response.reason) == (Status.OK, None)
+
+
+def _writable(value: str) -> bool:
+    """True for a header value HTTP/1.1 can carry as the gateway writes it (latin-1, no line break)."""
+    return "\r" not in value and "\n" not in value and all(ord(c) < 256 for c in value)

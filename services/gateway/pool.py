@@ -175,13 +175,18 @@ def _by_account(members: list[Member]) -> dict[str, Member]:
 
 
 def _check_account(member: Member, request: ApiRequest) -> None:
-    """A KIS call naming an account (``CANO``, ``ACNT_PRDT_CD``) must name its member's, where known."""
+    """A KIS call naming an account (``CANO``, ``ACNT_PRDT_CD``) must name its member's, where known.
+
+    What is compared is what the broker would get: the KIS adapter sends every value as a string,
+    upper-cases a body's keys and adds the continuation's fields to the params, so ``cano``, a number or
+    a continuation field name the account as well as ``CANO`` in the params does."""
     account = account_of(member.settings)
     if account is None or member.provider is not Provider.KIS:
         return
+    fields = {**request.params, **(request.continuation or {})}
     for param, own in zip(("CANO", "ACNT_PRDT_CD"), account, strict=True):
-        named = request.params.get(param)
-        if own and isinstance(named, str) and named and named != own:
+        named = {str(v) for k, v in fields.items() if k.upper() == param and v is not None and v != ""}
+        if own and named - {own}:
             raise Invalid(
                 "account_mismatch",
                 f"params {param} is not the account of credential {member.name!r}; name the account's "

@@ -312,6 +312,29 @@ async def test_an_order_for_another_product_code_of_the_account_is_refused() -> 
     assert len(rig.dispatcher.calls("/trading/order-cash")) == 1
 
 
+async def test_an_order_naming_another_account_however_spelled_is_refused() -> None:
+    """The account check reads the CANO the broker would get: a lower-case key (KIS's body keys are sent
+    upper-cased), a number instead of a string, or a continuation field (added to the params) naming
+    member b's account under member a is ``account_mismatch``, and no order reaches the broker."""
+    rig = build_gateway(credentials=[member("a", account="50000001-01"), member("b", account="50000002-01")])
+    clock = rig.clock
+    plain = {k: v for k, v in ORDER.items() if k != "CANO"}
+    spelled: list[tuple[dict[str, Any], dict[str, str] | None]] = [
+        ({**plain, "cano": "50000002"}, None),
+        ({**plain, "CANO": 50000002}, None),
+        (ORDER, {"CANO": "50000002"}),
+    ]
+    requests = [
+        ask(clock, ORDER_TR, params, credential="a").model_copy(update={"continuation": continuation})
+        for params, continuation in spelled
+    ]
+    results = await serve(rig, requests)
+    assert [(a.response.status, a.response.reason) for a in results] == [
+        (Status.INVALID, "account_mismatch")
+    ] * 3
+    assert rig.dispatcher.calls("/trading/order-cash") == []
+
+
 async def test_one_key_under_two_names_in_two_instances_is_paced_as_one() -> None:
     """Instance 1 knows its key as the provider's own (domain KIS), instance 2 as pool member k1 (KIS/k1),
     as in a rolling restart that moves the key into the pool: both share one schedule, named by the key,

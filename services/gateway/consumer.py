@@ -193,11 +193,16 @@ class RequestConsumer:
             consumer.resume(*to_resume)
 
     def _report_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag per partition number, summed over the request topics: with caller topics partition N of
+        each is owned here (range assignor), and one series per number keeps the alerts' sums whole."""
+        lag: dict[int, int] = {}
         for tp in self.assignment:
             highwater = consumer.highwater(tp)
             position = self._tracker.position(tp)
             if highwater is not None and position is not None:
-                CONSUMER_LAG.labels(str(tp.partition)).set(max(0, highwater - position))
+                lag[tp.partition] = lag.get(tp.partition, 0) + max(0, highwater - position)
+        for partition, value in lag.items():
+            CONSUMER_LAG.labels(str(partition)).set(value)
 
     async def _commit(self, tps: list[TopicPartition] | None = None) -> None:
         due = self._tracker.commits_due(tps)

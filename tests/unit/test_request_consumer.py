@@ -194,6 +194,39 @@ async def test_lag_is_reported_from_the_committable_position(make: Callable[...,
         run.handler.finish(0, offset)
 
 
+async def test_lag_sums_a_partition_over_the_request_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a caller's own request topic partition 0 of both topics is owned here, and its series is
+    their sum: each topic's lag used to overwrite the other's, so the series (and the lag alerts, which
+    sum it) showed whichever topic came last."""
+    bound = "api.requests.trader"
+    cluster = FakeCluster({TOPIC: 1, bound: 1})
+    made: list[FakeConsumer] = []
+    monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", factory(cluster, FakeConsumer, made))
+    open_offsets = {TOPIC: {1, 2, 3}, bound: {1, 2}}  # left unanswered: lag 3 and 2
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+        if record.offset in open_offsets[record.topic]:
+            await never
+
+    rc = RequestConsumer(KafkaSettings(caller_topics={bound: "trader"}), handler, instance_id="gw-1")
+    await rc.start()
+    [client] = made
+    await client.rebalance([TopicPartition(TOPIC, 0), TopicPartition(bound, 0)])
+    task = asyncio.create_task(rc.run())
+    for topic, count in ((TOPIC, 4), (bound, 3)):
+        for _ in range(count):
+            cluster.append(topic, b"{}", partition=0)
+    try:
+        await until(lambda: len(cluster.committed.get("apihub-gateway", {})) == 2)
+        await asyncio.sleep(0.15)  # a report after both commits
+        assert CONSUMER_LAG.labels("0")._value.get() == 5
+    finally:
+        never.cancel()
+        await asyncio.wait_for(rc.stop(), 10)
+        await asyncio.wait_for(task, 10)
+
+
 async def test_fetch_and_commit_failures_are_survived(make: Callable[..., Any]) -> None:
     """A failed fetch is retried; a failed commit is logged and the offsets committed on a later turn."""
     run = await make()

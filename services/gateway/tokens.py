@@ -146,7 +146,20 @@ class TokenManager:
                 if not await self._store.take_permit(domain, ISSUE_PERMIT_S):
                     return await self._issuance_paused(domain, stale or (stored.grant if stored else None))
                 grant = await self._issue(domain)
-                await self._store.write(domain, Stored(grant, (stored.generation if stored else 0) + 1))
+                try:
+                    await self._store.write(domain, Stored(grant, (stored.generation if stored else 0) + 1))
+                except (RedisError, OSError) as exc:
+                    # The broker issued it and the permit is spent: dropping it would leave this instance
+                    # without a token for a minute. Kept here, it serves until it is due for refresh.
+                    log_event(
+                        logger,
+                        "token.store_failed",
+                        logging.WARNING,
+                        provider=provider_of(domain).value,
+                        domain=domain,
+                        credential=self.credential,
+                        error=str(exc),
+                    )
                 return grant
             finally:
                 with contextlib.suppress(RedisError, OSError):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from hubclient.catalog import LimitClass
 from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
@@ -24,7 +25,7 @@ from services.gateway.providers.base import UpstreamAnswer
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.slots import Ask, MemorySlots, Reservation
 from services.gateway.testing import FakeDispatcher, FakeKis, Rig, build_gateway, kis_envelope
-from services.gateway.token_store import MemoryTokenStore
+from services.gateway.token_store import MemoryTokenStore, Stored
 from services.gateway.tokens import TokenIssuer, TokenManager
 from services.settings import KisSettings
 from tests.unit.test_pacing import max_in_any_second
@@ -392,6 +393,37 @@ async def test_two_instances_share_one_issuance(caplog: pytest.LogCaptureFixture
     assert {t.result() for t in tasks} == {"token-1"}
     assert broker.tokens_issued == 1
     assert any(r.getMessage() == "redlock.contention" for r in caplog.records)
+
+
+class WriteFailsOnce(MemoryTokenStore):
+    """A store whose first token write fails as Redis does when it goes away mid-issuance."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.failed = False
+
+    async def write(self, domain: str, stored: Stored) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise RedisConnectionError("Connection reset by peer")
+        return await super().write(domain, stored)
+
+
+async def test_a_token_issued_while_its_write_to_the_store_fails_is_still_used() -> None:
+    """The broker issued a token and Redis failed to keep it: the token serves this instance anyway. It
+    used to be dropped, and with the issuance permit taken no other could be had for a minute."""
+    clock = ManualClock()
+    broker = FakeKis(clock)
+    settings = KisSettings(base_url="https://kis.invalid", appkey="PS" + "k" * 34, appsecret="s" * 180)
+    adapters: dict[str, TokenIssuer] = {Provider.KIS: KisAdapter(settings)}
+    manager = TokenManager(adapters, FakeDispatcher(broker, clock), WriteFailsOnce(clock), clock=clock)
+    first = asyncio.create_task(manager.get(Provider.KIS))
+    while not first.done():
+        await clock.advance(0.01)
+    assert first.result() == "token-1"
+    await clock.advance(5)
+    assert await manager.get(Provider.KIS) == "token-1"
+    assert broker.tokens_issued == 1
 
 
 async def test_redelivery_is_answered_from_the_record() -> None:

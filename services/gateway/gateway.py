@@ -132,8 +132,14 @@ class Gateway:
             for d, m in self.members.items()
             for c, rate in class_rates(m.settings).items()
         }
+        token_timeout_s = {d: m.settings.timeout_s for d, m in self.members.items()}
         self.tokens = TokenManager(
-            dict(adapters), dispatcher, token_store, clock=self.clock, limiters=self.limiters
+            dict(adapters),
+            dispatcher,
+            token_store,
+            clock=self.clock,
+            limiters=self.limiters,
+            call_timeout_s=token_timeout_s,
         )
         self.approvals = TokenManager(  # KIS's WebSocket approval key, issued by the same rules
             {d: ApprovalIssuer(a, self.clock) for d, a in adapters.items() if isinstance(a, KisAdapter)},
@@ -141,6 +147,7 @@ class Gateway:
             approval_store,
             clock=self.clock,
             limiters=self.limiters,
+            call_timeout_s=token_timeout_s,
             credential="approval_key",
         )
         self.lender = CredentialLender(

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 REFRESH_AHEAD_S = 600.0  # refresh ten minutes before expiry, as the brokers' own clients do
 POLL_S = 0.1
 STALE_RETRY_S = 1.0  # between refresh attempts while a token due for refresh still serves
+DEFAULT_CALL_TIMEOUT_S = 10.0  # a token call's bound where none is given (``ProviderSettings.timeout_s``)
 
 
 class TokenIssuer(Protocol):
@@ -66,16 +67,18 @@ class TokenManager:
         *,
         clock: Clock,
         limiters: dict[str, DomainLimiter] | None = None,
-        call_timeout_s: float = 10.0,
+        call_timeout_s: Mapping[str, float] | None = None,
         credential: str = "access_token",
     ) -> None:
+        """``call_timeout_s``: the upper bound of a token call by limit domain, the provider's
+        ``timeout_s`` as for every upstream call (``DEFAULT_CALL_TIMEOUT_S`` for a domain not named)."""
         self.credential = credential  # what is issued, in log lines
         self._adapters = dict(adapters)
         self._dispatcher = dispatcher
         self._store = store
         self._clock = clock
         self._limiters = limiters or {}
-        self._call_timeout_s = call_timeout_s
+        self._call_timeout_s = dict(call_timeout_s or {})
         self._cache: dict[str, TokenGrant] = {}
         self._flight = {p: asyncio.Lock() for p in adapters}
         # monotonic: no refresh attempt before, while a stale token serves
@@ -221,7 +224,10 @@ class TokenManager:
         on_sent = (lambda: limiter.sent(slot)) if limiter is not None and slot is not None else None
         try:
             answer = await self._dispatcher.send(
-                provider_of(domain), adapter.token_request(), self._call_timeout_s, on_sent=on_sent
+                provider_of(domain),
+                adapter.token_request(),
+                self._call_timeout_s.get(domain, DEFAULT_CALL_TIMEOUT_S),
+                on_sent=on_sent,
             )
         except DispatchError as exc:
             TOKEN_REFRESHES.labels(provider_of(domain).value, "failed").inc()

@@ -426,6 +426,16 @@ async def test_a_token_issued_while_its_write_to_the_store_fails_is_still_used()
     assert broker.tokens_issued == 1
 
 
+async def test_a_token_call_is_bounded_by_the_providers_timeout() -> None:
+    """APIHUB_KIS__TIMEOUT_S bounds the token call as every other upstream call: with 30 s a token
+    endpoint answering in 12 s gives a token. It was cut at a fixed 10 s, so no token could ever be had."""
+    rig = build_gateway(timeout_s=30.0)
+    rig.broker.latency_s = 12.0
+    [answered] = await serve(rig, [request(rig.clock, deadline_s=60)], step_s=0.05)
+    assert (answered.response.status, answered.response.reason) == (Status.OK, None)
+    assert rig.broker.tokens_issued == 1
+
+
 async def test_redelivery_is_answered_from_the_record() -> None:
     """The same request delivered again after its answer is replayed, not sent again."""
     rig = build_gateway()

@@ -12,7 +12,12 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.errors import (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 
 from hubclient.headers import DLQ_OMITTED, DLQ_REASON, DLQ_SOURCE, Headers, response_headers
 from hubclient.models import ApiRequest, ApiResponse
@@ -27,6 +32,8 @@ logger = logging.getLogger(__name__)
 BATCH_BYTES = 512 * 1024
 #: What Kafka says of a record too large for the producer (before sending) or for the topic (the broker).
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+#: What aiokafka says of a topic whose partitions it cannot learn (after its request timeout, or at once).
+NO_SUCH_TOPIC = (UnknownTopicOrPartitionError, TopicAuthorizationFailedError)
 
 
 class AnswerTooLarge(Exception):
@@ -72,10 +79,17 @@ class Publisher:
         await self._producer.stop()  # a second stop does nothing
 
     async def can_reply_to(self, topic: str, partition: int) -> bool:
-        """True when ``partition`` of ``topic`` exists (else aiokafka would refuse the send outright)."""
+        """True when ``partition`` of ``topic`` exists (else aiokafka would refuse the send outright).
+
+        A topic Kafka will not describe (missing, or not readable by the gateway) has no partition to
+        answer on either: its error must not escape, as the consumer takes a ``KafkaError`` from a handler
+        for a publish cut by a stop and leaves the record's offset open."""
         if not self._started:
             raise RuntimeError("Publisher.start() was not called")
-        partitions = await self._producer.partitions_for(topic)
+        try:
+            partitions = await self._producer.partitions_for(topic)
+        except NO_SUCH_TOPIC:
+            return False
         return partition in (partitions or ())
 
     async def respond(

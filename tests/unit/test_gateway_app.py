@@ -14,7 +14,12 @@ import aiohttp
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -210,6 +215,24 @@ async def test_a_reply_partition_that_does_not_exist_is_dead_lettered(harness: H
     assert dict(letter.headers)[DLQ_REASON] == b"reply_partition_unknown: api.responses has no partition 9"
     assert harness.answers() == []
     assert harness.rig.dispatcher.calls("/quotations/") == []  # never reached the broker
+
+
+@pytest.mark.parametrize("error", [UnknownTopicOrPartitionError, TopicAuthorizationFailedError])
+async def test_an_allowed_reply_topic_kafka_does_not_show_is_dead_lettered(
+    harness: Harness, error: type[KafkaError]
+) -> None:
+    """An allowed reply topic whose partitions Kafka will not tell (not created, deleted, no DESCRIBE for
+    the gateway) is dead-lettered like a missing partition. The producer's KafkaError used to escape the
+    handler, which the consumer takes for a publish cut by a stop: the request went unanswered and its
+    offset stayed open, holding back every later commit of the partition until a rebalance."""
+    harness.app._reply_topics = frozenset({RESPONSES, "api.responses.collectors"})
+    harness.producer.fail_next("partitions_for", error())
+    request = price_request(partition=0, reply_topic="api.responses.collectors")
+    await harness.serve(record_of(request.to_json(), request_headers(request)))
+    [letter] = harness.cluster.records(DLQ)
+    assert dict(letter.headers)[DLQ_REASON].startswith(b"reply_partition_unknown: api.responses.collectors")
+    assert harness.answers() == []
+    assert harness.rig.dispatcher.calls("/quotations/") == []
 
 
 async def test_an_invalid_answer_to_a_missing_partition_is_not_attempted(harness: Harness) -> None:

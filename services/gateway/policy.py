@@ -5,8 +5,8 @@ The call module performs the I/O the decision names; the table is tested row by 
 | outcome                     | idempotent call                 | order (non-idempotent)          |
 |-----------------------------|---------------------------------|---------------------------------|
 | ok                          | answer ok                       | answer ok                       |
-| token_rejected (first time) | replace the token, requeue      | replace the token, requeue      |
-| token_rejected (again)      | upstream_error                  | upstream_error                  |
+| token_rejected (first time) | replace the token, requeue      | replace token, requeue (unexec.)|
+| token_rejected (again)      | upstream_error                  | upstream_error (unexecuted)     |
 | throttled                   | slow down, requeue*             | slow down, requeue* (unexecuted)|
 | transient (5xx, garbage)    | back off, requeue*              | unknown_outcome                 |
 | unknown_outcome             | unknown_outcome                 | unknown_outcome                 |
@@ -19,6 +19,10 @@ Only an outcome that says something about the broker's health counts toward its 
 (``breaker.counts_against_health``): no answer, a connection failure, a 5xx without a usable envelope.
 A ``transient`` outcome whose HTTP status is a 4xx (an error page about the request itself, say a URL
 too long) is not retried and never counts; 408 and 429 are still retried, without counting.
+
+"Unexecuted": the broker refused the order before executing it, so its in-flight mark is cleared and a
+redelivery (or a retry under its ``idempotency_key``) may send it again rather than be answered
+``unknown_outcome``; a token refusal is one, as a throttle is.
 
 \\* while ``attempts < max_attempts``; after that ``upstream_error`` with the outcome as reason
 (``unreachable`` for both connection failures). Requeued requests wait for a new slot like any other.
@@ -73,6 +77,7 @@ class Effects:
 NONE = Effects()
 SUCCESS = Effects(breaker_success=True)
 FAILURE = Effects(breaker_failure=True)
+UNEXECUTED = Effects(clear_inflight=True, breaker_success=True)  # refused unexecuted by a broker that is well
 
 
 @dataclass(frozen=True)
@@ -109,10 +114,10 @@ def decide(
         return _about_the_request(result, idempotent=idempotent, more=more, http_status=http_status)
     if result is Result.OK:
         return _finish(Status.OK, None, SUCCESS)
-    if result is Result.TOKEN_REJECTED:
+    if result is Result.TOKEN_REJECTED:  # refused at the door, unexecuted: an order may go again
         if token_replaced:
-            return _finish(Status.UPSTREAM_ERROR, result.value, SUCCESS)
-        return _requeue(result.value, Effects(replace_token=True, breaker_success=True))
+            return _finish(Status.UPSTREAM_ERROR, result.value, UNEXECUTED)
+        return _requeue(result.value, Effects(replace_token=True, clear_inflight=True, breaker_success=True))
     if result is Result.THROTTLED:
         if more:
             return _requeue(result.value, Effects(slow_down=True, clear_inflight=True, breaker_success=True))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from hubclient.catalog import lookup
 from hubclient.models import ApiRequest, Provider, Status
 from services.gateway.clock import ManualClock
@@ -116,3 +119,40 @@ def test_a_keyed_orders_record_is_the_keys_and_an_orders_lives_a_day() -> None:
     assert record_ttl_ms(order(a.request_id, "desk", None), spec, clock_ms) == ORDER_RECORD_MS
     price = lookup(Provider.KIS, "FHKST01010100")
     assert record_ttl_ms(a, price, clock_ms) == 5_000 + RECORD_GRACE_MS  # a read's: its deadline and a minute
+
+
+TOKEN_EXPIRED = kis_envelope("EGW00123", rt_cd="1", status=500)  # KIS refuses the token: nothing executed
+
+
+async def test_a_keyed_order_refused_for_its_token_leaves_the_key_free() -> None:
+    """The broker refused the order's token, then the replaced token too: nothing was executed, so the
+    answer (upstream_error/token_rejected) does not bind the key and a retry with it is sent. The token
+    refusal kept the in-flight mark, which bound the key to that answer for a day."""
+    rig = build_gateway()
+    rig.broker.then(TOKEN_EXPIRED).then(TOKEN_EXPIRED)
+    first = request(rig.clock, tr_id=ORDER_TR, params=ORDER, deadline_s=300)
+    first = first.model_copy(update={"idempotency_key": "token-trouble"})
+    (refused,) = await serve(rig, [first], step_s=0.05, limit_s=300)
+    assert (refused.response.status, refused.response.reason) == (Status.UPSTREAM_ERROR, "token_rejected")
+    retry = keyed_order(rig.clock, "token-trouble")
+    (executed,) = await serve(rig, [retry], step_s=0.05, limit_s=300)
+    assert executed.response.ok and executed.response.shared_with is None
+    assert len(rig.dispatcher.calls("/trading/")) == 3
+
+
+async def test_an_order_let_go_while_it_waits_for_a_new_token_is_sent_on_redelivery() -> None:
+    """An order whose token the broker refused waits for the next issuance (a minute); a revoke then lets
+    it go. Its redelivery is sent: it used to find the first attempt's in-flight mark and be answered
+    unknown_outcome, though the broker had executed nothing."""
+    rig = build_gateway()
+    rig.broker.then(TOKEN_EXPIRED)
+    order = request(rig.clock, tr_id=ORDER_TR, params=ORDER, deadline_s=300)
+    first = asyncio.create_task(rig.gateway.handle(order))
+    await rig.clock.advance(5)
+    assert len(rig.dispatcher.calls("/trading/")) == 1 and not first.done()
+    first.cancel()  # what the consumer does to a queued request on revoke
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    (again,) = await serve(rig, [order], step_s=0.05, limit_s=300)
+    assert (again.response.status, again.response.reason) == (Status.OK, None)
+    assert len(rig.dispatcher.calls("/trading/")) == 2

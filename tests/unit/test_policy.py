@@ -14,8 +14,18 @@ S = Status
 TABLE = [
     ((R.OK, True, 1, False), (FIN, S.OK, None, {"breaker_success"})),
     ((R.OK, False, 1, False), (FIN, S.OK, None, {"breaker_success"})),
-    ((R.TOKEN_REJECTED, True, 1, False), (REQ, None, "token_rejected", {"replace_token", "breaker_success"})),
-    ((R.TOKEN_REJECTED, True, 2, True), (FIN, S.UPSTREAM_ERROR, "token_rejected", {"breaker_success"})),
+    (
+        (R.TOKEN_REJECTED, True, 1, False),
+        (REQ, None, "token_rejected", {"replace_token", "clear_inflight", "breaker_success"}),
+    ),
+    (
+        (R.TOKEN_REJECTED, False, 1, False),
+        (REQ, None, "token_rejected", {"replace_token", "clear_inflight", "breaker_success"}),
+    ),
+    (
+        (R.TOKEN_REJECTED, True, 2, True),
+        (FIN, S.UPSTREAM_ERROR, "token_rejected", {"clear_inflight", "breaker_success"}),
+    ),
     (
         (R.THROTTLED, True, 1, False),
         (REQ, None, "throttled", {"slow_down", "clear_inflight", "breaker_success"}),

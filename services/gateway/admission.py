@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 MAX_PARAM_KEYS = 64  # the default of ``GatewaySettings.max_param_keys``
 MAX_PARAM_VALUE_CHARS = 4_096  # the default of ``GatewaySettings.max_param_value_chars``
+#: Refusals by pace, each logged as ``ratelimit.rejected`` where it is made (``log_rejection``).
+PACE_REFUSALS = frozenset({"deadline_unreachable", "backlog_full"})
 #: Continuation fields the adapters send as HTTP headers (KIS ``tr_cont``, Kiwoom ``next-key``).
 HEADER_CONTINUATION_KEYS = ("tr_cont", "next-key")
 

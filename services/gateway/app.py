@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hubclient.models import ApiRequest, ApiResponse, Provider, Status
+from services.gateway.admission import PACE_REFUSALS
 from services.gateway.clock import SystemClock
 from services.gateway.consumer import RequestConsumer
 from services.gateway.cpu_wait import RunQueueWait
@@ -274,8 +275,12 @@ class GatewayApp:
         if request is not None and time.time() * 1000 > request.deadline_ms:
             child(ANSWERED_LATE, provider).inc()
         # An ok answer is the bulk of the traffic and counted in REQUESTS: its line is debug (a JSON line
-        # per answer was a few % of the gateway's CPU); every other status stays at info.
-        level = logging.DEBUG if response.status is Status.OK else logging.INFO
+        # per answer was a few % of the gateway's CPU). So is a refusal by pace, the bulk under overload,
+        # which ``ratelimit.rejected`` logged already; every other status stays at info.
+        quiet = response.status is Status.OK or (
+            response.status is Status.REJECTED and response.reason in PACE_REFUSALS
+        )
+        level = logging.DEBUG if quiet else logging.INFO
         if not logger.isEnabledFor(level):
             return
         log_event(

@@ -4,8 +4,10 @@ every record ends in one answer or one dead letter; health, readiness and metric
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +166,34 @@ async def test_free_text_in_requests_makes_no_new_metric_series(
     assert {a.status for a, _ in harness.answers()} == {Status.INVALID}
     assert REGISTRY.get_sample_value("apihub_requests_total", labels) == before + 5
     assert REGISTRY.get_sample_value("apihub_requests_total", {**labels, "tr_id": "RANDOM0"}) is None
+
+
+async def test_under_overload_a_refusal_by_pace_is_logged_once(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Demand past the pace: each refusal is one ``ratelimit.rejected`` line (info and up), not that and a
+    ``request.answered`` line at info besides, which doubled the log's lines per request exactly while the
+    gateway was overloaded; the answer's line is debug, as an ok answer's is."""
+    requests = [
+        price_request(partition=0).model_copy(
+            update={
+                "params": {"FID_COND_MRKT_DIV_CODE": "J", "FID_INPUT_ISCD": f"{i:06d}"},
+                "deadline_ms": 1_790_000_001_000,
+            }
+        )
+        for i in range(60)
+    ]
+    with caplog.at_level(logging.INFO, logger="services.gateway"):
+        records = [record_of(r.to_json(), request_headers(r), offset=i) for i, r in enumerate(requests)]
+        tasks = [asyncio.create_task(harness.app.handle_record(record)) for record in records]
+        async with asyncio.timeout(10):
+            while not all(t.done() for t in tasks):
+                await harness.rig.clock.advance(0.01)
+    refused = [a for a, _ in harness.answers() if a.reason == "deadline_unreachable"]
+    assert len(refused) > 20 and len(harness.answers()) == 60
+    lines = Counter(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+    assert lines["ratelimit.rejected"] == len(refused)
+    assert lines["request.answered"] == 0
 
 
 async def test_unparseable_input_is_dead_lettered_and_answered_invalid_where_possible(

@@ -255,6 +255,11 @@ class DomainPacer:
             self.breaker.unused()
             self._finish(flight, exc)
             return
+        except Exception:  # a bug: the request taken for this slot is the one answered, the loop goes on
+            logger.exception("gateway.internal_error", extra={"fields": {"domain": self.name}})
+            self.breaker.unused()
+            self._finish(flight, Refused("internal_error", "the pacing loop failed"))
+            return
         task = asyncio.create_task(self._attempt(self, flight, slot, token))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)

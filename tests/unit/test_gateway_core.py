@@ -804,3 +804,25 @@ async def test_a_failure_inside_the_pacing_loop_answers_and_keeps_the_loop(
     assert (first.response.status, first.response.reason) == (Status.REJECTED, "internal_error")
     assert second.response.ok
     assert any(r.getMessage() == "gateway.internal_error" for r in caplog.records)
+
+
+async def test_a_failure_after_a_request_was_popped_for_its_slot_answers_that_request() -> None:
+    """An unexpected error fetching the token after the loop took a request for its slot ends that request
+    internal_error and the loop serves on. It used to escape to the loop, which answered the next queued
+    request internal_error instead while the one taken waited for an answer that never came."""
+    rig = build_gateway()
+    pacer = rig.gateway.pacers[Provider.KIS, LimitClass.QUERY]
+    real = pacer._token
+    calls = 0
+
+    async def token(domain: str) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the loop's second ask: after it popped the first request
+            raise KeyError("expires_at_s")
+        return await real(domain)
+
+    pacer._token = token
+    first, second = await serve(rig, [request(rig.clock), request(rig.clock)], limit_s=5)
+    assert (first.response.status, first.response.reason) == (Status.REJECTED, "internal_error")
+    assert second.response.ok

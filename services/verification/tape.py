@@ -15,7 +15,10 @@ Two sources fill it (values as in ``docs/WORKERS.md``):
   minutes stay as they were.
 
 A record that cannot be read is counted in ``malformed`` and otherwise ignored, so one bad message never
-stops the worker. The book is pure: ``TickStore`` feeds it from Kafka.
+stops the worker. The book is pure: ``TickStore`` feeds it from Kafka, giving each record's Kafka timestamp,
+and has it ``forget`` the symbol-days no record has been written for since a cutoff: the topics keep a week,
+so a book that kept every day it ever read would grow for as long as the worker runs (a busy feed is
+millions of trades a day) while a restarted worker would know only that week anyway.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class _SymbolDay:
     feed: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # seq -> (second, price, volume)
     windows: dict[Window, RecoveredWindow] = field(default_factory=dict)
     parts: PartsRead = field(default_factory=dict)  # windows in parts not yet read whole
+    written_ms: int = 0  # the newest Kafka timestamp of its records read (0: none given)
 
 
 def _int(value: Any, name: str) -> int:
@@ -118,8 +122,9 @@ class TickBook:
     def _symbol_day(self, symbol: str, day: date) -> _SymbolDay:
         return self._days.setdefault((symbol, day), _SymbolDay())
 
-    def add_feed(self, raw: bytes | None) -> bool:
-        """Read one ``market.ticks`` value; False when it is malformed (counted)."""
+    def add_feed(self, raw: bytes | None, written_ms: int = 0) -> bool:
+        """Read one ``market.ticks`` value written at ``written_ms`` (its Kafka timestamp); False when it is
+        malformed (counted)."""
         try:
             value = _object(raw)
             symbol, day = _text(value.get("symbol"), "symbol"), _day(value.get("day"))
@@ -131,12 +136,15 @@ class TickBook:
         except (ValueError, TypeError, orjson.JSONDecodeError):
             self.malformed += 1
             return False
-        self._symbol_day(symbol, day).feed.setdefault(seq, (second, price, volume))
+        held = self._symbol_day(symbol, day)
+        held.feed.setdefault(seq, (second, price, volume))
+        held.written_ms = max(held.written_ms, written_ms)
         self.feed_records += 1
         return True
 
-    def add_recovered(self, raw: bytes | None) -> bool:
-        """Read one ``market.ticks.recovered`` value; False when it is malformed (counted)."""
+    def add_recovered(self, raw: bytes | None, written_ms: int = 0) -> bool:
+        """Read one ``market.ticks.recovered`` value written at ``written_ms`` (its Kafka timestamp); False
+        when it is malformed (counted)."""
         try:
             value = _object(raw)
             if value.get("kind") != "window":
@@ -156,6 +164,7 @@ class TickBook:
             self.malformed += 1
             return False
         held = self._symbol_day(symbol, day)
+        held.written_ms = max(held.written_ms, written_ms)
         self.recovered_records += 1
         if parts > 1:
             read = held.parts.setdefault((window, task_id, parts), {})
@@ -179,6 +188,14 @@ class TickBook:
             if second is not None:
                 trades.append((second, n, price, volume))
         return _tape_order(trades)
+
+    def forget(self, written_before_ms: int) -> int:
+        """Drop every symbol-day whose newest record was written before ``written_before_ms`` (epoch ms);
+        returns how many were dropped."""
+        old = [key for key, held in self._days.items() if held.written_ms < written_before_ms]
+        for key in old:
+            del self._days[key]
+        return len(old)
 
     def symbol_days(self) -> list[tuple[str, date]]:
         """Every (symbol, day) with trades or windows, sorted."""

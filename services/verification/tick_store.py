@@ -6,7 +6,10 @@ recovered window committed with its recovery task appears whole or not at all). 
 a restarted worker reads the topics again (their retention is a week).
 
 ``catch_up(timeout_s)`` takes the end offsets at the moment it is called and reads until every partition
-has reached them, so a task sees every trade and window committed before it started. It gives up after
+has reached them, so a task sees every trade and window committed before it started. Having caught up,
+it forgets the symbol-days none of whose records was written in the last ``KEPT_MS`` (the topics'
+retention, a week): what a restarted worker would no longer read, and without it the book would hold every
+trade the process ever read. It gives up after
 ``timeout_s`` seconds with ``TaskFailed(reason="ticks_behind")`` (``ticks_unavailable`` on a Kafka error)
 rather than judge a window on half its trades.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import date
 from typing import Any, Protocol
 
@@ -33,6 +37,9 @@ from services.worker.errors import TaskFailed, WorkerError
 logger = logging.getLogger(__name__)
 
 FETCH_WAIT_MS = 100  # one poll of the catch-up loop waits this long for records at most
+#: How long a symbol-day stays in the book after its newest record was written: the retention of
+#: ``market.ticks`` and ``market.ticks.recovered`` (``schemas/topics.yaml``), in ms.
+KEPT_MS = 7 * 24 * 3600 * 1000
 
 
 class TickSource(Protocol):
@@ -143,12 +150,13 @@ class TickStore:
                 while True:
                     behind = {tp: end for tp, end in behind.items() if await consumer.position(tp) < end}
                     if not behind:
+                        self.book.forget(int(time.time() * 1000) - KEPT_MS)
                         return read
                     batch = await consumer.getmany(*behind, timeout_ms=FETCH_WAIT_MS)
                     for tp, records in batch.items():
                         add = self.book.add_feed if tp.topic == self._feed_topic else self.book.add_recovered
                         for record in records:
-                            add(record.value)
+                            add(record.value, record.timestamp)
                         read += len(records)
         except TimeoutError:
             raise TaskFailed(

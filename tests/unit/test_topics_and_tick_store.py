@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date, datetime
+from datetime import time as dt_time
 
+import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
@@ -133,3 +136,44 @@ async def test_tick_store_failures_are_task_failures(cluster: FakeCluster) -> No
         assert behind.value.reason == "ticks_behind"
     finally:
         await store.stop()
+
+
+async def test_tick_store_forgets_symbol_days_past_the_topics_retention(cluster: FakeCluster) -> None:
+    """The book keeps only what the topics still hold: a symbol-day none of whose records was written in
+    the last week is dropped at the next catch-up (a worker running for months would otherwise hold every
+    trade it ever read), and one that gets a new record (a recovered window) is kept."""
+    cluster.create("market.ticks", 1)
+    cluster.create("market.ticks.recovered", 1)
+    now_ms = int(time.time() * 1000)
+    old_ms = now_ms - 7 * 24 * 3600 * 1000 - 60_000  # past the topics' retention of a week
+    old_day, kept_day, recent_day = date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 26)
+    for day in (old_day, kept_day):
+        cluster.append("market.ticks", tick(day, "10:00:01"), timestamp_ms=old_ms)
+    cluster.append("market.ticks", tick(recent_day, "10:00:01"), timestamp_ms=now_ms)
+    store = TickStore("kafka:9092", feed_topic="market.ticks", recovered_topic="market.ticks.recovered")
+    await store.start()
+    try:
+        assert await store.catch_up(5) == 3
+        assert store.book.symbol_days() == [("005930", recent_day)]
+        cluster.append("market.ticks", tick(old_day, "10:00:02"), timestamp_ms=old_ms)  # a late old copy
+        cluster.append("market.ticks.recovered", window(kept_day), timestamp_ms=now_ms)
+        assert await store.catch_up(5) == 2
+        assert store.book.symbol_days() == [("005930", kept_day), ("005930", recent_day)]
+    finally:
+        await store.stop()
+    assert sorted(store.bars("005930", kept_day, Window(600, 601))) == [600]
+
+
+def tick(day: date, clock: str) -> bytes:
+    """One ``market.ticks`` value of 005930 on ``day`` at ``clock`` (HH:MM:SS KST)."""
+    instant = datetime.combine(day, dt_time.fromisoformat(clock), KST)
+    value = {"symbol": "005930", "day": f"{day:%Y%m%d}", "seq": 1, "time_kst": instant.isoformat()}
+    return orjson.dumps({**value, "price": 70_000, "volume": 1})
+
+
+def window(day: date) -> bytes:
+    """A recovered 10:00-10:01 window of 005930 on ``day`` with one trade."""
+    instant = datetime.combine(day, dt_time(10, 0, 5), KST).isoformat()
+    ticks = [{"time_kst": instant, "n": 0, "price": 70_100, "volume": 2}]
+    value = {"kind": "window", "symbol": "005930", "day": day.isoformat(), "start": "10:00", "end": "10:01"}
+    return orjson.dumps({**value, "provider": "KIWOOM", "tr_id": "ka10079", "ticks": ticks, "task_id": "t"})

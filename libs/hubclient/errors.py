@@ -8,7 +8,8 @@ HubError                      root; ``retriable`` says whether the same call may
 │   └── UnknownTrId           the tr_id is not in the catalog
 ├── RequestRejected(reason)   the gateway refused it (``rejected``); retriable when it clears by itself
 ├── RequestExpired            the deadline passed before the call could be made (retriable)
-├── UpstreamError(code)       the broker answered with an error
+├── UpstreamError(code)       the broker answered with an error; retriable when throttled, transient or
+│                             unreachable
 ├── UnknownOutcome            a non-idempotent call may or may not have happened; never resent
 ├── PagingLimit(limit)        ``paginate`` hit its page count or total time with pages still left
 └── MalformedPayload(field)   a broker row cannot be normalized (also a ``ValueError``)
@@ -26,6 +27,12 @@ if TYPE_CHECKING:
 RETRIABLE_REJECTIONS = frozenset(
     {"backlog_full", "deadline_unreachable", "circuit_open", "token_unavailable", "idempotency_unavailable"}
 )
+
+#: ``upstream_error`` reasons that may clear by themselves: the broker throttled, failed (5xx, an unreadable
+#: answer) or could not be reached (no connection, or no answer) through every attempt the gateway made. An
+#: unreachable broker is as passing as a failing one (the circuit it opens is ``circuit_open``, retriable),
+#: and the call is safe to send again: an order that may have reached the broker is ``unknown_outcome``.
+RETRIABLE_UPSTREAM = frozenset({"throttled", "transient", "unreachable"})
 
 
 class HubError(Exception):
@@ -93,7 +100,7 @@ class UpstreamError(HubError):
         self.provider_code = provider_code
         self.http_status = http_status
         self.reason = reason
-        self.retriable = reason in {"throttled", "transient"}
+        self.retriable = reason in RETRIABLE_UPSTREAM
 
 
 class UnknownOutcome(HubError):

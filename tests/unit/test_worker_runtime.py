@@ -12,6 +12,9 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from hubclient import HubTimeout, RequestRejected
+from hubclient.client import raise_for_status
+from hubclient.ids import new_request_id
+from hubclient.models import ApiResponse, Status
 from services.worker.errors import MalformedTask, TaskFailed
 from services.worker.health import HealthServer, answer
 from services.worker.outputs import MAX_VALUE_BYTES, Outputs, Record
@@ -260,6 +263,43 @@ async def test_retrier_gives_up_at_the_deadline_and_on_refusals() -> None:
     with pytest.raises(TaskFailed) as caught:
         await retrier.call("too late", clock.now + 0.5, refused)
     assert caught.value.reason == "gave_up"
+
+
+@pytest.mark.parametrize(
+    ("reason", "retried"),
+    [
+        ("throttled", True),
+        ("transient", True),
+        ("unreachable", True),  # no connection or no answer through the gateway's attempts: a read is safe
+        ("business_error", False),
+        ("token_rejected", False),
+        ("answer_too_large", False),
+    ],
+)
+async def test_retrier_retries_an_upstream_error_the_broker_may_clear(reason: str, retried: bool) -> None:
+    """A broker that was unreachable (or slow past every attempt) is retried inside the deadline like a
+    5xx; a broker's refusal gives the task up at once."""
+    clock = FakeTime()
+    retrier = Retrier("echo", call_timeout_s=15, sleep=clock.sleep, monotonic=clock.monotonic)
+    answer = ApiResponse(
+        request_id=new_request_id(), status=Status.UPSTREAM_ERROR, reason=reason, gateway="in-memory"
+    )
+    tries = 0
+
+    async def broker(timeout_s: float) -> str:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise_for_status(answer)
+        return "ok"
+
+    if retried:
+        assert await retrier.call("chart", 60.0, broker) == "ok"
+        assert tries == 2
+    else:
+        with pytest.raises(TaskFailed) as caught:
+            await retrier.call("chart", 60.0, broker)
+        assert caught.value.reason == f"refused:{reason}" and tries == 1
 
 
 async def test_outputs_discard_and_empty_checkpoint() -> None:

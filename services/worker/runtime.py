@@ -163,14 +163,42 @@ class TaskLoop:
                         process(self._handler, record, self.commit, dlq_topic=self._settings.topics.dlq)
                     )
                     stopping = asyncio.create_task(stop.wait())
-                    await asyncio.wait({current, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                    stopping.cancel()
+                    try:
+                        await self._poll_while(current, stopping)
+                    except BaseException:
+                        current.cancel()
+                        raise
+                    finally:
+                        stopping.cancel()
                     if not current.done():
                         current.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await current
                         return
                     current.result()  # a commit that failed ends the loop
+
+    async def _poll_while(self, current: asyncio.Task[str], stopping: asyncio.Task[bool]) -> None:
+        """Wait until ``current`` (the task) or ``stopping`` is done, polling the paused consumer meanwhile.
+
+        aiokafka leaves the group when ``getmany`` is not called for ``max_poll_interval_ms`` (5 minutes),
+        and a task runs until its deadline (600 s by default, a history job as long as it asks): the
+        partition would then go to another instance, which starts the same task again while this one
+        still runs it, and this one rejoins with a rebalance of its own. The polls return no record: the
+        assigned partitions are paused first, and a partition given during a poll is sought back to the
+        record it returned, to be read after the task."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the TaskLoop is not started")
+        try:
+            while not (current.done() or stopping.done()):
+                consumer.pause(*consumer.assignment())
+                for tp, records in (await consumer.getmany(timeout_ms=0)).items():
+                    consumer.seek(tp, records[0].offset)
+                await asyncio.wait(
+                    {current, stopping}, timeout=POLL_MS / 1000, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            consumer.resume(*consumer.assignment())
 
     async def commit(self, records: list[Record], offsets: Any) -> None:
         """Produce ``records`` and commit ``offsets`` (if any) in one transaction.

@@ -178,3 +178,46 @@ async def test_run_and_commit_before_start_are_clear_errors() -> None:
         await loop.commit([], None)
     await loop.stop()
     assert loop.group_id == "echo"
+
+
+async def test_a_long_task_keeps_the_consumer_polling_without_reading_ahead(rig: Rig) -> None:
+    """While a task runs the consumer is still polled (aiokafka leaves the group after
+    ``max_poll_interval_ms``, 5 minutes, without a ``getmany``: another instance would then start the same
+    task again), with its partitions paused so that no later task is read before this one is committed;
+    the next task follows it, once."""
+    gate, entered = asyncio.Event(), asyncio.Event()
+    handled: list[str] = []
+
+    class Slow(EchoHandler):
+        async def handle(self, task: object, out: Any) -> None:
+            handled.append(getattr(task, "task_id", ""))
+            entered.set()
+            await gate.wait()
+            await super().handle(task, out)  # type: ignore[arg-type]
+
+    loop = await started(rig, Slow())
+    [consumer] = rig.consumers
+    polls: list[float] = []
+    poll = consumer.getmany
+
+    async def counted(*partitions: TopicPartition, **options: Any) -> Any:
+        polls.append(asyncio.get_running_loop().time())
+        return await poll(*partitions, **options)
+
+    consumer.getmany = counted  # type: ignore[method-assign]
+    rig.cluster.append(TASKS, task("long"))
+    rig.cluster.append(TASKS, task("next"))
+    stop = asyncio.Event()
+    running = asyncio.create_task(loop.run(stop))
+    await asyncio.wait_for(entered.wait(), 5)
+    during = len(polls)
+    await asyncio.sleep(0.2)  # ten poll intervals of the rig
+    assert len(polls) - during >= 5, "the consumer was not polled while the task ran"
+    assert handled == ["long"] and consumer.paused() == {TopicPartition(TASKS, 0)}
+    gate.set()
+    await until(lambda: rig.cluster.committed.get("echo-unit", {}).get(TopicPartition(TASKS, 0)) == 2)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    await loop.stop()
+    assert handled == ["long", "next"] and consumer.paused() == set()
+    assert [r.key for r in rig.cluster.records(OUT)] == [b"long|1", b"long|2", b"next|1", b"next|2"]

@@ -28,7 +28,7 @@ from services.verification.minutes import MinuteBar
 from services.verification.policy import Verdict, judge
 from services.verification.task import VerificationTask
 from services.verification.tick_store import TickSource, TickStore
-from services.worker.errors import MalformedTask
+from services.worker.errors import MalformedTask, TaskFailed
 from services.worker.outputs import Outputs
 from services.worker.retry import Retrier
 from services.worker.runtime import Handler
@@ -89,8 +89,24 @@ class VerificationConsumer:
         self._monotonic = monotonic
 
     async def start(self) -> None:
-        """Start reading the collected trades."""
+        """Start reading the collected trades, and read what the topics hold before the first task.
+
+        After a restart the book is empty and the topics hold a week of trades, minutes of reading for a
+        busy feed, while a task's own catch-up has ``CATCH_UP_S`` at most: the first tasks would each read
+        30 s more and be dead-lettered ``ticks_behind`` one after another. So the backlog is read here, in
+        turns of ``CATCH_UP_S`` (each keeps what it read), before the worker is ready."""
         await self._ticks.start()
+        read = 0
+        while True:
+            try:
+                read += await self._ticks.catch_up(CATCH_UP_S)
+            except TaskFailed as behind:
+                if behind.reason != "ticks_behind":
+                    raise
+                log_event(logger, "verification.ticks_loading", logging.INFO, error=str(behind))
+                continue
+            break
+        log_event(logger, "verification.ticks_loaded", records=read)
 
     async def stop(self) -> None:
         """Stop reading them."""

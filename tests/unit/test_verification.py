@@ -611,7 +611,7 @@ async def test_window_with_a_gap() -> None:
     """The missing minutes are one gap problem, with one recovery task for exactly those minutes."""
     job = task("09:55", "10:10")
     records, _, ticks = await verify(job)
-    assert ticks.catch_ups == 1
+    assert ticks.catch_ups == 2  # at start, then the task's own
     [res] = values(records, TOPICS.verification_results)
     assert res == {
         "task_id": job.task_id,
@@ -724,6 +724,43 @@ async def test_a_window_of_a_day_to_come_gets_no_verdict() -> None:
     with pytest.raises(TaskFailed) as info:
         await verify(task("10:00", "10:30"), today=DAY - timedelta(days=1))
     assert info.value.reason == "future_day"
+
+
+class Backlog(BookTicks):
+    """A tick source with more to read than one catch-up's time: its first ``turns`` catch-ups run out of
+    time (having read a part), as a restarted worker's do on a week of a busy feed."""
+
+    def __init__(self, book: TickBook, turns: int) -> None:
+        super().__init__(book)
+        self.turns = turns
+
+    async def catch_up(self, timeout_s: float) -> int:
+        """``ticks_behind`` while turns are left, then caught up."""
+        await super().catch_up(timeout_s)
+        if self.turns:
+            self.turns -= 1
+            raise TaskFailed("not caught up", reason="ticks_behind")
+        return 0
+
+
+async def test_the_backlog_is_read_at_start_not_in_the_first_tasks() -> None:
+    """A restarted worker reads the topics' backlog before its first task, however many turns it takes;
+    the first tasks were each dead-lettered ``ticks_behind`` while it lasted."""
+    ticks = Backlog(collected_book(), turns=3)
+    async with HubClient(InMemoryTransport(Brokers()), caller="verification-worker") as hub:
+        handler = VerificationConsumer(
+            WorkerSettings(call_timeout_s=2, task_deadline_s=30),
+            hub,
+            ticks=ticks,
+            today=lambda: LATER,
+            retrier=Retrier("unit", call_timeout_s=2, sleep=no_sleep),
+        )
+        await handler.start()
+        assert ticks.catch_ups == 4 and ticks.turns == 0
+        out = Outputs(no_commit)
+        await handler.handle(task("11:00", "11:10"), out)
+        await handler.stop()
+    assert values(out.pending, TOPICS.verification_results)[0]["status"] == "verified"
 
 
 async def test_a_refused_call_gives_the_task_up() -> None:

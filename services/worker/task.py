@@ -2,7 +2,11 @@
 
 A task is a JSON object. ``task_id`` names it (outputs derive their idempotent keys from it or from what
 they describe); ``deadline_ms`` (epoch ms) bounds the time spent on it, hub retries included; without
-one the worker's ``task_deadline_s`` applies from the moment it starts. Unknown fields are refused, so a
+one the worker's ``task_deadline_s`` applies from the moment it starts. A ``deadline_ms`` more than
+``MAX_TASK_S`` (a day, the longest ``apihub history collect --timeout``) ahead counts as a day: one written
+in microseconds (about 1.7e15, below 2**53) lies 50,000 years ahead, and a retriable error that does not
+clear (a revoked app key's ``token_unavailable``) would be retried for as long while every later task of
+the partition waits. Unknown fields are refused, so a
 typo is a clear dead letter rather than a silently ignored option; an integer field takes a JSON integer
 below 2**53 (not a string, not a boolean).
 """
@@ -21,6 +25,8 @@ from services.worker.errors import MalformedTask, TaskFailed
 #: Integers a task may hold: JSON's safe range (any larger is no count or time a task could mean, and a
 #: 64-bit writer refuses past it).
 MAX_JSON_INT = 2**53
+#: Longest a task may take, seconds from its start, whatever its ``deadline_ms`` says.
+MAX_TASK_S = 86_400.0
 
 
 class Task(BaseModel):
@@ -36,12 +42,13 @@ class Task(BaseModel):
     def deadline_s(
         self, default_s: float, *, now_s: float | None = None, monotonic_s: float | None = None
     ) -> float:
-        """The task's deadline on the monotonic clock: its ``deadline_ms``, else ``default_s`` from now."""
+        """The task's deadline on the monotonic clock: its ``deadline_ms``, else ``default_s`` from now;
+        never more than ``MAX_TASK_S`` from now."""
         wall = time.time() if now_s is None else now_s
         mono = time.monotonic() if monotonic_s is None else monotonic_s
         if self.deadline_ms is None:
             return mono + default_s
-        return mono + (self.deadline_ms / 1000 - wall)
+        return mono + min(self.deadline_ms / 1000 - wall, MAX_TASK_S)
 
 
 T = TypeVar("T", bound=Task)

@@ -103,6 +103,17 @@ def test_task_deadline_from_the_task_or_the_default() -> None:
     assert timed.deadline_s(30, now_s=1000, monotonic_s=5) == pytest.approx(15)
 
 
+def test_a_deadline_beyond_a_day_counts_as_a_day() -> None:
+    """A deadline_ms written in microseconds (50,000 years ahead, yet below 2**53) or otherwise more than a
+    day ahead gives the task a day, the longest ``apihub history collect --timeout``: retriable errors that
+    never clear were retried for as long, while every later task of the partition waited."""
+    now_s = 1_796_000_000.0
+    in_micros = Echo(task_id="t", word="w", deadline_ms=int((now_s + 600) * 1_000_000))
+    assert in_micros.deadline_s(30, now_s=now_s, monotonic_s=5) == pytest.approx(5 + 86_400)
+    in_an_hour = Echo(task_id="t", word="w", deadline_ms=int((now_s + 3_600) * 1000))
+    assert in_an_hour.deadline_s(30, now_s=now_s, monotonic_s=5) == pytest.approx(5 + 3_600)
+
+
 async def test_done_task_commits_outputs_with_its_offset() -> None:
     """A done task: the checkpoint commits alone, the rest goes with the next offset in one commit."""
     commits = Commits()

@@ -17,7 +17,7 @@ from services.sandbox.settings import FeedSettings, SandboxSettings
 from services.topics import EnsureReport, TopicSpec, ensure_topics, load_topics
 from services.verification import tick_store as tick_store_module
 from services.verification.minutes import Window
-from services.verification.tick_store import TickStore
+from services.verification.tick_store import KEPT_MS, TickStore
 from services.worker.errors import TaskFailed, WorkerError
 from tests.unit.kafka_fakes import FakeAdmin, FakeCluster, FakeConsumer, FakeProducer, factory
 
@@ -177,3 +177,10 @@ def window(day: date) -> bytes:
     ticks = [{"time_kst": instant, "n": 0, "price": 70_100, "volume": 2}]
     value = {"kind": "window", "symbol": "005930", "day": day.isoformat(), "start": "10:00", "end": "10:01"}
     return orjson.dumps({**value, "provider": "KIWOOM", "tr_id": "ka10079", "ticks": ticks, "task_id": "t"})
+
+
+def test_the_tick_book_keeps_as_long_as_the_tick_topics_do() -> None:
+    """``KEPT_MS`` is the declared retention of both topics the book is read from: a book keeping less
+    would forget what a restarted worker still reads, one keeping more would grow past it."""
+    retention = {t.name: int(t.config["retention.ms"]) for t in load_topics()}
+    assert retention["market.ticks"] == retention["market.ticks.recovered"] == KEPT_MS

@@ -29,14 +29,19 @@ its own command's reply, so a response is stored before its answer is published,
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from hubclient.catalog import TrSpec
 from hubclient.models import ApiRequest, ApiResponse
 from services.gateway.batching import CommandBatcher
+from services.logs import log_event
+
+logger = logging.getLogger(__name__)
 
 INFLIGHT = b"inflight"
 RECORD_GRACE_MS = 60_000  # past the deadline: room for the gateways' clocks to differ
@@ -160,9 +165,18 @@ class IdempotencyStore:
 
 
 def _record(raw: bytes | None) -> Record | None:
-    """The record a key's value stands for (None: no key)."""
+    """The record a key's value stands for (None: no key). A stored answer that no longer reads as one (a
+    version with another response schema wrote it, during a rollout) stands for an earlier delivery whose
+    answer is unknown, as an in-flight mark does: a read is served again, an order is ``unknown_outcome``,
+    never sent twice; before, every redelivery of it ended ``internal_error``."""
     if raw is None:
         return None
     if raw == INFLIGHT:
         return Record(None)
-    return Record(ApiResponse.from_json(raw))
+    try:
+        return Record(ApiResponse.from_json(raw))
+    except (ValidationError, ValueError) as exc:
+        log_event(
+            logger, "idempotency.record_unreadable", logging.WARNING, bytes=len(raw), error=str(exc)[:200]
+        )
+        return Record(None)

@@ -78,6 +78,17 @@ async def test_record_semantics(redis: Redis, unique: str) -> None:
     assert 29_000 < await redis.pttl(f"test:{unique}:idem:{rid}") <= 30_000  # as long as it was asked
 
 
+async def test_a_record_that_no_longer_reads_stands_for_an_unknown_answer(redis: Redis, unique: str) -> None:
+    """A stored answer another version wrote in a shape this one refuses reads as an earlier delivery
+    whose answer is unknown (an order is then unknown_outcome, a read served again), not as an error
+    that ended every redelivery internal_error."""
+    store = IdempotencyStore(redis, key_prefix=f"test:{unique}:")
+    rid = str(uuid.uuid4())
+    await redis.set(f"test:{unique}:idem:{rid}", b'{"request_id": "x", "a_field_from_the_future": 1}')
+    assert await store.lookup(rid) == Record(None)
+    assert await store.mark_inflight(rid, TTL_MS) == Record(None)  # and it is not overwritten
+
+
 async def test_concurrent_requests_share_round_trips(redis: Redis, unique: str) -> None:
     """200 requests looking up and storing their records at once share one round trip and one command
     each time, and every one of them reads its own record back."""

@@ -96,10 +96,11 @@ class Responder:
         """The answer sent when Kafka will not carry ``response`` (``why``): the same, without the broker's
         body, reason ``answer_too_large``. An order (a call that is not idempotent) that reached the broker
         ends ``unknown_outcome``: its caller cannot see what the broker said, so reconciles rather than
-        sending it again; any other call ``upstream_error``."""
+        sending it again (an answer it shares with an earlier order of the same idempotency_key, which
+        reached the broker for it, as well); any other call ``upstream_error``."""
         order = (
             request is not None
-            and response.attempts > 0
+            and (response.attempts > 0 or response.shared_with is not None)
             and not lookup(request.provider, request.tr_id).idempotent
         )
         return response.model_copy(

@@ -10,6 +10,7 @@ from hubclient.models import ApiRequest, Provider, Status
 from services.gateway.clock import ManualClock
 from services.gateway.idempotency import ORDER_RECORD_MS, RECORD_GRACE_MS, record_name, record_ttl_ms
 from services.gateway.policy import MAX_ATTEMPTS
+from services.gateway.responses import Responder
 from services.gateway.testing import build_gateway, kis_envelope
 from tests.unit.test_gateway_core import ORDER, request, serve
 
@@ -156,3 +157,16 @@ async def test_an_order_let_go_while_it_waits_for_a_new_token_is_sent_on_redeliv
     (again,) = await serve(rig, [order], step_s=0.05, limit_s=300)
     assert (again.response.status, again.response.reason) == (Status.OK, None)
     assert len(rig.dispatcher.calls("/trading/")) == 2
+
+
+async def test_a_shared_order_answer_too_large_for_kafka_is_unknown_outcome() -> None:
+    """A retry's answer (the first order's, re-addressed: attempts 0, shared_with set) that Kafka will not
+    carry is ``unknown_outcome`` as the first one's would be: the order did reach the broker, so an
+    ``upstream_error`` would invite a resend under a new key."""
+    rig = build_gateway()
+    first = keyed_order(rig.clock, "big")
+    await serve(rig, [first])
+    (again,) = await serve(rig, [keyed_order(rig.clock, "big")])
+    assert again.response.attempts == 0 and again.response.shared_with == first.request_id
+    cut = Responder.too_large(again.response, keyed_order(rig.clock, "big"), "too large")
+    assert (cut.status, cut.reason) == (Status.UNKNOWN_OUTCOME, "answer_too_large")

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import date, datetime
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from hubclient import HubClient
 from hubclient.market import KST
 from services.kafka_client import client_kwargs
@@ -101,6 +103,8 @@ class VerificationConsumer:
             try:
                 read += await self._ticks.catch_up(CATCH_UP_S)
             except TaskFailed as behind:
+                if isinstance(behind.__cause__, KafkaError):  # said as any worker's start without Kafka is
+                    raise behind.__cause__ from None
                 if behind.reason != "ticks_behind":
                     raise
                 log_event(logger, "verification.ticks_loading", logging.INFO, error=str(behind))

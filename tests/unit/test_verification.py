@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from hubclient import HubClient
 from hubclient.market import KST
@@ -761,6 +762,23 @@ async def test_the_backlog_is_read_at_start_not_in_the_first_tasks() -> None:
         await handler.handle(task("11:00", "11:10"), out)
         await handler.stop()
     assert values(out.pending, TOPICS.verification_results)[0]["status"] == "verified"
+
+
+class Unreachable(BookTicks):
+    """A tick source whose Kafka cannot be read."""
+
+    async def catch_up(self, timeout_s: float) -> int:
+        """``ticks_unavailable``, as the store says of a Kafka error."""
+        raise TaskFailed("cannot read", reason="ticks_unavailable") from KafkaConnectionError()
+
+
+async def test_a_start_that_cannot_read_the_ticks_raises_kafkas_error() -> None:
+    """Kafka unreachable while the backlog is read at start: its own error, which the command line turns
+    into one line and exit 2 as for any worker that cannot reach Kafka, not a worker error's traceback."""
+    async with HubClient(InMemoryTransport(Brokers()), caller="verification-worker") as hub:
+        handler = VerificationConsumer(WorkerSettings(), hub, ticks=Unreachable(collected_book()))
+        with pytest.raises(KafkaConnectionError):
+            await handler.start()
 
 
 async def test_a_refused_call_gives_the_task_up() -> None:

@@ -35,6 +35,9 @@ from hubclient.models import ApiRequest
 from services.settings import TOPIC_NAME, validation_message
 
 MAX_REQUEST_BYTES = 65_536  # the default of ``GatewaySettings.max_request_bytes``
+#: A ``kafka_correlationId`` longer than this is not echoed (the answer carries the request id there): an
+#: answer echoing a header of up to a megabyte could not be published at all. Spring's is 16 bytes.
+MAX_CORRELATION_BYTES = 1024
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _MAX_PARTITION = (1 << 31) - 1
 
@@ -82,6 +85,8 @@ def read_record(
     bound = caller_topics.get(record.topic) if caller_topics else None
     headers = list(record.headers or ())
     correlation = header_value(headers, CORRELATION_ID)
+    if correlation is not None and len(correlation) > MAX_CORRELATION_BYTES:
+        correlation = None
     named = _header_reply(headers)
     body: Any = None
     if record.value is not None and len(record.value) > max_request_bytes:
@@ -137,7 +142,10 @@ def _conflict(body: dict[str, Any], named: _HeaderReply) -> str | None:
     """Why the body's and the headers' reply addresses disagree, or None when they do not."""
     topic, partition = body.get("reply_topic"), body.get("reply_partition")
     if isinstance(topic, str) and named.topic is not None and topic != named.topic:
-        return f"the body's reply_topic {topic!r} differs from the kafka_replyTopic header {named.topic!r}"
+        return (
+            f"the body's reply_topic {topic[:80]!r} differs from the kafka_replyTopic header "
+            f"{named.topic[:80]!r}"
+        )
     if _is_int(partition) and named.partition is not None and partition != named.partition:
         return (
             f"the body's reply_partition {partition} differs from the kafka_replyPartition header "

@@ -151,6 +151,21 @@ async def test_a_valid_request_is_answered_on_its_reply_partition(harness: Harne
     assert harness.cluster.records(DLQ) == []
 
 
+async def test_a_correlation_id_too_long_to_echo_is_answered_under_the_request_id(harness: Harness) -> None:
+    """A ``kafka_correlationId`` of a megabyte is not echoed (an answer carrying it could never be
+    published: the request went unanswered, its offset held): the answer carries the request id there,
+    and a reply-address conflict names the topics in 80 characters at most."""
+    request = price_request(partition=1)
+    headers = [(k, v) for k, v in request_headers(request) if k != CORRELATION_ID]
+    await harness.serve(record_of(request.to_json(), [*headers, (CORRELATION_ID, b"c" * 1_000_000)]))
+    [(response, echoed)] = harness.answers()
+    assert response.status is Status.OK and echoed[CORRELATION_ID] == request.request_id.encode()
+    conflicting = [(k, v) for k, v in headers if k != REPLY_TOPIC] + [(REPLY_TOPIC, b"t" * 5000)]
+    await harness.serve(record_of(request.to_json(), conflicting, offset=8))
+    invalid = harness.answers()[-1][0]
+    assert invalid.status is Status.INVALID and len(invalid.message or "") < 400
+
+
 async def test_free_text_in_requests_makes_no_new_metric_series(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ HubError                      root; ``retriable`` says whether the same call may
 ├── HubNotStarted             the client was used before ``start()`` / ``async with``
 ├── HubTimeout                no terminal response before the caller's timeout (retriable)
 ├── HubBackpressure           too many requests pending in this client (retriable)
+├── HubUnavailable            Kafka did not take the request; retriable when its error passes
 ├── InvalidRequest            the request cannot be sent or was answered ``invalid``
 │   └── UnknownTrId           the tr_id is not in the catalog
 ├── RequestRejected(reason)   the gateway refused it (``rejected``); retriable when it clears by itself
@@ -59,6 +60,16 @@ class HubBackpressure(HubError):
     """The client already has its maximum number of requests pending."""
 
     retriable = True
+
+
+class HubUnavailable(HubError):
+    """Kafka did not take the request (its error is the cause); ``retriable`` when that error passes by
+    itself (a leader moving, a broker restarting, a timeout) rather than one that stays (no permission,
+    a record too large)."""
+
+    def __init__(self, message: str, *, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable
 
 
 class InvalidRequest(HubError):

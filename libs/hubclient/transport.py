@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from hubclient.errors import HubError, HubNotStarted
+from hubclient.errors import HubError, HubNotStarted, HubUnavailable
 from hubclient.headers import request_headers
 from hubclient.models import ApiRequest
 
@@ -154,7 +154,10 @@ class KafkaTransport:
                 headers=request_headers(request),
             )
         except KafkaError as exc:
-            raise HubError(f"could not publish request {request.request_id}: {exc}") from exc
+            passing = exc.retriable or isinstance(exc, KafkaTimeoutError)  # a timeout passes too
+            raise HubUnavailable(
+                f"could not publish request {request.request_id}: {exc}", retriable=passing
+            ) from exc
 
     async def stop(self) -> None:
         """Stop listening and close both clients; safe to call twice."""

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAuthorizationFailedError
 
 from hubclient import transport as transport_module
-from hubclient.errors import HubError, HubNotStarted
+from hubclient.errors import HubError, HubNotStarted, HubUnavailable
 from hubclient.headers import CALLER, CORRELATION_ID, REPLY_PARTITION, decode_partition
 from hubclient.models import ApiRequest, Priority, Provider
 from hubclient.transport import KafkaTransport
@@ -133,16 +133,28 @@ async def test_unreachable_kafka_is_a_hub_error(cluster: tuple[FakeCluster, Made
         await transport.send(a_request(0))
 
 
-async def test_a_refused_send_is_a_hub_error(cluster: tuple[FakeCluster, Made]) -> None:
-    """A produce error is raised as ``HubError`` naming the request."""
+@pytest.mark.parametrize(
+    ("error", "retriable"),
+    [
+        (KafkaConnectionError("not leader"), True),
+        (KafkaTimeoutError(), True),  # aiokafka calls it final; the next attempt may well get through
+        (TopicAuthorizationFailedError(), False),
+    ],
+)
+async def test_a_refused_send_is_a_hub_error(
+    cluster: tuple[FakeCluster, Made], error: Exception, retriable: bool
+) -> None:
+    """A produce error is raised as ``HubUnavailable`` naming the request, retriable when Kafka's error
+    passes by itself (a worker's retrier then tries again instead of dead-lettering the task)."""
     _, made = cluster
     transport = KafkaTransport("kafka:9092", reply_partition=0)
     await transport.start(lambda value: None)
     try:
-        made.producers[0].fail_next("send", KafkaConnectionError("not leader"))
+        made.producers[0].fail_next("send", error)
         request = a_request(0)
-        with pytest.raises(HubError, match=request.request_id):
+        with pytest.raises(HubUnavailable, match=request.request_id) as raised:
             await transport.send(request)
+        assert raised.value.retriable is retriable and isinstance(raised.value, HubError)
     finally:
         await transport.stop()
 

@@ -16,6 +16,7 @@ a ``Dispatcher``, a ``SlotStore``, ``TokenStore``s (tokens, approval keys), idem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -465,18 +466,12 @@ class Gateway:
         may have sent (a redelivery after a crash and a long outage): then its record says what became of
         it, its answer or ``unknown_outcome``, where ``expired`` would tell the audit log it never left."""
         spec = lookup(request.provider, request.tr_id)  # check_request found it before the deadline check
-        if spec.idempotent or self._idempotency is None:
-            return self.responder.error(request, error)
-        try:
-            check_permitted(self._permissions, request, spec)  # no record for a caller who may not order
-            record = await self._idempotency.lookup(record_name(request, spec))
-        except (GatewayError, RedisError, OSError):
-            record = None
-        if record is None:
-            return self.responder.error(request, error)
-        owed = self.responder.owed(request, record)
-        log_event(logger, "request.replayed", request_id=request.request_id, status=owed.status.value)
-        return owed
+        earlier = None
+        if not spec.idempotent:
+            with contextlib.suppress(GatewayError):  # not permitted, or Redis away: nothing known of it
+                check_permitted(self._permissions, request, spec)  # no record for a caller who may not order
+                earlier = await self._earlier_delivery(request, spec)
+        return earlier or self.responder.error(request, error)
 
     async def _remember(self, flight: Flight, response: ApiResponse) -> None:
         """Store the answer's idempotency record before it is published; its time counts in the reply path

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
@@ -123,14 +123,13 @@ class TokenManager:
             del self._cache[domain]
         with contextlib.suppress(RedisError, OSError):
             await self._store.delete_if(domain, access_token)
-        log_event(
-            logger,
-            "token.invalidated",
-            logging.WARNING,
-            provider=provider_of(domain).value,
-            domain=domain,
-            credential=self.credential,
-        )
+        self._event("token.invalidated", domain, logging.WARNING)
+
+    def _event(self, event: str, domain: str, level: int = logging.INFO, **fields: Any) -> None:
+        """Log ``event`` about ``domain``'s credential: its provider, domain and what is issued, and
+        ``fields``."""
+        about = {"provider": provider_of(domain).value, "domain": domain, "credential": self.credential}
+        log_event(logger, event, level, **about, **fields)
 
     async def _refresh(self, domain: str, *, stale: TokenGrant | None) -> TokenGrant:
         try:
@@ -154,15 +153,7 @@ class TokenManager:
                 except (RedisError, OSError) as exc:
                     # The broker issued it and the permit is spent: dropping it would leave this instance
                     # without a token for a minute. Kept here, it serves until it is due for refresh.
-                    log_event(
-                        logger,
-                        "token.store_failed",
-                        logging.WARNING,
-                        provider=provider_of(domain).value,
-                        domain=domain,
-                        credential=self.credential,
-                        error=str(exc),
-                    )
+                    self._event("token.store_failed", domain, logging.WARNING, error=str(exc))
                 return grant
             finally:
                 with contextlib.suppress(RedisError, OSError):
@@ -187,14 +178,11 @@ class TokenManager:
                 break
             if not await self._store.lock_held(domain):
                 break  # the holder gave up without a token
-        log_event(
-            logger,
+        self._event(
             "redlock.contention",
+            domain,
             logging.WARNING,
             lock=self._store.lock_name(domain),
-            provider=provider_of(domain).value,
-            domain=domain,
-            credential=self.credential,
             waited_ms=round((self._clock.monotonic() - started) * 1000),
             holder_ttl_ms=holder_ttl_ms,
             got_token=grant is not None,
@@ -241,24 +229,8 @@ class TokenManager:
                 raise TokenIssueError(f"{domain} token answer unreadable: {exc}") from exc
         except TokenIssueError as exc:
             TOKEN_REFRESHES.labels(provider_of(domain).value, "refused").inc()
-            log_event(
-                logger,
-                "token.refused",
-                logging.WARNING,
-                provider=provider_of(domain).value,
-                domain=domain,
-                credential=self.credential,
-                code=exc.code,
-                by_rate=exc.refused_by_rate,
-            )
+            self._event("token.refused", domain, logging.WARNING, code=exc.code, by_rate=exc.refused_by_rate)
             raise
         TOKEN_REFRESHES.labels(provider_of(domain).value, "issued").inc()
-        log_event(
-            logger,
-            "token.issued",
-            provider=provider_of(domain).value,
-            domain=domain,
-            credential=self.credential,
-            expires_in_s=round(grant.expires_at_s - self._clock.time()),
-        )
+        self._event("token.issued", domain, expires_in_s=round(grant.expires_at_s - self._clock.time()))
         return grant

@@ -69,10 +69,11 @@ def test_a_librarys_own_line_keeps_event_a_dotted_name(logger: str, message: str
 
 
 REPO = Path(__file__).resolve().parents[2]
-#: An event logged in ``services``: ``log_event(logger, "name"`` or ``logger.warning("name", extra=``
-#: (an f-string's ``{...}`` parts stand for any word).
+#: An event logged in ``services``: ``log_event(logger, "name"``, ``self._event("name"`` (a module's own
+#: wrapper of it) or ``logger.warning("name", extra=`` (an f-string's ``{...}`` parts stand for any word).
 EMITTED = re.compile(
-    r"(?:log_event\(\s*\w+,\s*|\blog(?:ger)?\.(?:debug|info|warning|error|exception)\(\s*)f?\"([a-z0-9_.{}]+)\""
+    r"(?:log_event\(\s*\w+,\s*|\b_event\(\s*|\blog(?:ger)?\.(?:debug|info|warning|error|exception)\(\s*)"
+    r"f?\"([a-z0-9_.{}]+)\""
 )
 
 

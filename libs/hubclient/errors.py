@@ -9,8 +9,8 @@ HubError                      root; ``retriable`` says whether the same call may
 │   └── UnknownTrId           the tr_id is not in the catalog
 ├── RequestRejected(reason)   the gateway refused it (``rejected``); retriable when it clears by itself
 ├── RequestExpired            the deadline passed before the call could be made (retriable)
-├── UpstreamError(code)       the broker answered with an error; retriable when throttled, transient or
-│                             unreachable
+├── UpstreamError(code)       the broker answered with an error; retriable when throttled, transient,
+│                             unreachable, or its retry was refused for a retriable rejection
 ├── UnknownOutcome            a non-idempotent call may or may not have happened; never resent
 ├── PagingLimit(limit)        ``paginate`` hit its page count or total time with pages still left
 └── MalformedPayload(field)   a broker row cannot be normalized (also a ``ValueError``)
@@ -34,6 +34,8 @@ RETRIABLE_REJECTIONS = frozenset(
 #: unreachable broker is as passing as a failing one (the circuit it opens is ``circuit_open``, retriable),
 #: and the call is safe to send again: an order that may have reached the broker is ``unknown_outcome``.
 RETRIABLE_UPSTREAM = frozenset({"throttled", "transient", "unreachable"})
+#: How an ``upstream_error``'s ``message`` starts when the gateway's retry of the call was refused.
+RETRY_REFUSED = "retry refused: "
 
 
 class HubError(Exception):
@@ -111,7 +113,16 @@ class UpstreamError(HubError):
         self.provider_code = provider_code
         self.http_status = http_status
         self.reason = reason
-        self.retriable = reason in RETRIABLE_UPSTREAM
+        self.retriable = reason in RETRIABLE_UPSTREAM or _retry_refused(response) in RETRIABLE_REJECTIONS
+
+
+def _retry_refused(response: ApiResponse | None) -> str | None:
+    """The rejection that stopped the gateway's retry (a ``message`` ``retry refused: <reason> ...``): a
+    token rejected and none to be had yet (``token_unavailable``) clears by itself as that rejection does."""
+    message = (response.message or "") if response is not None else ""
+    if not message.startswith(RETRY_REFUSED):
+        return None
+    return message[len(RETRY_REFUSED) :].split(" ", 1)[0]
 
 
 class UnknownOutcome(HubError):

@@ -78,6 +78,30 @@ async def test_retriable_flags(reason: str, retriable: bool) -> None:
     assert not UpstreamError("x", provider_code="1", http_status=200, reason="business_error").retriable
 
 
+@pytest.mark.parametrize(
+    ("reason", "message", "retriable"),
+    [
+        ("token_rejected", "retry refused: token_unavailable (KIS token: next issuance in 58s)", True),
+        ("throttled", "retry refused: circuit_open (KIS is failing)", True),
+        ("token_rejected", "EGW00123 the token is no longer valid", False),
+        ("business_error", "retry refused: not_permitted", False),
+    ],
+)
+async def test_an_upstream_error_whose_retry_was_refused_for_a_passing_reason_is_retriable(
+    reason: str, message: str, retriable: bool
+) -> None:
+    """The gateway's retry of a call refused because no token could be had yet (or the circuit opened)
+    clears as that rejection does: the caller may try again later (CONTRACT.md, upstream_error)."""
+
+    def answer(r: ApiRequest) -> ApiResponse:
+        return failed(r, Status.UPSTREAM_ERROR, reason).model_copy(update={"message": message})
+
+    async with HubClient(InMemoryTransport(answer), caller="unit") as hub:
+        with pytest.raises(UpstreamError) as info:
+            await hub.execute("KIS", "FHKST01010100", PRICE, timeout=1)
+    assert info.value.retriable is retriable
+
+
 async def test_timeout_and_late_reply() -> None:
     """An unanswered request times out; its answer arriving later is counted as late, not delivered."""
     held: list[ApiRequest] = []

@@ -127,6 +127,8 @@ class VerificationConsumer:
         today = self._today()
         refuse_future_day(task.day, today)
         deadline_s = task.deadline_s(self._settings.task_deadline_s)
+        if deadline_s <= self._monotonic():  # said as the retrier says it, not as a catch-up cut to nothing
+            raise TaskFailed("the task's deadline passed before it could start", reason="gave_up")
         query = MinuteQuery(task.symbol, task.day, task.window, today=task.day == today)
         catch_up_s = min(CATCH_UP_S, deadline_s - self._monotonic())
         _, kis, kiwoom = await together(

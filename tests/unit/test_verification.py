@@ -764,6 +764,15 @@ async def test_the_backlog_is_read_at_start_not_in_the_first_tasks() -> None:
     assert values(out.pending, TOPICS.verification_results)[0]["status"] == "verified"
 
 
+async def test_a_task_past_its_deadline_is_given_up_not_called_behind() -> None:
+    """A task whose ``deadline_ms`` has passed is ``gave_up`` (as the retrier says it), not ``ticks_behind``
+    from a catch-up given no time, which sent an operator looking at the tick topics."""
+    late = task("11:00", "11:10").model_copy(update={"deadline_ms": 1_000})
+    with pytest.raises(TaskFailed) as info:
+        await verify(late)
+    assert info.value.reason == "gave_up"
+
+
 class Unreachable(BookTicks):
     """A tick source whose Kafka cannot be read."""
 

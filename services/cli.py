@@ -38,6 +38,7 @@ from services.settings import (
     validation_message,
 )
 from services.status.command import add_parser as add_status_parser
+from services.worker.task import MAX_TASK_S
 
 
 def _run_until_signal(main: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
@@ -236,8 +237,8 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 86_400:  # NaN compares false too
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most 86400 seconds")
+    if not 0 < value <= MAX_TASK_S:  # NaN compares false too
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most {MAX_TASK_S:.0f} seconds")
     return value
 
 

@@ -23,6 +23,7 @@ from hubclient.catalog import TrSpec, lookup, refusal
 from hubclient.errors import UnknownTrId
 from hubclient.models import ApiRequest
 from services.gateway.errors import Expired, Invalid, Refused
+from services.gateway.http1 import writable
 from services.gateway.metrics import LIMITER_REJECTIONS
 from services.logs import log_event
 
@@ -66,8 +67,7 @@ def check_continuation(continuation: dict[str, str] | None) -> None:
     unreachable broker: retried, and counted against the broker's health, so one caller's bad pages
     opened the circuit breaker for every caller. Continuations the gateway hands out never hold one."""
     for key in HEADER_CONTINUATION_KEYS:
-        value = (continuation or {}).get(key, "")
-        if "\r" in value or "\n" in value or any(ord(c) > 255 for c in value):
+        if not writable((continuation or {}).get(key, "")):
             raise Invalid("invalid_continuation", f"continuation {key!r} cannot be sent as an HTTP header")
 
 

@@ -56,6 +56,18 @@ class Unsendable(Http1Error):
     """The request cannot be written as HTTP/1.1; nothing was sent."""
 
 
+def writable(text: str) -> bool:
+    """True when ``text`` can go into a request's head as it is written here (``Unsendable`` otherwise): no
+    line break, latin-1 only."""
+    if "\r" in text or "\n" in text:
+        return False
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class ConnectFailed(Http1Error):
     """No connection could be opened; nothing was sent."""
 

@@ -25,7 +25,8 @@ from services.worker.errors import MalformedTask, TaskFailed
 #: Integers a task may hold: JSON's safe range (any larger is no count or time a task could mean, and a
 #: 64-bit writer refuses past it).
 MAX_JSON_INT = 2**53
-#: Longest a task may take, seconds from its start, whatever its ``deadline_ms`` says.
+#: Longest a task may take, seconds from its start, whatever its ``deadline_ms`` says; also the longest
+#: timeout the command line takes (``apihub history collect --timeout``, ``apihub call --timeout``).
 MAX_TASK_S = 86_400.0
 
 

@@ -18,7 +18,7 @@ from services.gateway.clock import Clock
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import DispatchError, Expired, GatewayError, Refused, UpstreamNoAnswer
 from services.gateway.flights import Flight, Stage
-from services.gateway.idempotency import Records, record_name, record_ttl_ms
+from services.gateway.idempotency import Records, fingerprint, record_name, record_ttl_ms
 from services.gateway.metrics import RETRIES, UPSTREAM_CALLS, UPSTREAM_INFLIGHT, child
 from services.gateway.pacing import DomainPacer
 from services.gateway.policy import Action, Decision, Result, backoff_s, decide
@@ -85,7 +85,9 @@ class Caller:
         if not spec.idempotent and self._idempotency is not None and not flight.marked:
             try:
                 ttl_ms = record_ttl_ms(request, spec, int(self._clock.time() * 1000))
-                earlier = await self._idempotency.mark_inflight(record_name(request, spec), ttl_ms)
+                earlier = await self._idempotency.mark_inflight(
+                    record_name(request, spec), ttl_ms, fingerprint(request)
+                )
             except (RedisError, OSError) as exc:
                 raise Refused("idempotency_unavailable", str(exc)) from exc
             if earlier is not None:  # another delivery or keyed order marked or answered it after our lookup
@@ -175,7 +177,8 @@ class Caller:
         if flight.spec.idempotent or self._idempotency is None:
             return
         try:
-            await self._idempotency.clear_inflight(record_name(flight.request, flight.spec))
+            request = flight.request
+            await self._idempotency.clear_inflight(record_name(request, flight.spec), fingerprint(request))
             flight.marked = False
         except (RedisError, OSError) as exc:
             log_event(

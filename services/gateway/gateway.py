@@ -41,7 +41,7 @@ from services.gateway.cpu_wait import RunQueueWait
 from services.gateway.dispatcher import Dispatcher
 from services.gateway.errors import BacklogFull, Expired, GatewayError, Refused, TokenUnavailable
 from services.gateway.flights import Flight, Flights, Position
-from services.gateway.idempotency import Records, keyed, record_name, record_ttl_ms
+from services.gateway.idempotency import Records, fingerprint, keyed, record_name, record_ttl_ms
 from services.gateway.jitter import JitterBudget
 from services.gateway.limiter import DomainLimiter
 from services.gateway.pacing import DomainPacer, ReplyPath
@@ -417,6 +417,8 @@ class Gateway:
     async def _join_twin(self, request: ApiRequest) -> ApiResponse | None:
         """The answer of the same request's delivery still being served here, if there is one."""
         while (twin := self.flights.get(request.request_id)) is not None:
+            if fingerprint(twin.request) != fingerprint(request):
+                return self.responder.reused(request)  # another request under its request_id
             try:
                 return await asyncio.shield(twin.future)
             except asyncio.CancelledError:
@@ -454,7 +456,11 @@ class Gateway:
             if spec.idempotent:
                 return None  # a repeated read is harmless
             raise Refused("idempotency_unavailable", str(exc)) from exc
-        if record is None or (record.response is None and spec.idempotent):
+        if record is None:
+            return None
+        if not record.fits(request):
+            return self.responder.reused(request)
+        if record.response is None and spec.idempotent:
             return None  # a read whose earlier delivery is still in flight may run again
         owed = self.responder.owed(request, record)
         if record.response is not None:
@@ -483,7 +489,7 @@ class Gateway:
         started_s = self.clock.monotonic()
         try:
             ttl_ms = record_ttl_ms(request, spec, self._now_ms())
-            await self._idempotency.store(record_name(request, spec), response, ttl_ms)
+            await self._idempotency.store(record_name(request, spec), response, ttl_ms, fingerprint(request))
         except (RedisError, OSError) as exc:
             log_event(
                 logger,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hubclient.catalog import lookup
 from hubclient.models import ApiRequest, ApiResponse, Status, Timing
 from services.gateway.clock import Clock
-from services.gateway.errors import GatewayError, Refused
+from services.gateway.errors import GatewayError, Invalid, Refused
 from services.gateway.flights import Flight
-from services.gateway.idempotency import Record
+from services.gateway.idempotency import Record, keyed
 from services.gateway.policy import given_up
 from services.gateway.sharing import readdressed
 
@@ -67,9 +67,26 @@ class Responder:
             "broker; reconcile, do not resend",
         )
 
+    def reused(self, request: ApiRequest) -> ApiResponse:
+        """The answer to another request under a ``request_id`` (or an order's ``idempotency_key``) already
+        used: ``invalid``, with nothing of the first one's answer."""
+        spec = lookup(request.provider, request.tr_id)  # admission found it
+        name = "idempotency_key" if keyed(request, spec) else "request_id"
+        return self.error(
+            request,
+            Invalid(
+                f"{name}_reused",
+                f"this {name} names an earlier request with another caller, call, credential or params; "
+                f"give every request its own {name}",
+            ),
+        )
+
     def owed(self, request: ApiRequest, record: Record) -> ApiResponse:
         """What a request sharing an earlier one's record is answered: that one's answer (re-addressed
-        when it was another request, an order with the same idempotency_key), else ``unknown_outcome``."""
+        when it was another request, an order with the same idempotency_key), else ``unknown_outcome``;
+        ``reused`` when the record is another request's."""
+        if not record.fits(request):
+            return self.reused(request)
         earlier = record.response
         if earlier is None:
             return self.redelivered_in_flight(request)

@@ -17,6 +17,7 @@ from tests.conftest import Services
 from tests.processes import free_port
 
 TTL_MS = 60_000
+PRINT = "0123456789abcdef01234567"  # a request's fingerprint
 
 
 @pytest.fixture
@@ -59,20 +60,22 @@ async def test_record_semantics(redis: Redis, unique: str) -> None:
     response = _response()
     rid = response.request_id
     assert await store.lookup(rid) is None
-    assert await store.mark_inflight(rid, TTL_MS) is None  # marked
+    assert await store.mark_inflight(rid, TTL_MS, PRINT) is None  # marked
     record = await store.lookup(rid)
     assert record is not None and record.response is None
-    assert await redis.get(f"test:{unique}:idem:{rid}") == INFLIGHT
+    assert await redis.get(f"test:{unique}:idem:{rid}") == INFLIGHT + b":" + PRINT.encode()
     assert TTL_MS - 1000 < await redis.pttl(f"test:{unique}:idem:{rid}") <= TTL_MS  # the mark's own lifetime
     assert (
-        await store.mark_inflight(rid, TTL_MS) == record
+        await store.mark_inflight(rid, TTL_MS, PRINT) == record
     )  # another delivery's mark is there: not this one's
-    await store.clear_inflight(rid)
+    await store.clear_inflight(rid, PRINT)
     assert await store.lookup(rid) is None
-    assert await store.mark_inflight(rid, TTL_MS) is None
-    await store.store(rid, response, 30_000)
-    assert await store.mark_inflight(rid, TTL_MS) == Record(response)  # kept: the response stays
-    await store.clear_inflight(rid)  # only an in-flight mark is ever cleared
+    assert await store.mark_inflight(rid, TTL_MS, PRINT) is None
+    await store.store(rid, response, 30_000, PRINT)
+    assert await store.mark_inflight(rid, TTL_MS, PRINT) == Record(
+        response, PRINT
+    )  # kept: the response stays
+    await store.clear_inflight(rid, PRINT)  # only an in-flight mark is ever cleared
     record = await store.lookup(rid)
     assert record is not None and record.response == response
     assert 29_000 < await redis.pttl(f"test:{unique}:idem:{rid}") <= 30_000  # as long as it was asked
@@ -86,7 +89,25 @@ async def test_a_record_that_no_longer_reads_stands_for_an_unknown_answer(redis:
     rid = str(uuid.uuid4())
     await redis.set(f"test:{unique}:idem:{rid}", b'{"request_id": "x", "a_field_from_the_future": 1}')
     assert await store.lookup(rid) == Record(None)
-    assert await store.mark_inflight(rid, TTL_MS) == Record(None)  # and it is not overwritten
+    assert await store.mark_inflight(rid, TTL_MS, PRINT) == Record(None)  # and it is not overwritten
+
+
+async def test_records_carry_their_requests_fingerprint(redis: Redis, unique: str) -> None:
+    """A mark and an answer read back with the fingerprint they were written with; another request's
+    clear leaves a mark alone; what an older version wrote (a bare mark, a bare answer) reads without one."""
+    store = IdempotencyStore(redis, key_prefix=f"test:{unique}:")
+    response = _response()
+    rid = response.request_id
+    assert await store.mark_inflight(rid, TTL_MS, PRINT) is None
+    await store.clear_inflight(rid, "another-request")
+    assert await store.lookup(rid) == Record(None, PRINT)  # not this one's mark to clear
+    await store.store(rid, response, TTL_MS, PRINT)
+    assert await store.lookup(rid) == Record(response, PRINT)
+    older = str(uuid.uuid4())
+    await redis.set(f"test:{unique}:idem:{older}", INFLIGHT)
+    assert await store.lookup(older) == Record(None)
+    await redis.set(f"test:{unique}:idem:{older}", response.to_json())
+    assert await store.lookup(older) == Record(response)
 
 
 async def test_concurrent_requests_share_round_trips(redis: Redis, unique: str) -> None:
@@ -97,7 +118,7 @@ async def test_concurrent_requests_share_round_trips(redis: Redis, unique: str) 
     responses = [_response() for _ in range(200)]
     firsts = await asyncio.gather(*(store.lookup(r.request_id) for r in responses))
     assert firsts == [None] * 200
-    await asyncio.gather(*(store.store(r.request_id, r, TTL_MS) for r in responses))
+    await asyncio.gather(*(store.store(r.request_id, r, TTL_MS, PRINT) for r in responses))
     records = await asyncio.gather(*(store.lookup(r.request_id) for r in responses))
     assert [r.response if r else None for r in records] == responses
     assert sizes == [1, 1, 1]  # each time one turn of the loop: one pipeline of one MGET or script call
@@ -107,7 +128,7 @@ async def test_a_cancelled_caller_leaves_the_others_served(redis: Redis, unique:
     """A lookup whose caller gave up before its batch left is dropped; the rest of the batch is served."""
     store = IdempotencyStore(redis, key_prefix=f"test:{unique}:")
     stored = _response()
-    await store.store(stored.request_id, stored, TTL_MS)
+    await store.store(stored.request_id, stored, TTL_MS, PRINT)
     gone = asyncio.create_task(store.lookup(str(uuid.uuid4())))
     kept = asyncio.create_task(store.lookup(stored.request_id))
     await asyncio.sleep(0)  # both queued, the batch not sent yet
@@ -126,7 +147,7 @@ async def test_unreachable_redis_fails_each_command() -> None:
         store = IdempotencyStore(client, key_prefix="test:gone:")
         results = await asyncio.gather(
             *(store.lookup(str(uuid.uuid4())) for _ in range(5)),
-            store.store("gone", _response(), TTL_MS),
+            store.store("gone", _response(), TTL_MS, PRINT),
             return_exceptions=True,
         )
         assert all(isinstance(r, RedisError) for r in results)

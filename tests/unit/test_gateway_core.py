@@ -20,7 +20,7 @@ from hubclient.models import ApiRequest, ApiResponse, Priority, Provider, Status
 from services.gateway.breaker import BreakerState
 from services.gateway.clock import Clock, ManualClock
 from services.gateway.errors import UpstreamNoAnswer, UpstreamUnreachable
-from services.gateway.idempotency import ORDER_RECORD_MS, RECORD_GRACE_MS, Record
+from services.gateway.idempotency import ORDER_RECORD_MS, RECORD_GRACE_MS, Record, fingerprint
 from services.gateway.providers.base import UpstreamAnswer
 from services.gateway.providers.kis import KisAdapter
 from services.gateway.slots import Ask, MemorySlots, Reservation
@@ -338,9 +338,9 @@ async def test_a_slow_idempotency_record_counts_in_the_reply_path() -> None:
     rig = build_gateway()
     plain = rig.records.store
 
-    async def slow_store(name: str, response: ApiResponse, ttl_ms: int) -> None:
+    async def slow_store(name: str, response: ApiResponse, ttl_ms: int, fingerprint: str) -> None:
         await rig.clock.sleep(1.0)
-        await plain(name, response, ttl_ms)
+        await plain(name, response, ttl_ms, fingerprint)
 
     rig.records.store = slow_store  # type: ignore[method-assign]
     (first,) = await serve(rig, [request(rig.clock)])
@@ -456,9 +456,9 @@ async def test_records_live_until_the_deadline_and_a_minute() -> None:
     marks: dict[str, int] = {}
     plain = rig.records.mark_inflight
 
-    async def mark(name: str, ttl_ms: int) -> Record | None:
+    async def mark(name: str, ttl_ms: int, fingerprint: str) -> Record | None:
         marks[name] = ttl_ms
-        return await plain(name, ttl_ms)
+        return await plain(name, ttl_ms, fingerprint)
 
     rig.records.mark_inflight = mark  # type: ignore[method-assign]
     answers = await serve(rig, [read, order])
@@ -503,7 +503,9 @@ async def test_an_order_delivered_after_its_deadline_is_answered_from_its_record
         (first,) = await serve(rig, [order])
         assert first.response.ok
     elif state == "in_flight":
-        await rig.records.mark_inflight(order.request_id, 1000)  # sent, then the gateway died
+        await rig.records.mark_inflight(
+            order.request_id, 1000, fingerprint(order)
+        )  # sent, then the gateway died
     calls = len(rig.dispatcher.calls("/trading/"))
     await rig.clock.advance(5.0)
     late = await rig.gateway.handle(order)
@@ -582,12 +584,14 @@ async def test_an_order_another_delivery_marked_after_its_lookup_is_not_sent(oth
     rig = build_gateway()
     order = request(rig.clock, tr_id="TTTC0012U", params=ORDER)
     theirs = rig.gateway.answer(order, Status.OK, message="the other copy's answer")
-    plain = rig.records.lookup
+    plain, print_ = rig.records.lookup, fingerprint(order)
 
     async def lookup(name: str) -> Record | None:
         found = await plain(name)
         await (
-            rig.records.store(name, theirs, 1000) if other_answered else rig.records.mark_inflight(name, 1000)
+            rig.records.store(name, theirs, 1000, print_)
+            if other_answered
+            else rig.records.mark_inflight(name, 1000, print_)
         )
         return found
 

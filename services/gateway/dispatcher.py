@@ -44,9 +44,15 @@ class HttpDispatcher:
     async def start(self) -> None:
         """Make one connection pool per provider."""
         for provider, settings in self._settings.items():
-            # Enough connections for the pace times the slowest call: waiting for one would delay sends.
-            limit = max(100, int(settings.rate_per_s * settings.timeout_s * 2))
+            # Enough connections for the whole pool's pace times the slowest call: waiting for one would
+            # delay sends.
+            rate_per_s = sum(member.rate_per_s for member in settings.pool().values())
+            limit = max(100, int(rate_per_s * settings.timeout_s * 2))
             self._pools[provider] = Http1Pool(limit, _ssl_context(settings))
+
+    def connection_limit(self, provider: Provider) -> int:
+        """The most connections open at once to ``provider`` (after ``start``)."""
+        return self._pools[provider].limit
 
     async def stop(self) -> None:
         """Close the pools' idle connections."""

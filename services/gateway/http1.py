@@ -285,6 +285,11 @@ class Http1Pool:
         self._origins: dict[str, tuple[_Origin, str]] = {}
 
     @property
+    def limit(self) -> int:
+        """The most connections open at once."""
+        return self._limit
+
+    @property
     def open_connections(self) -> int:
         """Connections open now, idle or busy."""
         return self._open

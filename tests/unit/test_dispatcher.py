@@ -171,6 +171,20 @@ async def test_send_before_start_is_a_clear_error() -> None:
         )
 
 
+async def test_connections_follow_the_whole_pools_pace() -> None:
+    """A pool of 20 keys at 20/s with 10 s calls may have 400 calls a second in flight for 10 s: the
+    connection limit follows the pool's sum, not one key's rate (which capped it at 400)."""
+    members = [{"name": f"k{i}", "appkey": f"PS{i:034d}", "secret": "s" * 180} for i in range(20)]
+    kis = KisSettings(rate_per_s=20, timeout_s=10, credentials=members)
+    d = HttpDispatcher({Provider.KIS: kis, Provider.KIWOOM: KiwoomSettings(rate_per_s=5, timeout_s=10)})
+    await d.start()
+    try:
+        assert d.connection_limit(Provider.KIS) == 8000  # 20 keys x 20/s x 10 s x 2
+        assert d.connection_limit(Provider.KIWOOM) == 100  # one key: the floor
+    finally:
+        await d.stop()
+
+
 @pytest.mark.parametrize(
     ("content", "says"),
     [(None, "cannot read {path}: No such file or directory"), (b"not a PEM\n", "{path} holds no usable PEM")],

@@ -15,13 +15,12 @@ naming the field.
 from __future__ import annotations
 
 import re
-from datetime import date
 from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from hubclient.models import Provider
-from services.worker.task import Task, parse_task
+from services.worker.task import Task, TradingDay, parse_task
 
 #: Longest ``1m`` job, in calendar days from ``from`` to ``to`` inclusive.
 MAX_MINUTE_DAYS = 366
@@ -38,8 +37,8 @@ class HistoryJob(Task):
     """One history job: which symbols, which days, which bars, from which broker."""
 
     symbols: list[str] = Field(min_length=1, max_length=MAX_SYMBOLS, description="six-character KRX codes")
-    first_day: date = Field(alias="from", strict=True, description="first KST day, YYYY-MM-DD")
-    last_day: date = Field(alias="to", strict=True, description="last KST day, YYYY-MM-DD (inclusive)")
+    first_day: TradingDay = Field(alias="from", strict=True, description="first KST day, YYYY-MM-DD")
+    last_day: TradingDay = Field(alias="to", strict=True, description="last KST day, YYYY-MM-DD (inclusive)")
     timeframe: Timeframe
     provider: Provider = Provider.KIS
 

@@ -11,14 +11,14 @@ fields and anything else out of shape make the record a ``MalformedTask`` (dead-
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time
+from datetime import datetime, time
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from hubclient.market import KST
 from hubclient.models import JsonInt
-from services.worker.task import MAX_JSON_INT, Task
+from services.worker.task import MAX_JSON_INT, Task, TradingDay
 
 #: KRX stock codes: six digits or capital letters (``005930``, ``0001A0``).
 SYMBOL_PATTERN = r"^[0-9A-Z]{6}$"
@@ -37,7 +37,7 @@ class RecoveryTask(Task):
     """A task on ``recovery.tasks``."""
 
     symbol: str = Field(pattern=SYMBOL_PATTERN, description="stock code")
-    day: date = Field(description="trading day, YYYY-MM-DD (KST)")
+    day: TradingDay = Field(description="trading day, YYYY-MM-DD (KST)")
     start: str = Field(pattern=MINUTE_PATTERN, description="first minute of the window, HH:MM KST")
     end: str = Field(pattern=MINUTE_PATTERN, description="minute after the window, HH:MM KST (exclusive)")
     round: JsonInt = Field(  # below 2^53 - 1: its re-verification, round + 1, must still be a JSON integer

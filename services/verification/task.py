@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from hubclient.models import JsonInt
 from services.verification.minutes import Window, parse_hhmm
-from services.worker.task import MAX_JSON_INT, Task
+from services.worker.task import MAX_JSON_INT, Task, TradingDay
 
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -25,7 +25,7 @@ class VerificationTask(Task):
     """Check the minutes ``start``-``end`` of ``symbol`` on ``day`` (KST)."""
 
     symbol: str = Field(pattern=r"^[0-9A-Z]{6}$", description="six-character stock code, e.g. 005930")
-    day: date = Field(description="trading day, YYYY-MM-DD")
+    day: TradingDay = Field(description="trading day, YYYY-MM-DD")
     start: str = Field(description="first minute, HH:MM (inclusive)")
     end: str = Field(description="end minute, HH:MM (exclusive)")
     round: JsonInt = Field(

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import time
 from datetime import date
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from hubclient.models import JsonInt
 from services.worker.errors import MalformedTask, TaskFailed
@@ -28,6 +28,19 @@ MAX_JSON_INT = 2**53
 #: Longest a task may take, seconds from its start, whatever its ``deadline_ms`` says; also the longest
 #: timeout the command line takes (``apihub history collect --timeout``, ``apihub call --timeout``).
 MAX_TASK_S = 86_400.0
+#: The Korea Stock Exchange's first session: no broker has a bar or a trade before it (and a day before
+#: year 1000 would not even write as the brokers' eight-digit ``YYYYMMDD``).
+FIRST_TRADING_DAY = date(1956, 3, 3)
+
+
+def _traded_era(day: date) -> date:
+    if day < FIRST_TRADING_DAY:
+        raise ValueError(f"is before the first trading day ({FIRST_TRADING_DAY.isoformat()})")
+    return day
+
+
+#: A day a task may name: ``FIRST_TRADING_DAY`` or later.
+TradingDay = Annotated[date, AfterValidator(_traded_era)]
 
 
 class Task(BaseModel):

@@ -196,7 +196,10 @@ BASE_JOB = {
         ({"provider": "LS"}, "provider"),
         ({"speed": 2}, "speed"),
         ({"from": "2025-01-01"}, "a 1m job spans at most 366 days"),
-        ({"from": "1000-01-01", "timeframe": "1d"}, "a 1d job spans at most 3660 days"),  # a record a day
+        ({"from": "1990-01-01", "timeframe": "1d"}, "a 1d job spans at most 3660 days"),  # a record a day
+        # before the exchange opened; a year below 1000 wrote as seven digits in the broker's YYYYMMDD
+        ({"from": "0999-01-01", "to": "0999-01-02", "timeframe": "1d"}, "before the first trading day"),
+        ({"from": "1956-03-02", "to": "1956-03-05", "timeframe": "1d"}, "before the first trading day"),
     ],
 )
 def test_malformed_jobs_name_their_problem(change: dict[str, Any], names: str) -> None:

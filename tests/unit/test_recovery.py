@@ -303,6 +303,7 @@ def test_records_keys_and_values() -> None:
         (orjson.dumps(task_value(day="2026-11-27T10:00")), "day"),
         (orjson.dumps(task_value(day=1_790_000_000)), "day"),
         (orjson.dumps(task_value(day="2026-02-30")), "day"),
+        (orjson.dumps(task_value(day="0999-12-31")), "before the first trading day"),
         (orjson.dumps(task_value(start="9:00")), "start"),
         (orjson.dumps(task_value(end="24:00")), "end"),
         (orjson.dumps(task_value(start="10:05", end="10:05")), "start before it ends"),

@@ -809,6 +809,7 @@ async def test_a_refused_call_gives_the_task_up() -> None:
         {"start": "9:00"},
         {"day": "20261126"},
         {"day": "2026-02-30"},
+        {"day": "0999-12-31"},  # before the first trading day
         {"symbol": "5930"},
         {"round": 0},
         {"round": True},

@@ -70,16 +70,13 @@ class Responder:
     def reused(self, request: ApiRequest) -> ApiResponse:
         """The answer to another request under a ``request_id`` (or an order's ``idempotency_key``) already
         used: ``invalid``, with nothing of the first one's answer."""
-        spec = lookup(request.provider, request.tr_id)  # admission found it
-        name = "idempotency_key" if keyed(request, spec) else "request_id"
-        return self.error(
-            request,
-            Invalid(
-                f"{name}_reused",
-                f"this {name} names an earlier request with another caller, call, credential or params; "
-                f"give every request its own {name}",
-            ),
+        by_key = keyed(request, lookup(request.provider, request.tr_id))  # admission found the tr_id
+        name = "idempotency_key" if by_key else "request_id"
+        why = (
+            f"this {name} names an earlier request with another caller, call, credential or params; give "
+            f"every request its own {name}"
         )
+        return self.error(request, Invalid("idempotency_key_reused" if by_key else "request_id_reused", why))
 
     def owed(self, request: ApiRequest, record: Record) -> ApiResponse:
         """What a request sharing an earlier one's record is answered: that one's answer (re-addressed

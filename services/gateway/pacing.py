@@ -23,10 +23,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from hubclient.models import ApiRequest, Provider
+from services.gateway.admission import log_rejection
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.classes import ClassLimiter, PacedSlot
 from services.gateway.clock import Clock
-from services.gateway.errors import Expired, GatewayError, Refused, TokenUnavailable
+from services.gateway.errors import BacklogFull, Expired, GatewayError, Refused, TokenUnavailable
 from services.gateway.flights import Flight, Stage
 from services.gateway.jitter import SlidingMax
 from services.gateway.metrics import QUEUE_DEPTH, QUEUE_WAIT, child
@@ -165,11 +166,22 @@ class DomainPacer:
             self._queue_changed.set()
 
     def requeue(self, flight: Flight) -> None:
-        """Put a flight back for another attempt (after a throttle, a retry, a replaced token)."""
+        """Put a flight back for another attempt (after a throttle, a retry, a replaced token);
+        ``BacklogFull`` (logged ``ratelimit.rejected``) when its queue filled meanwhile."""
         if flight.withdrawn:
             return
         replan = self._moves_earliest(flight)
-        self.scheduler.push(Queued(flight.request, payload=flight))
+        try:
+            self.scheduler.push(Queued(flight.request, payload=flight))
+        except BacklogFull:  # a refusal by pace, logged as admission logs its own
+            log_rejection(
+                flight.request,
+                domain=self.name,
+                reason="backlog_full",
+                queue_depth=len(self.scheduler),
+                wait_s=0,
+            )
+            raise
         flight.stage = Stage.QUEUED
         self._queued_changed(flight)
         self._has_work.set()

@@ -830,3 +830,27 @@ async def test_a_failure_after_a_request_was_popped_for_its_slot_answers_that_re
     first, second = await serve(rig, [request(rig.clock), request(rig.clock)], limit_s=5)
     assert (first.response.status, first.response.reason) == (Status.REJECTED, "internal_error")
     assert second.response.ok
+
+
+async def test_a_retry_refused_for_a_full_queue_is_logged_as_a_rejection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A throttled read whose queue filled during its call cannot go back: it is answered ``upstream_error``
+    (``retry refused: backlog_full``) and, like every refusal by pace, counted and logged
+    ``ratelimit.rejected``."""
+    rig = build_gateway(max_backlog=1)
+    rig.broker.then(kis_envelope("EGW00201", rt_cd="1", status=500), latency_s=0.02, path="/quotations/")
+    first, second = request(rig.clock), request(rig.clock)
+    with caplog.at_level(logging.WARNING, logger="services.gateway"):
+        task = asyncio.create_task(rig.gateway.handle(first))
+        # its call is out (the queue is free again), and its throttle comes back before the second's slot
+        await until(rig, lambda: bool(rig.dispatcher.calls("/quotations/")))
+        later = asyncio.create_task(rig.gateway.handle(second))
+        await until(rig, lambda: task.done() and later.done())
+    answer = task.result()
+    assert (answer.status, answer.reason) == (Status.UPSTREAM_ERROR, "throttled")
+    assert answer.message is not None and answer.message.startswith("retry refused: backlog_full")
+    assert later.result().ok
+    rejected = [r for r in caplog.records if r.getMessage() == "ratelimit.rejected"]
+    assert [r.fields["request_id"] for r in rejected] == [first.request_id]  # type: ignore[attr-defined]
+    await rig.gateway.stop()

@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -39,6 +40,37 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
     """Log ``event`` with structured ``fields``."""
     if logger.isEnabledFor(level):
         logger.log(level, event, extra={"fields": fields})
+
+
+class Sampled:
+    """An event that repeats per request while a dependency is away (Redis, Kafka), logged at most once
+    per ``every_s`` seconds: the lines held back in between are counted in the next one's ``suppressed``,
+    so an outage at hundreds of requests a second writes a line a second, not hundreds."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        event: str,
+        level: int = logging.WARNING,
+        *,
+        every_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger, self._event, self._level = logger, event, level
+        self._every_s = every_s
+        self._clock = clock
+        self._next_s = float("-inf")
+        self._held = 0
+
+    def log(self, **fields: Any) -> None:
+        """Log the event with ``fields`` and ``suppressed``, or count it when one was logged lately."""
+        now = self._clock()
+        if now < self._next_s:
+            self._held += 1
+            return
+        self._next_s = now + self._every_s
+        log_event(self._logger, self._event, self._level, **fields, suppressed=self._held)
+        self._held = 0
 
 
 def redact(value: Any) -> Any:

@@ -37,7 +37,7 @@ from services.gateway.quota import GroupQuota
 from services.gateway.slots import RedisSlots
 from services.gateway.token_store import RedisTokenStore
 from services.kafka_client import client_kwargs
-from services.logs import log_event
+from services.logs import Sampled, log_event
 from services.redis_client import redis_client
 from services.settings import GatewaySettings
 
@@ -122,6 +122,8 @@ class GatewayApp:
         self._run_task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
         self._stopping = False
+        # Every answer waiting for Kafka retries twice a second: while Kafka is away, one line a second.
+        self._publish_retry = Sampled(logger, "publish.retry")
 
     async def start(self) -> None:
         """Start every part, then begin consuming; a part that cannot start closes those built before."""
@@ -306,7 +308,7 @@ class GatewayApp:
             except KafkaError as exc:
                 if self._stopping:
                     raise
-                log_event(logger, "publish.retry", logging.WARNING, error=str(exc))
+                self._publish_retry.log(error=str(exc))
                 await asyncio.sleep(PUBLISH_RETRY_S)
 
     async def readiness(self) -> tuple[bool, dict[str, object]]:

@@ -58,7 +58,7 @@ from services.gateway.slots import SlotStore, shared_name
 from services.gateway.token_store import TokenStore
 from services.gateway.tokens import TokenManager
 from services.gateway.websocket import ApprovalIssuer, CredentialLender
-from services.logs import log_event
+from services.logs import Sampled, log_event
 from services.settings import ProviderSettings
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,12 @@ class Gateway:
         self._param_limits = (max_param_keys, max_param_value_chars)
         self._idempotency = idempotency
         self._reply = ReplyPath(self.clock)
+        # A record Redis would not keep: a read's (harmless, and one per answer while Redis is away) is
+        # logged once a second; an order's (its redelivery can only be ``unknown_outcome``) every time.
+        self._read_store_failed = Sampled(logger, "idempotency.store_failed", clock=self.clock.monotonic)
+        self._order_store_failed = Sampled(
+            logger, "idempotency.store_failed", every_s=0.0, clock=self.clock.monotonic
+        )
         # built by the caller when it needs the members too (their appkeys for the token stores)
         self.pools = dict(provider_pools) if provider_pools is not None else pools(providers, self.clock)
         self.members = {m.domain: m for pool in self.pools.values() for m in pool.members}
@@ -491,12 +497,7 @@ class Gateway:
             ttl_ms = record_ttl_ms(request, spec, self._now_ms())
             await self._idempotency.store(record_name(request, spec), response, ttl_ms, fingerprint(request))
         except (RedisError, OSError) as exc:
-            log_event(
-                logger,
-                "idempotency.store_failed",
-                logging.WARNING,
-                request_id=response.request_id,
-                error=str(exc),
-            )
+            failed = self._read_store_failed if spec.idempotent else self._order_store_failed
+            failed.log(request_id=response.request_id, error=str(exc))
         finally:
             self._reply.observe_store(self.clock.monotonic() - started_s)

@@ -854,3 +854,26 @@ async def test_a_retry_refused_for_a_full_queue_is_logged_as_a_rejection(
     rejected = [r for r in caplog.records if r.getMessage() == "ratelimit.rejected"]
     assert [r.fields["request_id"] for r in rejected] == [first.request_id]  # type: ignore[attr-defined]
     await rig.gateway.stop()
+
+
+async def test_records_redis_would_not_keep_are_logged_once_a_second_for_reads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With Redis refusing every record, 30 reads answered within a second write one
+    ``idempotency.store_failed`` line (the next one counts those held back); each order's is written, its
+    missing record matters for its reconciliation. Every answer still goes out."""
+    rig = build_gateway(rate_per_s=1000)
+
+    async def failing(name: str, response: ApiResponse, ttl_ms: int, fingerprint: str) -> None:
+        raise RedisConnectionError("Redis went away")
+
+    rig.records.store = failing  # type: ignore[method-assign]
+    reads = [request(rig.clock) for _ in range(30)]
+    orders = [request(rig.clock, tr_id="TTTC0012U", params=ORDER) for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger="services.gateway.gateway"):
+        answers = await serve(rig, reads + orders)
+    assert all(a.response.ok for a in answers)
+    lines = [r.fields for r in caplog.records if r.getMessage() == "idempotency.store_failed"]  # type: ignore[attr-defined]
+    by_id = {line["request_id"] for line in lines}
+    assert len(by_id & {r.request_id for r in reads}) == 1
+    assert {o.request_id for o in orders} <= by_id

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from services.logs import JsonFormatter, log_event
+from services.logs import JsonFormatter, Sampled, log_event
 
 
 def render(event: str, **fields: Any) -> dict[str, object]:
@@ -69,10 +69,12 @@ def test_a_librarys_own_line_keeps_event_a_dotted_name(logger: str, message: str
 
 
 REPO = Path(__file__).resolve().parents[2]
-#: An event logged in ``services``: ``log_event(logger, "name"``, ``self._event("name"`` (a module's own
-#: wrapper of it) or ``logger.warning("name", extra=`` (an f-string's ``{...}`` parts stand for any word).
+#: An event logged in ``services``: ``log_event(logger, "name"`` or ``Sampled(logger, "name"``,
+#: ``self._event("name"`` (a module's own wrapper of it) or ``logger.warning("name", extra=`` (an
+#: f-string's ``{...}`` parts stand for any word).
 EMITTED = re.compile(
-    r"(?:log_event\(\s*\w+,\s*|\b_event\(\s*|\blog(?:ger)?\.(?:debug|info|warning|error|exception)\(\s*)"
+    r"(?:(?:log_event|Sampled)\(\s*\w+,\s*|\b_event\(\s*"
+    r"|\blog(?:ger)?\.(?:debug|info|warning|error|exception)\(\s*)"
     r"f?\"([a-z0-9_.{}]+)\""
 )
 
@@ -107,3 +109,17 @@ def test_the_log_doc_lists_every_event_the_services_log() -> None:
     undocumented = [name for name, form in emitted.items() if not any(form.fullmatch(d) for d in documented)]
     never_logged = [d for d in documented if not any(form.fullmatch(d) for form in emitted.values())]
     assert (sorted(undocumented), sorted(never_logged)) == ([], [])
+
+
+def test_a_sampled_event_is_logged_once_a_second_with_the_lines_held_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Repeated within ``every_s`` an event is counted, not written; the next line carries the count."""
+    now = [100.0]
+    event = Sampled(logging.getLogger("test.sampled"), "redis.lost", every_s=1.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="test.sampled"):
+        for step in range(25):  # 2.5 s at ten a second
+            now[0] = 100.0 + step / 10
+            event.log(request_id=str(step))
+    lines = [(r.fields["request_id"], r.fields["suppressed"]) for r in caplog.records]  # type: ignore[attr-defined]
+    assert lines == [("0", 0), ("10", 9), ("20", 9)]

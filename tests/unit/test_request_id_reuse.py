@@ -11,22 +11,9 @@ import pytest
 from hubclient.models import ApiRequest, Status
 from services.gateway.idempotency import Record, fingerprint
 from services.gateway.testing import build_gateway
+from tests.sandbox.test_sandbox_kis_trading import BALANCE
 from tests.unit.test_gateway_core import ORDER, PRICE, request, serve, until
 from tests.unit.test_idempotency_key import keyed_order
-
-BALANCE = {
-    "CANO": "12345678",
-    "ACNT_PRDT_CD": "01",
-    "AFHR_FLPR_YN": "N",
-    "OFL_YN": "",
-    "INQR_DVSN": "02",
-    "UNPR_DVSN": "01",
-    "FUND_STTL_ICLD_YN": "N",
-    "FNCG_AMT_AUTO_RDPT_YN": "N",
-    "PRCS_DVSN": "00",
-    "CTX_AREA_FK100": "",
-    "CTX_AREA_NK100": "",
-}
 
 
 def reusing(first: ApiRequest, **changes: object) -> ApiRequest:

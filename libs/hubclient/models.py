@@ -129,7 +129,11 @@ class ApiRequest(_Envelope):
         }
     )
 
-    request_id: str = Field(pattern=_UUID_PATTERN, description="UUIDv7; also the correlation id")
+    request_id: str = Field(
+        pattern=_UUID_PATTERN,
+        description="UUIDv7; also the correlation id. One request: sent again it is answered from its first "
+        "delivery's record; another request under it is answered invalid / request_id_reused",
+    )
     provider: Provider
     tr_id: str = Field(pattern=r"^[A-Za-z0-9_]{1,32}$", description="KIS tr_id or Kiwoom api-id")
     params: dict[str, Any] = Field(default_factory=dict, description="the call's parameters, by name")
@@ -159,8 +163,8 @@ class ApiRequest(_Envelope):
         max_length=MAX_IDEMPOTENCY_KEY,
         description="names one order across requests: orders (non-idempotent calls) of the same caller to "
         "the same provider with this key are sent at most once within a day, a later one answered with the "
-        "first one's answer (shared_with naming it) or unknown_outcome while that one may be at the broker; "
-        "ignored for reads",
+        "first one's answer (shared_with naming it) or unknown_outcome while that one may be at the broker, "
+        "an order with other params under it invalid / idempotency_key_reused; ignored for reads",
     )
     continuation: dict[str, str] | None = Field(default=None, description="paging state from a response")
     credential: str | None = Field(

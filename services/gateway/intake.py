@@ -38,7 +38,10 @@ MAX_REQUEST_BYTES = 65_536  # the default of ``GatewaySettings.max_request_bytes
 #: A ``kafka_correlationId`` longer than this is not echoed (the answer carries the request id there): an
 #: answer echoing a header of up to a megabyte could not be published at all. Spring's is 16 bytes.
 MAX_CORRELATION_BYTES = 1024
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: The schema's request_id pattern, matched whole: Python's ``$`` also matches before a final line break,
+#: which the schema's (ECMA-262) ``$`` and the model's pattern do not, so ``match`` let ``"<uuid>\n"`` through
+#: to an answer the model then refused to build.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MAX_PARTITION = (1 << 31) - 1
 
 
@@ -202,10 +205,10 @@ def _reply_address(
     request_id = body.get("request_id")
     topic = body.get("reply_topic")
     partition = body.get("reply_partition")
-    if not (isinstance(request_id, str) and _UUID.match(request_id)):
+    if not (isinstance(request_id, str) and _UUID.fullmatch(request_id)):
         text = correlation.decode("utf-8", "replace") if correlation else None
         request_id = (
-            text if text is not None and _UUID.match(text) else _fallback_request_id(record, correlation)
+            text if text is not None and _UUID.fullmatch(text) else _fallback_request_id(record, correlation)
         )
     if not (isinstance(topic, str) and TOPIC_NAME.fullmatch(topic)):
         topic = named.topic

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import uuid
 from collections import Counter
@@ -445,6 +446,29 @@ async def test_a_record_with_no_value_is_dead_lettered_under_its_key_and_answere
     assert dict(first.headers)[DLQ_REASON].startswith(b"unparseable")
     [(response, _)] = harness.answers()
     assert (response.request_id, response.status) == (request_id, Status.INVALID)
+
+
+@pytest.mark.parametrize("where", ["body", "correlation"])
+async def test_a_request_id_with_a_trailing_line_break_is_no_request_id(harness: Harness, where: str) -> None:
+    """``"<uuid>\\n"`` fails the schema's request_id pattern (and the model's): the body's (or the
+    correlation header's) text is no request id, so a Spring client (16 random correlation bytes) gets
+    its ``invalid`` answer under the id derived from the record's place, with its bytes back. It was taken
+    for an id, and building the answer under it failed: dead letter only, and the client waited in vain."""
+    spring = os.urandom(16)
+    fields = orjson.loads(price_request(partition=1).to_json())
+    if where == "body":
+        fields["request_id"] += "\n"
+        correlation = spring
+    else:
+        del fields["request_id"]
+        correlation = (str(uuid.uuid4()) + "\n").encode()
+    await harness.serve(record_of(orjson.dumps(fields), [(CORRELATION_ID, correlation)], offset=48))
+    [letter] = harness.cluster.records(DLQ)
+    assert dict(letter.headers)[DLQ_REASON].startswith(b"schema: request_id")
+    [(response, headers)] = harness.answers()
+    assert (response.status, response.reason) == (Status.INVALID, "invalid_request")
+    assert response.request_id == str(uuid.uuid5(uuid.NAMESPACE_URL, "kafka:api.requests:0:48"))
+    assert headers[CORRELATION_ID] == correlation
 
 
 async def test_a_dead_letter_too_large_for_kafka_keeps_why_and_where_without_the_value(

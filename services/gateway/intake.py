@@ -24,7 +24,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord
@@ -143,13 +143,13 @@ def _header_reply(headers: list[tuple[str, bytes]]) -> _HeaderReply:
 
 def _conflict(body: dict[str, Any], named: _HeaderReply) -> str | None:
     """Why the body's and the headers' reply addresses disagree, or None when they do not."""
-    topic, partition = body.get("reply_topic"), body.get("reply_partition")
+    topic, partition = body.get("reply_topic"), _json_int(body.get("reply_partition"))
     if isinstance(topic, str) and named.topic is not None and topic != named.topic:
         return (
             f"the body's reply_topic {topic[:80]!r} differs from the kafka_replyTopic header "
             f"{named.topic[:80]!r}"
         )
-    if _is_int(partition) and named.partition is not None and partition != named.partition:
+    if partition is not None and named.partition is not None and partition != named.partition:
         return (
             f"the body's reply_partition {partition} differs from the kafka_replyPartition header "
             f"{named.partition}"
@@ -173,8 +173,14 @@ def _with_caller(body: dict[str, Any], bound: str | None) -> dict[str, Any]:
     return {**body, "caller": bound}
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _json_int(value: object) -> int | None:
+    """``value`` as JSON Schema's ``integer`` reads it (``2`` and ``2.0`` alike, as the model does; not
+    ``true``), or None when it is none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) else None
 
 
 def _with_header_reply(body: dict[str, Any], named: _HeaderReply) -> dict[str, Any]:
@@ -204,7 +210,7 @@ def _reply_address(
 ) -> ReplyAddress | None:
     request_id = body.get("request_id")
     topic = body.get("reply_topic")
-    partition = body.get("reply_partition")
+    partition = _json_int(body.get("reply_partition"))
     if not (isinstance(request_id, str) and _UUID.fullmatch(request_id)):
         text = correlation.decode("utf-8", "replace") if correlation else None
         request_id = (
@@ -212,7 +218,7 @@ def _reply_address(
         )
     if not (isinstance(topic, str) and TOPIC_NAME.fullmatch(topic)):
         topic = named.topic
-    if not (_is_int(partition) and 0 <= partition <= _MAX_PARTITION):
+    if not (partition is not None and 0 <= partition <= _MAX_PARTITION):
         partition = named.partition
     if request_id is None or topic is None or partition is None:
         return None

@@ -96,6 +96,26 @@ def test_a_conflict_whose_body_topic_is_no_name_is_answered_at_the_headers_addre
     assert (intake.reply.topic, intake.reply.partition) == ("api.responses", 0)
 
 
+def test_a_reply_partition_written_as_a_whole_float_is_the_body_partition() -> None:
+    """JSON Schema's ``integer`` takes ``2.0`` (as the model does): a body naming ``2.0`` against a header
+    naming 4 disagrees (it was served at 2 as if the header agreed), and an invalid body naming ``2.0`` is
+    answered at its own partition, not the header's."""
+    fields = body()
+    fields["reply_partition"] = 2.0
+    conflict = read_record(record(orjson.dumps(fields), spring_headers(partition=4)), REPLY_TOPICS)
+    assert conflict.reason is not None and conflict.reason.startswith("reply_address_conflict:")
+    assert conflict.reply is not None and conflict.reply.partition == 2
+    agreeing = read_record(record(orjson.dumps(fields), spring_headers(partition=2)), REPLY_TOPICS)
+    assert agreeing.request is not None and agreeing.request.reply_partition == 2
+    fields["provider"] = "NYSE"
+    invalid = read_record(record(orjson.dumps(fields), spring_headers(partition=4)), REPLY_TOPICS)
+    assert invalid.reason is not None and invalid.reason.startswith("reply_address_conflict:")
+    del fields["provider"]
+    refused = read_record(record(orjson.dumps(fields)), REPLY_TOPICS)
+    assert refused.reason is not None and refused.reason.startswith("schema: provider")
+    assert refused.reply is not None and refused.reply.partition == 2
+
+
 def test_an_invalid_body_is_answerable_from_spring_headers() -> None:
     """A schema error in a body without a reply address still gets an answer at the headers' address,
     under the body's request id, with the correlation bytes kept."""

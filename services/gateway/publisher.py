@@ -30,10 +30,18 @@ logger = logging.getLogger(__name__)
 #: sender finding its partition's batch full waits for the batch in flight (one per partition with
 #: idempotence) to be acknowledged.
 BATCH_BYTES = 512 * 1024
+#: The longest ``apihub-dlq-reason`` kept, in bytes (a schema error may quote a long field name).
+REASON_BYTES = 1000
 #: What Kafka says of a record too large for the producer (before sending) or for the topic (the broker).
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 #: What aiokafka says of a topic whose partitions it cannot learn (after its request timeout, or at once).
 NO_SUCH_TOPIC = (UnknownTopicOrPartitionError, TopicAuthorizationFailedError)
+
+
+def _utf8_prefix(text: str, limit: int) -> bytes:
+    """``text`` as UTF-8, cut to at most ``limit`` bytes between characters: a header cut inside one is no
+    longer UTF-8 text, which the contract's ``reason: detail`` is."""
+    return text.encode()[:limit].decode("utf-8", "ignore").encode()
 
 
 class AnswerTooLarge(Exception):
@@ -133,7 +141,7 @@ class Publisher:
         """
         if not self._started:
             raise RuntimeError("Publisher.start() was not called")
-        own = [(DLQ_REASON, reason.encode()[:1000]), (DLQ_SOURCE, source.encode())]
+        own = [(DLQ_REASON, _utf8_prefix(reason, REASON_BYTES)), (DLQ_SOURCE, source.encode())]
         kept = [(k, v) for k, v in headers if k not in (DLQ_REASON, DLQ_SOURCE, DLQ_OMITTED)] + own
         keyed = key if key is not None else source.encode()
         try:

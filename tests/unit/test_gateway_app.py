@@ -393,12 +393,16 @@ async def test_publisher_refuses_use_before_start(monkeypatch: pytest.MonkeyPatc
 
 
 async def test_publisher_keeps_reasons_short_and_forwards_events(harness: Harness) -> None:
-    """A dead-letter reason is cut at 1000 bytes; an operational event goes to its topic as given."""
+    """A dead-letter reason is cut at 1000 bytes, between characters (the header stays UTF-8 text); an
+    operational event goes to its topic as given."""
     publisher = harness.app.publisher
     await publisher.dead_letter(None, b"", [("a", b"1")], reason="schema: " + "x" * 5000, source="t:0:1")
     [letter] = harness.cluster.records(DLQ)
     meta = dict(letter.headers)
     assert len(meta[DLQ_REASON]) == 1000 and meta["a"] == b"1"
+    await publisher.dead_letter(None, b"", [], reason="schema: " + "한" * 500, source="t:0:2")
+    cut = dict(harness.cluster.records(DLQ)[1].headers)[DLQ_REASON]
+    assert cut.decode() == "schema: " + "한" * 330 and len(cut) == 998  # whole characters only: UTF-8
     await publisher.event("apihub.events", b"key", b'{"event":"x"}')
     [event] = harness.cluster.records("apihub.events")
     assert (event.key, event.value) == (b"key", b'{"event":"x"}')

@@ -34,6 +34,7 @@ from services.settings import (
     CALLER_NAME,
     ClientSettings,
     SettingsInvalid,
+    bootstrap_servers,
     validation_errors,
     validation_message,
 )
@@ -119,6 +120,14 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0-65535)")
     return port
+
+
+def _bootstrap(text: str) -> str:
+    """A ``--bootstrap-servers`` value: broker addresses as Kafka's clients read them."""
+    try:
+        return bootstrap_servers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_history_collect(args: argparse.Namespace) -> int:
@@ -442,7 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(func=cmd_sandbox)
     topics = sub.add_parser("topics", help="manage the declared topics")
     topics.add_argument("action", choices=["ensure"])
-    topics.add_argument("--bootstrap-servers")
+    topics.add_argument(
+        "--bootstrap-servers", type=_bootstrap, help="default: APIHUB_KAFKA__BOOTSTRAP_SERVERS"
+    )
     topics.set_defaults(func=cmd_topics)
     schemas = sub.add_parser("schemas", help="generate or check schemas/*.schema.json")
     schemas.add_argument("action", choices=["generate", "check"])
@@ -469,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.set_defaults(func=cmd_call)
     feed = sub.add_parser("feed", help="publish the sandbox market's ticks to market.ticks")
-    feed.add_argument("--bootstrap-servers")
+    feed.add_argument("--bootstrap-servers", type=_bootstrap, help="default: APIHUB_KAFKA__BOOTSTRAP_SERVERS")
     feed.add_argument("--topic")
     feed.add_argument("--symbols", nargs="+")
     feed.add_argument("--day", type=date.fromisoformat, help="YYYY-MM-DD: publish that day and stop")

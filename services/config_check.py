@@ -263,14 +263,6 @@ def _url_problem(value: str) -> str | None:
     return None
 
 
-def _bootstrap_problem(value: str) -> str | None:
-    for server in value.split(","):
-        host, sep, port = server.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            return "expected host:port[,host:port...]"
-    return None
-
-
 _MOCK_LIMIT = "the broker's mock server allows about {:g} calls a second"
 
 
@@ -357,13 +349,6 @@ def _secret_problem(name: str, value: str) -> str | None:
     return None
 
 
-def _value_problem(name: str, value: str) -> str | None:
-    """Rules the settings' types do not express; ``None`` when the value passes them."""
-    if name == "APIHUB_KAFKA__BOOTSTRAP_SERVERS":
-        return _bootstrap_problem(value)
-    return None
-
-
 def check_env(env: Mapping[str, str], known: Mapping[str, Setting] | None = None) -> Report:
     """Check the variables of an env file against what the gateway and the workers read (pure)."""
     known = catalog() if known is None else known
@@ -382,7 +367,7 @@ def check_env(env: Mapping[str, str], known: Mapping[str, Setting] | None = None
         reasons = dict.fromkeys(
             reason for owner in setting.owners for reason in _validation_errors(owner, name, value)
         )
-        extra = _secret_problem(name, value) if setting.secret else _value_problem(name, value)
+        extra = _secret_problem(name, value) if setting.secret else None
         if extra:
             reasons[extra] = None
         problems.extend(Problem(name, "malformed", f"{reason}{shown}") for reason in reasons)

@@ -50,6 +50,44 @@ def topic_name(name: str) -> str:
     return name
 
 
+BOOTSTRAP_FORM = "host:port, comma-separated for several brokers (e.g. 127.0.0.1:19092)"
+
+
+def _broker_problem(address: str) -> str | None:
+    """Why ``address`` (one entry of a bootstrap list) is not ``host:port`` (``[v6]:port`` for IPv6)."""
+    if address.startswith("["):
+        host, closed, rest = address[1:].partition("]")
+        if not closed or not host:
+            return "an IPv6 address opened with '[' is not closed with ']'"
+        sep, port = rest[:1], rest[1:]
+    else:
+        host, sep, port = address.rpartition(":")
+        if ":" in host:
+            return "an IPv6 address is written in brackets: [::1]:9092"
+    if not sep:
+        return "it has no port"
+    if not host or any(char.isspace() for char in host):
+        return "its host is empty or holds a space"
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        return "its port is not a number from 1 to 65535"
+    return None
+
+
+def bootstrap_servers(text: str) -> str:
+    """``text`` when every comma-separated entry is a broker's ``host:port`` (``[v6]:port``), else
+    ``ValueError`` naming the entry by its place and why.
+
+    aiokafka reads the list only as a client starts, where a port that is no number or out of range, or an
+    unclosed ``[``, ends in a traceback instead of a line about the setting."""
+    entries = [entry.strip() for entry in text.split(",")]
+    for number, entry in enumerate(entries, 1):
+        problem = "it is empty" if not entry else _broker_problem(entry)
+        if problem is not None:
+            where = f"broker {number} of {len(entries)}: " if len(entries) > 1 else ""
+            raise ValueError(f"not {BOOTSTRAP_FORM}: {where}{problem}")
+    return text
+
+
 def http_url(url: str) -> str:
     """``url`` when it is an http(s) URL with a host (a broker's base URL), else ``ValueError``."""
     parts = urlsplit(url)
@@ -143,6 +181,11 @@ class KafkaSettings(BaseModel):
     ssl_cafile: str | None = Field(default=None, description="CA bundle; the system's when unset")
     ssl_certfile: str | None = Field(default=None, description="client certificate (mutual TLS)")
     ssl_keyfile: str | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _broker_addresses(cls, text: str) -> str:
+        return bootstrap_servers(text)
 
     @field_validator("request_topic", "response_topic", "dlq_topic", "events_topic")
     @classmethod

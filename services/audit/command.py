@@ -22,7 +22,7 @@ from services.audit.progress import Progress, quiet
 from services.audit.stats import summarize
 from services.audit.timerange import FORMS, TimeRange, parse_duration_ms, resolve_range
 from services.kafka_client import client_kwargs
-from services.settings import ClientSettings
+from services.settings import ClientSettings, bootstrap_servers
 
 EXIT_PARTIAL = 3
 
@@ -98,8 +98,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def source_from(args: argparse.Namespace, settings: ClientSettings, *, dlq: bool) -> Source:
-    """The topics named by the arguments, defaulting to the settings'."""
+    """The topics named by the arguments, defaulting to the settings'; raises ``AuditError`` for a
+    ``--bootstrap-servers`` that is no list of broker addresses."""
     kafka = settings.kafka
+    if args.bootstrap_servers:
+        try:
+            bootstrap_servers(args.bootstrap_servers)
+        except ValueError as exc:
+            raise AuditError(f"--bootstrap-servers: {exc}") from None
     dlq_topic = None
     if dlq and not getattr(args, "no_dlq", False):
         dlq_topic = getattr(args, "dlq_topic", None) or kafka.dlq_topic

@@ -21,7 +21,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.sandbox.clock import MAX_CLOCK_RATE, as_kst, first_instant, range_text, time_of_day, within
 from services.sandbox.symbols import SYMBOLS
-from services.settings import HubSettings, Port
+from services.settings import HubSettings, Port, bootstrap_servers
 
 LatencyDistribution = Literal["fixed", "uniform", "exponential", "normal"]
 ENVIRONMENT_IDS = ("kis/real", "kis/mock", "kiwoom/real", "kiwoom/mock")
@@ -156,6 +156,11 @@ class FeedSettings(BaseModel):
     poll_interval_s: float = Field(
         default=1.0, gt=0, description="run_feed: longest real wait between looks at the clock, s"
     )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _broker_addresses(cls, text: str) -> str:
+        return bootstrap_servers(text)
 
     @field_validator("symbols")
     @classmethod

@@ -623,3 +623,49 @@ def test_an_output_that_cannot_be_written_is_refused_before_reading(
     err = capsys.readouterr().err
     assert err.startswith(f"apihub {argv[0]}: error: cannot write --output ") and "not reachable" not in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["call", "KIS", "FHKST01010100", "FID_INPUT_ISCD=005930"],
+        ["topics", "ensure"],
+        ["credentials"],
+        HISTORY_1D,
+    ],
+)
+def test_a_bootstrap_address_kafka_cannot_read_is_a_refused_setting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """APIHUB_KAFKA__BOOTSTRAP_SERVERS with a port that is no number is refused as the command starts, on
+    the settings' ``error:`` lines, exit 2 (aiokafka's ValueError traceback and exit 1 before)."""
+    monkeypatch.setenv("APIHUB_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:abc")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the settings cannot be used")
+    assert "  APIHUB_KAFKA__BOOTSTRAP_SERVERS: not host:port" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["topics", "ensure"],
+        ["feed", "--once"],
+        ["audit", "--last", "15m"],
+        ["replay", "--dry-run"],
+    ],
+)
+def test_a_bootstrap_servers_flag_kafka_cannot_read_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """``--bootstrap-servers 127.0.0.1:abc`` is bad input: one ``error:`` line naming the flag, exit 2,
+    before anything connects (a traceback and exit 1 before)."""
+    code: object
+    try:
+        code = cli.main([*argv, "--bootstrap-servers", "127.0.0.1:abc"])
+    except SystemExit as stopped:  # argparse's own usage error
+        code = stopped.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--bootstrap-servers: not host:port" in err and "port is not a number" in err
+    assert "Traceback" not in err

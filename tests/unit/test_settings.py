@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
-from services.sandbox.settings import SandboxSettings
+from services.sandbox.settings import FeedSettings, SandboxSettings
 from services.settings import (
     NOT_JSON,
     CredentialSettings,
@@ -208,3 +209,31 @@ def test_a_base_url_that_is_no_http_url_with_a_host_is_refused(url: str) -> None
         KiwoomSettings(base_url=url)
     with pytest.raises(ValueError, match="not an http\\(s\\) URL with a host"):
         CredentialSettings(name="a", appkey="k", secret="s", base_url=url)
+
+
+@pytest.mark.parametrize(
+    ("servers", "why"),
+    [
+        ("127.0.0.1:abc", "its port is not a number from 1 to 65535"),
+        ("127.0.0.1:70000", "its port is not a number from 1 to 65535"),
+        ("[::1", "is not closed with ']'"),
+        ("kafka", "it has no port"),
+        ("::1", "an IPv6 address is written in brackets"),
+        ("host name:9092", "its host is empty or holds a space"),
+        ("127.0.0.1:19092,", "broker 2 of 2: it is empty"),
+    ],
+)
+def test_bootstrap_servers_kafka_cannot_read_are_a_refused_setting(servers: str, why: str) -> None:
+    """The brokers' addresses are checked with the settings, where the variable is named: aiokafka read
+    them only as a client started, and a port that is no number ended every command in a traceback."""
+    with pytest.raises(ValueError, match="not host:port, comma-separated") as caught:
+        KafkaSettings(bootstrap_servers=servers)
+    assert why in str(caught.value)
+    with pytest.raises(ValueError, match=re.escape(why)):
+        FeedSettings(bootstrap_servers=servers)
+
+
+@pytest.mark.parametrize("servers", ["127.0.0.1:19092", "kafka-1:9092, kafka-2:9092", "[::1]:9092"])
+def test_broker_addresses_as_kafka_writes_them_are_taken(servers: str) -> None:
+    """``host:port`` (``[v6]:port``), comma-separated, spaces after the commas allowed."""
+    assert KafkaSettings(bootstrap_servers=servers).bootstrap_servers == servers

@@ -54,6 +54,16 @@ UNMATCHED_REPLIES = Counter(
 _RECENT_TIMEOUTS = 4096  # request ids remembered to tell a late reply from a foreign one
 
 
+def _refused_fields(exc: ValidationError) -> str:
+    """What the request model refused, one ``field: why`` per field on one line, without the values given
+    (pydantic's own text spans lines, quotes each value and links its documentation)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'request'}: "
+        f"{str(error['msg']).removeprefix('Value error, ')}"
+        for error in exc.errors(include_input=False, include_url=False, include_context=False)
+    )
+
+
 class HubClient:
     """Sends requests through the hub and waits for their one terminal response."""
 
@@ -204,7 +214,9 @@ class HubClient:
                 continuation=continuation,
                 credential=credential,
             )
-        except (ValidationError, ValueError) as exc:
+        except ValidationError as exc:
+            raise InvalidRequest(f"invalid request: {_refused_fields(exc)}") from exc
+        except ValueError as exc:
             raise InvalidRequest(f"invalid request: {exc}") from exc
         return await self._round_trip(request, timeout_s)
 

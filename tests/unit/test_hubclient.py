@@ -11,6 +11,7 @@ from hubclient import (
     HubClient,
     HubNotStarted,
     HubTimeout,
+    InvalidRequest,
     RequestExpired,
     RequestRejected,
     UnknownOutcome,
@@ -178,3 +179,16 @@ async def test_misuse_is_reported_clearly() -> None:
             await hub.execute("NYSE", "FHKST01010100")
         with pytest.raises(Exception, match="timeout must be positive"):
             await hub.execute("KIS", "FHKST01010100", PRICE, timeout=0)
+
+
+async def test_a_field_the_request_refuses_is_one_line_without_the_value() -> None:
+    """A credential (or key) the request model refuses is ``InvalidRequest`` naming the field and the rule
+    on one line; pydantic's text spanned four lines, quoted the value and linked its documentation."""
+    transport = InMemoryTransport(lambda r: ok(r, {}))
+    async with HubClient(transport, caller="unit") as hub:
+        with pytest.raises(InvalidRequest) as caught:
+            await hub.submit("KIS", "FHKST01010100", PRICE, credential="not a name: hunter2")
+    message = str(caught.value)
+    assert message.startswith("invalid request: credential: String should match pattern")
+    assert "\n" not in message and "hunter2" not in message and "errors.pydantic.dev" not in message
+    assert transport.sent == []

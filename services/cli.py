@@ -268,10 +268,19 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    """Send one request through the hub and print the response."""
+    """Send one request through the hub and print the response (0 ok, 1 another status, 2 no answer, Kafka
+    not reachable, or a request refused before it is sent)."""
     from hubclient import HubClient, HubError
     from services.kafka_client import client_kwargs
 
+    keys = [key for key, _ in args.params]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:  # dict() would keep the last one silently, and the call would ask for something else
+        print(
+            f"apihub call: error: parameter {', '.join(repeated)} given more than once; give each KEY once",
+            file=sys.stderr,
+        )
+        return 2
     settings = ClientSettings()
     params = dict(args.params)
 
@@ -458,7 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = sub.add_parser("schemas", help="generate or check schemas/*.schema.json")
     schemas.add_argument("action", choices=["generate", "check"])
     schemas.set_defaults(func=cmd_schemas)
-    call = sub.add_parser("call", help="send one request through the hub")
+    call = sub.add_parser(
+        "call",
+        help="send one request through the hub",
+        description="Send one request through the hub and print the answer as JSON. Exit 0 ok, 1 another "
+        "status, 2 no answer within --timeout, Kafka not reachable, or a request refused before it is sent "
+        "(a tr_id not in the catalog, a required parameter missing, a KEY given twice).",
+    )
     call.add_argument("provider", choices=["KIS", "KIWOOM"])
     call.add_argument("tr_id")
     call.add_argument("params", nargs="*", type=_param, metavar="KEY=VALUE")

@@ -669,3 +669,20 @@ def test_a_bootstrap_servers_flag_kafka_cannot_read_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert "--bootstrap-servers: not host:port" in err and "port is not a number" in err
     assert "Traceback" not in err
+
+
+def test_call_refuses_a_parameter_given_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    """``FID_INPUT_ISCD=005930 FID_INPUT_ISCD=000660``: the call would have asked for 000660 alone, saying
+    nothing; it is bad input (one line, exit 2) before anything connects."""
+    argv = ["call", "KIS", "FHKST01010100", "FID_COND_MRKT_DIV_CODE=J"]
+    assert cli.main([*argv, "FID_INPUT_ISCD=005930", "FID_INPUT_ISCD=000660"]) == 2
+    err = capsys.readouterr().err
+    assert err == "apihub call: error: parameter FID_INPUT_ISCD given more than once; give each KEY once\n"
+
+
+def test_call_help_states_its_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    """``apihub call --help`` says what each exit status means, as the README does."""
+    with pytest.raises(SystemExit):
+        cli.main(["call", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Exit 0 ok, 1 another status, 2 no answer within --timeout" in out

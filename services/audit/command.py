@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -120,8 +121,8 @@ def source_from(args: argparse.Namespace, settings: ClientSettings, *, dlq: bool
 
 def options_from(args: argparse.Namespace, now_ms: int) -> AuditOptions:
     """The options of an ``apihub audit`` command line; raises ``AuditError`` on bad input."""
-    if args.max_records <= 0 or args.max_seconds <= 0:
-        raise AuditError("--max-records and --max-seconds must be positive")
+    if not (args.max_records > 0 and 0 < args.max_seconds < math.inf):  # NaN would lift the time bound
+        raise AuditError("--max-records and --max-seconds must be positive, finite numbers")
     try:
         filters = Filters(tuple(args.provider), tuple(args.tr_id), tuple(args.caller), tuple(args.status))
     except ValueError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,8 +148,8 @@ def target_from(args: argparse.Namespace, settings: ReplaySettings) -> Target:
 def options_from(args: argparse.Namespace, now_ms: int) -> ReplayOptions:
     """The options of an ``apihub replay`` command line; raises ``AuditError`` on bad input."""
     for name in ("max_records", "max_seconds", "max_requests", "concurrency", "timeout", "max_send_seconds"):
-        if getattr(args, name) <= 0:
-            raise ReplayError(f"--{name.replace('_', '-')} must be positive")
+        if not 0 < getattr(args, name) < math.inf:  # NaN and inf too: a deadline or bound they cannot make
+            raise ReplayError(f"--{name.replace('_', '-')} must be a positive, finite number")
     settings = ReplaySettings()
     try:
         filters = Filters(tuple(args.provider), tuple(args.tr_id), tuple(args.caller), tuple(args.status))

@@ -131,7 +131,7 @@ def test_audit_command_refuses_bad_bounds_and_missing_topics(
 ) -> None:
     """Non-positive bounds and a topic that does not exist are bad input: exit 2 with the reason."""
     assert cli.main(["audit", "--max-records", "0"]) == 2
-    assert "must be positive" in capsys.readouterr().err
+    assert "must be positive, finite numbers" in capsys.readouterr().err
     monkeypatch.setattr("services.audit.reader.TOPIC_WAIT_S", 0.1)
     argv = ["audit", "--bootstrap-servers", "kafka:9092", "--quiet", "--requests-topic", "nope"]
     assert cli.main(argv) == 2
@@ -192,3 +192,24 @@ async def test_replay_into_a_hub_compares_the_answers(
     verdicts = sorted(row["verdict"] for row in rows)
     assert verdicts == ["different", "same"], rows
     assert code == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["audit", "--max-seconds", "nan"],
+        ["audit", "--max-seconds", "inf"],
+        ["replay", "--timeout", "nan"],
+        ["replay", "--max-send-seconds", "inf"],
+        ["replay", "--max-seconds", "nan"],
+    ],
+)
+def test_a_bound_that_is_no_finite_number_is_bad_input(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """``nan`` passed the ``<= 0`` check: a replay's deadlines then ended in a ValueError traceback, and an
+    audit's read lost its time bound. It is bad input (one line, exit 2), as 0 is."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "must be a positive, finite number" in err or "must be positive, finite numbers" in err
+    assert "Traceback" not in err

@@ -498,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--bootstrap-servers", type=_bootstrap, help="default: APIHUB_KAFKA__BOOTSTRAP_SERVERS")
     feed.add_argument("--topic")
     feed.add_argument("--symbols", nargs="+")
-    feed.add_argument("--day", type=date.fromisoformat, help="YYYY-MM-DD: publish that day and stop")
+    feed.add_argument("--day", type=_day, help="YYYY-MM-DD: publish that day and stop")
     feed.add_argument("--once", action="store_true", help="publish today up to now and stop")
     feed.add_argument(
         "--speed", type=float, help="replay speed factor for --once/--day; 0 = as fast as possible"

@@ -21,7 +21,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.sandbox.clock import MAX_CLOCK_RATE, as_kst, first_instant, range_text, time_of_day, within
 from services.sandbox.symbols import SYMBOLS
-from services.settings import HubSettings, Port, bootstrap_servers
+from services.settings import HubSettings, Port, bootstrap_servers, topic_name
 
 LatencyDistribution = Literal["fixed", "uniform", "exponential", "normal"]
 ENVIRONMENT_IDS = ("kis/real", "kis/mock", "kiwoom/real", "kiwoom/mock")
@@ -161,6 +161,11 @@ class FeedSettings(BaseModel):
     @classmethod
     def _broker_addresses(cls, text: str) -> str:
         return bootstrap_servers(text)
+
+    @field_validator("topic")
+    @classmethod
+    def _legal_topic(cls, name: str) -> str:
+        return topic_name(name)
 
     @field_validator("symbols")
     @classmethod

@@ -481,6 +481,10 @@ def test_only_a_connection_failure_is_called_unreachable(
         (["--gap", "000660@10:00-10:30"], "error: gaps name symbols the feed does not publish: ['000660']"),
         (["--day", "2026-11-28"], "--day 2026-11-28: not a trading day of the sandbox market"),  # a Saturday
         (["--day", "2020-01-02"], "--day 2020-01-02: not a trading day"),  # before the market's history
+        (
+            ["--topic", "market ticks"],
+            "--topic market ticks: not a Kafka topic name",
+        ),  # aiokafka's log before
     ],
 )
 def test_feed_refuses_bad_values_one_line_each(
@@ -686,3 +690,11 @@ def test_call_help_states_its_exit_statuses(capsys: pytest.CaptureFixture[str]) 
         cli.main(["call", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "Exit 0 ok, 1 another status, 2 no answer within --timeout" in out
+
+
+def test_feed_refuses_a_day_that_is_none_as_history_collect_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--day 2026-13-01`` is named as not a day (YYYY-MM-DD), not as an "invalid fromisoformat value"."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["feed", "--day", "2026-13-01"])
+    assert caught.value.code == 2
+    assert "argument --day: '2026-13-01' is not a day (YYYY-MM-DD)" in capsys.readouterr().err

@@ -573,9 +573,20 @@ def kafka_failure(exc: KafkaError, what: str | None = None) -> str:
     return f"error: Kafka refused the command ({what or f'{type(exc).__name__}: {exc}'})"
 
 
+def _without_fallback_output(library: str) -> None:
+    """Keep ``library``'s log records off Python's last-resort stderr handler in a command that configures
+    no logging (``apihub call`` against a Kafka that is down printed aiokafka's ``Unable connect to ...``
+    above its own ``error:`` line, which says the same); a command that configures logging (the gateway,
+    a worker, the feed) still gets them through the root logger."""
+    logger = logging.getLogger(library)
+    if not any(isinstance(handler, logging.NullHandler) for handler in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``apihub`` console script."""
     args = build_parser().parse_args(argv)
+    _without_fallback_output("aiokafka")
     try:
         code: int = args.func(args)
     except BrokenPipeError:  # the reader left (apihub catalog list | head): stop quietly, as Unix tools do

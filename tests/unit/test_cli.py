@@ -6,6 +6,7 @@ Every command here that would reach Kafka is pointed at a loopback port nobody l
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -698,3 +699,17 @@ def test_feed_refuses_a_day_that_is_none_as_history_collect_does(capsys: pytest.
         cli.main(["feed", "--day", "2026-13-01"])
     assert caught.value.code == 2
     assert "argument --day: '2026-13-01' is not a day (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["call", "KIS", "FHKST01010100", "FID_INPUT_ISCD=005930"], ["topics", "ensure"]]
+)
+def test_a_command_against_a_kafka_that_is_down_says_so_on_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """Only the command's own ``error:`` line: aiokafka's ``Unable connect to ...`` came above it through
+    Python's last-resort handler, as no logging is configured for these commands."""
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # a fresh process: no earlier test's handler
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Kafka is not reachable") and err.count("\n") == 1

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from hubclient.headers import CALLER, CORRELATION_ID, DLQ_REASON, DLQ_SOURCE, header_value
 from hubclient.models import ApiRequest, ApiResponse
+from services.gateway.intake import with_header_reply
 from services.settings import validation_message
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -162,12 +163,13 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def read_request(raw: RawRecord) -> RecordedRequest:
-    """A request record as recorded; never raises."""
+    """A request record as recorded (its reply address from the headers where the body names none, as the
+    gateway reads it); never raises."""
     body, problem = _body(raw.value)
     if problem is not None:
         return RecordedRequest(raw, None, body, problem)
-    try:
-        return RecordedRequest(raw, ApiRequest.model_validate(body), body)
+    try:  # read as the gateway read it: a reply address left to the headers is the request's
+        return RecordedRequest(raw, ApiRequest.model_validate(with_header_reply(body, raw.headers)), body)
     except ValidationError as exc:
         return RecordedRequest(raw, None, body, _first_error(exc))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +181,13 @@ def _json_int(value: object) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value if isinstance(value, int) else None
+
+
+def with_header_reply(body: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
+    """A recorded request's body as the gateway validated it: with the reply address its
+    ``kafka_replyTopic`` / ``kafka_replyPartition`` headers name wherever the body names none (a Spring
+    client's request). ``apihub audit`` and ``apihub replay`` read the request topic with it."""
+    return _with_header_reply(body, _header_reply(list(headers)))
 
 
 def _with_header_reply(body: dict[str, Any], named: _HeaderReply) -> dict[str, Any]:

@@ -9,7 +9,15 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from hubclient.headers import CORRELATION_ID, DLQ_REASON, DLQ_SOURCE, request_headers
+from hubclient.headers import (
+    CORRELATION_ID,
+    DLQ_REASON,
+    DLQ_SOURCE,
+    REPLY_PARTITION,
+    REPLY_TOPIC,
+    encode_partition,
+    request_headers,
+)
 from hubclient.models import ApiRequest, ApiResponse, RequestKind, Status, Timing
 from services.audit import AuditError
 from services.audit.join import PENDING, UNANSWERED, Exchange, Filters, join, missing_outcome
@@ -35,6 +43,7 @@ from services.audit.timerange import (
     parse_instant,
     resolve_range,
 )
+from services.replay.plan import Send, decide
 
 # 2026-11-27 09:00:00 KST = 2026-11-27 00:00:00 UTC
 T0 = int(datetime(2026, 11, 27, 0, 0, tzinfo=UTC).timestamp() * 1000)
@@ -261,6 +270,22 @@ def test_join_a_spring_request_whose_header_id_is_not_the_body_id() -> None:
         answers_read_until_ms=NOW,
     )
     assert result.exchanges[0].outcome == "ok"
+
+
+def test_a_request_addressed_by_its_headers_is_read_as_the_gateway_read_it() -> None:
+    """A Spring ``ReplyingKafkaTemplate`` request names its reply address in the headers only; the gateway
+    serves it, so the audit reads it (it was "unreadable", ``schema: reply_partition: Field required``,
+    and ``apihub replay`` skipped it as a body it could not read)."""
+    a = request(1)
+    body = {k: v for k, v in orjson.loads(a.to_json()).items() if k not in ("reply_topic", "reply_partition")}
+    headers = [(REPLY_TOPIC, b"api.responses"), (REPLY_PARTITION, encode_partition(3))]
+    recorded = read_request(raw("api.requests", 0, T0, orjson.dumps(body), headers))
+    assert recorded.problem is None and recorded.request is not None
+    assert (recorded.request.reply_topic, recorded.request.reply_partition) == ("api.responses", 3)
+    exchange = join([recorded], [], answers_read_until_ms=NOW).exchanges[0]
+    assert decide(exchange, ()).reason is Send.IDEMPOTENT
+    headless = read_request(raw("api.requests", 1, T0, orjson.dumps(body)))
+    assert headless.request is None and headless.problem is not None  # nowhere to answer: unreadable still
 
 
 def test_an_unreadable_request_names_a_rule_across_fields_without_pydantic_prefix() -> None:

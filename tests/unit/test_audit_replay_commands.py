@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import orjson
@@ -194,6 +195,19 @@ async def test_replay_into_a_hub_compares_the_answers(
     assert code == 1
 
 
+@pytest.fixture
+def own_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``apihub replay`` configures logging (a root handler on this test's captured stderr, aiokafka's
+    level): put it back, so no later test logs to a closed stream."""
+    root, kafka = logging.getLogger(), logging.getLogger("aiokafka")
+    levels = root.level, kafka.level
+    monkeypatch.setattr(root, "handlers", [])
+    yield
+    root.setLevel(levels[0])
+    kafka.setLevel(levels[1])
+
+
+@pytest.mark.usefixtures("own_logging")
 @pytest.mark.parametrize(
     "argv",
     [

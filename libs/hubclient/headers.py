@@ -10,6 +10,7 @@ own 16 random bytes); without one the answer's header is the request id.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from hubclient.models import SCHEMA_VERSION, ApiRequest, ApiResponse
 
@@ -19,6 +20,8 @@ REPLY_PARTITION = "kafka_replyPartition"
 CALLER = "apihub-caller"
 DEADLINE_MS = "apihub-deadline-ms"
 SCHEMA = "apihub-schema"
+#: The highest partition number Kafka has (a signed 32-bit int).
+MAX_PARTITION = (1 << 31) - 1
 #: On ``api.requests.dlq`` only: why the message could not be served, and where it came from.
 DLQ_REASON = "apihub-dlq-reason"
 DLQ_SOURCE = "apihub-dlq-source"
@@ -86,3 +89,33 @@ def header_value(headers: Sequence[tuple[str, bytes]] | None, name: str) -> byte
         if key == name:
             return value
     return None
+
+
+def reply_address_headers(headers: Sequence[tuple[str, bytes]] | None) -> tuple[str | None, int | None]:
+    """The reply topic and partition a request's ``kafka_replyTopic`` / ``kafka_replyPartition`` headers
+    name; None for one that is absent or unreadable (a partition that is no number, or past Kafka's)."""
+    raw_topic = header_value(headers, REPLY_TOPIC)
+    raw_partition = header_value(headers, REPLY_PARTITION)
+    topic = raw_topic.decode("utf-8", "replace") if raw_topic else None
+    partition: int | None = None
+    if raw_partition:
+        try:
+            partition = decode_partition(raw_partition)
+        except ValueError:
+            partition = None
+    if partition is not None and not 0 <= partition <= MAX_PARTITION:
+        partition = None
+    return topic, partition
+
+
+def with_reply_headers(body: dict[str, Any], headers: Sequence[tuple[str, bytes]] | None) -> dict[str, Any]:
+    """A request body as the gateway reads it: the reply address its headers name filled in wherever the
+    body names none (a Spring client's request leaves it to the headers; the body wins where it names one,
+    docs/CONTRACT.md, "Precedence")."""
+    topic, partition = reply_address_headers(headers)
+    merged = dict(body)
+    if "reply_topic" not in merged and topic is not None:
+        merged["reply_topic"] = topic
+    if "reply_partition" not in merged and partition is not None:
+        merged["reply_partition"] = partition
+    return merged

@@ -14,9 +14,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from hubclient.headers import CALLER, CORRELATION_ID, DLQ_REASON, DLQ_SOURCE, header_value
+from hubclient.headers import CALLER, CORRELATION_ID, DLQ_REASON, DLQ_SOURCE, header_value, with_reply_headers
 from hubclient.models import ApiRequest, ApiResponse
-from services.gateway.intake import with_header_reply
 from services.settings import validation_message
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -169,7 +168,7 @@ def read_request(raw: RawRecord) -> RecordedRequest:
     if problem is not None:
         return RecordedRequest(raw, None, body, problem)
     try:  # read as the gateway read it: a reply address left to the headers is the request's
-        return RecordedRequest(raw, ApiRequest.model_validate(with_header_reply(body, raw.headers)), body)
+        return RecordedRequest(raw, ApiRequest.model_validate(with_reply_headers(body, raw.headers)), body)
     except ValidationError as exc:
         return RecordedRequest(raw, None, body, _first_error(exc))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,13 @@ import orjson
 from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
-from hubclient.headers import CORRELATION_ID, REPLY_PARTITION, REPLY_TOPIC, decode_partition, header_value
+from hubclient.headers import (
+    CORRELATION_ID,
+    MAX_PARTITION,
+    header_value,
+    reply_address_headers,
+    with_reply_headers,
+)
 from hubclient.models import ApiRequest
 from services.settings import TOPIC_NAME, validation_message
 
@@ -42,7 +48,6 @@ MAX_CORRELATION_BYTES = 1024
 #: which the schema's (ECMA-262) ``$`` and the model's pattern do not, so ``match`` let ``"<uuid>\n"`` through
 #: to an answer the model then refused to build.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_MAX_PARTITION = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ def read_record(
             reason = f"caller_mismatch: {mismatch}"
         else:
             try:
-                request = ApiRequest.model_validate(_with_caller(_with_header_reply(body, named), bound))
+                request = ApiRequest.model_validate(_with_caller(with_reply_headers(body, headers), bound))
             except ValidationError as exc:
                 reason = "schema: " + "; ".join(
                     f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {validation_message(e)}"
@@ -127,18 +132,7 @@ def read_record(
 
 
 def _header_reply(headers: list[tuple[str, bytes]]) -> _HeaderReply:
-    raw_topic = header_value(headers, REPLY_TOPIC)
-    raw_partition = header_value(headers, REPLY_PARTITION)
-    topic = raw_topic.decode("utf-8", "replace") if raw_topic else None
-    partition: int | None = None
-    if raw_partition:
-        try:
-            partition = decode_partition(raw_partition)
-        except ValueError:
-            partition = None
-    if partition is not None and not 0 <= partition <= _MAX_PARTITION:
-        partition = None
-    return _HeaderReply(topic, partition)
+    return _HeaderReply(*reply_address_headers(headers))
 
 
 def _conflict(body: dict[str, Any], named: _HeaderReply) -> str | None:
@@ -183,23 +177,6 @@ def _json_int(value: object) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def with_header_reply(body: dict[str, Any], headers: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
-    """A recorded request's body as the gateway validated it: with the reply address its
-    ``kafka_replyTopic`` / ``kafka_replyPartition`` headers name wherever the body names none (a Spring
-    client's request). ``apihub audit`` and ``apihub replay`` read the request topic with it."""
-    return _with_header_reply(body, _header_reply(list(headers)))
-
-
-def _with_header_reply(body: dict[str, Any], named: _HeaderReply) -> dict[str, Any]:
-    """The body with the reply address the headers name wherever the body names none."""
-    merged = dict(body)
-    if "reply_topic" not in merged and named.topic is not None:
-        merged["reply_topic"] = named.topic
-    if "reply_partition" not in merged and named.partition is not None:
-        merged["reply_partition"] = named.partition
-    return merged
-
-
 def _fallback_request_id(record: ConsumerRecord[bytes, bytes], correlation: bytes | None) -> str | None:
     """The request id an ``invalid`` answer uses when neither the body nor the correlation header holds
     one: derived from the record's place (stable across redeliveries), and only when the correlation
@@ -225,7 +202,7 @@ def _reply_address(
         )
     if not (isinstance(topic, str) and TOPIC_NAME.fullmatch(topic)):
         topic = named.topic
-    if not (partition is not None and 0 <= partition <= _MAX_PARTITION):
+    if not (partition is not None and 0 <= partition <= MAX_PARTITION):
         partition = named.partition
     if request_id is None or topic is None or partition is None:
         return None
